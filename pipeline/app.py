@@ -1,0 +1,323 @@
+"""Assembling a worker from settings: codecs, handler, clients, policies, metrics, signals."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from prometheus_client import CollectorRegistry, start_http_server
+
+from pipeline import topics as topic_rules
+from pipeline.catalog import LocalCatalog, load_model
+from pipeline.classify import Redactor, load_exception_types
+from pipeline.codecs.avro import AvroCodec, ParsedSchema, SchemaSource, parse_avro
+from pipeline.codecs.base import Codec, Decoded
+from pipeline.codecs.json import JsonCodec
+from pipeline.delivery import AtLeastOnce, Delivery, Transactions
+from pipeline.errors import ConfigError, RuntimeFailure
+from pipeline.handler import Handler, Processor
+from pipeline.holds import HoldRules, RulesFile
+from pipeline.kafka import admin
+from pipeline.kafka.clients import make_consumer, make_producer
+from pipeline.metrics import WorkerMetrics
+from pipeline.policy import BreakerState, CircuitBreaker, FloodGuard, RetryPolicy
+from pipeline.settings import SchemaSpec, Settings
+from pipeline.worker import Worker, WorkerOptions
+
+log = logging.getLogger("lazarus.worker")
+
+
+class BytesCodec:
+    """`format = "bytes"`: no schema; every value passes as it is."""
+
+    def decode(self, data: bytes) -> Decoded:
+        return Decoded(event=data, schema_ref="bytes", schema_id=None)
+
+    def encode(self, event: object, *, schema_id: int | None = None) -> bytes:
+        if isinstance(event, bytes):
+            return event
+        raise ConfigError("a bytes output takes bytes events from the processing function")
+
+
+@dataclass(frozen=True, slots=True)
+class FixedSchemaCodec:
+    """Encodes outputs with one writer schema id (the output subject's latest)."""
+
+    inner: AvroCodec
+    schema_id: int
+
+    def decode(self, data: bytes) -> Decoded:
+        return self.inner.decode(data)
+
+    def encode(self, event: object, *, schema_id: int | None = None) -> bytes:
+        return self.inner.encode(event, schema_id=self.schema_id)
+
+
+class Schemas:
+    """Schema sources shared by every codec of a process: parsed once, cached."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._source: SchemaSource | None = None
+        self._catalog: LocalCatalog | None = None
+
+    def catalog(self) -> LocalCatalog:
+        if self._catalog is None:
+            self._catalog = LocalCatalog(self.settings.schema_dir)
+        return self._catalog
+
+    def source(self) -> SchemaSource:
+        if self._source is None:
+            registry = self.settings.registry
+            if registry is not None:
+                from pipeline.kafka.registry import RegistrySource
+
+                conf = {
+                    k: v if isinstance(v, str) else v.get_secret_value()
+                    for k, v in registry.conf.items()
+                }
+                self._source = RegistrySource(registry.url, conf)
+            else:
+                self._source = self.catalog()
+        return self._source
+
+    def file_schema(self, path: Path) -> ParsedSchema:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read schema file {path}") from exc
+        return ParsedSchema(parse_avro(text), None, None, None, f"file:{path.name}")
+
+    def model(self, spec: str | None) -> type | None:
+        if spec is None:
+            return None
+        return load_model(spec)
+
+    def codec(self, spec: SchemaSpec) -> Codec:
+        model = self.model(spec.model)
+        if spec.format == "bytes":
+            return BytesCodec()
+        if spec.format == "json":
+            if model is None:
+                raise ConfigError('a json topic needs `model = "module:Model"`')
+            return JsonCodec(model, strict=spec.strict)
+        reader = self.file_schema(spec.reader_schema) if spec.reader_schema else None
+        if spec.format == "avro-schemaless":
+            if spec.writer_schema is None:
+                raise ConfigError('an avro-schemaless topic needs `writer_schema = "file.avsc"`')
+            writer = self.file_schema(spec.writer_schema)
+            return AvroCodec(writer=writer, reader=reader, model=model, strict=spec.strict)
+        return AvroCodec(source=self.source(), reader=reader, model=model, strict=spec.strict)
+
+    def output_codec(self, spec: SchemaSpec | None) -> Codec | None:
+        if spec is None:
+            return None
+        codec = self.codec(spec)
+        if spec.format == "avro" and isinstance(codec, AvroCodec):
+            if spec.subject is None:
+                raise ConfigError("output.schema: an avro output needs `subject`")
+            latest = self.catalog().latest(spec.subject)
+            assert latest.schema_id is not None
+            return FixedSchemaCodec(codec, latest.schema_id)
+        return codec
+
+
+def load_callable(spec: str, what: str) -> Callable[..., object]:
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"{what}: expected `module:function`, got {spec!r}")
+    try:
+        found = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"{what}: cannot load {spec!r} ({type(exc).__name__})") from exc
+    if not callable(found):
+        raise ConfigError(f"{what}: {spec!r} is not callable")
+    return found  # type: ignore[no-any-return]
+
+
+def build_handler(
+    settings: Settings, schemas: Schemas, holds: HoldRules, worker_id: str
+) -> Handler:
+    policy = settings.policy
+    processor: Processor | None = None
+    if settings.processor:
+        processor = load_callable(settings.processor, "processor")
+    redact: Redactor = (
+        load_callable(policy.redact, "policy.redact") if policy.redact else (lambda text: text)  # type: ignore[assignment]
+    )
+    return Handler(
+        pipeline=settings.pipeline,
+        output_topic=settings.output.topic,
+        dlq_topic=settings.dlq.topic,
+        redrive_topic=settings.redrive_topic,
+        codecs={topic: schemas.codec(spec) for topic, spec in settings.sources.items()},
+        output_codec=schemas.output_codec(settings.output.schema_),
+        processor=processor,
+        retry=retry_policy(settings),
+        retryable=load_exception_types(policy.retryable),
+        redact=redact,
+        tombstones=policy.tombstones,
+        stacktraces=settings.dlq.stacktraces,
+        worker_id=worker_id,
+        holds=holds,
+    )
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    p = settings.policy
+    return RetryPolicy(
+        max_attempts=p.max_attempts,
+        initial_backoff_s=p.initial_backoff_ms / 1000,
+        max_backoff_s=p.max_backoff_ms / 1000,
+        budget_s=p.retry_budget_ms / 1000,
+    )
+
+
+def validate_budget(settings: Settings) -> None:
+    """Reject a retry budget that cannot fit the consumer's poll interval or, in exactly-once
+    mode, the transaction timeout."""
+    consumer = settings.client_properties("consumer")
+    producer = settings.client_properties("producer")
+    max_poll = float(consumer.get("max.poll.interval.ms", 300_000)) / 1000
+    txn = float(producer.get("transaction.timeout.ms", 60_000)) / 1000
+    retry_policy(settings).validate(max_poll, txn if settings.delivery == "exactly-once" else None)
+
+
+def check_topics(settings: Settings) -> tuple[list[str], bool]:
+    """Problems with the pipeline's topics, and whether topic configs could be read."""
+    client = admin.admin_client(settings.client_properties("producer"))
+    names = topic_rules.required_topics(settings)
+    try:
+        infos = admin.describe(client, names)
+        known = True
+    except admin.AdminUnsupported:
+        existing = admin.existing_topics(client)
+        infos = {n: admin.TopicInfo(n, existing[n]) for n in names if n in existing}
+        known = False
+    return topic_rules.check(settings, infos, known), known
+
+
+def create_topics(settings: Settings) -> list[str]:
+    client = admin.admin_client(settings.client_properties("producer"))
+    existing = admin.existing_topics(client)
+    try:
+        infos = admin.describe(client, list(settings.sources))
+    except admin.AdminUnsupported:
+        infos = {}
+    specs = topic_rules.missing_specs(settings, existing, infos)
+    admin.create(client, specs)
+    return [s.name for s in specs]
+
+
+def worker_id(instance: str) -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{instance}"
+
+
+def build_worker(
+    settings: Settings, instance: str, registry: CollectorRegistry, holds: HoldRules
+) -> Worker:
+    """Every part of one group member, wired; the clients connect lazily."""
+    for path in settings.python_path:
+        if str(path) not in sys.path:
+            sys.path.insert(0, str(path))
+    schemas = Schemas(settings)
+    handler = build_handler(settings, schemas, holds, worker_id(instance))
+    metrics = WorkerMetrics(registry, settings.pipeline)
+    consumer = make_consumer(settings.client_properties("consumer"), settings.pipeline)
+    delivery = _delivery(settings, instance, consumer, metrics)
+    p = settings.policy
+
+    def on_change(old: BreakerState, new: BreakerState, reason: str) -> None:
+        metrics.set_breaker(new.value)
+        if new is BreakerState.OPEN:
+            metrics.breaker_opens.labels(settings.pipeline).inc()
+        log.warning("circuit breaker %s -> %s: %s", old.value, new.value, reason)
+
+    breaker = CircuitBreaker(
+        p.breaker_threshold, p.breaker_open_ms / 1000, p.breaker_max_open_ms / 1000, on_change
+    )
+    flood = FloodGuard(p.flood_ratio, p.flood_window, p.flood_min_records, p.flood_pause_ms / 1000)
+    options = WorkerOptions(
+        pipeline=settings.pipeline,
+        topics=(*settings.sources, settings.redrive_topic),
+        batch_size=settings.batch_size,
+    )
+    return Worker(options, consumer, delivery, handler, metrics, breaker, flood)
+
+
+def _delivery(
+    settings: Settings, instance: str, consumer: object, metrics: WorkerMetrics
+) -> Delivery:
+    from pipeline.kafka.clients import Consumer
+
+    assert isinstance(consumer, Consumer)
+    props = settings.client_properties("producer")
+    if settings.delivery == "exactly-once":
+        txn_id = f"lazarus-{settings.pipeline}-{instance}"
+        producer = make_producer(props, transactional_id=txn_id)
+        timeout = float(props.get("transaction.timeout.ms", 60_000)) / 1000
+        return Transactions(producer, consumer, metrics, time.monotonic, timeout_s=timeout)
+    return AtLeastOnce(
+        make_producer(props),
+        consumer,
+        metrics,
+        time.monotonic,
+        commit_interval_s=settings.commit_interval_ms / 1000,
+        stall_s=settings.policy.stall_ms / 1000,
+    )
+
+
+def run_worker(settings: Settings, instance: str, *, check: bool = True) -> None:
+    """Run one group member until SIGTERM/SIGINT; SIGHUP reloads the hold rules."""
+    validate_budget(settings)
+    if check:
+        problems, _ = check_topics(settings)
+        if problems:
+            raise RuntimeFailure("topic check failed: " + "; ".join(problems))
+    rules = RulesFile(settings.policy.holds) if settings.policy.holds else None
+    registry = CollectorRegistry()
+    if settings.metrics_port is not None:
+        start_http_server(settings.metrics_port, addr="0.0.0.0", registry=registry)
+    worker = build_worker(
+        settings, instance, registry, rules.current if rules else HoldRules.empty()
+    )
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: draining and stopping", signum)
+        worker.stop()
+
+    def reload(_signum: int, _frame: FrameType | None) -> None:
+        if rules is None:
+            return
+        current, problem = rules.reload()
+        worker.handler.holds = current
+        if problem:
+            log.error("hold rules not reloaded: %s", problem)
+        else:
+            log.info(
+                "hold rules reloaded (version %s, %d rules)", current.version, len(current.rules)
+            )
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reload)
+    if rules is not None:
+        worker.on_tick = lambda: _report_expired(rules)
+    log.info(
+        "worker %s of pipeline %s starting (%s)", instance, settings.pipeline, settings.delivery
+    )
+    worker.run()
+
+
+def _report_expired(rules: RulesFile) -> None:
+    for rule in rules.expired_since_last(int(time.time() * 1000)):
+        log.warning("hold rule %s expired; matching records flow again", rule.name)

@@ -1,0 +1,100 @@
+"""Exception -> contract category, error type, safe message and details (pure).
+
+Messages that reach the `dlq.error.*` headers never carry payload values: errors Lazarus raises
+(`RecordError` and its kinds) build their messages from field paths and rules only, and the
+messages of the user's own exceptions pass through the configurable redaction hook.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pipeline.errors import Category, RecordError, Retryable
+
+Redactor = Callable[[str], str]
+
+
+@dataclass(frozen=True, slots=True)
+class Classified:
+    """What the dead letter will say about a failure."""
+
+    category: Category
+    error_type: str
+    message: str
+    details: tuple[dict[str, str], ...] = ()
+    stacktrace: str | None = None
+
+
+def qualified_type(exc: BaseException) -> str:
+    """`module.Qualname`, private module segments dropped (`pydantic_core._pydantic_core.X` ->
+    `pydantic_core.X`) and builtins bare (`TimeoutError`)."""
+    cls = type(exc)
+    module = ".".join(part for part in cls.__module__.split(".") if not part.startswith("_"))
+    if module in ("", "builtins"):
+        return cls.__qualname__
+    return f"{module}.{cls.__qualname__}"
+
+
+def reported_type(exc: BaseException) -> str:
+    """For Lazarus' own record errors the library exception they wrap names the cause better."""
+    if isinstance(exc, RecordError) and exc.__cause__ is not None:
+        return qualified_type(exc.__cause__)
+    return qualified_type(exc)
+
+
+def safe_stacktrace(exc: BaseException, message: str) -> str:
+    """Frames plus the sanitised message: never the exception's raw text, which can hold input."""
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    return f"Traceback (most recent call last):\n{frames}{qualified_type(exc)}: {message}"
+
+
+def is_retryable(exc: BaseException, retryable: tuple[type[BaseException], ...]) -> bool:
+    return isinstance(exc, Retryable | retryable)
+
+
+def classify(exc: BaseException, redact: Redactor, *, with_stack: bool = True) -> Classified:
+    """Classify a failure that ends a record's journey now (no retry left)."""
+    if isinstance(exc, RecordError):
+        message = exc.message
+        category = exc.category
+        details = tuple(exc.details)
+    else:
+        message = redact(str(exc)) or qualified_type(exc)
+        category = Category.PROCESSING
+        details = ()
+    stack = safe_stacktrace(exc, message) if with_stack else None
+    return Classified(category, reported_type(exc), message, details, stack)
+
+
+def exhausted(
+    exc: BaseException, attempts: int, elapsed_s: float, redact: Redactor, *, with_stack: bool
+) -> Classified:
+    """A retryable error that outlived its retry budget."""
+    last = classify(exc, redact, with_stack=with_stack)
+    message = f"gave up after {attempts} attempts in {elapsed_s:.1f}s: {last.message}"
+    return Classified(
+        Category.RETRIES_EXHAUSTED, last.error_type, message, last.details, last.stacktrace
+    )
+
+
+def load_exception_types(names: tuple[str, ...]) -> tuple[type[BaseException], ...]:
+    """Resolve configured retryable exception names: builtins by name, others `module:Name` or
+    `module.Name`."""
+    import builtins
+    import importlib
+
+    from pipeline.errors import ConfigError
+
+    types: list[type[BaseException]] = []
+    for name in names:
+        module_name, _, attr = name.replace(":", ".").rpartition(".")
+        try:
+            found = getattr(importlib.import_module(module_name) if module_name else builtins, attr)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"policy.retryable: cannot find exception type {name!r}") from exc
+        if not (isinstance(found, type) and issubclass(found, BaseException)):
+            raise ConfigError(f"policy.retryable: {name!r} is not an exception type")
+        types.append(found)
+    return tuple(types)

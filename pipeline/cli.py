@@ -1,0 +1,138 @@
+"""`lazarus`: the worker side. Parse, call, render, exit (codes in `pipeline.cli_support`)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from pipeline import logs
+from pipeline.cli_support import run
+from pipeline.errors import EXIT_FAILED, EXIT_OK, ConfigError, RuntimeFailure
+from pipeline.settings import Settings, load_settings
+
+CONFIG_HELP = "Pipeline configuration (TOML); LAZARUS_* environment variables override it."
+
+
+def _settings(config: Path | None) -> Settings:
+    return load_settings(config)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default=None,
+    help="Log lines as text or JSON lines.",
+)
+@click.pass_context
+def cli(ctx: click.Context, debug: bool, log_format: str | None) -> None:
+    """Lazarus: validate Kafka records, forward the good, dead-letter the bad, with precise
+    error metadata."""
+    ctx.obj = {"debug": debug, "log_format": log_format}
+
+
+@cli.command()
+@click.option("--config", "-c", type=click.Path(path_type=Path, dir_okay=False), help=CONFIG_HELP)
+@click.option(
+    "--processes",
+    "-p",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Group members to run on this host (one per core).",
+)
+@click.option(
+    "--instance",
+    default="0",
+    show_default=True,
+    help="Member id on this host (part of the transactional id).",
+)
+@click.option("--no-topic-check", is_flag=True, help="Skip the start-up topic check.")
+@click.pass_obj
+def worker(
+    obj: dict[str, object], config: Path | None, processes: int, instance: str, no_topic_check: bool
+) -> int:
+    """Run the pipeline's worker until SIGTERM/SIGINT (SIGHUP reloads hold rules)."""
+    settings = _settings(config)
+    logs.setup(str(obj["log_format"] or settings.log_format))
+    if processes > 1:
+        return _run_processes(config, processes, instance, no_topic_check, obj)
+    from pipeline.app import run_worker
+
+    run_worker(settings, instance, check=not no_topic_check)
+    return EXIT_OK
+
+
+def _run_processes(
+    config: Path | None, count: int, base: str, no_check: bool, obj: dict[str, object]
+) -> int:
+    """N group members as child processes; signals are forwarded, the worst exit code wins."""
+    args = [sys.executable, "-m", "pipeline.cli"]
+    if obj["log_format"]:
+        args += ["--log-format", str(obj["log_format"])]
+    args.append("worker")
+    if config is not None:
+        args += ["--config", str(config)]
+    if no_check:
+        args.append("--no-topic-check")
+    children = [subprocess.Popen([*args, "--instance", f"{base}-{i}"]) for i in range(count)]
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
+    while any(child.poll() is None for child in children):
+        time.sleep(0.2)
+    codes = [child.returncode for child in children]
+    return max((c for c in codes if c is not None and c > 0), default=EXIT_OK)
+
+
+@cli.command()
+@click.option("--config", "-c", type=click.Path(path_type=Path, dir_okay=False), help=CONFIG_HELP)
+@click.option(
+    "--check", "mode", flag_value="check", default=True, help="Report problems (default)."
+)
+@click.option(
+    "--create",
+    "mode",
+    flag_value="create",
+    help="Create the missing output, DLQ, redrive and ledger topics, then check.",
+)
+def topics(config: Path | None, mode: str) -> int:
+    """Check (or create) the topics a pipeline needs."""
+    from pipeline.app import check_topics, create_topics
+
+    settings = _settings(config)
+    if mode == "create":
+        for name in create_topics(settings):
+            click.echo(f"created {name}")
+    problems, configs_known = check_topics(settings)
+    if not configs_known:
+        click.echo("note: this cluster does not answer config look-ups; checked existence only")
+    for problem in problems:
+        click.echo(f"problem: {problem}", err=True)
+    if problems:
+        raise RuntimeFailure(f"{len(problems)} topic problem(s) for pipeline {settings.pipeline}")
+    click.echo(f"topics of pipeline {settings.pipeline}: ok")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> None:
+    run(cli, "lazarus", argv)
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["EXIT_FAILED", "ConfigError", "cli", "main"]

@@ -1,0 +1,199 @@
+"""JSON record values validated by a pydantic model, and the translation of pydantic's errors
+into `RecordError`s that the Avro codec shares.
+
+Why the care: `str(ValidationError)` embeds the raw input, and dead-letter headers must hold no
+payload values, so messages and details are built only from
+`errors(include_input=False, include_context=False, include_url=False)`. pydantic reports
+undecodable bytes (bad UTF-8, malformed JSON, nesting past its recursion limit, numbers past
+its size limit) as a `ValidationError` of type `json_invalid`: those are deserialization
+failures, not validation ones. And pydantic accepts NaN and infinities (`NaN`, `Infinity`,
+`"nan"`, `1e999`) unless each model opts out, so the codec rejects non-finite numbers itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections.abc import Iterator, Mapping
+from decimal import Decimal
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticSerializationError
+
+from pipeline.codecs.base import Decoded
+from pipeline.errors import DeserializationError, RecordError, ValidationFailed
+
+M = TypeVar("M", bound=BaseModel)
+
+MAX_NAMED = 10
+"""Failed fields named in a message; the rest are counted (the header holds 1 KiB)."""
+MAX_DETAILS = 100
+"""Entries kept in `details`; the contract caps the header at 8 KiB anyway."""
+ROOT = "<root>"
+"""How a message names the document itself (a details `loc` is then empty)."""
+UNDECODABLE = frozenset({"json_invalid", "json_type"})
+"""pydantic error types that mean the bytes are not a JSON document at all."""
+
+
+def model_ref(model: type[BaseModel]) -> str:
+    """`model:<module>:<qualname>`, the `dlq.schema` value for model-validated events."""
+    return f"model:{model.__module__}:{model.__qualname__}"
+
+
+def validate_python(model: type[M], data: object, *, strict: bool = False) -> M:
+    """Validate an already decoded value (e.g. the Avro codec's dict) against `model`.
+
+    Raises `ValidationFailed` for rule violations, non-finite numbers, and validators that
+    crash with something other than `ValueError` (whose messages may quote the input).
+    """
+    try:
+        event = model.model_validate(data, strict=strict)
+    except ValidationError as exc:
+        raise validation_failed(exc, model.__name__) from exc
+    except Exception as exc:
+        raise validator_crashed(model, exc) from exc
+    reject_non_finite(event, model.__name__)
+    return event
+
+
+def error_details(exc: ValidationError) -> list[dict[str, str]]:
+    """`[{"loc": "items.0.qty", "msg": ..., "type": ...}]`, free of input values."""
+    errors = exc.errors(include_url=False, include_context=False, include_input=False)
+    return [
+        {
+            "loc": ".".join(str(part) for part in error["loc"]),
+            "msg": error["msg"],
+            "type": error["type"],
+        }
+        for error in errors[:MAX_DETAILS]
+    ]
+
+
+def summarise(title: str, details: list[dict[str, str]], total: int) -> str:
+    """`2 validation errors for Order: items.0.qty (greater_than), customer.id (missing)`."""
+    noun = "error" if total == 1 else "errors"
+    named = ", ".join(f"{d['loc'] or ROOT} ({d['type']})" for d in details[:MAX_NAMED])
+    more = f", and {total - MAX_NAMED} more" if total > MAX_NAMED else ""
+    return f"{total} validation {noun} for {title}: {named}{more}"
+
+
+def validation_failed(exc: ValidationError, title: str) -> ValidationFailed:
+    """The `ValidationFailed` for a pydantic `ValidationError` (whose own text is never used)."""
+    details = error_details(exc)
+    return ValidationFailed(summarise(title, details, exc.error_count()), details=details)
+
+
+def validator_crashed(model: type[BaseModel], exc: Exception) -> ValidationFailed:
+    """A validator raised something pydantic does not convert (not a `ValueError`)."""
+    return ValidationFailed(
+        f"a validator of {model.__name__} raised {type(exc).__name__} "
+        "(its message is withheld: it may quote the input)"
+    )
+
+
+def reject_non_finite(event: object, title: str) -> None:
+    """Raise `ValidationFailed` (type `finite_number`, one entry per field) if `event` holds a
+    NaN or an infinity anywhere, whatever the model's own `allow_inf_nan` says."""
+    locations = [".".join(loc) for loc in itertools.islice(_non_finite(event, ()), MAX_DETAILS)]
+    if locations:
+        details = [
+            {"loc": loc, "msg": "Input should be a finite number", "type": "finite_number"}
+            for loc in locations
+        ]
+        raise ValidationFailed(summarise(title, details, len(details)), details=details)
+
+
+def _non_finite(value: object, loc: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
+    """Locations of non-finite floats and decimals in models, dataclasses and containers."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            yield loc
+    elif isinstance(value, Decimal):
+        if not value.is_finite():
+            yield loc
+    elif isinstance(value, BaseModel):
+        yield from _non_finite_fields(value, loc)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for field in dataclasses.fields(value):
+            yield from _non_finite(getattr(value, field.name), (*loc, field.name))
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _non_finite(item, (*loc, str(key)))
+    elif isinstance(value, list | tuple | set | frozenset):
+        for index, item in enumerate(value):
+            yield from _non_finite(item, (*loc, str(index)))
+
+
+def _non_finite_fields(model: BaseModel, loc: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
+    """A model's fields under their aliases (as pydantic's `loc` names them), then its extras."""
+    for name, info in type(model).model_fields.items():
+        yield from _non_finite(getattr(model, name), (*loc, info.alias or name))
+    for key, item in (model.model_extra or {}).items():
+        yield from _non_finite(item, (*loc, key))
+
+
+def _undecodable(data: bytes, title: str, problem: str) -> DeserializationError:
+    """Say whether the bytes are not UTF-8 (jiter reports that as a JSON syntax error)."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return DeserializationError(f"invalid UTF-8 at byte {exc.start}: not a JSON document")
+    problem = problem.removeprefix("Invalid JSON: ")
+    return DeserializationError(f"malformed JSON for {title}: {problem}")
+
+
+class JsonCodec:
+    """JSON values validated by a pydantic v2 model (`strict=True` turns off type coercion,
+    e.g. `"2"` for an int). `Decoded.event` is the model instance."""
+
+    __slots__ = ("_model", "_ref", "_strict")
+
+    def __init__(self, model: type[BaseModel], *, strict: bool = False) -> None:
+        self._model = model
+        self._strict = strict
+        self._ref = model_ref(model)
+
+    @property
+    def model(self) -> type[BaseModel]:
+        """The model every value is validated against."""
+        return self._model
+
+    def decode(self, data: bytes) -> Decoded:
+        """Parse and validate one value; raises `DeserializationError` or `ValidationFailed`."""
+        if not data:
+            raise DeserializationError("empty value (0 bytes): expected a JSON document")
+        try:
+            event = self._model.model_validate_json(bytes(data), strict=self._strict)
+        except ValidationError as exc:
+            raise self._translate(exc, data) from exc
+        except Exception as exc:
+            raise validator_crashed(self._model, exc) from exc
+        reject_non_finite(event, self._model.__name__)
+        return Decoded(event=event, schema_ref=self._ref)
+
+    def encode(self, event: object, *, schema_id: int | None = None) -> bytes:
+        """UTF-8 JSON of `event` (a model instance, or a mapping validated first), by alias so
+        that `decode` reads it back. JSON has no writer schema: `schema_id` is ignored."""
+        title = self._model.__name__
+        if isinstance(event, self._model):
+            reject_non_finite(event, title)
+            model = event
+        elif isinstance(event, Mapping):
+            model = validate_python(self._model, event, strict=self._strict)
+        else:
+            raise ValidationFailed(f"cannot encode a {type(event).__name__} as {title}")
+        try:
+            return model.model_dump_json(by_alias=True).encode()
+        except PydanticSerializationError as exc:
+            raise ValidationFailed(f"{title} cannot be serialised to JSON") from exc
+
+    def _translate(self, exc: ValidationError, data: bytes) -> RecordError:
+        """`json_invalid` means the bytes never became JSON; anything else broke the model."""
+        title = self._model.__name__
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+        undecodable = [error["msg"] for error in errors if error["type"] in UNDECODABLE]
+        if undecodable:
+            return _undecodable(bytes(data), title, undecodable[0])
+        return validation_failed(exc, title)

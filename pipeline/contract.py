@@ -1,0 +1,661 @@
+"""The dead-letter contract, version 1: header names written once, and pure build/parse functions.
+
+`shared/DLQ-CONTRACT.md` (beside the repository) is the specification; tests/unit/test_contract.py
+reads its header table and fails when this module and the page disagree. Nothing here talks to
+Kafka or mutates its arguments: builders return new header lists, readers record problems instead
+of raising, because a malformed dead letter must never stop a worker or a reprocessor.
+Other tools' dead letters (Connect, Spring, Streams, arroyo) are read by `pipeline.dialects`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Literal, TypeAlias
+
+from pipeline.errors import Category
+
+Header: TypeAlias = tuple[str, bytes | None]
+Headers: TypeAlias = list[Header]
+
+CONTRACT_VERSION = 1
+PREFIX = "dlq."
+
+VERSION = "dlq.version"
+SOURCE_TOPIC = "dlq.source.topic"
+SOURCE_PARTITION = "dlq.source.partition"
+SOURCE_OFFSET = "dlq.source.offset"
+SOURCE_TIMESTAMP = "dlq.source.timestamp"
+ORIGIN = "dlq.origin"
+ORIGIN_TIMESTAMP = "dlq.origin.timestamp"
+ERROR_CATEGORY = "dlq.error.category"
+ERROR_TYPE = "dlq.error.type"
+ERROR_MESSAGE = "dlq.error.message"
+ERROR_DETAILS = "dlq.error.details"
+ERROR_STACKTRACE = "dlq.error.stacktrace"
+ERROR_FINGERPRINT = "dlq.error.fingerprint"
+ATTEMPTS = "dlq.attempts"
+FAILED_AT = "dlq.failed.at"
+PIPELINE = "dlq.pipeline"
+WORKER = "dlq.worker"
+SCHEMA = "dlq.schema"
+POLICY_RULE = "dlq.policy.rule"
+REPLAY_COUNT = "dlq.replay.count"
+REPLAY_OF = "dlq.replay.of"
+REPLAY_RUN = "dlq.replay.run"
+
+REQUIRED_HEADERS: tuple[str, ...] = (
+    VERSION,
+    SOURCE_TOPIC,
+    SOURCE_PARTITION,
+    SOURCE_OFFSET,
+    SOURCE_TIMESTAMP,
+    ORIGIN,
+    ORIGIN_TIMESTAMP,
+    ERROR_CATEGORY,
+    ERROR_TYPE,
+    ERROR_MESSAGE,
+    ERROR_FINGERPRINT,
+    ATTEMPTS,
+    FAILED_AT,
+    PIPELINE,
+    REPLAY_COUNT,
+)
+# Set on replayed records (the page's Replay section), never on a dead letter.
+REPLAY_HEADERS: tuple[str, ...] = (REPLAY_OF, REPLAY_RUN)
+OPTIONAL_HEADERS: tuple[str, ...] = (
+    ERROR_DETAILS,
+    ERROR_STACKTRACE,
+    WORKER,
+    SCHEMA,
+    POLICY_RULE,
+    *REPLAY_HEADERS,
+)
+
+MESSAGE_LIMIT = 1024
+DETAILS_LIMIT = 8192
+STACKTRACE_LIMIT = 8192
+FINGERPRINT_LENGTH = 16
+
+# record_size(): a record batch header (61 bytes, one record per batch in the worst case) plus the
+# record's own framing at its widest varints (length 5, attributes 1, timestamp delta 10, offset
+# delta 5, key and value lengths 5 + 5, header count 5); each header adds two length varints.
+RECORD_OVERHEAD = 61 + 36
+HEADER_OVERHEAD = 10
+
+_ELLIPSIS = "…".encode()
+_DECIMAL = re.compile(r"[0-9]+")
+_SIGNED_DECIMAL = re.compile(r"-?[0-9]+")
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+_FINGERPRINT = re.compile(r"[0-9a-f]{16}")
+_INDEX_SPLIT = re.compile(r"[.\[\]]+")
+_NORMALISERS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"""(?<!\w)b?(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")(?!\w)""", re.S), "<str>"),
+    (re.compile(r"\b[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}\b"), "<uuid>"),
+    (re.compile(r"\b0[xX][0-9a-fA-F]+\b"), "<hex>"),
+    (re.compile(r"\b(?=[0-9a-fA-F]*[0-9])(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{8,}\b"), "<hex>"),
+    (re.compile(r"(?<!\w)-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?"), "<num>"),
+    (re.compile(r"\s+"), " "),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    """The record that failed, as it was read in this hop."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[Header, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Why it failed. `message` and `details` must already be free of payload values (no PII)."""
+
+    category: Category
+    error_type: str
+    message: str
+    failed_at_ms: int
+    pipeline: str
+    details: tuple[dict[str, str], ...] = ()
+    stacktrace: str | None = None
+    attempts: int = 1
+    worker: str | None = None
+    schema: str | None = None
+    policy_rule: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Lineage:
+    """A record's lineage as its (last) dlq.* headers state it; None where absent or malformed."""
+
+    origin: str | None
+    origin_timestamp_ms: int | None
+    replay_count: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterMeta:
+    """Every dlq.* field of a dead letter, typed; None where absent or malformed (see problems)."""
+
+    version: int | None = None
+    source_topic: str | None = None
+    source_partition: int | None = None
+    source_offset: int | None = None
+    source_timestamp_ms: int | None = None
+    origin: str | None = None
+    origin_timestamp_ms: int | None = None
+    category: Category | None = None
+    error_type: str | None = None
+    message: str | None = None
+    details: tuple[dict[str, str], ...] = ()
+    stacktrace: str | None = None
+    fingerprint: str | None = None
+    attempts: int | None = None
+    failed_at_ms: int | None = None
+    pipeline: str | None = None
+    worker: str | None = None
+    schema: str | None = None
+    policy_rule: str | None = None
+    replay_count: int | None = None
+    problems: tuple[str, ...] = ()
+
+
+def truncate_utf8(text: str, limit: int) -> bytes:
+    """UTF-8 of `text`, at most `limit` bytes. When cut, the start is kept and ends with "…";
+    a multi-byte character is never split. Below 3 bytes there is no room for the ellipsis, so
+    the cut has none. Unencodable code points (lone surrogates) become "?"."""
+    if limit < 0:
+        raise ValueError(f"limit must not be negative, got {limit}")
+    data = _utf8(text)
+    if len(data) <= limit:
+        return data
+    if limit < len(_ELLIPSIS):
+        return data[: _boundary_before(data, limit)]
+    return data[: _boundary_before(data, limit - len(_ELLIPSIS))] + _ELLIPSIS
+
+
+def truncate_utf8_tail(text: str, limit: int) -> bytes:
+    """Like `truncate_utf8` but keeps the end, starting with "…". For stack traces: Python prints
+    the innermost frame and the exception last, and those are what an operator needs."""
+    if limit < len(_ELLIPSIS):
+        raise ValueError(f"limit must be at least {len(_ELLIPSIS)}, got {limit}")
+    data = _utf8(text)
+    if len(data) <= limit:
+        return data
+    start = len(data) - (limit - len(_ELLIPSIS))
+    while start < len(data) and _is_continuation(data[start]):
+        start += 1
+    return _ELLIPSIS + data[start:]
+
+
+def details_json(details: Sequence[Mapping[str, str]], limit: int = DETAILS_LIMIT) -> bytes | None:
+    """Compact JSON array of `details`, at most `limit` bytes; None when empty (or when not even
+    the truncation marker fits). Each value is first capped at MESSAGE_LIMIT so one long entry
+    cannot crowd out the others; entries that still do not fit are dropped from the end and
+    replaced by `{"loc": "…", "msg": "N more", "type": "truncated"}`, so the result stays JSON."""
+    if not details:
+        return None
+    pieces = [_json_bytes({k: _cap(v) for k, v in entry.items()}) for entry in details]
+    whole = _json_array(pieces)
+    if len(whole) <= limit:
+        return whole
+    best: bytes | None = None
+    used = 2  # the brackets
+    for kept, piece in enumerate(pieces):
+        marker = _json_bytes({"loc": "…", "msg": f"{len(pieces) - kept} more", "type": "truncated"})
+        if used + kept + len(marker) > limit:  # `kept` commas
+            break
+        best = _json_array([*pieces[:kept], marker])
+        used += len(piece)
+    return best
+
+
+def normalise_message(message: str) -> str:
+    """Replace the variable parts of a message — quoted values, UUIDs, hex ids and numbers, list
+    indices included — with placeholders, and collapse whitespace, so that messages differing
+    only in values normalise identically. The order of the patterns matters (quotes first)."""
+    for pattern, placeholder in _NORMALISERS:
+        message = pattern.sub(placeholder, message)
+    return message.strip()
+
+
+def strip_indices(location: str) -> str:
+    """`items.0.qty` and `items[3].qty` → `items.qty`: a field location without list indices."""
+    return ".".join(p for p in _INDEX_SPLIT.split(location) if p and not _DECIMAL.fullmatch(p))
+
+
+def fingerprint(
+    category: Category, error_type: str, message: str, locations: Iterable[str] = ()
+) -> str:
+    """16 hex chars of sha256 over category, error type, normalised message and — for validation
+    only — the sorted, de-duplicated field locations without list indices, joined by NUL.
+    Changing this changes every fingerprint in every DLQ: the tests pin golden vectors."""
+    parts = [category.value, error_type, normalise_message(message)]
+    if category is Category.VALIDATION:
+        parts.extend(sorted({strip_indices(loc) for loc in locations}))
+    digest = hashlib.sha256(_utf8("\x00".join(parts))).hexdigest()
+    return digest[:FINGERPRINT_LENGTH]
+
+
+def is_dlq_header(name: str) -> bool:
+    return name.startswith(PREFIX)
+
+
+def original_headers(headers: Sequence[Header] | None) -> Headers:
+    """A new list of the headers that are not `dlq.*`, in order, values untouched."""
+    return [(name, value) for name, value in headers or () if not is_dlq_header(name)]
+
+
+def lineage(headers: Sequence[Header] | None) -> Lineage:
+    """Read `dlq.origin`, `dlq.origin.timestamp` and `dlq.replay.count` (last occurrence wins).
+    A worker uses it to find the origin topic of a record read from its redrive topic."""
+    values = _last_dlq_values(headers)
+    origin = _text(values.get(ORIGIN))
+    if origin is not None and _coordinates_or_none(origin) is None:
+        origin = None
+    return Lineage(
+        origin=origin,
+        origin_timestamp_ms=_integer(_text(values.get(ORIGIN_TIMESTAMP)), signed=True),
+        replay_count=_integer(_text(values.get(REPLAY_COUNT))),
+    )
+
+
+def build_dead_letter(
+    record: SourceRecord, failure: Failure, *, include_stacktrace: bool = True
+) -> Headers:
+    """The dead letter's headers: the record's non-dlq headers, then each dlq header once.
+
+    Origin, origin timestamp and replay count are inherited from the record's own dlq headers
+    when present and well-formed (a replayed record failing again), otherwise they describe this
+    record (replay count 0); an origin timestamp is inherited only together with its origin.
+    Other incoming dlq headers, `dlq.replay.of`/`.run` included, are replaced: a dead letter
+    carries only the page's header table. Never raises on bad input headers, since the worker
+    must always be able to dead-letter."""
+    inherited = lineage(record.headers)
+    origin = inherited.origin or format_coordinates(record.topic, record.partition, record.offset)
+    origin_ms = inherited.origin_timestamp_ms if inherited.origin else None
+    headers = original_headers(record.headers)
+    headers += [
+        (VERSION, _number(CONTRACT_VERSION)),
+        (SOURCE_TOPIC, _utf8(record.topic)),
+        (SOURCE_PARTITION, _number(record.partition)),
+        (SOURCE_OFFSET, _number(record.offset)),
+        (SOURCE_TIMESTAMP, _number(record.timestamp_ms)),
+        (ORIGIN, _utf8(origin)),
+        (ORIGIN_TIMESTAMP, _number(record.timestamp_ms if origin_ms is None else origin_ms)),
+    ]
+    headers += _error_headers(failure, include_stacktrace=include_stacktrace)
+    headers += [
+        (ATTEMPTS, _number(failure.attempts)),
+        (FAILED_AT, _number(failure.failed_at_ms)),
+        (PIPELINE, _utf8(failure.pipeline)),
+    ]
+    optional = (
+        (WORKER, failure.worker),
+        (SCHEMA, failure.schema),
+        (POLICY_RULE, failure.policy_rule),
+    )
+    headers += [(name, _utf8(value)) for name, value in optional if value is not None]
+    headers.append((REPLAY_COUNT, _number(inherited.replay_count or 0)))
+    return headers
+
+
+def _error_headers(failure: Failure, *, include_stacktrace: bool) -> Headers:
+    """The dlq.error.* headers. The fingerprint is taken over the whole message, not the cut one."""
+    locations = [entry["loc"] for entry in failure.details if "loc" in entry]
+    headers: Headers = [
+        (ERROR_CATEGORY, _utf8(failure.category.value)),
+        (ERROR_TYPE, _utf8(failure.error_type)),
+        (ERROR_MESSAGE, truncate_utf8(failure.message, MESSAGE_LIMIT)),
+    ]
+    details = details_json(failure.details)
+    if details is not None:
+        headers.append((ERROR_DETAILS, details))
+    if include_stacktrace and failure.stacktrace is not None:
+        headers.append((ERROR_STACKTRACE, truncate_utf8_tail(failure.stacktrace, STACKTRACE_LIMIT)))
+    digest = fingerprint(failure.category, failure.error_type, failure.message, locations)
+    headers.append((ERROR_FINGERPRINT, _utf8(digest)))
+    return headers
+
+
+def drop_optional(headers: Sequence[Header]) -> Headers:
+    """A new list without `dlq.error.stacktrace` and `dlq.error.details`: the fallback when a dead
+    letter exceeds the DLQ topic's max message size (the required headers are small)."""
+    return [(name, value) for name, value in headers if name not in _DROPPABLE]
+
+
+_DROPPABLE = frozenset({ERROR_STACKTRACE, ERROR_DETAILS})
+
+
+def record_size(key: bytes | None, value: bytes | None, headers: Sequence[Header]) -> int:
+    """An upper estimate of a record's size on the wire, compared with `max.message.bytes`:
+    key, value, UTF-8 header names and values, plus RECORD_OVERHEAD and HEADER_OVERHEAD each."""
+    size = RECORD_OVERHEAD + len(key or b"") + len(value or b"")
+    for name, header_value in headers:
+        size += HEADER_OVERHEAD + len(_utf8(name)) + len(header_value or b"")
+    return size
+
+
+def parse_dead_letter(headers: Sequence[Header] | None) -> DeadLetterMeta | None:
+    """The typed dlq.* fields of a dead letter, or None when it has no `dlq.version` (not a
+    Lazarus dead letter). The last occurrence of a repeated header wins; a missing required
+    header or a malformed value is recorded in `problems`, never raised."""
+    if not any(name == VERSION for name, _ in headers or ()):
+        return None
+    reader = _Reader(headers or ())
+    meta = DeadLetterMeta(
+        version=reader.version(),
+        source_topic=reader.text(SOURCE_TOPIC, required=True),
+        source_partition=reader.integer(SOURCE_PARTITION, required=True),
+        source_offset=reader.integer(SOURCE_OFFSET, required=True),
+        source_timestamp_ms=reader.integer(SOURCE_TIMESTAMP, required=True, signed=True),
+        origin=reader.checked(ORIGIN, _coordinates_or_none, "topic/partition/offset"),
+        origin_timestamp_ms=reader.integer(ORIGIN_TIMESTAMP, required=True, signed=True),
+        category=reader.category(),
+        error_type=reader.text(ERROR_TYPE, required=True),
+        message=reader.text(ERROR_MESSAGE, required=True),
+        details=reader.details(),
+        stacktrace=reader.text(ERROR_STACKTRACE),
+        fingerprint=reader.checked(ERROR_FINGERPRINT, _FINGERPRINT.fullmatch, "16 hex chars"),
+        attempts=reader.integer(ATTEMPTS, required=True),
+        failed_at_ms=reader.integer(FAILED_AT, required=True, signed=True),
+        pipeline=reader.text(PIPELINE, required=True),
+        worker=reader.text(WORKER),
+        schema=reader.text(SCHEMA),
+        policy_rule=reader.text(POLICY_RULE),
+        replay_count=reader.integer(REPLAY_COUNT, required=True),
+    )
+    return replace(meta, problems=tuple(reader.problems))
+
+
+class _Reader:
+    """Typed access to the last occurrence of each dlq.* header, collecting problems."""
+
+    def __init__(self, headers: Sequence[Header]) -> None:
+        self._values = _last_dlq_values(headers)
+        self.problems: list[str] = []
+
+    def text(self, name: str, *, required: bool = False) -> str | None:
+        if name not in self._values:
+            if required:
+                self.problems.append(f"{name} is missing")
+            return None
+        raw = self._values[name]
+        text = _text(raw)
+        if text is None:
+            self.problems.append(f"{name} has no value" if raw is None else f"{name} is not UTF-8")
+        return text
+
+    def integer(self, name: str, *, required: bool = False, signed: bool = False) -> int | None:
+        text = self.text(name, required=required)
+        value = _integer(text, signed=signed)
+        if text is not None and value is None:
+            self.problems.append(f"{name} is not a decimal number: {_excerpt(text)}")
+        return value
+
+    def version(self) -> int | None:
+        version = self.integer(VERSION, required=True)
+        if version is not None and version != CONTRACT_VERSION:
+            self.problems.append(f"{VERSION} is {version}; this reader knows {CONTRACT_VERSION}")
+        return version
+
+    def checked(self, name: str, valid: Callable[[str], object], expected: str) -> str | None:
+        """A required text that is kept even when malformed (it may still identify the record)."""
+        text = self.text(name, required=True)
+        if text is not None and not valid(text):
+            self.problems.append(f"{name} is not {expected}: {_excerpt(text)}")
+        return text
+
+    def category(self) -> Category | None:
+        text = self.text(ERROR_CATEGORY, required=True)
+        if text is None:
+            return None
+        try:
+            return Category(text)
+        except ValueError:
+            self.problems.append(f"{ERROR_CATEGORY} is not a known category: {_excerpt(text)}")
+            return None
+
+    def details(self) -> tuple[dict[str, str], ...]:
+        text = self.text(ERROR_DETAILS)
+        if text is None:
+            return ()
+        try:
+            parsed: object = json.loads(text)
+        except (ValueError, RecursionError):  # deep nesting exhausts the stack
+            parsed = None
+        if not isinstance(parsed, list) or not all(isinstance(e, dict) for e in parsed):
+            self.problems.append(f"{ERROR_DETAILS} is not a JSON array of objects")
+            return ()
+        return tuple({str(k): _as_text(v) for k, v in entry.items()} for entry in parsed)
+
+
+def build_replay(headers: Sequence[Header] | None, *, dead_letter: str, run_id: str) -> Headers:
+    """Headers of the record replayed from a dead letter: its original headers in order, then
+    `dlq.origin` and its timestamp (kept when present and valid), `dlq.replay.count`
+    (incremented; a missing or malformed count counts as 0), `dlq.replay.of` and `.run`.
+
+    Every other dlq header is dropped, `dlq.version` included: a replayed record is not a dead
+    letter, and `parse_dead_letter` must not mistake it for one. Raises ValueError when
+    `dead_letter` is not `topic/partition/offset` or `run_id` is empty."""
+    parse_coordinates(dead_letter)
+    if not run_id:
+        raise ValueError("a replay needs a run id")
+    inherited = lineage(headers)
+    replayed = original_headers(headers)
+    if inherited.origin is not None:
+        replayed.append((ORIGIN, _utf8(inherited.origin)))
+        if inherited.origin_timestamp_ms is not None:
+            replayed.append((ORIGIN_TIMESTAMP, _number(inherited.origin_timestamp_ms)))
+    replayed += [
+        (REPLAY_COUNT, _number((inherited.replay_count or 0) + 1)),
+        (REPLAY_OF, _utf8(dead_letter)),
+        (REPLAY_RUN, _utf8(run_id)),
+    ]
+    return replayed
+
+
+def format_coordinates(topic: str, partition: int, offset: int) -> str:
+    return f"{topic}/{partition}/{offset}"
+
+
+def parse_coordinates(text: str) -> tuple[str, int, int]:
+    """`topic/partition/offset` → (topic, partition, offset). Topic names cannot hold `/`, so
+    the text is split from the right. Raises ValueError saying what is wrong."""
+    parts = text.rsplit("/", 2)
+    if len(parts) != 3:
+        raise ValueError(f"expected topic/partition/offset, got {text!r}")
+    topic, partition, offset = parts
+    if not _TOPIC_NAME.fullmatch(topic):
+        raise ValueError(f"{topic!r} in {text!r} is not a Kafka topic name")
+    if not _DECIMAL.fullmatch(partition):
+        raise ValueError(f"partition {partition!r} in {text!r} is not a number")
+    if not _DECIMAL.fullmatch(offset):
+        raise ValueError(f"offset {offset!r} in {text!r} is not a number")
+    return topic, int(partition), int(offset)
+
+
+def ledger_topic(dlq_topic: str) -> str:
+    return f"{dlq_topic}.ledger"
+
+
+def redrive_topic(pipeline: str) -> str:
+    return f"{pipeline}.redrive"
+
+
+def ledger_key(dlq_topic: str, partition: int, offset: int) -> bytes:
+    """The ledger record's key: the decided dead letter's `dlq-topic/partition/offset`."""
+    return _utf8(format_coordinates(dlq_topic, partition, offset))
+
+
+LedgerAction: TypeAlias = Literal["replayed", "discarded"]
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One decision about one dead letter. `failed_at` and `fingerprint` are the dead letter's,
+    so an entry left over from a deleted and recreated DLQ topic is recognised as stale.
+    Raises ValueError when a discard has no reason or a replay no valid `target`."""
+
+    action: LedgerAction
+    at: int
+    operator: str
+    run: str
+    failed_at: int
+    fingerprint: str
+    reason: str | None = None
+    fix: tuple[str, ...] = ()
+    target: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.action not in ("replayed", "discarded"):
+            raise ValueError(f"unknown ledger action {self.action!r}")
+        if self.action == "discarded" and not self.reason:
+            raise ValueError("a discard needs a reason")
+        if self.action == "replayed":
+            parse_coordinates(self.target or "")
+
+
+def encode_ledger_entry(entry: LedgerEntry) -> bytes:
+    """Compact JSON; `reason` and `target` are left out when None."""
+    obj: dict[str, object] = {
+        "action": entry.action,
+        "at": entry.at,
+        "operator": entry.operator,
+        "run": entry.run,
+        "fix": list(entry.fix),
+        "failed_at": entry.failed_at,
+        "fingerprint": entry.fingerprint,
+    }
+    if entry.reason is not None:
+        obj["reason"] = entry.reason
+    if entry.target is not None:
+        obj["target"] = entry.target
+    return _json_bytes(obj)
+
+
+def decode_ledger_entry(data: bytes) -> LedgerEntry:
+    """Parse a ledger value; unknown keys are ignored. Raises ValueError when it is not a JSON
+    object with well-typed fields."""
+    try:
+        obj: object = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(f"ledger entry is not UTF-8 JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise ValueError("ledger entry is not a JSON object")
+    fix = obj.get("fix", [])
+    if not isinstance(fix, list) or not all(isinstance(item, str) for item in fix):
+        raise ValueError("ledger entry: 'fix' is not a list of strings")
+    action = _json_text(obj, "action")
+    if action not in ("replayed", "discarded"):
+        raise ValueError(f"ledger entry: unknown action {action!r}")
+    return LedgerEntry(
+        action="replayed" if action == "replayed" else "discarded",
+        at=_json_int(obj, "at"),
+        operator=_json_text(obj, "operator"),
+        run=_json_text(obj, "run"),
+        failed_at=_json_int(obj, "failed_at"),
+        fingerprint=_json_text(obj, "fingerprint"),
+        reason=_json_optional_text(obj, "reason"),
+        fix=tuple(fix),
+        target=_json_optional_text(obj, "target"),
+    )
+
+
+def is_stale(entry: LedgerEntry, meta: DeadLetterMeta) -> bool:
+    """True when the entry decided another dead letter at the same coordinates (its failed_at or
+    fingerprint differ). A value missing from a malformed dead letter proves nothing, so it never
+    makes an entry stale: calling a valid entry stale would replay a dead letter twice."""
+    other_time = meta.failed_at_ms is not None and meta.failed_at_ms != entry.failed_at
+    other_cause = meta.fingerprint is not None and meta.fingerprint != entry.fingerprint
+    return other_time or other_cause
+
+
+def _json_text(obj: Mapping[str, object], key: str) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str):
+        raise ValueError(f"ledger entry: {key!r} is missing or not a string")
+    return value
+
+
+def _json_optional_text(obj: Mapping[str, object], key: str) -> str | None:
+    return None if obj.get(key) is None else _json_text(obj, key)
+
+
+def _json_int(obj: Mapping[str, object], key: str) -> int:
+    value = obj.get(key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"ledger entry: {key!r} is missing or not an integer")
+    return value
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", errors="replace")
+
+
+def _number(value: int) -> bytes:
+    return str(value).encode("ascii")
+
+
+def _text(raw: bytes | None) -> str | None:
+    if raw is None:
+        return None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _integer(text: str | None, *, signed: bool = False) -> int | None:
+    pattern = _SIGNED_DECIMAL if signed else _DECIMAL
+    return int(text) if text is not None and pattern.fullmatch(text) else None
+
+
+def _coordinates_or_none(text: str) -> tuple[str, int, int] | None:
+    try:
+        return parse_coordinates(text)
+    except ValueError:
+        return None
+
+
+def _last_dlq_values(headers: Sequence[Header] | None) -> dict[str, bytes | None]:
+    return {name: value for name, value in headers or () if is_dlq_header(name)}
+
+
+def _is_continuation(byte: int) -> bool:
+    return byte & 0xC0 == 0x80
+
+
+def _boundary_before(data: bytes, index: int) -> int:
+    """The largest character boundary <= index (data is longer than index)."""
+    while index > 0 and _is_continuation(data[index]):
+        index -= 1
+    return index
+
+
+def _cap(value: str) -> str:
+    return truncate_utf8(value, MESSAGE_LIMIT).decode("utf-8")
+
+
+def _as_text(value: object) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _excerpt(text: str) -> str:
+    return repr(truncate_utf8(text, 64).decode("utf-8"))
+
+
+def _json_bytes(value: object) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _json_array(pieces: Sequence[bytes]) -> bytes:
+    return b"[" + b",".join(pieces) + b"]"

@@ -1,0 +1,251 @@
+"""One record's journey, decided without Kafka: decode -> hold? -> process -> outputs or a dead
+letter, or "retry after a delay". The worker loop performs what this module decides.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from pipeline import contract
+from pipeline.classify import Classified, Redactor, classify, exhausted, is_retryable
+from pipeline.codecs.base import Codec, Decoded
+from pipeline.contract import Failure, Header, SourceRecord
+from pipeline.errors import (
+    Category,
+    DeserializationError,
+    SchemaError,
+    SchemaUnavailable,
+    ValidationFailed,
+)
+from pipeline.holds import HoldRules, match, policy_rule_header
+from pipeline.policy import RetryPolicy
+
+log = logging.getLogger("lazarus.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a processing function learns about the record besides its decoded event."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    headers: tuple[Header, ...]
+    timestamp_ms: int
+    attempt: int
+
+
+Processor = Callable[[object, Context], object]
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[Header, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """The record is done: these outputs (possibly none, for a dropped event) or one dead letter."""
+
+    outputs: tuple[Output, ...]
+    outcome: str  # forwarded | processed | dropped | dead_lettered
+    failure: Failure | None = None
+    fingerprint: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RetryAfter:
+    """A retryable error: try the same record again after `delay_s`."""
+
+    delay_s: float
+    error: str
+
+
+Outcome = Routed | RetryAfter
+
+
+@dataclass
+class Handler:
+    """Everything needed to decide one record's route. Built once at start-up."""
+
+    pipeline: str
+    output_topic: str
+    dlq_topic: str
+    redrive_topic: str
+    codecs: Mapping[str, Codec]
+    output_codec: Codec | None
+    processor: Processor | None
+    retry: RetryPolicy
+    retryable: tuple[type[BaseException], ...]
+    redact: Redactor
+    tombstones: str = "forward"
+    stacktraces: bool = True
+    dlq_max_bytes: int = 1_048_588
+    worker_id: str | None = None
+    holds: HoldRules = field(default_factory=HoldRules.empty)
+    rng: random.Random = field(default_factory=random.Random)
+
+    def handle(self, rec: SourceRecord, attempt: int, first_at: float, now: float) -> Outcome:
+        """Decide the route of `rec` on its `attempt`-th try (first try at `first_at`)."""
+        now_ms = int(now * 1000)
+        if rec.value is None:
+            return self._tombstone(rec, now_ms)
+        try:
+            decoded = self._decode(rec)
+        except SchemaUnavailable as exc:
+            # The schema source is down: an outage, not a bad record. Retry; the breaker opens
+            # and the worker pauses if it lasts. Never dead-lettered for this.
+            delay = self.retry.next_retry(attempt, first_at, now, self.rng)
+            return RetryAfter(self.retry.max_backoff_s if delay is None else delay, exc.message)
+        except (DeserializationError, SchemaError, ValidationFailed) as exc:
+            held = self._held(rec, None, now_ms)
+            return held or self._dead_letter(
+                rec, classify(exc, self.redact, with_stack=False), now_ms
+            )
+        held = self._held(rec, decoded, now_ms)
+        if held is not None:
+            return held
+        if self.processor is None:
+            return Routed(
+                (Output(self.output_topic, rec.key, rec.value, rec.headers),), "forwarded"
+            )
+        return self._process(rec, decoded, attempt, first_at, now)
+
+    def _held(self, rec: SourceRecord, decoded: Decoded | None, now_ms: int) -> Routed | None:
+        """Park the record when an active hold rule matches it (key and header rules match even
+        records that cannot be decoded)."""
+        if not self.holds.rules:
+            return None
+        rule = match(
+            self.holds,
+            topic=rec.topic if decoded is None else self._schema_topic(rec),
+            key=rec.key,
+            headers=rec.headers,
+            event=None if decoded is None else decoded.event,
+            now_ms=now_ms,
+        )
+        if rule is None:
+            return None
+        held = Classified(Category.HELD, "lazarus.Held", f"held by rule {rule.name}: {rule.reason}")
+        rule_header = policy_rule_header(rule, self.holds)
+        return self._dead_letter(rec, held, now_ms, decoded, policy_rule=rule_header)
+
+    def _schema_topic(self, rec: SourceRecord) -> str:
+        """A replay read from the redrive topic is decoded with its origin topic's schema."""
+        if rec.topic != self.redrive_topic:
+            return rec.topic
+        origin = contract.lineage(rec.headers).origin
+        if origin is None:
+            raise SchemaError(f"record on {rec.topic} carries no valid dlq.origin header")
+        return contract.parse_coordinates(origin)[0]
+
+    def _decode(self, rec: SourceRecord) -> Decoded:
+        topic = self._schema_topic(rec)
+        codec = self.codecs.get(topic)
+        if codec is None:
+            raise SchemaError(f"no schema configured for topic {topic}")
+        assert rec.value is not None
+        return codec.decode(rec.value)
+
+    def _tombstone(self, rec: SourceRecord, now_ms: int) -> Routed:
+        if self.tombstones == "forward":
+            return Routed((Output(self.output_topic, rec.key, None, rec.headers),), "forwarded")
+        failure = Classified(
+            Category.VALIDATION,
+            "lazarus.Tombstone",
+            "tombstone (null value) not accepted by policy",
+        )
+        return self._dead_letter(rec, failure, now_ms)
+
+    def _process(
+        self, rec: SourceRecord, decoded: Decoded, attempt: int, first_at: float, now: float
+    ) -> Outcome:
+        assert self.processor is not None
+        ctx = Context(
+            rec.topic, rec.partition, rec.offset, rec.key, rec.headers, rec.timestamp_ms, attempt
+        )
+        try:
+            result = self.processor(decoded.event, ctx)
+            return self._outputs(rec, decoded, result)
+        except Exception as exc:
+            return self._after_error(rec, decoded, exc, attempt, first_at, now)
+
+    def _after_error(
+        self,
+        rec: SourceRecord,
+        decoded: Decoded,
+        exc: Exception,
+        attempt: int,
+        first_at: float,
+        now: float,
+    ) -> Outcome:
+        now_ms = int(now * 1000)
+        if not is_retryable(exc, self.retryable):
+            return self._dead_letter(
+                rec,
+                classify(exc, self.redact, with_stack=self.stacktraces),
+                now_ms,
+                decoded,
+                attempts=attempt,
+            )
+        delay = self.retry.next_retry(attempt, first_at, now, self.rng)
+        if delay is not None:
+            return RetryAfter(delay, self.redact(str(exc)) or type(exc).__name__)
+        failure = exhausted(exc, attempt, now - first_at, self.redact, with_stack=self.stacktraces)
+        return self._dead_letter(rec, failure, now_ms, decoded, attempts=attempt)
+
+    def _outputs(self, rec: SourceRecord, decoded: Decoded, result: object) -> Routed:
+        events = [] if result is None else result if isinstance(result, list) else [result]
+        if not events:
+            log.info(
+                "event dropped by the processing function",
+                extra={"topic": rec.topic, "partition": rec.partition, "offset": rec.offset},
+            )
+            return Routed((), "dropped")
+        codec = self.output_codec or self._codec_for(rec)
+        schema_id = decoded.schema_id if self.output_codec is None else None
+        outputs = tuple(
+            Output(self.output_topic, rec.key, codec.encode(e, schema_id=schema_id), rec.headers)
+            for e in events
+        )
+        return Routed(outputs, "processed")
+
+    def _codec_for(self, rec: SourceRecord) -> Codec:
+        return self.codecs[self._schema_topic(rec)]
+
+    def _dead_letter(
+        self,
+        rec: SourceRecord,
+        failure: Classified,
+        now_ms: int,
+        decoded: Decoded | None = None,
+        *,
+        attempts: int = 1,
+        policy_rule: str | None = None,
+    ) -> Routed:
+        full = Failure(
+            category=failure.category,
+            error_type=failure.error_type,
+            message=failure.message,
+            details=failure.details,
+            stacktrace=failure.stacktrace if self.stacktraces else None,
+            attempts=attempts,
+            failed_at_ms=now_ms,
+            pipeline=self.pipeline,
+            worker=self.worker_id,
+            schema=decoded.schema_ref if decoded is not None else None,
+            policy_rule=policy_rule,
+        )
+        headers = contract.build_dead_letter(rec, full, include_stacktrace=self.stacktraces)
+        if contract.record_size(rec.key, rec.value, headers) > self.dlq_max_bytes:
+            headers = contract.drop_optional(headers)
+        output = Output(self.dlq_topic, rec.key, rec.value, tuple(headers))
+        fp = next((v for k, v in headers if k == contract.ERROR_FINGERPRINT and v), b"")
+        return Routed((output,), "dead_lettered", full, fp.decode())

@@ -1,0 +1,128 @@
+"""Kafka clients as Lazarus uses them: the only place consumers and producers are configured.
+
+Every producer uses librdkafka's `murmur2_random` partitioner (the Java client's default), so the
+failures of one key stay in order and a replay to the source topic lands where a Java producer
+would put that key. Consumers never auto-commit: offsets are committed by the worker from its
+offset tracker, or inside a transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from pipeline.contract import SourceRecord
+
+KafkaConf = Mapping[str, str | int | float | bool]
+
+PRODUCER_DEFAULTS: dict[str, str | int | float | bool] = {
+    "partitioner": "murmur2_random",
+    "enable.idempotence": True,
+    "linger.ms": 5,
+    "compression.type": "lz4",
+}
+
+CONSUMER_DEFAULTS: dict[str, str | int | float | bool] = {
+    "enable.auto.commit": False,
+    "enable.auto.offset.store": False,
+    "auto.offset.reset": "earliest",
+    "isolation.level": "read_committed",
+    "enable.partition.eof": False,
+}
+
+
+KAFKA_LOG = logging.getLogger("lazarus.kafka")
+
+
+def with_logger(conf: dict[str, Any]) -> dict[str, Any]:
+    """librdkafka's own log lines go through Python logging, not straight to stderr."""
+    conf.setdefault("logger", KAFKA_LOG)
+    return conf
+
+
+def producer_config(base: KafkaConf, transactional_id: str | None = None) -> dict[str, Any]:
+    conf: dict[str, Any] = with_logger({**PRODUCER_DEFAULTS, **base})
+    conf["partitioner"] = "murmur2_random"  # the contract's partitioner, whatever was passed
+    if transactional_id is not None:
+        conf["transactional.id"] = transactional_id
+    return conf
+
+
+def consumer_config(base: KafkaConf, group_id: str) -> dict[str, Any]:
+    conf: dict[str, Any] = with_logger({**CONSUMER_DEFAULTS, **base})
+    conf["group.id"] = group_id
+    conf["enable.auto.commit"] = False
+    conf["enable.auto.offset.store"] = False
+    return conf
+
+
+def make_producer(base: KafkaConf, transactional_id: str | None = None) -> Producer:
+    return Producer(producer_config(base, transactional_id))
+
+
+def make_consumer(base: KafkaConf, group_id: str) -> Consumer:
+    return Consumer(consumer_config(base, group_id))
+
+
+def to_record(msg: Message) -> SourceRecord:
+    """A consumed message as the pure core sees it."""
+    _, timestamp = msg.timestamp()
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    assert topic is not None and partition is not None and offset is not None
+    key, value = msg.key(), msg.value()
+    return SourceRecord(
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        timestamp_ms=timestamp if timestamp >= 0 else 0,
+        key=key if not isinstance(key, str) else key.encode(),
+        value=value if not isinstance(value, str) else value.encode(),
+        headers=_headers(msg),
+    )
+
+
+def _headers(msg: Message) -> tuple[tuple[str, bytes | None], ...]:
+    """Headers as (name, bytes | None) pairs: what librdkafka hands out for consumed records."""
+    out: list[tuple[str, bytes | None]] = []
+    raw = msg.headers() or []
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    for name, value in pairs:
+        out.append((name, value.encode() if isinstance(value, str) else value))
+    return tuple(out)
+
+
+def is_retriable(exc: BaseException) -> bool:
+    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
+        return bool(exc.args[0].retriable())
+    return isinstance(exc, BufferError)
+
+
+def kafka_error(exc: BaseException) -> KafkaError | None:
+    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
+        return exc.args[0]
+    return None
+
+
+def partitions(pairs: Mapping[tuple[str, int], int]) -> list[TopicPartition]:
+    return [TopicPartition(t, p, o) for (t, p), o in pairs.items()]
+
+
+__all__ = [
+    "Consumer",
+    "KafkaError",
+    "KafkaException",
+    "Message",
+    "Producer",
+    "TopicPartition",
+    "consumer_config",
+    "is_retriable",
+    "kafka_error",
+    "make_consumer",
+    "make_producer",
+    "partitions",
+    "producer_config",
+    "to_record",
+]

@@ -1,0 +1,87 @@
+"""What topics a pipeline needs and what would make it fail later (pure checks).
+
+`lazarus topics --check` (and every worker at start-up) verifies that the source, output, DLQ,
+redrive and ledger topics exist, that the ledger is compacted, that a dead letter fits in the DLQ
+(its `max.message.bytes` at least the largest source's plus room for the `dlq.*` headers), and
+that the DLQ keeps records at least the configured minimum: an unresolved dead letter that
+expires is data lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pipeline.kafka.admin import NewTopicSpec, TopicInfo
+from pipeline.settings import Settings
+
+BROKER_DEFAULT_MAX_BYTES = 1_048_588
+DEFAULT_RETENTION_MS = 7 * 24 * 3600 * 1000
+
+
+def required_topics(settings: Settings) -> list[str]:
+    return [
+        *settings.sources,
+        settings.output.topic,
+        settings.dlq.topic,
+        settings.redrive_topic,
+        settings.ledger_topic,
+    ]
+
+
+def _max_bytes(info: TopicInfo | None) -> int:
+    if info is None:
+        return BROKER_DEFAULT_MAX_BYTES
+    return int(info.configs.get("max.message.bytes", BROKER_DEFAULT_MAX_BYTES))
+
+
+def check(settings: Settings, topics: Mapping[str, TopicInfo], configs_known: bool) -> list[str]:
+    """Every problem found, one line each; empty when the pipeline can run."""
+    problems = [
+        f"topic {name} does not exist" for name in required_topics(settings) if name not in topics
+    ]
+    if not configs_known:
+        return problems
+    dlq = topics.get(settings.dlq.topic)
+    if dlq is not None:
+        needed = (
+            max(_max_bytes(topics.get(s)) for s in settings.sources)
+            + settings.dlq.header_room_bytes
+        )
+        if _max_bytes(dlq) < needed:
+            problems.append(
+                f"topic {dlq.name}: max.message.bytes is {_max_bytes(dlq)}, below {needed} "
+                f"(largest source plus {settings.dlq.header_room_bytes} bytes of dlq headers)"
+            )
+        retention = int(dlq.configs.get("retention.ms", DEFAULT_RETENTION_MS))
+        if 0 <= retention < settings.dlq.min_retention_ms:
+            problems.append(
+                f"topic {dlq.name}: retention.ms is {retention}, below the configured minimum "
+                f"{settings.dlq.min_retention_ms} (unresolved dead letters would expire)"
+            )
+    ledger = topics.get(settings.ledger_topic)
+    if ledger is not None and "compact" not in ledger.configs.get("cleanup.policy", "compact"):
+        problems.append(f"topic {ledger.name}: cleanup.policy must include compact")
+    return problems
+
+
+def missing_specs(
+    settings: Settings, existing: Mapping[str, int], infos: Mapping[str, TopicInfo]
+) -> list[NewTopicSpec]:
+    """Topics `--create` makes: output, DLQ, redrive and ledger, sized like the sources."""
+    partitions = max((existing.get(s, 1) for s in settings.sources), default=1)
+    source_bytes = max(_max_bytes(infos.get(s)) for s in settings.sources)
+    retention = max(settings.dlq.min_retention_ms, DEFAULT_RETENTION_MS)
+    wanted = [
+        NewTopicSpec(settings.output.topic, partitions),
+        NewTopicSpec(
+            settings.dlq.topic,
+            partitions,
+            {
+                "max.message.bytes": str(source_bytes + settings.dlq.header_room_bytes),
+                "retention.ms": str(retention),
+            },
+        ),
+        NewTopicSpec(settings.redrive_topic, partitions),
+        NewTopicSpec(settings.ledger_topic, 1, {"cleanup.policy": "compact"}),
+    ]
+    return [spec for spec in wanted if spec.name not in existing]

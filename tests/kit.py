@@ -1,0 +1,311 @@
+"""Test helpers for pipelines on the real broker: configs, sample records, workers as processes,
+and the accounting that always re-reads the topics (never the worker's counters)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from fastavro import parse_schema, schemaless_writer
+
+from tests.conftest import create_topics
+
+REPO = Path(__file__).resolve().parent.parent
+ORDER_V1 = parse_schema(json.loads((REPO / "schemas/avro/orders-value/1.avsc").read_text()))
+SEQ = "test.seq"
+
+
+def good_order(i: int) -> dict[str, Any]:
+    return {
+        "order_id": f"o-{i}",
+        "customer": {"id": f"c-{i % 7}", "email": f"user{i}@example.com"},
+        "items": [{"sku": f"sku-{i % 5}", "qty": 1 + i % 3}],
+        "amount": 10.0 + i,
+        "currency": "EUR",
+        "created_at": 1_760_000_000_000 + i,
+    }
+
+
+def avro_framed(record: dict[str, Any], schema_id: int = 1) -> bytes:
+    buf = io.BytesIO()
+    schemaless_writer(buf, ORDER_V1, record)
+    return b"\x00" + struct.pack(">I", schema_id) + buf.getvalue()
+
+
+def good_payment(i: int) -> dict[str, Any]:
+    return {
+        "payment_id": f"p-{i}",
+        "order_id": f"o-{i}",
+        "amount": 5.0 + i,
+        "currency": "EUR",
+        "status": "captured",
+    }
+
+
+@dataclass
+class Pipeline:
+    """Unique topics and a config file for one test's pipeline."""
+
+    bootstrap: str
+    workdir: Path
+    name: str = field(default_factory=lambda: f"p{uuid.uuid4().hex[:10]}")
+    partitions: int = 2
+    extra: str = ""
+    delivery: str = "at-least-once"
+
+    @property
+    def orders(self) -> str:
+        return f"{self.name}.orders"
+
+    @property
+    def payments(self) -> str:
+        return f"{self.name}.payments"
+
+    @property
+    def output(self) -> str:
+        return f"{self.name}.valid"
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.name}.dlq"
+
+    @property
+    def redrive(self) -> str:
+        return f"{self.name}.redrive"
+
+    @property
+    def config(self) -> Path:
+        return self.workdir / f"{self.name}.toml"
+
+    def create(self, dlq_config: dict[str, str] | None = None) -> Pipeline:
+        create_topics(self.bootstrap, [self.orders, self.payments, self.output], self.partitions)
+        room = {"max.message.bytes": str(1_048_588 + 32 * 1024)}
+        create_topics(self.bootstrap, [self.dlq], self.partitions, {**room, **(dlq_config or {})})
+        create_topics(self.bootstrap, [self.redrive], self.partitions)
+        create_topics(self.bootstrap, [f"{self.dlq}.ledger"], 1, {"cleanup.policy": "compact"})
+        self.write()
+        return self
+
+    def write(self) -> None:
+        self.config.write_text(
+            f'''pipeline = "{self.name}"
+bootstrap = "{self.bootstrap}"
+delivery = "{self.delivery}"
+schema_dir = "{REPO / "schemas/avro"}"
+python_path = ["{REPO}"]
+commit_interval_ms = 200
+batch_size = 100
+
+[sources."{self.orders}"]
+format = "avro"
+model = "schemas.orders:Order"
+
+[sources."{self.payments}"]
+format = "json"
+model = "schemas.orders:Payment"
+
+[output]
+topic = "{self.output}"
+
+[dlq]
+topic = "{self.dlq}"
+
+[consumer]
+"session.timeout.ms" = 6000
+"heartbeat.interval.ms" = 500
+
+[producer]
+"transaction.timeout.ms" = 10000
+"message.timeout.ms" = 10000
+{self.extra}
+'''
+        )
+
+
+def produce(
+    bootstrap: str,
+    topic: str,
+    values: Iterable[tuple[bytes | None, bytes | None]],
+    headers: list[tuple[str, bytes | None]] | None = None,
+) -> int:
+    """Produce (key, value) pairs, each with a unique `test.seq` header; returns the count."""
+    producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random"})
+    count = 0
+    for key, value in values:
+        seq = f"{topic}#{count}".encode()
+        producer.produce(topic, value, key, headers=[*(headers or []), (SEQ, seq)])
+        count += 1
+        if count % 1000 == 0:
+            producer.poll(0)
+    assert producer.flush(30) == 0
+    return count
+
+
+@dataclass(frozen=True)
+class Rec:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]]
+
+    def header(self, name: str) -> bytes | None:
+        found = [v for k, v in self.headers if k == name]
+        return found[-1] if found else None
+
+    def text(self, name: str) -> str | None:
+        value = self.header(name)
+        return value.decode() if value is not None else None
+
+
+def read_all(bootstrap: str, topic: str, isolation: str = "read_committed") -> list[Rec]:
+    """Every record of `topic` up to its current high watermarks (assign(), no group)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "unused",
+            "enable.auto.commit": False,
+            "isolation.level": isolation,
+        }
+    )
+    meta = consumer.list_topics(topic, timeout=15)
+    parts = list(meta.topics[topic].partitions)
+    ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=15) for p in parts}
+    todo = {p for p in parts if ends[p][1] > ends[p][0]}
+    consumer.assign([TopicPartition(topic, p, ends[p][0]) for p in todo])
+    out: list[Rec] = []
+    deadline = time.monotonic() + 60
+    while todo and time.monotonic() < deadline:
+        msg = consumer.poll(0.5)
+        if msg is None:
+            # transaction markers take offsets: a partition is done at the committed end
+            for p in list(todo):
+                pos = consumer.position([TopicPartition(topic, p)])[0].offset
+                if pos >= ends[p][1]:
+                    todo.discard(p)
+            continue
+        if msg.error():
+            if msg.error().code() == KafkaError._PARTITION_EOF:
+                continue
+            raise AssertionError(msg.error())
+        out.append(
+            Rec(
+                topic,
+                msg.partition(),
+                msg.offset(),
+                msg.key(),
+                msg.value(),
+                list(msg.headers() or []),
+            )
+        )
+        if msg.offset() + 1 >= ends[msg.partition()][1]:
+            todo.discard(msg.partition())
+    consumer.close()
+    return sorted(out, key=lambda r: (r.partition, r.offset))
+
+
+@dataclass
+class Accounting:
+    """Where every input went: re-read from the topics."""
+
+    inputs: list[Rec]
+    outputs: list[Rec]
+    dead: list[Rec]
+
+    def seqs(self, recs: list[Rec]) -> list[bytes]:
+        return [r.header(SEQ) or b"" for r in recs]
+
+    @property
+    def missing(self) -> set[bytes]:
+        return (
+            set(self.seqs(self.inputs)) - set(self.seqs(self.outputs)) - set(self.seqs(self.dead))
+        )
+
+    @property
+    def duplicates(self) -> int:
+        routed = self.seqs(self.outputs) + self.seqs(self.dead)
+        return len(routed) - len(set(routed))
+
+
+def account(
+    bootstrap: str, inputs: list[str], output: str, dlq: str, isolation: str = "read_committed"
+) -> Accounting:
+    ins = [r for t in inputs for r in read_all(bootstrap, t)]
+    return Accounting(
+        ins, read_all(bootstrap, output, isolation), read_all(bootstrap, dlq, isolation)
+    )
+
+
+def wait_until(
+    predicate: Callable[[], bool], timeout: float = 60.0, what: str = "condition"
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+class WorkerProcess:
+    """`lazarus worker` as a real process (so tests can kill -9 it)."""
+
+    def __init__(self, config: Path, log: Path, *args: str, env: dict[str, str] | None = None):
+        self.log = log
+        self.out = open(log, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "worker", "--config", str(config), *args],
+            stdout=self.out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env={**os.environ, **(env or {})},
+        )
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def check_alive(self) -> bool:
+        """True while running; a worker that exited unexpectedly fails the test with its log."""
+        if self.proc.poll() is not None:
+            raise AssertionError(
+                f"worker exited with {self.proc.returncode}:\n{self.text()[-3000:]}"
+            )
+        return True
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+        self.out.close()
+
+    def stop(self, timeout: float = 60.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout)
+        self.out.close()
+        return code
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    got = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=15)
+    consumer.close()
+    return {tp.partition: tp.offset for tp in got}

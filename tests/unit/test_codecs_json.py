@@ -1,0 +1,235 @@
+"""JsonCodec: pydantic validation whose errors name fields and rules, never values; undecodable
+bytes as deserialization errors; NaN and infinities refused whatever the model says."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel, Field, field_validator
+
+from pipeline.catalog import load_model
+from pipeline.codecs.json import JsonCodec
+from pipeline.errors import DeserializationError, RecordError, ValidationFailed
+
+REPO = Path(__file__).resolve().parents[2]
+SECRET = "alice@example.com"
+
+
+@pytest.fixture(scope="module")
+def payment_model() -> type[BaseModel]:
+    return load_model("schemas.orders:Payment", search_path=REPO)
+
+
+@pytest.fixture(scope="module")
+def order_model() -> type[BaseModel]:
+    return load_model("schemas.orders:Order", search_path=REPO)
+
+
+def payment(**changes: object) -> bytes:
+    event: dict[str, object] = {
+        "payment_id": "p-1",
+        "order_id": "o-1",
+        "amount": 10.0,
+        "currency": "EUR",
+        "status": "captured",
+    }
+    event.update(changes)
+    return json.dumps(event).encode()
+
+
+def order(**changes: object) -> dict[str, object]:
+    event: dict[str, object] = {
+        "order_id": "o-1",
+        "customer": {"id": "c-1", "email": SECRET},
+        "items": [{"sku": "s", "qty": 1}],
+        "amount": 1.0,
+        "currency": "EUR",
+        "created_at": "2024-01-02T03:04:05Z",
+    }
+    event.update(changes)
+    return event
+
+
+class Loose(BaseModel):
+    """No inf/nan settings at all: the codec must still refuse non-finite numbers."""
+
+    amount: float
+    scores: list[float] = []
+    extra_info: dict[str, float] = {}
+
+
+def test_decode_returns_the_model_instance(payment_model: type[BaseModel]) -> None:
+    decoded = JsonCodec(payment_model).decode(payment())
+    assert isinstance(decoded.event, payment_model)
+    assert decoded.schema_ref == "model:schemas.orders:Payment"
+    assert decoded.schema_id is None
+
+
+def test_validation_errors_name_field_and_rule_never_value(order_model: type[BaseModel]) -> None:
+    event = order(items=[{"sku": "s", "qty": 0}])
+    del event["customer"]["id"]  # type: ignore[attr-defined]
+    event["customer"]["email"] = "not-an-email " + SECRET  # type: ignore[index]
+    with pytest.raises(ValidationFailed) as caught:
+        JsonCodec(order_model).decode(json.dumps(event).encode())
+    error = caught.value
+    assert error.message == (
+        "3 validation errors for Order: customer.id (missing), "
+        "customer.email (string_pattern_mismatch), items.0.qty (greater_than)"
+    )
+    assert error.details[2] == {
+        "loc": "items.0.qty",
+        "msg": "Input should be greater than 0",
+        "type": "greater_than",
+    }
+    assert SECRET not in error.message + repr(error.details)
+    assert isinstance(error.__cause__, Exception)
+
+
+def test_literal_and_extra_errors(payment_model: type[BaseModel]) -> None:
+    with pytest.raises(ValidationFailed) as caught:
+        JsonCodec(payment_model).decode(payment(status=SECRET, note=SECRET))
+    assert [d["type"] for d in caught.value.details] == ["literal_error", "extra_forbidden"]
+    assert "'authorized', 'captured', 'refunded' or 'failed'" in caught.value.details[0]["msg"]
+    assert SECRET not in caught.value.message + repr(caught.value.details)
+
+
+def test_invalid_utf8_is_a_deserialization_error(payment_model: type[BaseModel]) -> None:
+    data = payment(payment_id="pXX").replace(b"XX", b"\xff\xfe")
+    with pytest.raises(
+        DeserializationError, match=r"^invalid UTF-8 at byte \d+: not a JSON document$"
+    ):
+        JsonCodec(payment_model).decode(data)
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (b"{", "EOF while parsing"),
+        (b'{"payment_id": }', "expected value"),
+        (b'{"a": 1} trailing', "trailing characters"),
+        (b'{"a": "\\ud800"}', "hex escape"),
+    ],
+)
+def test_malformed_json_is_a_deserialization_error(
+    payment_model: type[BaseModel], data: bytes, problem: str
+) -> None:
+    with pytest.raises(DeserializationError, match=f"^malformed JSON for Payment: .*{problem}"):
+        JsonCodec(payment_model).decode(data)
+
+
+def test_empty_value(payment_model: type[BaseModel]) -> None:
+    with pytest.raises(DeserializationError, match="empty value"):
+        JsonCodec(payment_model).decode(b"")
+
+
+def test_deep_nesting_is_a_deserialization_error(payment_model: type[BaseModel]) -> None:
+    with pytest.raises(DeserializationError, match="recursion limit exceeded") as caught:
+        JsonCodec(payment_model).decode(b"[" * 100_000)
+    assert len(caught.value.message) < 200
+
+
+def test_a_5000_digit_number_is_a_deserialization_error() -> None:
+    class Counter(BaseModel):
+        n: int
+
+    with pytest.raises(DeserializationError, match="number out of range"):
+        JsonCodec(Counter).decode(b'{"n": ' + b"9" * 5000 + b"}")
+    with pytest.raises(ValidationFailed, match=r"n \(int_parsing_size\)"):
+        JsonCodec(Counter).decode(b'{"n": "' + b"9" * 5000 + b'"}')
+    assert JsonCodec(Counter).decode(b'{"n": ' + b"9" * 40 + b"}").event.n == int("9" * 40)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("data", "loc"),
+    [
+        (b'{"amount": NaN}', "amount"),
+        (b'{"amount": Infinity}', "amount"),
+        (b'{"amount": -Infinity}', "amount"),
+        (b'{"amount": "nan"}', "amount"),
+        (b'{"amount": 1e999}', "amount"),
+        (b'{"amount": ' + b"9" * 400 + b"}", "amount"),
+        (b'{"amount": 1, "scores": [1, NaN]}', "scores.1"),
+        (b'{"amount": 1, "extra_info": {"k": "-inf"}}', "extra_info.k"),
+    ],
+)
+def test_non_finite_numbers_are_refused(data: bytes, loc: str) -> None:
+    with pytest.raises(ValidationFailed) as caught:
+        JsonCodec(Loose).decode(data)
+    assert caught.value.details == [
+        {"loc": loc, "msg": "Input should be a finite number", "type": "finite_number"}
+    ]
+    assert caught.value.message == f"1 validation error for Loose: {loc} (finite_number)"
+
+
+def test_strict_mode_refuses_coercion(payment_model: type[BaseModel]) -> None:
+    data = payment(amount="10.5")
+    assert JsonCodec(payment_model).decode(data).event.amount == 10.5  # type: ignore[attr-defined]
+    with pytest.raises(ValidationFailed, match=r"amount \(float_type\)"):
+        JsonCodec(payment_model, strict=True).decode(data)
+
+
+def test_a_crashing_validator_withholds_its_message() -> None:
+    class Picky(BaseModel):
+        name: str
+
+        @field_validator("name")
+        @classmethod
+        def crash(cls, value: str) -> str:
+            raise LookupError(f"no such name {value}")
+
+    with pytest.raises(ValidationFailed, match="validator of Picky raised LookupError") as caught:
+        JsonCodec(Picky).decode(b'{"name": "alice"}')
+    assert "alice" not in caught.value.message
+
+
+def test_long_error_lists_are_summarised() -> None:
+    class Many(BaseModel):
+        values: list[int]
+
+    data = json.dumps({"values": ["x"] * 30}).encode()
+    with pytest.raises(ValidationFailed) as caught:
+        JsonCodec(Many).decode(data)
+    assert caught.value.message.startswith("30 validation errors for Many: values.0 (int_parsing)")
+    assert caught.value.message.endswith("values.9 (int_parsing), and 20 more")
+    assert len(caught.value.details) == 30
+
+
+def test_encode_round_trips_models_and_mappings(order_model: type[BaseModel]) -> None:
+    codec = JsonCodec(order_model)
+    decoded = codec.decode(json.dumps(order()).encode())
+    assert codec.decode(codec.encode(decoded.event)).event == decoded.event
+    assert codec.decode(codec.encode(order())).event == decoded.event
+
+
+def test_encode_uses_aliases_so_decode_reads_it_back() -> None:
+    class Aliased(BaseModel):
+        full_name: str = Field(alias="fullName")
+
+    codec = JsonCodec(Aliased)
+    event = Aliased.model_validate({"fullName": "x"})
+    encoded = codec.encode(event)
+    assert json.loads(encoded) == {"fullName": "x"}
+    assert codec.decode(encoded).event == event
+
+
+def test_encode_refuses_invalid_events(order_model: type[BaseModel]) -> None:
+    codec = JsonCodec(order_model)
+    with pytest.raises(ValidationFailed, match=r"items.0.qty \(greater_than\)"):
+        codec.encode(order(items=[{"sku": "s", "qty": 0}]))
+    with pytest.raises(ValidationFailed, match="cannot encode a list as Order"):
+        codec.encode([1, 2])
+    with pytest.raises(ValidationFailed, match=r"amount \(finite_number\)"):
+        JsonCodec(Loose).encode(Loose(amount=float("inf")))
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.one_of(st.binary(max_size=60), st.text(max_size=60).map(str.encode)))
+def test_arbitrary_bytes_raise_only_record_errors(data: bytes) -> None:
+    try:
+        JsonCodec(Loose).decode(data)
+    except RecordError as error:
+        assert error.message
