@@ -232,8 +232,15 @@ def build_worker(
     schemas = Schemas(settings)
     handler = build_handler(settings, schemas, holds, worker_id(instance))
     metrics = WorkerMetrics(registry, settings.pipeline)
-    consumer = make_consumer(settings.client_properties("consumer"), settings.pipeline)
+    on_commit: list[Callable[[object, list[object]], None]] = []
+    consumer = make_consumer(
+        settings.client_properties("consumer"),
+        settings.pipeline,
+        on_commit=lambda err, parts: [cb(err, parts) for cb in on_commit],
+    )
     delivery = _delivery(settings, instance, consumer, metrics)
+    if isinstance(delivery, AtLeastOnce):
+        on_commit.append(delivery.committed)  # type: ignore[arg-type]
     p = settings.policy
 
     def on_change(old: BreakerState, new: BreakerState, reason: str) -> None:

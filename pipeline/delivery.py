@@ -143,7 +143,9 @@ class AtLeastOnce(Delivery):
         if now - self._last_commit >= self.commit_interval_s:
             self.commit()
 
-    def commit(self, only: list[TP] | None = None) -> None:
+    def commit(self, only: list[TP] | None = None, *, wait: bool = False) -> None:
+        """Commit what is safe. Asynchronous in the loop (a coordinator outage must not block
+        it: `committed` confirms or un-marks); synchronous on revoke and shutdown."""
         offsets = self.tracker.committable()
         if only is not None:
             offsets = {tp: o for tp, o in offsets.items() if tp in only}
@@ -151,12 +153,21 @@ class AtLeastOnce(Delivery):
         if not offsets:
             return
         try:
-            self.consumer.commit(offsets=partitions(offsets), asynchronous=False)
+            if wait:
+                self.consumer.commit(offsets=partitions(offsets), asynchronous=False)
+            else:
+                self.consumer.commit(offsets=partitions(offsets), asynchronous=True)
         except KafkaException as exc:
             log.warning("offset commit failed (will retry): %s", exc)
             return
         self.tracker.mark_committed(offsets)
         self.metrics.commits.labels(self.metrics.pipeline).inc()
+
+    def committed(self, err: KafkaError | None, parts: list[TopicPartition]) -> None:
+        """The consumer's `on_commit` callback: a failed commit is tried again next interval."""
+        if err is not None:
+            log.warning("offset commit failed (will retry): %s", err.str())
+            self.tracker.mark_committed({(tp.topic, tp.partition): -1 for tp in parts})
 
     def checkpoint(self, now: float) -> None:
         self.producer.poll(0)
@@ -178,7 +189,7 @@ class AtLeastOnce(Delivery):
 
     def revoke(self, keys: list[TP], consumer: Consumer, deadline_s: float) -> None:
         self.producer.flush(deadline_s)
-        self.commit(only=keys)
+        self.commit(only=keys, wait=True)
         for tp in keys:
             self.tracker.revoke(tp)
 

@@ -82,6 +82,7 @@ class Worker:
         self._stopping = False
         self._interrupted = False
         self.on_tick: Callable[[], None] | None = None
+        self._fresh: list[TopicPartition] = []
         self._last_tick = 0.0
         delivery.on_failure = self._delivery_failed
         delivery.on_success = lambda: self.breaker.record_success(self.clock())
@@ -107,6 +108,7 @@ class Worker:
     def step(self) -> None:
         """One turn: if the gate is open, read a batch and route every record in it."""
         self._tick()
+        self._settle_fresh()
         if not self._gate_open():
             self._idle()
             return
@@ -160,6 +162,7 @@ class Worker:
 
     def _tick(self) -> None:
         now = self.clock()
+
         if self.on_tick is not None and now - self._last_tick >= 1.0:
             self._last_tick = now
             self.on_tick()
@@ -220,7 +223,7 @@ class Worker:
     def _watch(self, now: float) -> None:
         """A delivery pending too long is an outage even before librdkafka reports an error."""
         reason = self.delivery.stalled(now)
-        if reason is not None and self.breaker.state is BreakerState.CLOSED:
+        if reason is not None and self.breaker.state is not BreakerState.OPEN:
             self.breaker.trip(now, reason)
             log.error("deliveries stalled, opening the circuit: %s", reason)
             self._pause_all()
@@ -282,7 +285,20 @@ class Worker:
         for tp in parts:
             self.assigned.add((tp.topic, tp.partition))
             self.delivery.assign((tp.topic, tp.partition))
+        self._fresh.extend(parts)
         log.info("assigned %s", _names(parts))
+
+    def _settle_fresh(self) -> None:
+        """Give newly assigned partitions the gate's state. librdkafka keeps a partition's pause
+        flag across a lost and re-gained assignment, so a resume is as necessary as a pause."""
+        if not self._fresh:
+            return
+        fresh = [TopicPartition(tp.topic, tp.partition) for tp in self._fresh]
+        self._fresh.clear()
+        if self.gate.paused:
+            self.consumer.pause(fresh)
+        else:
+            self.consumer.resume(fresh)
 
     def _on_revoke(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
         """Finish and commit what is done for the partitions leaving this member."""

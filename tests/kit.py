@@ -62,7 +62,8 @@ class Pipeline:
     workdir: Path
     name: str = field(default_factory=lambda: f"p{uuid.uuid4().hex[:10]}")
     partitions: int = 2
-    extra: str = ""
+    extra: str = ""  # tables appended at the end
+    top: str = ""  # top-level keys, before the first table
     delivery: str = "at-least-once"
 
     @property
@@ -107,6 +108,7 @@ schema_dir = "{REPO / "schemas/avro"}"
 python_path = ["{REPO}"]
 commit_interval_ms = 200
 batch_size = 100
+{self.top}
 
 [sources."{self.orders}"]
 format = "avro"
@@ -172,12 +174,14 @@ class Rec:
 
 
 def read_all(bootstrap: str, topic: str, isolation: str = "read_committed") -> list[Rec]:
-    """Every record of `topic` up to its current high watermarks (assign(), no group)."""
+    """Every record of `topic` up to its current end (assign(), no group). A read_committed
+    reader ends at the last stable offset: records of an open transaction are not (yet) there."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
             "group.id": "unused",
             "enable.auto.commit": False,
+            "enable.partition.eof": True,
             "isolation.level": isolation,
         }
     )
@@ -191,14 +195,10 @@ def read_all(bootstrap: str, topic: str, isolation: str = "read_committed") -> l
     while todo and time.monotonic() < deadline:
         msg = consumer.poll(0.5)
         if msg is None:
-            # transaction markers take offsets: a partition is done at the committed end
-            for p in list(todo):
-                pos = consumer.position([TopicPartition(topic, p)])[0].offset
-                if pos >= ends[p][1]:
-                    todo.discard(p)
             continue
         if msg.error():
             if msg.error().code() == KafkaError._PARTITION_EOF:
+                todo.discard(msg.partition())
                 continue
             raise AssertionError(msg.error())
         out.append(
@@ -212,8 +212,10 @@ def read_all(bootstrap: str, topic: str, isolation: str = "read_committed") -> l
             )
         )
         if msg.offset() + 1 >= ends[msg.partition()][1]:
-            todo.discard(msg.partition())
+            todo.discard(msg.partition())  # the end captured at the start: never chase writers
     consumer.close()
+    if todo:
+        raise AssertionError(f"reading {topic} did not reach its end in 60s")
     return sorted(out, key=lambda r: (r.partition, r.offset))
 
 

@@ -9,7 +9,7 @@ offset tracker, or inside a transaction.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -63,8 +63,13 @@ def make_producer(base: KafkaConf, transactional_id: str | None = None) -> Produ
     return Producer(producer_config(base, transactional_id))
 
 
-def make_consumer(base: KafkaConf, group_id: str) -> Consumer:
-    return Consumer(consumer_config(base, group_id))
+def make_consumer(
+    base: KafkaConf, group_id: str, on_commit: Callable[..., object] | None = None
+) -> Consumer:
+    conf = consumer_config(base, group_id)
+    if on_commit is not None:
+        conf["on_commit"] = on_commit
+    return Consumer(conf)
 
 
 def to_record(msg: Message) -> SourceRecord:

@@ -1,0 +1,391 @@
+"""The reprocessor's Kafka I/O: reading DLQ and ledger topics, and the transactional producer that
+writes replayed copies and their ledger entries together.
+
+Reading never joins a consumer group and never commits: partitions are `assign()`ed, and a read
+stops at the end offsets captured when it starts (librdkafka answers a `read_committed` consumer's
+watermark query with the last stable offset), so a growing DLQ cannot make a command run forever.
+Transaction markers take offsets, so offsets are not dense: a partition is done when the
+consumer's position reaches its captured end, not when a record with offset `end - 1` arrives.
+
+Every failure leaves as a `LazarusError`: `ConfigError` for what the operator can fix (an unknown
+topic, a property librdkafka rejects), `Fenced` when another run took over the transactional id,
+`TransactionAborted` when a transaction had to be rolled back, `RuntimeFailure` otherwise.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal
+
+from confluent_kafka import (
+    TIMESTAMP_CREATE_TIME,
+    TIMESTAMP_LOG_APPEND_TIME,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from pipeline.contract import Header, SourceRecord, format_coordinates
+from pipeline.errors import ConfigError, RuntimeFailure
+from pipeline.kafka import admin
+from pipeline.kafka.clients import consumer_config, producer_config, to_record
+
+KafkaConf = Mapping[str, str | int | float | bool]
+Isolation = Literal["read_committed", "read_uncommitted"]
+
+READER_GROUP = "lazarus-dlq-reader"
+"""librdkafka wants a group.id even for assign(); this one is never joined nor committed to."""
+BATCH = 1000
+STALL_S = 60.0
+"""A partition whose position has not moved for this long, short of its end, fails the read."""
+_FENCED_CODES = frozenset(
+    {
+        KafkaError._FENCED,
+        KafkaError.PRODUCER_FENCED,
+        KafkaError.INVALID_PRODUCER_EPOCH,
+    }
+)
+_TSTYPES = {TIMESTAMP_CREATE_TIME: "create", TIMESTAMP_LOG_APPEND_TIME: "logappend"}
+
+
+class Fenced(RuntimeFailure):
+    """Another run initialised the same transactional id: this one must stop (exit 1)."""
+
+
+class TransactionAborted(RuntimeFailure):
+    """A transaction failed and was rolled back: nothing of it is visible to read_committed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Consumed:
+    """One record read from a topic, and kcat's name for its timestamp type."""
+
+    record: SourceRecord
+    tstype: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReadSpec:
+    """Where a read starts: every partition's beginning by default, its last `tail` records,
+    the first record at or after `since_ms` (by timestamp), or `offset`. It always ends at the
+    end offsets captured when the read starts."""
+
+    tail: int | None = None
+    since_ms: int | None = None
+    partitions: tuple[int, ...] | None = None
+    offset: int | None = None
+    isolation: Isolation = "read_committed"
+
+
+def topic_partitions(conf: KafkaConf, topic: str, timeout_s: float = 15.0) -> int:
+    """The topic's partition count; `ConfigError` when the cluster has no such topic."""
+    count = admin.existing_topics(_admin(conf), timeout_s).get(topic)
+    if count is None:
+        raise ConfigError(f"topic {topic} does not exist on {conf.get('bootstrap.servers')}")
+    return count
+
+
+def missing_topics(conf: KafkaConf, topics: Sequence[str], timeout_s: float = 15.0) -> list[str]:
+    """The names among `topics` that the cluster does not have."""
+    known = admin.existing_topics(_admin(conf), timeout_s)
+    return [name for name in topics if name not in known]
+
+
+def ensure_compacted(conf: KafkaConf, topic: str, partitions: int = 1) -> bool:
+    """Create `topic` compacted when it is missing (a ledger of a DLQ that never had one);
+    True when it was created. An existing topic is left as it is."""
+    client = _admin(conf)
+    if topic in admin.existing_topics(client):
+        return False
+    spec = admin.NewTopicSpec(topic, partitions, {"cleanup.policy": "compact"})
+    try:
+        admin.create(client, [spec])
+    except RuntimeFailure:
+        if topic not in admin.existing_topics(client):  # lost a race with another run: fine
+            raise
+    return True
+
+
+def _admin(conf: KafkaConf) -> Any:
+    try:
+        return admin.admin_client(conf)
+    except KafkaException as exc:
+        raise ConfigError(f"librdkafka rejected the configuration: {_text(exc)}") from exc
+
+
+def _text(exc: BaseException) -> str:
+    err = exc.args[0] if exc.args else None
+    return err.str() if isinstance(err, KafkaError) else str(exc)
+
+
+def _consumer(conf: KafkaConf, isolation: Isolation) -> Consumer:
+    props = consumer_config(conf, READER_GROUP)
+    props["isolation.level"] = isolation
+    props["enable.partition.eof"] = False
+    try:
+        return Consumer(props)
+    except (KafkaException, ValueError, TypeError) as exc:
+        raise ConfigError(f"librdkafka rejected the configuration: {_text(exc)}") from exc
+
+
+class TopicReader:
+    """Reads one topic from assigned partitions up to the end offsets captured at `open()`.
+
+    Use as a context manager; iterate `records()` once. Blocks on the broker; raises
+    `RuntimeFailure` when a partition makes no progress for `stall_s` (the cluster went away)."""
+
+    def __init__(self, conf: KafkaConf, topic: str, spec: ReadSpec = ReadSpec()) -> None:
+        self.topic = topic
+        self._spec = spec
+        self._partitions = topic_partitions(conf, topic)
+        self._consumer = _consumer(conf, spec.isolation)
+        self.ends: dict[int, int] = {}
+        self.starts: dict[int, int] = {}
+
+    def __enter__(self) -> TopicReader:
+        self._open()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._consumer.close()
+
+    def _open(self) -> None:
+        wanted = self._spec.partitions or tuple(range(self._partitions))
+        for p in wanted:
+            if not 0 <= p < self._partitions:
+                raise ConfigError(f"topic {self.topic} has no partition {p}")
+            low, high = self._watermarks(p)
+            self.starts[p], self.ends[p] = self._start(p, low, high), high
+        self._consumer.assign(
+            [TopicPartition(self.topic, p, o) for p, o in self.starts.items() if o < self.ends[p]]
+        )
+
+    def _watermarks(self, partition: int) -> tuple[int, int]:
+        try:
+            low, high = self._consumer.get_watermark_offsets(
+                TopicPartition(self.topic, partition), timeout=15
+            )
+        except KafkaException as exc:
+            raise RuntimeFailure(f"cannot read the end of {self.topic}: {_text(exc)}") from exc
+        return int(low), int(high)
+
+    def _start(self, partition: int, low: int, high: int) -> int:
+        spec = self._spec
+        start = low
+        if spec.since_ms is not None:
+            found = self._consumer.offsets_for_times(
+                [TopicPartition(self.topic, partition, spec.since_ms)], timeout=15
+            )[0].offset
+            start = high if found < 0 else max(low, found)
+        if spec.tail is not None:
+            start = max(start, high - spec.tail)
+        if spec.offset is not None:
+            start = max(start, spec.offset)
+        return start
+
+    @property
+    def expected(self) -> int:
+        """An upper bound of the records this read returns (markers take offsets too)."""
+        return sum(max(0, self.ends[p] - self.starts[p]) for p in self.ends)
+
+    def records(self) -> Iterator[Consumed]:
+        """Every record between the start and the captured end, partition order kept."""
+        todo = {p for p in self.ends if self.starts[p] < self.ends[p]}
+        progress = _Progress(self._consumer, self.topic, self.ends)
+        while todo:
+            batch = self._consumer.consume(BATCH, timeout=0.5)
+            for msg in batch:
+                consumed = self._accept(msg, todo)
+                if consumed is not None:
+                    yield consumed
+            progress.check(todo, bool(batch))
+
+    def _accept(self, msg: Message, todo: set[int]) -> Consumed | None:
+        err = msg.error()
+        if err is not None:
+            if err.code() == KafkaError._PARTITION_EOF:
+                return None
+            raise RuntimeFailure(f"reading {self.topic} failed: {err.str()}")
+        partition, offset = msg.partition() or 0, msg.offset() or 0
+        if partition not in todo or offset >= self.ends[partition]:
+            todo.discard(partition)
+            return None
+        if offset + 1 >= self.ends[partition]:
+            todo.discard(partition)
+        kind, _ = msg.timestamp()
+        return Consumed(to_record(msg), _TSTYPES.get(kind, "unknown"))
+
+
+@dataclass
+class _Progress:
+    """Marks partitions done when their position reaches the captured end (past markers), and
+    fails the read when nothing moves for STALL_S."""
+
+    consumer: Consumer
+    topic: str
+    ends: dict[int, int]
+    last_move: float = field(default_factory=time.monotonic)
+    positions: dict[int, int] = field(default_factory=dict)
+
+    def check(self, todo: set[int], received: bool) -> None:
+        now = time.monotonic()
+        if received:
+            self.last_move = now
+            return
+        tps = self.consumer.position([TopicPartition(self.topic, p) for p in todo])
+        for tp in tps:
+            if tp.offset >= self.ends[tp.partition]:
+                todo.discard(tp.partition)
+            if self.positions.get(tp.partition) != tp.offset:
+                self.positions[tp.partition] = tp.offset
+                self.last_move = now
+        if todo and now - self.last_move > STALL_S:
+            where = ", ".join(f"{p}@{self.positions.get(p)}/{self.ends[p]}" for p in sorted(todo))
+            raise RuntimeFailure(f"reading {self.topic} stalled (partition@position/end: {where})")
+
+
+def read_one(conf: KafkaConf, topic: str, partition: int, offset: int) -> Consumed | None:
+    """The record at exactly `topic/partition/offset`, or None when there is none (deleted by
+    retention, not written yet, aborted, or a transaction marker)."""
+    spec = ReadSpec(partitions=(partition,), offset=offset)
+    with TopicReader(conf, topic, spec) as reader:
+        for consumed in reader.records():
+            return consumed if consumed.record.offset == offset else None
+    return None
+
+
+class TxnProducer:
+    """A transactional producer: `init()` once (fencing any earlier producer of the same id),
+    then per chunk `begin()`, `send()`, `flush()` (the copies' coordinates, from the delivery
+    reports), more `send()`s, `commit()`.
+
+    Raises `Fenced` when another run took over the id (stop: exit 1), `TransactionAborted` when a
+    transaction failed and was rolled back (nothing of it is visible), `RuntimeFailure` else."""
+
+    def __init__(self, conf: KafkaConf, transactional_id: str, timeout_s: float = 60.0) -> None:
+        self.transactional_id = transactional_id
+        self.timeout_s = timeout_s
+        try:
+            self._producer = Producer(producer_config(conf, transactional_id))
+        except (KafkaException, ValueError, TypeError) as exc:
+            raise ConfigError(f"librdkafka rejected the configuration: {_text(exc)}") from exc
+        self._reports: list[str | KafkaError | None] = []
+
+    def init(self) -> None:
+        """Register the id with the coordinator; blocks until an earlier producer of this id is
+        fenced and its open transaction aborted."""
+        self._call(lambda: self._producer.init_transactions(self.timeout_s), "init")
+
+    def begin(self) -> None:
+        self._reports = []
+        self._call(self._producer.begin_transaction, "begin")
+
+    def send(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: list[Header]
+    ) -> int:
+        """Queue one record in the open transaction; returns its index among this chunk's
+        sends (for `flush()`'s answer)."""
+        index = len(self._reports)
+        self._reports.append(None)
+
+        def report(err: KafkaError | None, msg: Message) -> None:
+            if err is not None:
+                self._reports[index] = err
+            else:
+                where = (msg.partition() or 0, msg.offset() or 0)
+                self._reports[index] = format_coordinates(topic, *where)
+
+        wire: list[tuple[str, str | bytes | None]] = list(headers)
+        self._call(
+            lambda: self._producer.produce(topic, value, key, headers=wire, on_delivery=report),
+            "produce",
+        )
+        self._producer.poll(0)
+        return index
+
+    def flush(self) -> list[str]:
+        """Wait for every send of the chunk; their `topic/partition/offset`s in send order."""
+        left = self._producer.flush(self.timeout_s)
+        failed = [r for r in self._reports if isinstance(r, KafkaError)]
+        if left or failed or any(r is None for r in self._reports):
+            reason = failed[0].str() if failed else f"{left} records not delivered in time"
+            self.abort()
+            raise TransactionAborted(f"delivery failed ({reason}); the chunk was rolled back")
+        return [r for r in self._reports if isinstance(r, str)]
+
+    def commit(self) -> None:
+        self._call(lambda: self._producer.commit_transaction(self.timeout_s), "commit")
+
+    def abort(self) -> None:
+        """Roll back the open transaction; a failure to abort is reported, never raised, since
+        the coordinator aborts it anyway when the transaction times out or the id is re-used."""
+        try:
+            self._producer.abort_transaction(self.timeout_s)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and self._is_fenced(err):
+                raise Fenced(self._fenced_message()) from exc
+
+    def close(self) -> None:
+        self._producer.flush(0)
+
+    def _call(self, action: Any, what: str) -> None:
+        """Run a producer call, retrying what librdkafka says is retriable."""
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                action()
+                return
+            except BufferError:
+                self._producer.poll(0.1)
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                if not isinstance(err, KafkaError):
+                    raise RuntimeFailure(f"transaction {what} failed: {exc}") from exc
+                if not err.retriable() or time.monotonic() > deadline:
+                    self._fail(err, what, exc)
+            if time.monotonic() > deadline:
+                raise RuntimeFailure(f"transaction {what} timed out")
+
+    def _fail(self, err: KafkaError, what: str, exc: KafkaException) -> None:
+        if self._is_fenced(err):
+            raise Fenced(self._fenced_message()) from exc
+        if err.txn_requires_abort():
+            self.abort()
+            raise TransactionAborted(
+                f"transaction {what} failed ({err.str()}); the chunk was rolled back"
+            ) from exc
+        raise RuntimeFailure(f"transaction {what} failed: {err.str()}") from exc
+
+    @staticmethod
+    def _is_fenced(err: KafkaError) -> bool:
+        return err.code() in _FENCED_CODES or bool(err.fatal())
+
+    def _fenced_message(self) -> str:
+        return (
+            f"fenced: another run took over transactional id {self.transactional_id} "
+            "(a concurrent `dlq replay` or `dlq discard` on this DLQ); this run stopped, and "
+            "everything it committed is in the ledger"
+        )
+
+
+__all__ = [
+    "Consumed",
+    "Fenced",
+    "ReadSpec",
+    "TopicReader",
+    "TransactionAborted",
+    "TxnProducer",
+    "ensure_compacted",
+    "missing_topics",
+    "read_one",
+    "topic_partitions",
+]

@@ -1,0 +1,608 @@
+"""`dlq`: inspect, group, fix, replay and discard dead letters. Each command parses, calls, renders
+and returns an exit code from `pipeline.cli_support`'s table (0 ok, 1 runtime failure, 2 usage or
+configuration, 3 partial success); every expected failure is one line, a traceback only with
+`--debug`. Kafka I/O is `pipeline.kafka.dlqio`, reading `reprocessor.stats`, writing
+`reprocessor.replay`, printing `reprocessor.render`. The options shared by several commands come
+first, then one function per command.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import click
+
+from pipeline.cli_support import run
+from pipeline.contract import encode_ledger_entry, ledger_topic, parse_coordinates
+from pipeline.errors import EXIT_OK, ConfigError, PartialSuccess
+from pipeline.kafka import dlqio
+from pipeline.settings import KafkaValue, Settings, load_settings
+from reprocessor import fixes, grouping, render, selection
+from reprocessor.deadletters import from_record, to_kcat_json
+from reprocessor.ledger import STATE_ENV, Plan, load_plan, new_run_id, operator_name, save_plan
+from reprocessor.ledger import state_dir as plan_folder
+from reprocessor.replay import (
+    Copy,
+    Pacer,
+    Recipe,
+    Refusal,
+    Run,
+    Tally,
+    Target,
+    TargetMode,
+    count_targets,
+    prepare_all,
+    transactional_id,
+)
+from reprocessor.stats import (
+    Change,
+    Item,
+    Payloads,
+    TopicStats,
+    Window,
+    planned_items,
+    read_ledger,
+    scan,
+    unresolved_items,
+)
+from reprocessor.timeparse import parse_when
+
+F = TypeVar("F", bound=Callable[..., Any])
+INSPECT_DEFAULT_LIMIT = 100
+"""Rows of the `inspect` table when no --limit is given (--json streams everything)."""
+FIX_FLAGS = {f"--{kind}": kind for kind in fixes.KINDS}
+PLAN_OPTIONS: tuple[str, ...] = (
+    *("where", "since", "until", "limit", "tail", "to_topic", "to_source", "force", "fix_with"),
+    *(f"fix_{kind}" for kind in fixes.KINDS),
+)
+"""What a stored plan fixes once and for all: `--resume` refuses them."""
+WHERE_HELP = "Selection, e.g. 'category=validation and type~Timeout'. Fields: " + ", ".join(
+    selection.FIELDS
+)
+
+
+class Env:
+    """The global options, resolved lazily so that `--help` needs no configuration."""
+
+    def __init__(
+        self,
+        config: Path | None,
+        bootstrap: str | None,
+        topics: tuple[str, ...],
+        props: dict[str, str],
+        as_json: bool,
+        operator: str | None,
+    ) -> None:
+        self.config, self.bootstrap, self.topic_overrides = config, bootstrap, topics
+        self.props, self.as_json, self.operator_option = props, as_json, operator
+
+    @cached_property
+    def settings(self) -> Settings | None:
+        """The pipeline's settings; None when --bootstrap and --topic stand in for them."""
+        if self.config is not None:
+            return load_settings(self.config)
+        if self.bootstrap is None or not self.topic_overrides:
+            raise ConfigError("give --config FILE, or --bootstrap HOST:PORT and --topic DLQ")
+        return None
+
+    def conf(self, role: Literal["consumer", "producer"] = "consumer") -> dict[str, KafkaValue]:
+        """librdkafka properties: the config's for `role`, then --bootstrap, then -X."""
+        conf = dict(self.settings.client_properties(role)) if self.settings else {}
+        if self.bootstrap is not None:
+            conf["bootstrap.servers"] = self.bootstrap
+        conf.update(self.props)
+        return conf
+
+    def topics(self) -> list[str]:
+        if self.topic_overrides or self.settings is None:
+            return list(self.topic_overrides)
+        return [self.settings.dlq.topic]
+
+    def topic(self) -> str:
+        """The one DLQ topic a writing command works on."""
+        topics = self.topics()
+        if len(topics) != 1:
+            raise click.UsageError("this command works on one DLQ topic: give one --topic")
+        return topics[0]
+
+    @cached_property
+    def payloads(self) -> Payloads:
+        return Payloads(self.settings)
+
+    @property
+    def operator(self) -> str:
+        configured = self.settings.reprocessor.operator if self.settings else None
+        return operator_name(self.operator_option, configured)
+
+    @property
+    def max_replays(self) -> int:
+        return self.settings.reprocessor.max_replays if self.settings else 3
+
+
+def _props(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    props = {}
+    for text in values:
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected key=value, got {text!r}")
+        props[key.strip()] = value
+    return props
+
+
+def _options(*options: Callable[[F], F]) -> Callable[[F], F]:
+    def apply(f: F) -> F:
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return apply
+
+
+selection_options = _options(
+    click.option("--where", "-w", help=WHERE_HELP),
+    click.option("--since", help="Failed at or after: 2h (ago), an ISO time or epoch ms."),
+    click.option("--until", help="Failed at or before: 2h (ago), an ISO time or epoch ms."),
+    click.option("--limit", "-n", type=click.IntRange(min=1), help="At most N dead letters."),
+    click.option("--tail", type=click.IntRange(min=1), help="Only the last N of each partition."),
+    click.option("--from-beginning", is_flag=True, help="Read from the start (the default)."),
+)
+fix_options = _options(
+    click.option("--set", "fix_set", multiple=True, metavar="PATH=VALUE", help="Set a field."),
+    click.option("--delete", "fix_delete", multiple=True, metavar="PATH", help="Remove a field."),
+    click.option("--rename", "fix_rename", multiple=True, metavar="OLD=NEW", help="Move a field."),
+    click.option(
+        "--default", "fix_default", multiple=True, metavar="PATH=VALUE", help="Set if missing."
+    ),
+    click.option(
+        "--cast", "fix_cast", multiple=True, metavar="PATH:TYPE", help="int|float|str|bool"
+    ),
+    click.option("--with", "fix_with", metavar="MODULE:FUNCTION", help="A Python fix, run last."),
+)
+
+
+def window(opts: dict[str, Any], *, decode: bool = False) -> Window:
+    """The Window of the selection options; click.UsageError (exit 2) pointing at a bad part."""
+    if opts["tail"] is not None and opts["from_beginning"]:
+        raise click.UsageError("--tail and --from-beginning contradict each other")
+    expr = opts["where"]
+    try:
+        chosen = selection.parse(expr)
+    except selection.SelectionError as exc:
+        at = (expr or "")[exc.column - 1 : exc.column + 19]
+        raise click.UsageError(f"--where, column {exc.column}: {exc.message} (at {at!r})") from exc
+    now = render.now_ms()
+    since, until = _when(opts["since"], "--since", now), _when(opts["until"], "--until", now)
+    return Window(chosen, since, until, opts["tail"], decode=decode)
+
+
+def _when(text: str | None, flag: str, now: int) -> int | None:
+    try:
+        return None if text is None else parse_when(text, now)
+    except ValueError as exc:
+        raise click.UsageError(f"{flag}: {exc}") from exc
+
+
+class FixCommand(click.Command):
+    """Keeps the command line's order of the fix options (`--set a=1 --rename a=b` differs from
+    `--rename a=b --set a=1`), which click's per-option lists lose."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["fix_order"] = fix_order(args)
+        return super().parse_args(ctx, args)
+
+
+def fix_order(args: Sequence[str]) -> list[tuple[str, str]]:
+    """(kind, text) of every fix option in `args`, in order (`--set x` and `--set=x` forms)."""
+    pairs: list[tuple[str, str]] = []
+    index = 0
+    while index < len(args) and args[index] != "--":
+        name, eq, inline = args[index].partition("=")
+        if name in FIX_FLAGS and (eq or index + 1 < len(args)):
+            pairs.append((FIX_FLAGS[name], inline if eq else args[index + 1]))
+            index += 0 if eq else 1
+        index += 1
+    return pairs
+
+
+def fix_pairs(opts: dict[str, Any]) -> list[tuple[str, str]]:
+    """The fix operations given, in command-line order when it could be recovered."""
+    given = [(kind, text) for kind in fixes.KINDS for text in opts[f"fix_{kind}"]]
+    ordered: list[tuple[str, str]] = click.get_current_context().meta.get("fix_order", [])
+    return ordered if sorted(ordered) == sorted(given) else given
+
+
+def change_of(
+    pairs: Sequence[tuple[str, str]], with_spec: str | None
+) -> tuple[Change, tuple[str, ...]] | None:
+    """The fix as one function, and how the ledger describes it; None when there is none.
+    Raises click.UsageError for bad operations, ConfigError for a --with that does not load."""
+    if not pairs and not with_spec:
+        return None
+    try:
+        ops = fixes.parse_ordered(pairs)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    function = fixes.load_fix_function(with_spec, search_path=Path.cwd()) if with_spec else None
+    described = tuple(op.describe() for op in ops) + ((f"with {with_spec}",) if with_spec else ())
+
+    def change(event: object) -> dict[str, object]:
+        fixed = fixes.apply(ops, event)
+        return fixed if function is None else fixes.apply_function(function, fixed)
+
+    return change, described
+
+
+def parse_rate(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        rate = float(value.strip().removesuffix("/s"))
+    except ValueError:
+        raise click.BadParameter(f"expected N/s, e.g. 50/s, got {value!r}") from None
+    if not 0 < rate < float("inf"):
+        raise click.BadParameter("must be a positive number of records per second")
+    return rate
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--config",
+    "-c",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Pipeline configuration (TOML), the worker's own file.",
+)
+@click.option("--bootstrap", "-b", help="Kafka bootstrap servers (overrides the config's).")
+@click.option("--topic", "-t", "topics", multiple=True, help="DLQ topic (repeatable).")
+@click.option(
+    "-X",
+    "props",
+    multiple=True,
+    callback=_props,
+    metavar="KEY=VALUE",
+    help="librdkafka property for every client, e.g. -X security.protocol=SSL.",
+)
+@click.option("--json", "as_json", is_flag=True, help="JSON lines: kcat -J fields plus error.")
+@click.option("--operator", help="Who decides, for the ledger (default: the OS user).")
+@click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
+@click.pass_context
+def cli(ctx: click.Context, /, debug: bool, **opts: Any) -> None:
+    """Inspect, group, fix and replay Kafka dead letters, exactly once.
+
+    Works from a Lazarus pipeline's config (--config) or on any DLQ (--bootstrap and --topic),
+    Kafka Connect, Spring Kafka, Kafka Streams and arroyo dead letters included."""
+    ctx.obj = Env(**opts)
+
+
+def items_of(env: Env, opts: dict[str, Any], *, decode: bool = False) -> Iterator[Item]:
+    """The selected dead letters of every DLQ topic, at most --limit in all."""
+    conf, win = env.conf(), window(opts, decode=decode)
+    chained = itertools.chain.from_iterable(
+        scan(conf, topic, win, env.payloads, read_ledger(conf, topic)) for topic in env.topics()
+    )
+    return itertools.islice(chained, opts["limit"])
+
+
+def kcat(item: Item, *, decoded: bool) -> dict[str, object]:
+    """kcat -J fields, `error`, the decoded payload if asked, and the deciding ledger entry."""
+    shown = item.payload.shown if decoded and item.payload is not None else None
+    out = to_kcat_json(item.dl, state=item.state, decoded=shown, tstype=item.tstype)
+    entry = item.decision.entry
+    out["ledger"] = None if entry is None else json.loads(encode_ledger_entry(entry))
+    return out
+
+
+@cli.command()
+@selection_options
+@click.option("--decode", "-d", is_flag=True, help="Show payloads decoded with their schema.")
+@click.pass_obj
+def inspect(env: Env, /, decode: bool, **opts: Any) -> int:
+    """List dead letters: when, where from, key, cause, attempts, replay state (and, for
+    decided ones, who decided when, in which run, with which fix)."""
+    if env.as_json:
+        for item in items_of(env, opts, decode=decode):
+            render.json_line(kcat(item, decoded=decode))
+        return EXIT_OK
+    capped = opts["limit"] is None
+    listed = list(
+        items_of(env, {**opts, "limit": opts["limit"] or INSPECT_DEFAULT_LIMIT}, decode=decode)
+    )
+    audit = any(item.decision.entry is not None for item in listed)
+    render.inspect_table(listed, decoded=decode, audit=audit)
+    more = (
+        " (the first ones; --limit N for more)"
+        if capped and len(listed) == INSPECT_DEFAULT_LIMIT
+        else ""
+    )
+    render.note(f"{len(listed)} dead letters{more}")
+    return EXIT_OK
+
+
+@cli.command()
+@click.argument("coordinates", metavar="TOPIC/PARTITION/OFFSET")
+@click.pass_obj
+def show(env: Env, /, coordinates: str) -> int:
+    """One dead letter in full: every header, the decoded payload, stack trace, lineage."""
+    try:
+        topic, partition, offset = parse_coordinates(coordinates)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    conf = env.conf()
+    consumed = dlqio.read_one(conf, topic, partition, offset)
+    if consumed is None:
+        raise ConfigError(f"there is no record at {coordinates}")
+    r = consumed.record
+    dl = from_record(r.topic, r.partition, r.offset, r.timestamp_ms, r.key, r.value, r.headers)
+    decision = read_ledger(conf, topic).decision(dl)
+    item = Item(dl, decision, env.payloads.decode(dl), consumed.tstype)
+    if env.as_json:
+        render.json_line(kcat(item, decoded=True))
+    else:
+        render.show_item(item)
+    return EXIT_OK
+
+
+@cli.command()
+@selection_options
+@click.option(
+    "--by",
+    default="fingerprint",
+    show_default=True,
+    help=f"Group by {', '.join(grouping.GROUP_KEYS)} or value.<path>.",
+)
+@click.pass_obj
+def group(env: Env, /, by: str, **opts: Any) -> int:
+    """Count dead letters by cause: count, first/last seen, example, decided counts."""
+    try:
+        grouper = grouping.Grouper(by)
+    except ValueError as exc:
+        raise click.UsageError(f"--by: {exc}") from exc
+    for item in items_of(env, opts, decode=grouper.needs_payload):
+        grouper.add(item.dl, item.state, item.decoded)
+    rows = grouper.rows()
+    if env.as_json:
+        for row in rows:
+            render.json_line({"by": by, **asdict(row)})
+    else:
+        render.group_table(rows, by, render.now_ms())
+    return EXIT_OK
+
+
+@cli.command()
+@selection_options
+@click.pass_obj
+def stats(env: Env, /, **opts: Any) -> int:
+    """Per DLQ topic: total, unresolved (the real depth), by category, oldest unresolved age."""
+    conf, win = env.conf(), window(opts)
+    found = []
+    for topic in env.topics():
+        topic_stats = TopicStats(topic)
+        items = scan(conf, topic, win, env.payloads, read_ledger(conf, topic))
+        for item in itertools.islice(items, opts["limit"]):
+            topic_stats.add(item)
+        found.append(topic_stats)
+    now = render.now_ms()
+    if env.as_json:
+        for topic_stats in found:
+            render.json_line(topic_stats.to_json(now))
+    else:
+        render.stats_table(found, now)
+    return EXIT_OK
+
+
+@cli.command(cls=FixCommand)
+@selection_options
+@fix_options
+@click.option(
+    "--diff/--summary",
+    "per_record",
+    default=None,
+    help="A diff per record (the default up to 10 records), or a summary.",
+)
+@click.pass_obj
+def fix(env: Env, /, per_record: bool | None, **opts: Any) -> int:
+    """Preview a fix, writing nothing: the diff, and whether each fixed record passes the
+    pipeline's own validation. Exit 3 when some do not (they would not be replayed)."""
+    found = change_of(fix_pairs(opts), opts["fix_with"])
+    if found is None:
+        raise click.UsageError("give a fix: --set, --delete, --rename, --default, --cast or --with")
+    results = [(item.dl, env.payloads.fix(item.dl, found[0])) for item in items_of(env, opts)]
+    if env.as_json:
+        for dl, fixed in results:
+            render.json_line(render.fix_json(dl, fixed))
+    elif per_record or (per_record is None and len(results) <= 10):
+        render.fix_diffs(results)
+    else:
+        render.fix_summary(results)
+    failed = sum(1 for _, fixed in results if fixed.error is not None)
+    if failed:
+        raise PartialSuccess(f"{failed} of {len(results)} fixed records fail (not replayable)")
+    return EXIT_OK
+
+
+@cli.command(cls=FixCommand)
+@selection_options
+@fix_options
+@click.option("--to", "to_topic", metavar="TOPIC", help="Replay to TOPIC.")
+@click.option("--to-source", is_flag=True, help="Replay to the topic named in dlq.origin.")
+@click.option("--dry-run", is_flag=True, help="Show the plan and the refusals; write nothing.")
+@click.option("--rate", callback=parse_rate, metavar="N/s", help="At most N dead letters/s.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--force", is_flag=True, help="Replay past max_replays (loop protection).")
+@click.option("--resume", metavar="RUN", help="Continue the stored plan of RUN.")
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    envvar=STATE_ENV,
+    help="Where plans are stored (default ~/.local/state/lazarus).",
+)
+@click.pass_obj
+def replay(env: Env, /, resume: str | None, state_dir: Path | None, **opts: Any) -> int:
+    """Re-publish dead letters, optionally fixed, exactly once: each copy and its ledger entry
+    in one transaction. Default target: the failing pipeline's redrive topic. Exit 3 when some
+    selected dead letters are refused (listed)."""
+    topic, folder = env.topic(), plan_folder(state_dir)
+    if resume is not None:
+        plan = _resumed_plan(topic, resume, folder, opts)
+        items, missing = planned_items(env.conf(), topic, plan.coordinates, env.payloads)
+        if missing:
+            render.warn(f"{len(missing)} dead letters of run {resume} left the DLQ: {missing[0]}…")
+    else:
+        items = unresolved_items(env.conf(), topic, window(opts), env.payloads, opts["limit"])
+        plan = _new_plan(env, topic, [item.dl.coordinates for item in items], opts)
+    copies, refused = _prepare(env, plan, items)
+    planned = count_targets(copies)
+    if refused and not env.as_json:
+        render.refusals(refused)
+    if opts["dry_run"] or not copies:
+        _report(env, plan, planned, None, refused, dry_run=opts["dry_run"])
+        return _finish(refused, len(items))
+    if not opts["yes"]:
+        click.confirm(render.plan_text("Replay", len(copies), topic, planned) + "?", abort=True)
+    if resume is None:
+        path = save_plan(plan, folder)
+        render.note(f"run {plan.run}: plan stored in {path} (--resume {plan.run} continues it)")
+    tally = _execute(env, plan, copies, opts["rate"])
+    _report(env, plan, planned, tally, refused, dry_run=False)
+    return _finish(refused, len(items))
+
+
+def _resumed_plan(topic: str, run_id: str, folder: Path, opts: dict[str, Any]) -> Plan:
+    """The stored plan; the options that would change it are refused (exit 2)."""
+    if any(opts[name] for name in PLAN_OPTIONS):
+        raise click.UsageError(
+            "--resume replays the stored plan as it is: drop selection, target and fix options"
+        )
+    plan = load_plan(run_id, folder)
+    if plan.dlq_topic != topic:
+        raise click.UsageError(f"run {run_id} replays {plan.dlq_topic}, not {topic}")
+    return plan
+
+
+def _new_plan(env: Env, topic: str, coordinates: list[str], opts: dict[str, Any]) -> Plan:
+    if opts["to_topic"] and opts["to_source"]:
+        raise click.UsageError("--to and --to-source contradict each other")
+    mode = TargetMode.TO if opts["to_topic"] else TargetMode.REDRIVE
+    mode = TargetMode.SOURCE if opts["to_source"] else mode
+    return Plan(
+        run=new_run_id(),
+        dlq_topic=topic,
+        created_ms=render.now_ms(),
+        operator=env.operator,
+        target_mode=mode.value,
+        target_topic=opts["to_topic"],
+        coordinates=tuple(coordinates),
+        fix=tuple(fix_pairs(opts)),
+        fix_with=opts["fix_with"],
+        force=opts["force"],
+        where=opts["where"] or "",
+    )
+
+
+def _prepare(env: Env, plan: Plan, items: Sequence[Item]) -> tuple[list[Copy], list[Refusal]]:
+    """Copies and refusals per the plan; ConfigError (exit 2) before anything is written when
+    the target cannot place the selection or a target topic does not exist."""
+    letters = [item.dl for item in items]
+    target = Target(TargetMode(plan.target_mode), plan.target_topic)
+    target.check(letters)
+    found = change_of(plan.fix, plan.fix_with)
+    recipe = Recipe(
+        run=plan.run,
+        target=target,
+        fix=None if found is None else env.payloads.fixer(found[0]),
+        fix_description=() if found is None else found[1],
+        max_replays=env.max_replays,
+        force=plan.force,
+    )
+    copies, refused = prepare_all(letters, recipe)
+    targets = sorted({copy.topic for copy in copies})
+    missing = dlqio.missing_topics(env.conf(), targets) if targets else []
+    if missing:
+        raise ConfigError(f"target topic {', '.join(missing)} does not exist: create it first")
+    return copies, refused
+
+
+def _execute(env: Env, plan: Plan, copies: Sequence[Copy], rate: float | None) -> Tally:
+    """Fence earlier runs, read the ledger, replay chunk by chunk (`reprocessor.replay`)."""
+    job = _job(env, plan.dlq_topic, plan.run)
+    ledger = job.start(lambda: read_ledger(env.conf(), plan.dlq_topic))
+    with render.progress(len(copies), f"replay {plan.run}") as advance:
+        return job.replay(copies, ledger, Pacer(rate), advance)
+
+
+def _job(env: Env, dlq_topic: str, run_id: str) -> Run:
+    """A run on the DLQ's one transactional id; creates the (compacted) ledger topic when the
+    DLQ never had one (a foreign DLQ)."""
+    conf = env.conf("producer")
+    dlqio.ensure_compacted(conf, ledger_topic(dlq_topic))
+    sink = dlqio.TxnProducer(conf, transactional_id(dlq_topic))
+    return Run(sink, ledger_topic(dlq_topic), run_id, env.operator)
+
+
+def _report(
+    env: Env,
+    plan: Plan,
+    planned: dict[str, int],
+    tally: Tally | None,
+    refused: Sequence[Refusal],
+    *,
+    dry_run: bool,
+) -> None:
+    render.replay_report(
+        as_json=env.as_json,
+        run=plan.run,
+        dlq_topic=plan.dlq_topic,
+        planned=planned,
+        done=None if tally is None else tally.by_target,
+        skipped=0 if tally is None else tally.skipped,
+        refused=refused,
+        dry_run=dry_run,
+    )
+
+
+def _finish(refused: Sequence[Refusal], selected: int) -> int:
+    if refused:
+        raise PartialSuccess(f"{len(refused)} of {selected} selected dead letters not replayed")
+    return EXIT_OK
+
+
+@cli.command()
+@selection_options
+@click.option("--reason", required=True, help="Why (mandatory; kept in the ledger).")
+@click.option("--dry-run", is_flag=True, help="Show what would be discarded; write nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def discard(env: Env, /, reason: str, dry_run: bool, yes: bool, **opts: Any) -> int:
+    """Resolve dead letters without replaying them; the reason goes to the ledger."""
+    if not reason.strip():
+        raise click.UsageError("--reason must say why")
+    topic = env.topic()
+    items = unresolved_items(env.conf(), topic, window(opts), env.payloads, opts["limit"])
+    text = render.plan_text("Discard", len(items), topic, {}) + f" (reason: {reason})"
+    if dry_run or not items:
+        render.say(("dry run: " if dry_run else "nothing to do: ") + text)
+        return EXIT_OK
+    if not yes:
+        click.confirm(text + "?", abort=True)
+    job = _job(env, topic, new_run_id())
+    ledger = job.start(lambda: read_ledger(env.conf(), topic))
+    with render.progress(len(items), f"discard {job.run}") as advance:
+        tally = job.discard([item.dl for item in items], reason, ledger, advance)
+    if env.as_json:
+        render.json_line({"run": job.run, "dlq_topic": topic, **asdict(tally)})
+    else:
+        render.say(f"run {job.run}: discarded {tally.done} dead letters of {topic}")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    run(cli, "dlq", argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""The ledger: which dead letters are decided (replayed or discarded), by whom, when and how.
+
+The ledger topic `<dlq-topic>.ledger` is compacted and keyed by the dead letter's
+`dlq-topic/partition/offset`; its latest record per key is the decision (a null value, a
+tombstone, withdraws it). An entry decides a dead letter only when it is not stale: an entry whose
+`failed_at` or fingerprint differ from the dead letter at its coordinates was left by a deleted
+and recreated DLQ topic (offsets restart) and is ignored, as `contract.is_stale` says. A dead
+letter with no valid entry is unresolved; the DLQ's depth is the count of those.
+
+A replay run's frozen plan is kept beside it (`Plan`, a JSON file in the state folder): the
+ledger says what was decided, the plan what a run set out to decide, so `--resume RUN` continues
+exactly that selection. This module never talks to Kafka.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import os
+import re
+import secrets
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pipeline.contract import (
+    DeadLetterMeta,
+    LedgerEntry,
+    SourceRecord,
+    decode_ledger_entry,
+    encode_ledger_entry,
+    is_stale,
+    ledger_key,
+)
+from pipeline.errors import ConfigError
+from reprocessor.deadletters import DeadLetter, ReplayState
+
+log = logging.getLogger("lazarus.dlq.ledger")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A dead letter's state and the ledger entry that decided it (None when unresolved)."""
+
+    state: ReplayState
+    entry: LedgerEntry | None = None
+
+
+UNRESOLVED = Decision(ReplayState.UNRESOLVED)
+
+
+@dataclass
+class Ledger:
+    """The decisions of one DLQ topic, as read from its ledger topic.
+
+    `malformed` counts records that could not be read (kept out, never fatal: a ledger with one
+    bad record must not block every replay); `stale` counts entries `decision()` found stale."""
+
+    dlq_topic: str
+    entries: dict[str, LedgerEntry] = field(default_factory=dict)
+    malformed: int = 0
+    stale: int = 0
+
+    @classmethod
+    def from_records(cls, dlq_topic: str, records: Iterable[SourceRecord]) -> Ledger:
+        ledger = cls(dlq_topic)
+        for record in records:
+            ledger.add(record.key, record.value)
+        return ledger
+
+    def add(self, key: bytes | None, value: bytes | None) -> None:
+        """Apply one ledger record: the latest per key wins; a tombstone removes the key."""
+        try:
+            text = (key or b"").decode("utf-8")
+        except UnicodeDecodeError:
+            self.malformed += 1
+            return
+        if value is None:
+            self.entries.pop(text, None)
+            return
+        try:
+            self.entries[text] = decode_ledger_entry(value)
+        except ValueError as exc:
+            self.malformed += 1
+            log.warning("ledger record %s ignored: %s", text, exc)
+
+    def record(self, coordinates: str, entry: LedgerEntry) -> None:
+        """Remember a decision this process just committed."""
+        self.entries[coordinates] = entry
+
+    def decision(self, dl: DeadLetter) -> Decision:
+        """The dead letter's state: decided by a valid entry, else unresolved."""
+        entry = self.entries.get(dl.coordinates)
+        if entry is None:
+            return UNRESOLVED
+        if is_stale(entry, identity(dl)):
+            self.stale += 1
+            return UNRESOLVED
+        state = ReplayState.REPLAYED if entry.action == "replayed" else ReplayState.DISCARDED
+        return Decision(state, entry)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+def identity(dl: DeadLetter) -> DeadLetterMeta:
+    """What a ledger entry records about the dead letter it decides: its failure time (the
+    record's timestamp for foreign dialects, which carry none) and its fingerprint."""
+    return DeadLetterMeta(failed_at_ms=dl.seen_ms, fingerprint=dl.fingerprint)
+
+
+def replayed_entry(
+    dl: DeadLetter, *, run: str, operator: str, target: str, at_ms: int, fix: Sequence[str] = ()
+) -> LedgerEntry:
+    """The entry of a replay whose copy landed at `target` (`topic/partition/offset`)."""
+    return LedgerEntry(
+        action="replayed",
+        at=at_ms,
+        operator=operator,
+        run=run,
+        failed_at=dl.seen_ms,
+        fingerprint=dl.fingerprint,
+        fix=tuple(fix),
+        target=target,
+    )
+
+
+def discarded_entry(
+    dl: DeadLetter, *, run: str, operator: str, reason: str, at_ms: int
+) -> LedgerEntry:
+    """The entry of a discard; raises ValueError when `reason` is empty."""
+    return LedgerEntry(
+        action="discarded",
+        at=at_ms,
+        operator=operator,
+        run=run,
+        failed_at=dl.seen_ms,
+        fingerprint=dl.fingerprint,
+        reason=reason,
+    )
+
+
+def ledger_record(dl: DeadLetter, entry: LedgerEntry) -> tuple[bytes, bytes]:
+    """(key, value) of the ledger record for `entry`."""
+    return ledger_key(dl.topic, dl.partition, dl.offset), encode_ledger_entry(entry)
+
+
+def operator_name(explicit: str | None, configured: str | None = None) -> str:
+    """Who decides: `--operator`, else the configured `reprocessor.operator`, else the OS user."""
+    if explicit:
+        return explicit
+    if configured:
+        return configured
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "unknown"
+
+
+STATE_ENV = "LAZARUS_STATE_DIR"
+_RUN_ID = re.compile(r"[A-Za-z0-9._-]{1,100}")
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What a replay run set out to do, resolved once at its start: the dead letters' DLQ
+    coordinates in replay order, the target and the fix. Never changed afterwards."""
+
+    run: str
+    dlq_topic: str
+    created_ms: int
+    operator: str
+    target_mode: str
+    target_topic: str | None
+    coordinates: tuple[str, ...]
+    fix: tuple[tuple[str, str], ...] = ()
+    fix_with: str | None = None
+    force: bool = False
+    where: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> Plan:
+        """Raises ValueError when `text` is not a plan."""
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        data["coordinates"] = tuple(data["coordinates"])
+        data["fix"] = tuple((str(kind), str(arg)) for kind, arg in data.get("fix", ()))
+        return cls(**data)
+
+
+def new_run_id(now_ms: int | None = None) -> str:
+    """`r-20250131-120000-1a2b3c`: sortable by start time, unique by its random tail."""
+    seconds = time.time() if now_ms is None else now_ms / 1000
+    return f"r-{time.strftime('%Y%m%d-%H%M%S', time.gmtime(seconds))}-{secrets.token_hex(3)}"
+
+
+def state_dir(explicit: Path | None = None) -> Path:
+    """Where plans are kept: `--state-dir`, else $LAZARUS_STATE_DIR, else
+    $XDG_STATE_HOME/lazarus, else ~/.local/state/lazarus."""
+    if explicit is not None:
+        return explicit
+    if os.environ.get(STATE_ENV):
+        return Path(os.environ[STATE_ENV])
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "lazarus"
+
+
+def save_plan(plan: Plan, folder: Path) -> Path:
+    """Write the plan to `<folder>/runs/<run>.json` (atomically: a crash leaves no half file)."""
+    path = folder / "runs" / f"{plan.run}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(plan.to_json(), encoding="utf-8")
+    partial.replace(path)
+    return path
+
+
+def load_plan(run: str, folder: Path) -> Plan:
+    """The stored plan of `run`; ConfigError (exit 2) when there is none or it is unreadable."""
+    if not _RUN_ID.fullmatch(run):
+        raise ConfigError(f"{run!r} is not a run id")
+    path = folder / "runs" / f"{run}.json"
+    try:
+        return Plan.from_json(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"no stored plan for run {run} in {path.parent}") from exc
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"the plan of run {run} ({path}) is unreadable: {exc}") from exc

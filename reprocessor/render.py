@@ -1,0 +1,354 @@
+"""Everything `dlq` prints, and the only module that imports rich: tables, the progress bar,
+diffs, one-line notes. `--json` output is plain JSON lines (kcat's `-J` fields plus `error`), one
+object per line, never styled.
+
+Consoles are made per call, writing to whatever `sys.stdout`/`sys.stderr` are at that moment
+(click's test runner swaps them). Off a terminal, lines are 160 columns wide and nothing animates.
+Payload values appear only where the operator asked for them (`--decode`, `show`, fix diffs).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from reprocessor.deadletters import DeadLetter, jsonable
+from reprocessor.grouping import GroupRow
+from reprocessor.ledger import Decision
+from reprocessor.replay import Refusal
+from reprocessor.stats import Fixed, Item, TopicStats
+from reprocessor.timeparse import format_age
+
+WIDTH = 160
+CELL = 60
+"""Characters of a message, key or payload shown in a table cell before it is cut."""
+
+
+def console(*, err: bool = False) -> Console:
+    probe = Console(stderr=err)
+    width = None if probe.is_terminal else WIDTH
+    return Console(stderr=err, highlight=False, width=width, soft_wrap=False)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def json_line(obj: object) -> None:
+    """One JSON object per line on stdout (for `jq`)."""
+    sys.stdout.write(json.dumps(jsonable(obj), ensure_ascii=False) + "\n")
+
+
+def note(text: str) -> None:
+    """A dim one-line remark on stderr (kept out of stdout, which scripts parse)."""
+    console(err=True).print(f"[dim]{escape(text)}[/dim]")
+
+
+def warn(text: str) -> None:
+    console(err=True).print(f"[yellow]warning:[/yellow] {escape(text)}")
+
+
+def say(text: str) -> None:
+    console().print(escape(text))
+
+
+def when(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def cut(text: str | None, limit: int = CELL) -> str:
+    if text is None:
+        return "-"
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def show_bytes(data: bytes | None) -> str:
+    if data is None:
+        return "null"
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "hex:" + data.hex()
+
+
+def state_text(decision: Decision) -> str:
+    entry = decision.entry
+    if entry is None:
+        return decision.state.value
+    return f"{decision.state.value} by {entry.operator} {when(entry.at)}"
+
+
+def _source(dl: DeadLetter) -> str:
+    parts = (dl.source_topic or "?", dl.source_partition, dl.source_offset)
+    return "/".join("?" if p is None else str(p) for p in parts)
+
+
+def inspect_table(items: Sequence[Item], *, decoded: bool, audit: bool) -> None:
+    """The `dlq inspect` table; `audit` adds who decided, in which run, with which fix."""
+    table = Table(show_lines=False, header_style="bold")
+    for name in ("failed at", "dead letter", "source", "key", "category", "error", "att", "state"):
+        table.add_column(name, overflow="fold")
+    if decoded:
+        table.add_column("payload", overflow="fold")
+    if audit:
+        table.add_column("run / fix / reason / target", overflow="fold")
+    for item in items:
+        dl = item.dl
+        error = f"{dl.error_type or '-'}: {dl.message or ''}"
+        row = [
+            when(dl.seen_ms),
+            dl.coordinates,
+            _source(dl),
+            cut(show_bytes(dl.key), 24),
+            dl.category or dl.dialect,
+            cut(error),
+            "-" if dl.attempts is None else str(dl.attempts),
+            state_text(item.decision),
+        ]
+        if decoded:
+            row.append(cut(_payload_text(item), CELL))
+        if audit:
+            row.append(_audit(item.decision))
+        table.add_row(*(escape(cell) for cell in row))
+    console().print(table)
+
+
+def _payload_text(item: Item) -> str:
+    payload = item.payload
+    if payload is None:
+        return "-"
+    shown = payload.shown
+    return shown if isinstance(shown, str) else json.dumps(jsonable(shown), ensure_ascii=False)
+
+
+def _audit(decision: Decision) -> str:
+    entry = decision.entry
+    if entry is None:
+        return "-"
+    parts = [f"run {entry.run}"]
+    if entry.fix:
+        parts.append("fix: " + "; ".join(entry.fix))
+    if entry.reason:
+        parts.append(f"reason: {entry.reason}")
+    if entry.target:
+        parts.append(f"→ {entry.target}")
+    return ", ".join(parts)
+
+
+def show_item(item: Item) -> None:
+    """`dlq show`: one dead letter in full."""
+    dl, out = item.dl, console()
+    out.print(f"[bold]{escape(dl.coordinates)}[/bold]  ({dl.dialect}, {when(dl.timestamp_ms)})")
+    fields = (
+        ("state", state_text(item.decision) + "  " + _audit(item.decision)),
+        ("key", show_bytes(dl.key)),
+        ("category", dl.category or "-"),
+        ("error type", dl.error_type or "-"),
+        ("message", dl.message or "-"),
+        ("fingerprint", dl.fingerprint),
+        ("attempts", "-" if dl.attempts is None else str(dl.attempts)),
+        ("failed at", when(dl.failed_at_ms)),
+        ("pipeline", dl.pipeline or "-"),
+        ("source", _source(dl)),
+        ("origin (lineage)", dl.origin or "-"),
+        ("replay count", str(dl.replay_count)),
+    )
+    for name, value in fields:
+        out.print(f"[bold]{name:>17}[/bold]  {escape(value)}")
+    for problem in dl.problems:
+        out.print(f"[yellow]{'problem':>17}[/yellow]  {escape(problem)}")
+    out.print("[bold]headers[/bold]")
+    for header, raw in dl.headers:
+        out.print(f"  {escape(header)}: {escape(cut(show_bytes(raw), 400))}")
+    _show_payload(out, item)
+    if dl.stacktrace:
+        out.print("[bold]stack trace[/bold]")
+        out.print(escape(dl.stacktrace))
+
+
+def _show_payload(out: Console, item: Item) -> None:
+    payload = item.payload
+    if payload is None:
+        return
+    out.print(f"[bold]payload[/bold] ({escape(payload.how)})")
+    if payload.problem:
+        out.print(f"  [yellow]not decodable by the pipeline:[/yellow] {escape(payload.problem)}")
+    shown = payload.shown
+    text = shown if isinstance(shown, str) else json.dumps(jsonable(shown), indent=2)
+    out.print(escape(text))
+
+
+def group_table(rows: Sequence[GroupRow], by: str, now: int) -> None:
+    table = Table(header_style="bold")
+    for name in (by, "count", "first seen", "last seen", "unresolved", "replayed", "discarded"):
+        table.add_column(name, overflow="fold", justify="right" if name != by else "left")
+    table.add_column("example", overflow="fold")
+    for row in rows:
+        example = f"{row.error_type or '-'}: {row.example} ({row.example_coordinates})"
+        table.add_row(
+            escape(row.key),
+            str(row.count),
+            f"{format_age(now - row.first_seen_ms)} ago",
+            f"{format_age(now - row.last_seen_ms)} ago",
+            str(row.unresolved),
+            str(row.replayed),
+            str(row.discarded),
+            escape(cut(example, 90)),
+        )
+    console().print(table)
+    total = sum(row.count for row in rows)
+    note(f"{total} dead letters in {len(rows)} groups by {by}")
+
+
+def stats_table(stats: Sequence[TopicStats], now: int) -> None:
+    out = console()
+    for s in stats:
+        oldest = "-" if s.oldest_unresolved_ms is None else format_age(now - s.oldest_unresolved_ms)
+        out.print(
+            f"[bold]{escape(s.topic)}[/bold]: {s.total} dead letters, "
+            f"[bold]{s.unresolved} unresolved[/bold] (oldest {oldest}), "
+            f"{s.replayed} replayed, {s.discarded} discarded"
+        )
+        table = Table(header_style="bold")
+        for name in ("category", "total", "unresolved"):
+            table.add_column(name, justify="left" if name == "category" else "right")
+        for category, (total, open_) in sorted(s.by_category.items(), key=lambda kv: -kv[1][0]):
+            table.add_row(escape(category), str(total), str(open_))
+        out.print(table)
+
+
+def fix_diffs(results: Sequence[tuple[DeadLetter, Fixed]]) -> None:
+    """One block per record: its diff and whether the fixed record passes validation."""
+    out = console()
+    for dl, fixed in results:
+        out.print(f"[bold]{escape(dl.coordinates)}[/bold]  {_verdict(fixed)}")
+        for line in fixed.diff or ["(no change)"]:
+            colour = {"+": "green", "-": "red", "~": "yellow"}.get(line[:1], "dim")
+            out.print(f"  [{colour}]{escape(line)}[/{colour}]")
+
+
+def _verdict(fixed: Fixed) -> str:
+    if fixed.error is not None:
+        return f"[red]✗ {escape(fixed.error)}[/red]"
+    if not fixed.checked:
+        return "[yellow]? not validated (no schema configured for its topic)[/yellow]"
+    return "[green]✓ passes validation[/green]"
+
+
+def fix_summary(results: Sequence[tuple[DeadLetter, Fixed]]) -> None:
+    """For many records: how many pass, the changes made, the reasons of the failures."""
+    ok = sum(1 for _, f in results if f.error is None and f.checked)
+    unchecked = sum(1 for _, f in results if f.error is None and not f.checked)
+    failed = [(dl, f) for dl, f in results if f.error is not None]
+    out = console()
+    out.print(
+        f"{len(results)} records: [green]{ok} pass validation[/green], "
+        f"[red]{len(failed)} fail[/red], {unchecked} not validated"
+    )
+    changes = _count(line.split(":")[0] for _, f in results for line in f.diff)
+    table = Table(header_style="bold", title="changes")
+    table.add_column("change")
+    table.add_column("records", justify="right")
+    for change, count in changes:
+        table.add_row(escape(change), str(count))
+    out.print(table)
+    for reason, count in _count(f.error or "" for _, f in failed)[:20]:
+        out.print(f"  [red]{count}x {escape(cut(reason, 140))}[/red]")
+
+
+def _count(values: Iterator[str] | Sequence[str]) -> list[tuple[str, int]]:
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def plan_text(action: str, count: int, dlq_topic: str, by_target: Mapping[str, int]) -> str:
+    """`Replay 40 dead letters of p.dlq: 38 → p.redrive, 2 → orders`."""
+    where = ", ".join(f"{n} → {topic}" for topic, n in sorted(by_target.items()))
+    return f"{action} {count} dead letters of {dlq_topic}" + (f": {where}" if where else "")
+
+
+def refusals(items: Sequence[Refusal], *, limit: int = 50) -> None:
+    """The dead letters that will not be (or were not) replayed, and why, on stderr."""
+    out = console(err=True)
+    out.print(f"[red]{len(items)} selected dead letters not replayed:[/red]")
+    for refusal in items[:limit]:
+        out.print(f"  {escape(refusal.dl.coordinates)}: {escape(refusal.reason)}")
+    if len(items) > limit:
+        out.print(f"  … and {len(items) - limit} more (--json lists them all)")
+
+
+@contextmanager
+def progress(total: int, what: str) -> Iterator[Callable[[int], None]]:
+    """A progress bar with counts on stderr (only on a terminal); yields `advance(n)`."""
+    err = console(err=True)
+    bar = Progress(
+        TextColumn(escape(what)),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        disable=not err.is_terminal,
+    )
+    task = bar.add_task(what, total=total)
+    with bar:
+        yield lambda n: bar.advance(task, n)
+
+
+def replay_report(
+    *,
+    as_json: bool,
+    run: str,
+    dlq_topic: str,
+    planned: Mapping[str, int],
+    done: Mapping[str, int] | None,
+    skipped: int,
+    refused: Sequence[Refusal],
+    dry_run: bool,
+) -> None:
+    """What a replay did (`done`: copies per target) or, for a dry run, would do (`planned`).
+    The refusals are listed in JSON only: on a terminal they were listed before the prompt."""
+    if as_json:
+        json_line(
+            {
+                "run": run,
+                "dlq_topic": dlq_topic,
+                "dry_run": dry_run,
+                "planned": dict(planned),
+                "replayed": sum((done or {}).values()),
+                "targets": dict(done or {}),
+                "skipped": skipped,
+                "refused": [{"coordinates": r.dl.coordinates, "reason": r.reason} for r in refused],
+            }
+        )
+        return
+    if done is None:
+        text = plan_text("Replay", sum(planned.values()), dlq_topic, planned)
+        say(("dry run: " if dry_run else "nothing to do: ") + text)
+        return
+    say(plan_text(f"run {run}: replayed", sum(done.values()), dlq_topic, done))
+    if skipped:
+        note(f"{skipped} were decided meanwhile by another run (skipped)")
+
+
+def fix_json(dl: DeadLetter, fixed: Fixed) -> dict[str, object]:
+    return {
+        "coordinates": dl.coordinates,
+        "diff": fixed.diff,
+        "error": fixed.error,
+        "valid": fixed.error is None and fixed.checked,
+        "checked": fixed.checked,
+    }

@@ -1,0 +1,267 @@
+"""Replay and discard, exactly once: a frozen plan, then each chunk's copies and ledger entries in
+one Kafka transaction.
+
+The order is the contract's. `init_transactions()` first, under one stable transactional id per
+DLQ topic (`lazarus-dlq-<dlq-topic>`, shared by replay and discard), which fences any earlier run
+and aborts its open transaction; only then is the ledger read to its end (`read_committed`), so a
+decision committed by a fenced run is seen and never repeated. Then, per chunk: begin; produce the
+copies; flush, which yields each copy's `topic/partition/offset` from its delivery report;
+produce the ledger entries naming those targets; commit. A crash at any point leaves either the
+whole chunk (copies and entries) or none of it, so re-running replays exactly what is missing.
+
+Chunks go in plan order, and the plan keeps each DLQ partition's offset order, so dead letters of
+one key (one DLQ partition, by the contract's partitioner) are replayed in their DLQ order.
+Kafka stays behind `TxnSink`: the real one is `pipeline.kafka.dlqio.TxnProducer`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+from pipeline.contract import Header, build_replay, redrive_topic
+from pipeline.errors import ConfigError
+from reprocessor.deadletters import DeadLetter
+from reprocessor.ledger import Ledger, discarded_entry, ledger_record, replayed_entry
+from reprocessor.stats import origin_topic
+
+CHUNK = 500
+"""Dead letters per transaction at full speed: big enough to amortise the commit."""
+
+
+def transactional_id(dlq_topic: str) -> str:
+    """The one transactional id of a DLQ topic: every replay and discard run uses it, so a new
+    run fences the previous one instead of racing it."""
+    return f"lazarus-dlq-{dlq_topic}"
+
+
+class TxnSink(Protocol):
+    """What a run needs from a transactional producer (see `TxnProducer` for the semantics)."""
+
+    def init(self) -> None: ...
+    def begin(self) -> None: ...
+    def send(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: list[Header]
+    ) -> int: ...
+    def flush(self) -> list[str]: ...
+    def commit(self) -> None: ...
+
+
+class TargetMode(StrEnum):
+    """Where copies go: the failing pipeline's redrive topic (the default, read only by that
+    pipeline's workers), the topic named in `dlq.origin`, or a topic given with `--to`."""
+
+    REDRIVE = "redrive"
+    SOURCE = "source"
+    TO = "to"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    mode: TargetMode
+    topic: str | None = None
+
+    def topic_for(self, dl: DeadLetter) -> str | None:
+        """The topic a copy of `dl` goes to; None when the dead letter names none (foreign
+        dead letters name no pipeline, arroyo's not even a topic)."""
+        if self.mode is TargetMode.TO:
+            return self.topic
+        if self.mode is TargetMode.REDRIVE:
+            return None if dl.pipeline is None else redrive_topic(dl.pipeline)
+        return origin_topic(dl)
+
+    def check(self, letters: Sequence[DeadLetter]) -> None:
+        """Refuse, before anything is written, dead letters this target cannot place.
+        Raises ConfigError (exit 2) saying which option would work."""
+        homeless = [dl for dl in letters if self.topic_for(dl) is None]
+        if not homeless:
+            return
+        dialects = ", ".join(sorted({dl.dialect for dl in homeless}))
+        if self.mode is TargetMode.REDRIVE:
+            raise ConfigError(
+                f"{len(homeless)} selected dead letters ({dialects}) name no Lazarus pipeline, "
+                "so they have no redrive topic: replay them with --to TOPIC or --to-source"
+            )
+        raise ConfigError(
+            f"{len(homeless)} selected dead letters ({dialects}) name no source topic "
+            "(arroyo's carry only a partition and an offset): replay them with --to TOPIC"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Copy:
+    """A dead letter ready to replay: its copy's target, key, (fixed) value and headers."""
+
+    dl: DeadLetter
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[Header]
+    fix: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A selected dead letter that will not be replayed, and why (exit 3)."""
+
+    dl: DeadLetter
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Recipe:
+    """How each dead letter of a run becomes a copy: target, fix, loop protection."""
+
+    run: str
+    target: Target
+    fix: Callable[[DeadLetter], tuple[bytes | None, str | None]] | None = None
+    fix_description: tuple[str, ...] = ()
+    max_replays: int = 3
+    force: bool = False
+
+
+def prepare(dl: DeadLetter, recipe: Recipe) -> Copy | Refusal:
+    """The copy of `dl` per `recipe`, or why it is refused: its lineage was already replayed
+    `max_replays` times (unless forced), or its fixed value fails validation."""
+    if dl.replay_count >= recipe.max_replays and not recipe.force:
+        return Refusal(
+            dl,
+            f"loop protection: already replayed {dl.replay_count} times "
+            f"(max_replays {recipe.max_replays}; --force to override)",
+        )
+    topic = recipe.target.topic_for(dl)
+    if topic is None:
+        return Refusal(dl, "no target topic (use --to TOPIC)")
+    value, problem = (dl.value, None) if recipe.fix is None else recipe.fix(dl)
+    if problem is not None:
+        return Refusal(dl, problem)
+    headers = build_replay(dl.headers, dead_letter=dl.coordinates, run_id=recipe.run)
+    return Copy(dl, topic, dl.key, value, headers, recipe.fix_description)
+
+
+def prepare_all(letters: Sequence[DeadLetter], recipe: Recipe) -> tuple[list[Copy], list[Refusal]]:
+    """`prepare` each dead letter, keeping their order: the copies, and the refusals."""
+    results = [prepare(dl, recipe) for dl in letters]
+    copies = [r for r in results if isinstance(r, Copy)]
+    return copies, [r for r in results if isinstance(r, Refusal)]
+
+
+def count_targets(copies: Sequence[Copy]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for copy in copies:
+        counts[copy.topic] = counts.get(copy.topic, 0) + 1
+    return counts
+
+
+@dataclass
+class Tally:
+    """What a run did. `done` counts dead letters decided by this run; `skipped` those another
+    run decided after the plan was made (seen in the ledger once this run fenced it)."""
+
+    done: int = 0
+    skipped: int = 0
+    by_target: dict[str, int] = field(default_factory=dict)
+
+
+Progress = Callable[[int], None]
+
+
+@dataclass
+class Pacer:
+    """Chunk sizes and pauses for `--rate N/s`: small chunks spaced so the run averages `rate`
+    dead letters per second (None: full speed)."""
+
+    rate: float | None
+    started: float = field(default_factory=time.monotonic)
+    sent: int = 0
+
+    @property
+    def chunk(self) -> int:
+        if self.rate is None:
+            return CHUNK
+        return max(1, min(CHUNK, int(self.rate / 4)))
+
+    def after(self, count: int) -> None:
+        self.sent += count
+        if self.rate is not None:
+            delay = self.started + self.sent / self.rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+
+
+@dataclass
+class Run:
+    """One replay or discard run against one DLQ topic's ledger topic."""
+
+    sink: TxnSink
+    ledger_topic: str
+    run: str
+    operator: str
+    clock: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
+
+    def start(self, read_ledger: Callable[[], Ledger]) -> Ledger:
+        """Fence earlier runs, then read the ledger to its end: the only order under which a
+        decision committed by a fenced run is always seen."""
+        self.sink.init()
+        return read_ledger()
+
+    def replay(
+        self, copies: Sequence[Copy], ledger: Ledger, pacer: Pacer, progress: Progress
+    ) -> Tally:
+        """Replay every copy not yet decided in `ledger`, chunk by chunk (one transaction
+        each). Raises what the sink raises (`Fenced`: stop; the committed chunks stand)."""
+        tally = Tally()
+        todo = [c for c in copies if ledger.decision(c.dl).entry is None]
+        tally.skipped = len(copies) - len(todo)
+        progress(tally.skipped)
+        for start in range(0, len(todo), pacer.chunk):
+            chunk = todo[start : start + pacer.chunk]
+            self._replay_chunk(chunk, ledger, tally)
+            progress(len(chunk))
+            pacer.after(len(chunk))
+        return tally
+
+    def _replay_chunk(self, chunk: Sequence[Copy], ledger: Ledger, tally: Tally) -> None:
+        self.sink.begin()
+        for copy in chunk:
+            self.sink.send(copy.topic, copy.key, copy.value, copy.headers)
+        targets = self.sink.flush()
+        at = self.clock()
+        entries = []
+        for copy, target in zip(chunk, targets, strict=True):
+            entry = replayed_entry(
+                copy.dl, run=self.run, operator=self.operator, target=target, at_ms=at, fix=copy.fix
+            )
+            key, value = ledger_record(copy.dl, entry)
+            self.sink.send(self.ledger_topic, key, value, [])
+            entries.append((copy, entry))
+        self.sink.commit()
+        for copy, entry in entries:
+            ledger.record(copy.dl.coordinates, entry)
+            tally.by_target[copy.topic] = tally.by_target.get(copy.topic, 0) + 1
+        tally.done += len(chunk)
+
+    def discard(
+        self, letters: Sequence[DeadLetter], reason: str, ledger: Ledger, progress: Progress
+    ) -> Tally:
+        """Write a discard entry for every dead letter not yet decided, chunk by chunk."""
+        tally = Tally()
+        todo = [dl for dl in letters if ledger.decision(dl).entry is None]
+        tally.skipped = len(letters) - len(todo)
+        for start in range(0, len(todo), CHUNK):
+            chunk = todo[start : start + CHUNK]
+            self.sink.begin()
+            at = self.clock()
+            for dl in chunk:
+                entry = discarded_entry(
+                    dl, run=self.run, operator=self.operator, reason=reason, at_ms=at
+                )
+                key, value = ledger_record(dl, entry)
+                self.sink.send(self.ledger_topic, key, value, [])
+            self.sink.commit()
+            tally.done += len(chunk)
+            progress(len(chunk))
+        return tally

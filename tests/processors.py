@@ -1,0 +1,47 @@
+"""Processing functions the worker tests load by `module:function`."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import Retryable
+from pipeline.handler import Context
+
+
+def slow(event: Any, ctx: Context) -> Any:
+    """Pass the event on after 3 ms: widens the window in which a transaction is open."""
+    time.sleep(0.003)
+    return event
+
+
+class PricingDown(Exception):
+    """A dependency error the test configures as retryable."""
+
+
+def flaky(event: dict[str, Any], ctx: Context) -> Any:
+    """Fails on the first attempts according to the order id, then succeeds or gives up:
+    `o-1..`: succeeds on attempt 2; `o-2..`: never (retries exhausted); `o-3..`: a bug (not
+    retryable); others: enrich and pass on; `o-4..`: split in two; `o-5..`: dropped."""
+    order_id = str(event["order_id"])
+    if order_id.startswith("o-1") and ctx.attempt < 2:
+        raise Retryable("pricing service timed out")
+    if order_id.startswith("o-2"):
+        raise PricingDown("pricing service returned 503")
+    if order_id.startswith("o-3"):
+        raise KeyError("discount")
+    if order_id.startswith("o-4"):
+        return [event, {**event, "order_id": order_id + "-b"}]
+    if order_id.startswith("o-5"):
+        return None
+    return {**event, "amount": round(float(event["amount"]) * 2, 2)}
+
+
+def marker_outage(event: Any, ctx: Context) -> Any:
+    """Raises a retryable error while the marker file named by $LAZARUS_TEST_OUTAGE exists."""
+    marker = Path(os.environ["LAZARUS_TEST_OUTAGE"])
+    if marker.exists():
+        raise Retryable("downstream unavailable")
+    return event

@@ -1,0 +1,338 @@
+"""reprocessor/selection.py: the --where grammar, parsed (never eval'd) and matched."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import BaseModel
+
+from pipeline.contract import Failure, SourceRecord, build_dead_letter
+from pipeline.dialects import SPRING_EXCEPTION, SPRING_MESSAGE, SPRING_TOPIC
+from pipeline.errors import Category
+from reprocessor.deadletters import DeadLetter, ReplayState, from_record
+from reprocessor.selection import FIELDS, Selection, SelectionError, parse
+
+U, R, D = ReplayState.UNRESOLVED, ReplayState.REPLAYED, ReplayState.DISCARDED
+
+
+def lazarus(
+    *,
+    category: Category = Category.VALIDATION,
+    error_type: str = "pydantic_core.ValidationError",
+    message: str = "1 validation error for Order: amount Input should be a valid number",
+    key: bytes | None = b"c-1",
+    partition: int = 3,
+    offset: int = 150,
+    attempts: int = 2,
+) -> DeadLetter:
+    record = SourceRecord("orders", 1, 77, 1_000, key, b"{}", ())
+    failure = Failure(
+        category=category,
+        error_type=error_type,
+        message=message,
+        failed_at_ms=5_000,
+        pipeline="orders-app",
+        attempts=attempts,
+        stacktrace="Traceback ... ReadTimeout",
+    )
+    headers = build_dead_letter(record, failure)
+    return from_record("orders.dlq", partition, offset, 6_000, key, b"{}", headers)
+
+
+def spring() -> DeadLetter:
+    headers = [
+        (SPRING_EXCEPTION, b"org.example.TimeoutException"),
+        (SPRING_MESSAGE, b"gave up after 3 tries"),
+        (SPRING_TOPIC, b"payments"),
+    ]
+    return from_record("payments-dlt", 0, 1, 2_000, None, None, headers)
+
+
+class Customer(BaseModel):
+    id: str | None
+    email: str
+
+
+class Order(BaseModel):
+    customer: Customer
+    amount: float
+    zip: str
+    active: bool
+    items: list[dict[str, object]]
+
+
+ORDER = Order(
+    customer=Customer(id=None, email="a@b.c"),
+    amount=12.5,
+    zip="01234",
+    active=True,
+    items=[{"sku": "s-1", "qty": 2}],
+)
+
+
+def sel(
+    expr: str, dl: DeadLetter | None = None, state: ReplayState = U, decoded: object = None
+) -> bool:
+    return parse(expr).matches(dl or lazarus(), state, decoded)
+
+
+@pytest.mark.parametrize("expr", [None, "", "   "])
+def test_empty_selects_everything(expr: str | None) -> None:
+    selection = parse(expr)
+    assert selection == Selection(expr or "", ())
+    assert selection.matches(spring(), D) and selection.matches(lazarus(), U)
+    assert not selection.needs_payload and not selection.needs_state
+
+
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        ("category=validation", True),
+        ("category=processing", False),
+        ("category=processing|validation", True),
+        ("category!=validation", False),
+        ("category!=processing|schema", True),
+        ("type=pydantic_core.ValidationError", True),
+        ("type=ValidationError", False),
+        ("type~validationerror", True),
+        ("type~Timeout|Validation", True),
+        ("message~'valid number'", True),
+        ('message~"AMOUNT input"', True),
+        ("stacktrace~readtimeout", True),
+        ("source.topic=orders", True),
+        ("topic=orders.dlq", True),
+        ("topic=orders", False),
+        ("origin=orders/1/77", True),
+        ("pipeline=orders-app", True),
+        ("dialect=lazarus", True),
+        ("key=c-1", True),
+        ("key~C-", True),
+        ("key=null", False),
+        ("partition=3", True),
+        ("partition=1|3", True),
+        ("partition!=3", False),
+        ("offset>=150", True),
+        ("offset>150", False),
+        ("offset<151", True),
+        ("offset<=149", False),
+        ("source.partition=1", True),
+        ("source.offset=77", True),
+        ("attempts>1", True),
+        ("replay_count=0", True),
+        ("ts=6000", True),
+        ("failed_at<5001", True),
+        ("failed_at=null", False),
+        ("category=validation and offset>=100 AND type~Validation", True),
+        ("category=validation and offset>=200", False),
+        ("  offset >= 100   and   partition = 3 ", True),
+    ],
+)
+def test_terms_on_a_lazarus_dead_letter(expr: str, expected: bool) -> None:
+    assert sel(expr) is expected
+
+
+def test_fingerprint_matches_a_prefix() -> None:
+    dl = lazarus()
+    assert sel(f"fingerprint={dl.fingerprint[:4]}", dl)
+    assert sel(f"fingerprint={dl.fingerprint.upper()[:6]}", dl)
+    assert sel(f"fingerprint=ffff|{dl.fingerprint[:2]}", dl)
+    assert not sel(f"fingerprint!={dl.fingerprint[:4]}", dl)
+    assert not sel("fingerprint=zz", dl)
+
+
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        ("category=null", True),
+        ("category!=validation", True),
+        ("pipeline=null", True),
+        ("attempts=null", True),
+        ("attempts>0", False),
+        ("attempts!=2", True),
+        ("key=null", True),
+        ("key~x", False),
+        ("dialect=spring", True),
+        ("source.topic=payments", True),
+        ("type~timeout", True),
+        ("message~null", False),
+        ("origin=null", True),
+    ],
+)
+def test_terms_on_a_foreign_dead_letter(expr: str, expected: bool) -> None:
+    assert sel(expr, spring()) is expected
+
+
+def test_state() -> None:
+    selection = parse("state=replayed|discarded")
+    assert selection.needs_state and not selection.needs_payload
+    assert [selection.matches(lazarus(), s) for s in (U, R, D)] == [False, True, True]
+    assert sel("state!=unresolved", state=R)
+
+
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        ("value.customer.id=null", True),
+        ("value.customer.nickname=null", True),
+        ("value.customer.email=a@b.c", True),
+        ("value.customer.email~@B.", True),
+        ("value.amount=12.5", True),
+        ("value.amount=12.50", True),
+        ("value.amount>12", True),
+        ("value.amount<=12", False),
+        ("value.amount='12.5'", True),
+        ("value.zip=1234", False),
+        ("value.zip=01234", True),
+        ("value.zip='01234'", True),
+        ("value.zip>=01000", True),
+        ("value.active=true", True),
+        ("value.active=false", False),
+        ("value.active='true'", True),
+        ("value.items.0.sku=s-1", True),
+        ("value.items.0.qty=2", True),
+        ("value.items.0.qty>1", True),
+        ("value.items.1.sku=null", True),
+        ("value.items.x=null", True),
+        ("value.customer.id!=null", False),
+        ("value.customer.email=null", False),
+        ("value.missing>1", False),
+        ("value.customer.id~x", False),
+        ("value.customer='x'", False),
+        ("value.customer~a@b", True),
+        ("value.amount='null'", False),
+    ],
+)
+def test_payload_paths(expr: str, expected: bool) -> None:
+    assert parse(expr).needs_payload
+    assert sel(expr, decoded=ORDER) is expected
+    assert sel(expr, decoded=ORDER.model_dump()) is expected
+
+
+def test_payload_terms_see_a_missing_path_when_not_decoded() -> None:
+    assert sel("value.customer.id=null", decoded=None)
+    assert not sel("value.customer.email=a@b.c", decoded=None)
+
+
+def test_quoted_values_hold_spaces_operators_and_escapes() -> None:
+    dl = lazarus(message='it\'s a=b and c|d "quoted"')
+    assert sel("message~'a=b and c|d'", dl)
+    assert sel('message~"it\'s"', dl)
+    assert sel("message~'it\\'s'", dl)
+    assert sel('message~"\\"quoted\\""', dl)
+    assert sel("message~'and'", dl)
+    assert parse("message=''").terms[0].values[0].text == ""
+
+
+def test_alternatives_may_have_spaces_around_the_bar() -> None:
+    assert sel("partition = 2 | 3 and category=validation")
+
+
+def test_terms_keep_what_was_written() -> None:
+    term = parse("  state=replayed|'discarded'").terms[0]
+    assert (term.field, term.op, term.column) == ("state", "=", 3)
+    assert [(v.text, v.quoted, v.column) for v in term.values] == [
+        ("replayed", False, 9),
+        ("discarded", True, 18),
+    ]
+    assert str(parse("a=b".replace("a", "topic"))) == "topic=b"
+
+
+@pytest.mark.parametrize(
+    ("expr", "column", "fragment"),
+    [
+        ("colour=red", 1, "unknown field 'colour'"),
+        ("category=validation and colour=red", 25, "unknown field"),
+        ("value=1", 1, "unknown field"),
+        ("value.=1", 1, "unknown field"),
+        ("value.a..b=1", 1, "unknown field"),
+        ("category", 9, "missing operator after 'category'"),
+        ("category validation", 10, "missing operator"),
+        ("category=", 10, "missing value after '='"),
+        ("category= and offset>1", 11, "missing value"),
+        ("partition=1|", 13, "missing value after '|'"),
+        ("category=validation and", 21, "dangling 'and'"),
+        ("category=validation AND  ", 21, "dangling 'and'"),
+        ("category=validation or offset>1", 21, "expected 'and'"),
+        ("category=validation offset>1", 21, "expected 'and'"),
+        ("message~'unterminated", 9, "unterminated ' quote"),
+        ('message~"a\\"', 9, 'unterminated " quote'),
+        ("offset>=abc", 9, "'abc' is not an integer"),
+        ("partition=1|x", 13, "'x' is not an integer"),
+        ("offset>=1.5", 9, "not an integer"),
+        ("offset<1|2", 10, "'|' (any of) does not work with '<'"),
+        ("offset<null", 8, "null only works with = and !="),
+        ("offset~1", 7, "'~' needs a text field"),
+        ("topic>a", 6, "needs a numeric field"),
+        ("category=validaton", 10, "unknown category 'validaton'"),
+        ("state=open", 7, "unknown state 'open'"),
+        ("dialect=kafka", 9, "unknown dialect"),
+        ("type=a'b", 7, "a quote inside a value"),
+        ("=x", 1, "expected a field name"),
+        ("and category=x", 1, "'and' needs a term on each side"),
+        ("topic=1 and and y=2", 13, "'and' needs a term"),
+        ("'x'=1", 1, "expected a field name"),
+    ],
+)
+def test_bad_expressions_point_at_the_column(expr: str, column: int, fragment: str) -> None:
+    with pytest.raises(SelectionError) as caught:
+        parse(expr)
+    error = caught.value
+    assert fragment in error.message
+    assert error.column == column, error.pointer()
+    assert str(error) == f"column {column}: {error.message}"
+    assert error.pointer() == f"{expr}\n{' ' * (column - 1)}^"
+    assert isinstance(error, ValueError)
+
+
+def test_field_list_covers_the_issue_examples() -> None:
+    issue = ["category", "fingerprint", "type", "source.topic", "partition", "offset", "key"]
+    assert set(issue) <= set(FIELDS) and "state" in FIELDS and "value.<path>" in FIELDS
+
+
+_GRAMMAR = st.sampled_from(
+    [
+        "category",
+        "value.a.0",
+        "offset",
+        "state",
+        "key",
+        "=",
+        "!=",
+        "<=",
+        ">",
+        "~",
+        "|",
+        " and ",
+        " AND",
+        "'",
+        '"',
+        "\\",
+        " ",
+        "null",
+        "12",
+        "-3",
+        "validation",
+        "x",
+    ]
+)
+
+
+@given(st.lists(_GRAMMAR, max_size=12).map("".join) | st.text(max_size=40))
+def test_parse_raises_only_selection_errors_within_the_text(expr: str) -> None:
+    try:
+        selection = parse(expr)
+    except SelectionError as error:
+        assert 1 <= error.column <= len(expr) + 1
+        assert "\n" not in str(error)
+    else:
+        for dl in (lazarus(), spring()):
+            assert selection.matches(dl, U, {"a": [None]}) in (True, False)
+            assert selection.matches(dl, D, None) in (True, False)
+
+
+@given(st.text(max_size=30))
+def test_any_quoted_text_round_trips(text: str) -> None:
+    escaped = text.replace("\\", "\\\\").replace("'", "\\'")
+    term = parse(f"message~'{escaped}'").terms[0]
+    assert term.values[0].text == text
