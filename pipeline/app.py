@@ -252,7 +252,11 @@ def build_worker(
     breaker = CircuitBreaker(
         p.breaker_threshold, p.breaker_open_ms / 1000, p.breaker_max_open_ms / 1000, on_change
     )
-    flood = FloodGuard(p.flood_ratio, p.flood_window, p.flood_min_records, p.flood_pause_ms / 1000)
+    flood = (
+        FloodGuard(p.flood_ratio, p.flood_window, p.flood_min_records, p.flood_pause_ms / 1000)
+        if p.flood_guard
+        else None
+    )
     options = WorkerOptions(
         pipeline=settings.pipeline,
         topics=(*settings.sources, settings.redrive_topic),

@@ -51,7 +51,7 @@ def safe_stacktrace(exc: BaseException, message: str) -> str:
 
 
 def is_retryable(exc: BaseException, retryable: tuple[type[BaseException], ...]) -> bool:
-    return isinstance(exc, Retryable | retryable)
+    return isinstance(exc, (Retryable, *retryable))
 
 
 def classify(exc: BaseException, redact: Redactor, *, with_stack: bool = True) -> Classified:

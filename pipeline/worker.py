@@ -64,7 +64,7 @@ class Worker:
         handler: Handler,
         metrics: WorkerMetrics,
         breaker: CircuitBreaker,
-        flood: FloodGuard,
+        flood: FloodGuard | None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
@@ -135,10 +135,11 @@ class Worker:
             if not self._retry_wait(rec, outcome):
                 return
             attempt += 1
-        if outcome.outcome == "dead_lettered" and self.flood.would_flood(self.clock()):
-            self._flood_pause(rec)
-            return
-        self.flood.record(outcome.outcome == "dead_lettered")
+        if self.flood is not None:
+            if outcome.outcome == "dead_lettered" and self.flood.would_flood(self.clock()):
+                self._flood_pause(rec)
+                return
+            self.flood.record(outcome.outcome == "dead_lettered")
         self.delivery.send(rec, outcome, self.clock())
         self._account(rec, outcome)
 
@@ -185,6 +186,7 @@ class Worker:
         return not self._stopping
 
     def _flood_pause(self, rec: SourceRecord) -> None:
+        assert self.flood is not None
         self.flood.trip(self.clock())
         self.metrics.flood_trips.labels(self.options.pipeline).inc()
         self.metrics.flood_paused.labels(self.options.pipeline).set(1)
@@ -232,7 +234,7 @@ class Worker:
         """Closed while the breaker is open or the flood guard pauses. Reopening it first drains
         in-flight deliveries and seeks every partition back to its first unfinished offset."""
         now = self.clock()
-        if self.flood.paused(now):
+        if self.flood is not None and self.flood.paused(now):
             return False
         if self.breaker.state is BreakerState.OPEN:
             if self.delivery.in_flight() > 0 or not self.breaker.allow(now):

@@ -45,7 +45,9 @@ def now_ms() -> int:
 
 def json_line(obj: object) -> None:
     """One JSON object per line on stdout (for `jq`)."""
-    sys.stdout.write(json.dumps(jsonable(obj), ensure_ascii=False) + "\n")
+    out = sys.stdout
+    out.write(json.dumps(jsonable(obj), ensure_ascii=False) + "\n")
+    out.flush()
 
 
 def note(text: str) -> None:

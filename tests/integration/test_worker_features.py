@@ -94,7 +94,10 @@ def test_processing_function_outputs_retries_and_failures(bootstrap: str, tmp_pa
 
 
 def test_flood_guard_pauses_instead_of_draining(bootstrap: str, tmp_path: Path) -> None:
-    guard = "[policy]\nflood_ratio = 0.5\nflood_window = 20\nflood_min_records = 10\nflood_pause_ms = 60000\n"
+    guard = (
+        "[policy]\nflood_ratio = 0.5\nflood_window = 20\nflood_min_records = 10\n"
+        "flood_pause_ms = 60000\n"
+    )
     pipe = Pipeline(bootstrap, tmp_path, extra=guard).create()
     bad = [(f"k{i}".encode(), b"\x00\x00\x00\x00\x01garbage") for i in range(300)]
     total = produce(bootstrap, pipe.orders, bad)
@@ -109,7 +112,7 @@ def test_flood_guard_pauses_instead_of_draining(bootstrap: str, tmp_path: Path) 
     assert committed(pipe, pipe.orders) <= leaked, "paused records must not be committed"
 
     # Lift the guard: everything that was held back is dead-lettered, nothing was skipped.
-    pipe.extra = "[policy]\nflood_ratio = 1.0\n"
+    pipe.extra = "[policy]\nflood_guard = false\n"
     pipe.write()
     run_to_end(pipe, tmp_path, pipe.orders, total)
     acc = account(bootstrap, [pipe.orders], pipe.output, pipe.dlq)
