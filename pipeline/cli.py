@@ -128,6 +128,19 @@ def topics(config: Path | None, mode: str) -> int:
 
 
 @cli.command()
+@click.option("--config", "-c", type=click.Path(path_type=Path, dir_okay=False), help=CONFIG_HELP)
+def sample(config: Path | None) -> int:
+    """Produce the demo's order stream (Avro orders, JSON payments, some broken) into the
+    pipeline's first Avro and first JSON source topics, creating them when missing."""
+    from pipeline.demo import produce_sample
+
+    settings = _settings(config)
+    for line in produce_sample(settings):
+        click.echo(line)
+    return EXIT_OK
+
+
+@cli.command()
 @click.option(
     "--bootstrap",
     metavar="HOST:PORT",

@@ -27,7 +27,7 @@ from rich.table import Table
 
 from pipeline import contract, demo_data
 from pipeline.app import build_worker, create_topics
-from pipeline.errors import RuntimeFailure
+from pipeline.errors import ConfigError, RuntimeFailure
 from pipeline.holds import HoldRules, load_rules
 from pipeline.kafka import demo_cluster
 from pipeline.settings import Settings, load_settings
@@ -174,6 +174,25 @@ def outcome_table(names: Names, bootstrap: str, inputs: int) -> Table:
     return table
 
 
+def produce_sample(settings: Settings) -> list[str]:
+    """`lazarus sample`: the demo stream into a pipeline's own source topics."""
+    avro = next((t for t, s in settings.sources.items() if s.format == "avro"), None)
+    json_topic = next((t for t, s in settings.sources.items() if s.format == "json"), None)
+    if avro is None or json_topic is None:
+        raise ConfigError("`lazarus sample` needs one avro and one json source topic")
+    lines = [
+        f"created topic {t}"
+        for t in demo_cluster.create_sources(settings.bootstrap, [avro, json_topic])
+    ]
+    records = demo_data.stream(SCHEMAS / "avro/orders-value/1.avsc")
+    demo_cluster.produce(settings.bootstrap, {"orders": avro, "payments": json_topic}, records)
+    counts = Counter(r.topic for r in records)
+    lines.append(
+        f"produced {counts['orders']} orders to {avro} and {counts['payments']} payments to {json_topic}"
+    )
+    return lines
+
+
 def run_demo(bootstrap: str | None, console: Console | None = None) -> int:
     """The story; returns the exit code (0 only if the final accounting holds)."""
     console = console or Console()
@@ -201,7 +220,7 @@ def run_demo(bootstrap: str | None, console: Console | None = None) -> int:
             demo_cluster.create_sources(address, [names.orders, names.payments])
             create_topics(settings)
         records = demo_data.stream(SCHEMAS / "avro/orders-value/1.avsc")
-        demo_cluster.produce(address, names, records)
+        demo_cluster.produce(address, {"orders": names.orders, "payments": names.payments}, records)
         story.say(f"Produced {len(records)} order and payment events, some of them broken.")
         run_worker_until_done(settings, [names.orders, names.payments], console)
         console.print(outcome_table(names, address, len(records)))

@@ -77,12 +77,15 @@ def cut(text: str | None, limit: int = CELL) -> str:
 
 
 def show_bytes(data: bytes | None) -> str:
+    """Text when the bytes are printable UTF-8 (line breaks and tabs allowed), else `hex:...`:
+    a terminal never receives raw control characters from a record."""
     if data is None:
         return "null"
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         return "hex:" + data.hex()
+    return text if text.replace("\n", "").replace("\t", "").isprintable() else "hex:" + data.hex()
 
 
 def state_text(decision: Decision) -> str:
@@ -108,7 +111,7 @@ def inspect_table(items: Sequence[Item], *, decoded: bool, audit: bool) -> None:
         table.add_column("run / fix / reason / target", overflow="fold")
     for item in items:
         dl = item.dl
-        error = f"{dl.error_type or '-'}: {dl.message or ''}"
+        error = ": ".join(part for part in (dl.error_type, dl.message) if part) or "-"
         row = [
             when(dl.seen_ms),
             dl.coordinates,

@@ -314,5 +314,8 @@ def _generic(value: bytes, problem: str | None) -> Payload:
     try:
         event: object = json.loads(text)
     except ValueError:
+        printable = text.replace("\n", "").replace("\t", "").replace("\r", "").isprintable()
+        if not printable:
+            return Payload(None, value.hex(), "hex", problem=problem)
         return Payload(None, text, "utf-8", problem=problem)
     return Payload(event, event, "json", problem=problem)

@@ -7,7 +7,7 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -71,19 +71,26 @@ def touch_topics(bootstrap: str, names: Sequence[str]) -> None:
         producer.list_topics(name, timeout=10)
 
 
-def create_sources(bootstrap: str, names: Sequence[str], partitions: int = 3) -> None:
+def create_sources(bootstrap: str, names: Sequence[str], partitions: int = 3) -> list[str]:
+    """Create the topics of `names` that do not exist yet; returns those created."""
     admin = AdminClient(with_logger({"bootstrap.servers": bootstrap}))
-    futures = admin.create_topics([NewTopic(n, num_partitions=partitions) for n in names])
+    existing = admin.list_topics(timeout=15).topics
+    missing = [n for n in names if n not in existing]
+    if not missing:
+        return []
+    futures = admin.create_topics([NewTopic(n, num_partitions=partitions) for n in missing])
     for future in futures.values():
         future.result(30)
+    return missing
 
 
-def produce(bootstrap: str, names: Names, records: Sequence[DemoRecord]) -> None:
+def produce(bootstrap: str, topics: Mapping[str, str], records: Sequence[DemoRecord]) -> None:
+    """Produce the stream; `topics` maps the stream's "orders"/"payments" to real topic names."""
     producer = Producer(
         {"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "logger": KAFKA_LOG}
     )
     for rec in records:
-        topic = names.orders if rec.topic == "orders" else names.payments
+        topic = topics[rec.topic]
         producer.produce(topic, rec.value, rec.key, headers=[("demo.cause", rec.cause.encode())])
     if producer.flush(30) != 0:
         raise RuntimeFailure("could not produce the demo stream")

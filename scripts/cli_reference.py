@@ -1,0 +1,46 @@
+"""Generate docs/CLI.md from the click commands themselves (a test keeps the file in step).
+
+python scripts/cli_reference.py > docs/CLI.md
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from pipeline.cli import cli as lazarus
+from reprocessor.cli import cli as dlq
+
+HEADER = """# CLI reference
+
+Generated from the click commands by `scripts/cli_reference.py`; `tests/unit/test_docs.py` fails
+when this file and the commands disagree. Exit codes (both CLIs): 0 success, 1 the job failed at
+run time, 2 usage or configuration error, 3 partial success.
+"""
+
+
+def help_text(command: click.Command, path: list[str]) -> str:
+    ctx = click.Context(
+        command, info_name=" ".join(path), terminal_width=100, max_content_width=100
+    )
+    return command.get_help(ctx)
+
+
+def sections(command: click.Command, path: list[str]) -> list[str]:
+    out = [f"\n## `{' '.join(path)}`\n\n```text\n{help_text(command, path)}\n```\n"]
+    if isinstance(command, click.Group):
+        for name in sorted(command.list_commands(click.Context(command))):
+            sub = command.get_command(click.Context(command), name)
+            if sub is not None and not sub.hidden:
+                out += sections(sub, [*path, name])
+    return out
+
+
+def render() -> str:
+    parts = [HEADER, *sections(lazarus, ["lazarus"]), *sections(dlq, ["dlq"])]
+    return "".join(parts)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render())
