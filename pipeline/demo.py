@@ -188,7 +188,8 @@ def produce_sample(settings: Settings) -> list[str]:
     demo_cluster.produce(settings.bootstrap, {"orders": avro, "payments": json_topic}, records)
     counts = Counter(r.topic for r in records)
     lines.append(
-        f"produced {counts['orders']} orders to {avro} and {counts['payments']} payments to {json_topic}"
+        f"produced {counts['orders']} orders to {avro} "
+        f"and {counts['payments']} payments to {json_topic}"
     )
     return lines
 

@@ -27,7 +27,7 @@ NOTES = {
     "dlq": "the dead-letter topic; its ledger is `<dlq.topic>.ledger`",
     "processor": "optional `module:function(event, ctx)` returning None, an event or a list",
     "schema_dir": "local Avro catalog: `<dir>/<subject>/<id>.avsc`",
-    "python_path": "folders added to `sys.path` for models and functions (default: the config's folder)",
+    "python_path": "folders on `sys.path` for models and functions (default: the config's folder)",
     "registry": "a Confluent-compatible Schema Registry instead of the local catalog",
     "kafka": "librdkafka properties for every client, passed through verbatim",
     "consumer": "librdkafka properties for the consumer only",

@@ -55,10 +55,10 @@ def test_readme_tour_runs_as_written(broker_factory: Callable[..., Broker], tmp_
     try:
         for command in commands:
             if command.startswith("lazarus worker"):
-                worker = subprocess.Popen(
+                worker = started = subprocess.Popen(
                     shlex.split(command), cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
                 )
-                wait_until(lambda: _caught_up(broker.bootstrap, worker), 90, "the worker")
+                wait_until(lambda: _caught_up(broker.bootstrap, started), 90, "the worker")
                 continue
             result = subprocess.run(
                 command, shell=True, cwd=REPO, env=env, capture_output=True, text=True, timeout=120
