@@ -185,7 +185,7 @@ def make_inputs(count: int) -> Inputs:
 def create_topics(bootstrap: str, topics: Topics) -> None:
     layout = {topics.source: PARTITIONS, topics.output: PARTITIONS, topics.dlq: PARTITIONS}
     layout[topics.redrive] = 1
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
     futures = admin.create_topics([NewTopic(t, p, 1) for t, p in layout.items()])
     for future in futures.values():
         future.result(timeout=60)
@@ -193,7 +193,8 @@ def create_topics(bootstrap: str, topics: Topics) -> None:
 
 def delete_topics(bootstrap: str, topics: Topics) -> None:
     names = [topics.source, topics.output, topics.dlq, topics.redrive]
-    for future in AdminClient({"bootstrap.servers": bootstrap}).delete_topics(names).values():
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
+    for future in admin.delete_topics(names).values():
         with contextlib.suppress(Exception):
             future.result(timeout=30)
 
@@ -496,9 +497,10 @@ def render(console: Console, results: list[Result], costs: list[tuple[str, float
         console.print(f"  micro: {label:<52} {us:8.1f} µs/record  ({1e6 / us:>9,.0f} rec/s)")
     for r in results:
         if r.profile is not None:
-            console.print(f"\n[bold]cProfile of the {r.name} worker thread, pipeline/ only[/]")
-            stats = pstats.Stats(r.profile, stream=console.file)
-            stats.sort_stats("tottime").print_stats(r"/pipeline/", 20)
+            console.print(f"\n[bold]cProfile of the {r.name} worker thread, by own time[/]")
+            stats = pstats.Stats(r.profile, stream=console.file).sort_stats("tottime")
+            stats.print_stats(15)
+            stats.print_stats(r"/pipeline/", 20)
 
 
 # -- entry point ------------------------------------------------------------------------------

@@ -182,8 +182,15 @@ class Worker:
         deadline = self.clock() + retry.delay_s
         while self.clock() < deadline and not self._stopping:
             self._poll_idle(min(0.1, max(0.0, deadline - self.clock())))
+        if self._stopping or self._interrupted or self._breaker_open():
+            self._interrupt(rec, "stopping" if self._stopping else "outage during a retry wait")
+            return False
         self._resume_all()
-        return not self._stopping
+        return True
+
+    def _breaker_open(self) -> bool:
+        """Read afresh: delivery callbacks served while waiting may have tripped it."""
+        return self.breaker.state is BreakerState.OPEN
 
     def _flood_pause(self, rec: SourceRecord) -> None:
         assert self.flood is not None
@@ -249,15 +256,13 @@ class Worker:
         return True
 
     def _rewind(self) -> None:
+        """Add the delivery mode's rewind points (failed deliveries, an aborted transaction) to
+        the gate's; `_resume_all` seeks to each."""
         for tp, offset in self.delivery.rewind_points(self.consumer).items():
             self.gate.remember(tp, offset)
         for (topic, partition), offset in self.gate.resume_at.items():
-            if (topic, partition) in self.assigned:
-                self.consumer.seek(TopicPartition(topic, partition, offset))
-                self.delivery.forget_from((topic, partition), offset)
-                self.metrics.rewinds.labels(self.options.pipeline).inc()
-                log.info("resuming %s/%d at offset %d", topic, partition, offset)
-        self.gate.resume_at.clear()
+            self.metrics.rewinds.labels(self.options.pipeline).inc()
+            log.info("resuming %s/%d at offset %d", topic, partition, offset)
 
     def _idle(self) -> None:
         self._poll_idle(self.options.poll_timeout_s)
@@ -277,6 +282,12 @@ class Worker:
             self.consumer.pause(parts)
 
     def _resume_all(self) -> None:
+        """Resume every partition, first seeking back to any record read but not handled."""
+        for (topic, partition), offset in self.gate.resume_at.items():
+            if (topic, partition) in self.assigned:
+                self.consumer.seek(TopicPartition(topic, partition, offset))
+                self.delivery.forget_from((topic, partition), offset)
+        self.gate.resume_at.clear()
         self.gate.paused = False
         parts = [TopicPartition(t, p) for t, p in self.assigned]
         if parts:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from functools import cached_property
@@ -22,6 +23,7 @@ from pipeline.cli_support import run
 from pipeline.contract import encode_ledger_entry, ledger_topic, parse_coordinates
 from pipeline.errors import EXIT_OK, ConfigError, PartialSuccess
 from pipeline.kafka import dlqio
+from pipeline.kafka.clients import KAFKA_LOG
 from pipeline.settings import KafkaValue, Settings, load_settings
 from reprocessor import fixes, grouping, render, selection
 from reprocessor.deadletters import from_record, to_kcat_json
@@ -276,6 +278,8 @@ def cli(ctx: click.Context, /, debug: bool, **opts: Any) -> None:
 
     Works from a Lazarus pipeline's config (--config) or on any DLQ (--bootstrap and --topic),
     Kafka Connect, Spring Kafka, Kafka Streams and arroyo dead letters included."""
+    # librdkafka's own log lines (fatal ones included) repeat what the one-line error says
+    logging.getLogger(KAFKA_LOG.name).setLevel(logging.DEBUG if debug else logging.CRITICAL + 1)
     ctx.obj = Env(**opts)
 
 

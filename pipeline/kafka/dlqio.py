@@ -15,10 +15,10 @@ topic, a property librdkafka rejects), `Fenced` when another run took over the t
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn, TypeVar
 
 from confluent_kafka import (
     TIMESTAMP_CREATE_TIME,
@@ -37,6 +37,7 @@ from pipeline.kafka import admin
 from pipeline.kafka.clients import consumer_config, producer_config, to_record
 
 KafkaConf = Mapping[str, str | int | float | bool]
+_T = TypeVar("_T")
 Isolation = Literal["read_committed", "read_uncommitted"]
 
 READER_GROUP = "lazarus-dlq-reader"
@@ -308,13 +309,15 @@ class TxnProducer:
             lambda: self._producer.produce(topic, value, key, headers=wire, on_delivery=report),
             "produce",
         )
-        self._producer.poll(0)
+        self._call(lambda: self._producer.poll(0), "produce")
         return index
 
     def flush(self) -> list[str]:
         """Wait for every send of the chunk; their `topic/partition/offset`s in send order."""
-        left = self._producer.flush(self.timeout_s)
+        left = self._call(lambda: self._producer.flush(self.timeout_s), "flush")
         failed = [r for r in self._reports if isinstance(r, KafkaError)]
+        if any(self._is_fenced(err) for err in failed):
+            raise Fenced(self._fenced_message())
         if left or failed or any(r is None for r in self._reports):
             reason = failed[0].str() if failed else f"{left} records not delivered in time"
             self.abort()
@@ -337,13 +340,13 @@ class TxnProducer:
     def close(self) -> None:
         self._producer.flush(0)
 
-    def _call(self, action: Any, what: str) -> None:
-        """Run a producer call, retrying what librdkafka says is retriable."""
+    def _call(self, action: Callable[[], _T], what: str) -> _T:
+        """Run a producer call, retrying what librdkafka says is retriable; any other failure
+        leaves as `Fenced`, `TransactionAborted` or `RuntimeFailure`."""
         deadline = time.monotonic() + self.timeout_s
         while True:
             try:
-                action()
-                return
+                return action()
             except BufferError:
                 self._producer.poll(0.1)
             except KafkaException as exc:
@@ -352,10 +355,11 @@ class TxnProducer:
                     raise RuntimeFailure(f"transaction {what} failed: {exc}") from exc
                 if not err.retriable() or time.monotonic() > deadline:
                     self._fail(err, what, exc)
+                time.sleep(0.1)
             if time.monotonic() > deadline:
                 raise RuntimeFailure(f"transaction {what} timed out")
 
-    def _fail(self, err: KafkaError, what: str, exc: KafkaException) -> None:
+    def _fail(self, err: KafkaError, what: str, exc: KafkaException) -> NoReturn:
         if self._is_fenced(err):
             raise Fenced(self._fenced_message()) from exc
         if err.txn_requires_abort():

@@ -55,10 +55,10 @@ def test_readme_tour_runs_as_written(broker_factory: Callable[..., Broker], tmp_
     try:
         for command in commands:
             if command.startswith("lazarus worker"):
-                worker = started = subprocess.Popen(
+                worker = subprocess.Popen(
                     shlex.split(command), cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
                 )
-                wait_until(lambda: _caught_up(broker.bootstrap, started), 90, "the worker")
+                _wait_caught_up(broker.bootstrap, worker)
                 continue
             result = subprocess.run(
                 command, shell=True, cwd=REPO, env=env, capture_output=True, text=True, timeout=120
@@ -76,6 +76,10 @@ def test_readme_tour_runs_as_written(broker_factory: Callable[..., Broker], tmp_
     stats = [out for cmd, out in outputs.items() if cmd.endswith(" stats")]
     assert "18 dead letters, 18 unresolved" in stats[0]
     assert "4 replayed" in list(outputs.values())[-1]
+
+
+def _wait_caught_up(bootstrap: str, worker: subprocess.Popen[bytes]) -> None:
+    wait_until(lambda: _caught_up(bootstrap, worker), 90, "the worker to catch up")
 
 
 def _caught_up(bootstrap: str, worker: subprocess.Popen[bytes]) -> bool:
