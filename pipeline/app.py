@@ -192,8 +192,16 @@ def validate_budget(settings: Settings) -> None:
     retry_policy(settings).validate(max_poll, txn if settings.delivery == "exactly-once" else None)
 
 
-def check_topics(settings: Settings) -> tuple[list[str], bool]:
-    """Problems with the pipeline's topics, and whether topic configs could be read."""
+@dataclass(frozen=True, slots=True)
+class TopicReport:
+    problems: list[str]
+    configs_known: bool
+    dlq_max_bytes: int
+
+
+def check_topics(settings: Settings) -> TopicReport:
+    """Problems with the pipeline's topics, whether topic configs could be read, and how large a
+    dead letter may be."""
     client = admin.admin_client(settings.client_properties("producer"))
     names = topic_rules.required_topics(settings)
     try:
@@ -203,7 +211,8 @@ def check_topics(settings: Settings) -> tuple[list[str], bool]:
         existing = admin.existing_topics(client)
         infos = {n: admin.TopicInfo(n, existing[n]) for n in names if n in existing}
         known = False
-    return topic_rules.check(settings, infos, known), known
+    limit = topic_rules.max_bytes(infos.get(settings.dlq.topic))
+    return TopicReport(topic_rules.check(settings, infos, known), known, limit)
 
 
 def create_topics(settings: Settings) -> list[str]:
@@ -223,7 +232,11 @@ def worker_id(instance: str) -> str:
 
 
 def build_worker(
-    settings: Settings, instance: str, registry: CollectorRegistry, holds: HoldRules
+    settings: Settings,
+    instance: str,
+    registry: CollectorRegistry,
+    holds: HoldRules,
+    dlq_max_bytes: int = topic_rules.BROKER_DEFAULT_MAX_BYTES,
 ) -> Worker:
     """Every part of one group member, wired; the clients connect lazily."""
     for path in settings.python_path:
@@ -231,6 +244,7 @@ def build_worker(
             sys.path.insert(0, str(path))
     schemas = Schemas(settings)
     handler = build_handler(settings, schemas, holds, worker_id(instance))
+    handler.dlq_max_bytes = dlq_max_bytes
     metrics = WorkerMetrics(registry, settings.pipeline)
     on_commit: list[Callable[[object, list[object]], None]] = []
     consumer = make_consumer(
@@ -238,7 +252,7 @@ def build_worker(
         settings.pipeline,
         on_commit=lambda err, parts: [cb(err, parts) for cb in on_commit],
     )
-    delivery = _delivery(settings, instance, consumer, metrics)
+    delivery = _delivery(settings, instance, consumer, metrics, dlq_max_bytes)
     if isinstance(delivery, AtLeastOnce):
         on_commit.append(delivery.committed)  # type: ignore[arg-type]
     p = settings.policy
@@ -266,12 +280,14 @@ def build_worker(
 
 
 def _delivery(
-    settings: Settings, instance: str, consumer: object, metrics: WorkerMetrics
+    settings: Settings, instance: str, consumer: object, metrics: WorkerMetrics, dlq_max_bytes: int
 ) -> Delivery:
     from pipeline.kafka.clients import Consumer
 
     assert isinstance(consumer, Consumer)
     props = settings.client_properties("producer")
+    # room for a dead letter as large as the DLQ takes (librdkafka's own default is 1 MB)
+    props.setdefault("message.max.bytes", max(1_000_000, dlq_max_bytes))
     if settings.delivery == "exactly-once":
         txn_id = f"lazarus-{settings.pipeline}-{instance}"
         producer = make_producer(props, transactional_id=txn_id)
@@ -290,17 +306,18 @@ def _delivery(
 def run_worker(settings: Settings, instance: str, *, check: bool = True) -> None:
     """Run one group member until SIGTERM/SIGINT; SIGHUP reloads the hold rules."""
     validate_budget(settings)
+    dlq_max_bytes = topic_rules.BROKER_DEFAULT_MAX_BYTES
     if check:
-        problems, _ = check_topics(settings)
-        if problems:
-            raise RuntimeFailure("topic check failed: " + "; ".join(problems))
+        report = check_topics(settings)
+        if report.problems:
+            raise RuntimeFailure("topic check failed: " + "; ".join(report.problems))
+        dlq_max_bytes = report.dlq_max_bytes
     rules = RulesFile(settings.policy.holds) if settings.policy.holds else None
     registry = CollectorRegistry()
     if settings.metrics_port is not None:
         start_http_server(settings.metrics_port, addr="0.0.0.0", registry=registry)
-    worker = build_worker(
-        settings, instance, registry, rules.current if rules else HoldRules.empty()
-    )
+    holds = rules.current if rules else HoldRules.empty()
+    worker = build_worker(settings, instance, registry, holds, dlq_max_bytes)
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %d: draining and stopping", signum)

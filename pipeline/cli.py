@@ -116,8 +116,9 @@ def topics(config: Path | None, mode: str) -> int:
     if mode == "create":
         for name in create_topics(settings):
             click.echo(f"created {name}")
-    problems, configs_known = check_topics(settings)
-    if not configs_known:
+    report = check_topics(settings)
+    problems = report.problems
+    if not report.configs_known:
         click.echo("note: this cluster does not answer config look-ups; checked existence only")
     for problem in problems:
         click.echo(f"problem: {problem}", err=True)

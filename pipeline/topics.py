@@ -28,7 +28,7 @@ def required_topics(settings: Settings) -> list[str]:
     ]
 
 
-def _max_bytes(info: TopicInfo | None) -> int:
+def max_bytes(info: TopicInfo | None) -> int:
     if info is None:
         return BROKER_DEFAULT_MAX_BYTES
     return int(info.configs.get("max.message.bytes", BROKER_DEFAULT_MAX_BYTES))
@@ -44,12 +44,11 @@ def check(settings: Settings, topics: Mapping[str, TopicInfo], configs_known: bo
     dlq = topics.get(settings.dlq.topic)
     if dlq is not None:
         needed = (
-            max(_max_bytes(topics.get(s)) for s in settings.sources)
-            + settings.dlq.header_room_bytes
+            max(max_bytes(topics.get(s)) for s in settings.sources) + settings.dlq.header_room_bytes
         )
-        if _max_bytes(dlq) < needed:
+        if max_bytes(dlq) < needed:
             problems.append(
-                f"topic {dlq.name}: max.message.bytes is {_max_bytes(dlq)}, below {needed} "
+                f"topic {dlq.name}: max.message.bytes is {max_bytes(dlq)}, below {needed} "
                 f"(largest source plus {settings.dlq.header_room_bytes} bytes of dlq headers)"
             )
         retention = int(dlq.configs.get("retention.ms", DEFAULT_RETENTION_MS))
@@ -69,7 +68,7 @@ def missing_specs(
 ) -> list[NewTopicSpec]:
     """Topics `--create` makes: output, DLQ, redrive and ledger, sized like the sources."""
     partitions = max((existing.get(s, 1) for s in settings.sources), default=1)
-    source_bytes = max(_max_bytes(infos.get(s)) for s in settings.sources)
+    source_bytes = max(max_bytes(infos.get(s)) for s in settings.sources)
     retention = max(settings.dlq.min_retention_ms, DEFAULT_RETENTION_MS)
     wanted = [
         NewTopicSpec(settings.output.topic, partitions),

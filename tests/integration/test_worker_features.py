@@ -245,3 +245,39 @@ def test_metrics_endpoint_counts_outcomes(bootstrap: str, tmp_path: Path) -> Non
     assert f'lazarus_breaker_state{{pipeline="{name}",state="closed"}} 1.0' in page
     assert "lazarus_flood_guard_paused" in page
     json.dumps(page)  # plain text, no surprises
+
+
+def test_dependency_outage_opens_the_breaker_instead_of_dead_lettering(
+    bootstrap: str, tmp_path: Path
+) -> None:
+    marker = tmp_path / "outage"
+    marker.write_text("down")
+    pipe = Pipeline(
+        bootstrap,
+        tmp_path,
+        top='processor = "tests.processors:marker_outage"',
+        extra=(
+            "[policy]\nmax_attempts = 3\nbreaker_threshold = 2\ninitial_backoff_ms = 10\n"
+            "max_backoff_ms = 20\nbreaker_open_ms = 300\nbreaker_max_open_ms = 1000\n"
+        ),
+    ).create()
+    total = produce(
+        bootstrap, pipe.orders, [(f"k{i}".encode(), avro_framed(good_order(i))) for i in range(50)]
+    )
+    worker = WorkerProcess(
+        pipe.config, tmp_path / "w.log", env={"LAZARUS_TEST_OUTAGE": str(marker)}
+    )
+    wait_until(
+        lambda: worker.check_alive() and "circuit breaker closed -> open" in worker.text(),
+        60,
+        "the breaker to open",
+    )
+    time.sleep(3)  # several half-open probes fail while the dependency is down
+    assert read_all(bootstrap, pipe.dlq) == []
+    assert committed(pipe, pipe.orders) == 0
+    marker.unlink()  # the dependency recovers
+    wait_until(lambda: worker.check_alive() and committed(pipe, pipe.orders) >= total, 60, "done")
+    assert worker.stop() == 0
+    acc = account(bootstrap, [pipe.orders], pipe.output, pipe.dlq)
+    assert acc.missing == set() and acc.dead == []
+    assert "half_open -> closed" in worker.text()
