@@ -1,0 +1,191 @@
+"""Replay throughput: `dlq replay` (every chunk's copies and ledger entries in one Kafka
+transaction, after fencing and reading the ledger) against a raw confluent-kafka consume ->
+produce of the same records, in the same run, on the same broker.
+
+    python -m bench.bench_replay [--bootstrap HOST:PORT] [--count N] [--partitions P]
+
+Without --bootstrap a broker is started with `scripts/kafka_broker.py` (and stopped after).
+`dlq` runs in this process through its real entry point; its time includes reading the DLQ and
+the ledger, planning and the confirmation-free replay (`--yes`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from pipeline import contract
+from pipeline.errors import Category
+from reprocessor.cli import main as dlq_main
+from scripts.kafka_broker import Broker
+from tests.conftest import create_topics
+
+
+@contextlib.contextmanager
+def broker(bootstrap: str | None) -> Iterator[str]:
+    """The given bootstrap, or a broker of our own for the duration."""
+    if bootstrap:
+        yield bootstrap
+        return
+    with tempfile.TemporaryDirectory(prefix="lazarus-bench-") as folder:
+        own = Broker(Path(folder))
+        print(f"starting a broker ({own.start():.1f}s)", file=sys.stderr)
+        try:
+            yield own.bootstrap
+        finally:
+            own.stop()
+
+
+CAUSES = (
+    ("items.0.qty", "greater_than"),
+    ("customer.email", "string_pattern_mismatch"),
+    ("currency", "string_pattern_mismatch"),
+)
+
+
+def dead_letter_headers(i: int, source: str) -> list[tuple[str, bytes | None]]:
+    loc, kind = CAUSES[i % len(CAUSES)]
+    failure = contract.Failure(
+        category=Category.VALIDATION,
+        error_type="pydantic_core.ValidationError",
+        message=f"1 validation error for Order: {loc} ({kind})",
+        failed_at_ms=int(time.time() * 1000),
+        pipeline="bench",
+        details=({"loc": loc, "msg": "bad", "type": kind},),
+    )
+    record = contract.SourceRecord(source, i % 8, i, 1_760_000_000_000, None, None, ())
+    return contract.build_dead_letter(record, failure, include_stacktrace=False)
+
+
+def fill_dlq(bootstrap: str, topic: str, count: int, value_size: int = 200) -> float:
+    """Produce `count` dead letters (distinct keys and values, three causes); seconds taken."""
+    started = time.monotonic()
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "partitioner": "murmur2_random",
+            "linger.ms": 50,
+            "compression.type": "lz4",
+            "queue.buffering.max.messages": 500_000,
+        }
+    )
+    padding = b"x" * value_size
+    for i in range(count):
+        value = b'{"order_id": "o-%d", "pad": "%s"}' % (i, padding)
+        headers = dead_letter_headers(i, "bench.orders")
+        while True:
+            try:
+                producer.produce(topic, value, f"k{i % 10_000}".encode(), headers=headers)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        if i % 10_000 == 0:
+            producer.poll(0)
+    assert producer.flush(120) == 0
+    return time.monotonic() - started
+
+
+def raw_copy(bootstrap: str, source: str, target: str) -> tuple[int, float]:
+    """Consume `source` to its end (assign, no group) and produce every record to `target`."""
+    started = time.monotonic()
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "bench-raw", "enable.auto.commit": False}
+    )
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "partitioner": "murmur2_random",
+            "linger.ms": 5,
+            "enable.idempotence": True,
+            "compression.type": "lz4",
+        }
+    )
+    parts = list(consumer.list_topics(source, timeout=15).topics[source].partitions)
+    ends = {
+        p: consumer.get_watermark_offsets(TopicPartition(source, p), timeout=15)[1] for p in parts
+    }
+    consumer.assign([TopicPartition(source, p, 0) for p in parts])
+    todo, copied = {p for p in parts if ends[p] > 0}, 0
+    while todo:
+        for msg in consumer.consume(1000, timeout=1.0):
+            if msg.error():
+                continue
+            while True:
+                try:
+                    producer.produce(target, msg.value(), msg.key(), headers=msg.headers())
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            copied += 1
+            if msg.offset() + 1 >= ends[msg.partition()]:
+                todo.discard(msg.partition())
+        producer.poll(0)
+    assert producer.flush(120) == 0
+    consumer.close()
+    return copied, time.monotonic() - started
+
+
+def run_dlq(*args: str) -> float:
+    started = time.monotonic()
+    try:
+        dlq_main(list(args))
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise RuntimeError(f"dlq {' '.join(args)} exited with {exc.code}") from None
+    return time.monotonic() - started
+
+
+def table(rows: list[tuple[str, int, float]]) -> None:
+    print(f"{'mode':<44} {'records':>10} {'seconds':>9} {'records/s':>11}")
+    for name, count, seconds in rows:
+        print(f"{name:<44} {count:>10,} {seconds:>9.2f} {count / seconds:>11,.0f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bootstrap")
+    parser.add_argument("--count", type=int, default=100_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    args = parser.parse_args(argv)
+    with broker(args.bootstrap) as bootstrap:
+        stem = f"bench-replay-{uuid.uuid4().hex[:6]}"
+        dlq_topic, target, raw_target = f"{stem}.dlq", f"{stem}.replayed", f"{stem}.raw"
+        create_topics(bootstrap, [dlq_topic, target, raw_target], args.partitions)
+        filled = fill_dlq(bootstrap, dlq_topic, args.count)
+        print(
+            f"filled {dlq_topic} with {args.count:,} dead letters in {filled:.1f}s", file=sys.stderr
+        )
+        copied, raw_s = raw_copy(bootstrap, dlq_topic, raw_target)
+        state = tempfile.mkdtemp(prefix="lazarus-bench-state-")
+        replay_s = run_dlq(
+            "-b",
+            bootstrap,
+            "-t",
+            dlq_topic,
+            "replay",
+            "--to",
+            target,
+            "--yes",
+            "--state-dir",
+            state,
+        )
+        table(
+            [
+                ("raw consume -> produce (confluent-kafka)", copied, raw_s),
+                ("dlq replay (transaction + ledger per chunk)", args.count, replay_s),
+            ]
+        )
+        print(f"ratio dlq replay / raw: {raw_s / replay_s:.2f} of the raw throughput")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
