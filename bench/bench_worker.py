@@ -191,9 +191,11 @@ def create_topics(bootstrap: str, topics: Topics) -> None:
 def delete_topics(bootstrap: str, topics: Topics) -> None:
     names = [topics.source, topics.output, topics.dlq, topics.redrive]
     admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
-    for future in admin.delete_topics(names).values():
-        with contextlib.suppress(Exception):
+    for name, future in admin.delete_topics(names).items():
+        try:
             future.result(timeout=30)
+        except Exception as exc:  # clean-up only: say so, keep the measurement
+            say(f"could not delete topic {name}: {exc}")
 
 
 def produce_inputs(bootstrap: str, topic: str, inputs: Inputs) -> None:
@@ -461,14 +463,17 @@ def micro(settings: Settings, inputs: Inputs, sample: int = 20_000) -> list[tupl
 
 
 # -- output -----------------------------------------------------------------------------------
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def facts(bootstrap: str, own: bool) -> str:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     ck, lib = confluent_kafka.__version__, confluent_kafka.libversion()[0]
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     return (
         f"nproc {cpus} · Python {platform.python_version()} · confluent-kafka {ck} · "
         f"librdkafka {lib} · fastavro {fastavro.__version__} · pydantic {pydantic.VERSION} · "
-        f"broker {bootstrap} ({'started here' if own else 'given'}) · load avg {load}"
+        f"broker {bootstrap} ({'started here' if own else 'given'}) · load avg {load_average()}"
     )
 
 
@@ -496,6 +501,7 @@ def table(results: list[Result]) -> Table:
 
 def render(console: Console, results: list[Result], costs: list[tuple[str, float]]) -> None:
     console.print(table(results))
+    console.print(f"  load avg at the end: {load_average()}")
     for label, us in costs:
         console.print(f"  micro: {label:<52} {us:8.1f} µs/record  ({1e6 / us:>9,.0f} rec/s)")
     for r in results:

@@ -86,8 +86,7 @@ class WorkerMetrics:
             labels,
             registry=registry,
         )
-        for outcome in OUTCOMES:
-            self.records.labels(pipeline, outcome)
+        self._by_outcome = {o: self.records.labels(pipeline, o) for o in OUTCOMES}
         for category in Category:
             self.dead_letters.labels(pipeline, category.value)
         for metric in (self.retries, self.breaker_opens, self.flood_trips, self.rewinds):
@@ -99,7 +98,12 @@ class WorkerMetrics:
         self.in_flight.labels(pipeline).set(0)
 
     def record(self, outcome: str, category: str | None = None) -> None:
-        self.records.labels(self.pipeline, outcome).inc()
+        """Count one finished record (the labelled children are looked up once, then cached:
+        this runs for every record)."""
+        counter = self._by_outcome.get(outcome)
+        if counter is None:
+            counter = self._by_outcome[outcome] = self.records.labels(self.pipeline, outcome)
+        counter.inc()
         if category is not None:
             self.dead_letters.labels(self.pipeline, category).inc()
 

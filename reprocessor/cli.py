@@ -12,7 +12,7 @@ import itertools
 import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -24,7 +24,7 @@ from pipeline.contract import encode_ledger_entry, ledger_topic, parse_coordinat
 from pipeline.errors import EXIT_OK, ConfigError, PartialSuccess
 from pipeline.kafka import dlqio
 from pipeline.kafka.clients import KAFKA_LOG
-from pipeline.settings import KafkaValue, Settings, load_settings
+from pipeline.settings import KafkaValue, ReprocessorSpec, Settings, load_settings
 from reprocessor import fixes, grouping, render, selection
 from reprocessor.deadletters import from_record, to_kcat_json
 from reprocessor.ledger import STATE_ENV, Plan, load_plan, new_run_id, operator_name, save_plan
@@ -124,7 +124,7 @@ class Env:
 
     @property
     def max_replays(self) -> int:
-        return self.settings.reprocessor.max_replays if self.settings else 3
+        return (self.settings.reprocessor if self.settings else ReprocessorSpec()).max_replays
 
 
 def _props(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
@@ -457,8 +457,9 @@ def replay(env: Env, /, resume: str | None, state_dir: Path | None, **opts: Any)
         if missing:
             render.warn(f"{len(missing)} dead letters of run {resume} left the DLQ: {missing[0]}…")
     else:
-        items = unresolved_items(env.conf(), topic, window(opts), env.payloads, opts["limit"])
-        plan = _new_plan(env, topic, [item.dl.coordinates for item in items], opts)
+        plan, win = _new_plan(env, topic, opts), window(opts)  # bad options fail before any I/O
+        items = unresolved_items(env.conf(), topic, win, env.payloads, opts["limit"])
+        plan = replace(plan, coordinates=tuple(item.dl.coordinates for item in items))
     copies, refused = _prepare(env, plan, items)
     planned = count_targets(copies)
     if refused and not env.as_json:
@@ -467,7 +468,8 @@ def replay(env: Env, /, resume: str | None, state_dir: Path | None, **opts: Any)
         _report(env, plan, planned, None, refused, dry_run=opts["dry_run"])
         return _finish(refused, len(items))
     if not opts["yes"]:
-        click.confirm(render.plan_text("Replay", len(copies), topic, planned) + "?", abort=True)
+        text = render.plan_text("Replay", len(copies), topic, planned)
+        click.confirm(text + "?", abort=True, err=True)
     if resume is None:
         path = save_plan(plan, folder)
         render.note(f"run {plan.run}: plan stored in {path} (--resume {plan.run} continues it)")
@@ -488,9 +490,11 @@ def _resumed_plan(topic: str, run_id: str, folder: Path, opts: dict[str, Any]) -
     return plan
 
 
-def _new_plan(env: Env, topic: str, coordinates: list[str], opts: dict[str, Any]) -> Plan:
+def _new_plan(env: Env, topic: str, opts: dict[str, Any]) -> Plan:
+    """A plan from the options, its coordinates still empty; bad options raise (exit 2)."""
     if opts["to_topic"] and opts["to_source"]:
         raise click.UsageError("--to and --to-source contradict each other")
+    change_of(fix_pairs(opts), opts["fix_with"])
     mode = TargetMode.TO if opts["to_topic"] else TargetMode.REDRIVE
     mode = TargetMode.SOURCE if opts["to_source"] else mode
     return Plan(
@@ -500,7 +504,7 @@ def _new_plan(env: Env, topic: str, coordinates: list[str], opts: dict[str, Any]
         operator=env.operator,
         target_mode=mode.value,
         target_topic=opts["to_topic"],
-        coordinates=tuple(coordinates),
+        coordinates=(),
         fix=tuple(fix_pairs(opts)),
         fix_with=opts["fix_with"],
         force=opts["force"],
@@ -589,18 +593,15 @@ def discard(env: Env, /, reason: str, dry_run: bool, yes: bool, **opts: Any) -> 
     items = unresolved_items(env.conf(), topic, window(opts), env.payloads, opts["limit"])
     text = render.plan_text("Discard", len(items), topic, {}) + f" (reason: {reason})"
     if dry_run or not items:
-        render.say(("dry run: " if dry_run else "nothing to do: ") + text)
+        render.discard_report(env.as_json, topic, text, None, None, dry_run=dry_run)
         return EXIT_OK
     if not yes:
-        click.confirm(text + "?", abort=True)
+        click.confirm(text + "?", abort=True, err=True)
     job = _job(env, topic, new_run_id())
     ledger = job.start(lambda: read_ledger(env.conf(), topic))
     with render.progress(len(items), f"discard {job.run}") as advance:
         tally = job.discard([item.dl for item in items], reason, ledger, advance)
-    if env.as_json:
-        render.json_line({"run": job.run, "dlq_topic": topic, **asdict(tally)})
-    else:
-        render.say(f"run {job.run}: discarded {tally.done} dead letters of {topic}")
+    render.discard_report(env.as_json, topic, text, job.run, tally, dry_run=False)
     return EXIT_OK
 
 

@@ -56,12 +56,13 @@ class Ledger:
     """The decisions of one DLQ topic, as read from its ledger topic.
 
     `malformed` counts records that could not be read (kept out, never fatal: a ledger with one
-    bad record must not block every replay); `stale` counts entries `decision()` found stale."""
+    bad record must not block every replay); `stale` holds the keys whose entry `decision()`
+    found stale (left by a deleted and recreated DLQ topic)."""
 
     dlq_topic: str
     entries: dict[str, LedgerEntry] = field(default_factory=dict)
     malformed: int = 0
-    stale: int = 0
+    stale: set[str] = field(default_factory=set)
 
     @classmethod
     def from_records(cls, dlq_topic: str, records: Iterable[SourceRecord]) -> Ledger:
@@ -96,7 +97,7 @@ class Ledger:
         if entry is None:
             return UNRESOLVED
         if is_stale(entry, identity(dl)):
-            self.stale += 1
+            self.stale.add(dl.coordinates)
             return UNRESOLVED
         state = ReplayState.REPLAYED if entry.action == "replayed" else ReplayState.DISCARDED
         return Decision(state, entry)

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict
 from datetime import UTC, datetime
 
 from rich.console import Console
@@ -24,7 +25,7 @@ from rich.table import Table
 from reprocessor.deadletters import DeadLetter, jsonable
 from reprocessor.grouping import GroupRow
 from reprocessor.ledger import Decision
-from reprocessor.replay import Refusal
+from reprocessor.replay import Refusal, Tally
 from reprocessor.stats import Fixed, Item, TopicStats
 from reprocessor.timeparse import format_age
 
@@ -357,3 +358,18 @@ def fix_json(dl: DeadLetter, fixed: Fixed) -> dict[str, object]:
         "valid": fixed.error is None and fixed.checked,
         "checked": fixed.checked,
     }
+
+
+def discard_report(
+    as_json: bool, topic: str, text: str, run: str | None, tally: Tally | None, *, dry_run: bool
+) -> None:
+    """What a discard did (`tally`), or would do (`text`, for a dry run or nothing to do)."""
+    if as_json:
+        done = {"discarded": 0, "skipped": 0} if tally is None else asdict(tally)
+        json_line({"run": run, "dlq_topic": topic, "dry_run": dry_run, **done})
+    elif tally is None:
+        say(("dry run: " if dry_run else "nothing to do: ") + text)
+    else:
+        say(f"run {run}: discarded {tally.done} dead letters of {topic}")
+        if tally.skipped:
+            note(f"{tally.skipped} were decided meanwhile by another run (skipped)")

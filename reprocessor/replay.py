@@ -28,8 +28,10 @@ from reprocessor.deadletters import DeadLetter
 from reprocessor.ledger import Ledger, discarded_entry, ledger_record, replayed_entry
 from reprocessor.stats import origin_topic
 
-CHUNK = 500
-"""Dead letters per transaction at full speed: big enough to amortise the commit."""
+CHUNK = 2000
+"""Dead letters per transaction at full speed: big enough to amortise the flush and the commit
+(two round trips each), small enough that a crash loses little work and a transaction stays far
+below `transaction.timeout.ms`."""
 
 
 def transactional_id(dlq_topic: str) -> str:

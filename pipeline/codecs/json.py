@@ -15,9 +15,12 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import re
 from collections.abc import Iterator, Mapping
+from datetime import date, time
 from decimal import Decimal
 from typing import TypeVar
+from uuid import UUID
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
@@ -54,7 +57,8 @@ def validate_python(model: type[M], data: object, *, strict: bool = False) -> M:
         raise validation_failed(exc, model.__name__) from exc
     except Exception as exc:
         raise validator_crashed(model, exc) from exc
-    reject_non_finite(event, model.__name__)
+    if _plain_may_be_non_finite(data):
+        reject_non_finite(event, model.__name__)
     return event
 
 
@@ -103,6 +107,45 @@ def reject_non_finite(event: object, title: str) -> None:
             for loc in locations
         ]
         raise ValidationFailed(summarise(title, details, len(details)), details=details)
+
+
+# Where a NaN or an infinity can come from in JSON text: the NaN/Infinity literals, strings such
+# as "nan" or "inf" that lax validation turns into floats, and numbers too large for a double.
+# Values that match none of these cannot hold one, so the walk of the validated model (the
+# expensive part) runs only for them. Validators computing a non-finite value from finite input
+# are not covered by this shortcut.
+_SUSPICIOUS_JSON = re.compile(rb"(?i)nan|inf|[0-9]{300,}|e\+?[0-9]{3,}")
+_NON_FINITE_WORD = re.compile(r"(?i)nan|inf")
+_HUGE = 10**308
+
+
+def _plain_may_be_non_finite(value: object) -> bool:
+    """Whether a decoded value (dicts, lists, scalars) may hold or become a non-finite number.
+    Anything but plain JSON-like data answers True, so the full check runs."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            if item - item != 0.0:  # NaN and ±inf give NaN
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+        elif isinstance(item, str):
+            if _NON_FINITE_WORD.search(item):
+                return True
+        elif item is None or isinstance(item, bool | bytes | date | time | UUID):
+            continue  # datetime is a date; Avro logical types decode to these
+        elif isinstance(item, Decimal):
+            if not item.is_finite():
+                return True
+        elif isinstance(item, int):
+            if not -_HUGE < item < _HUGE:
+                return True
+        else:
+            return True
+    return False
 
 
 def _non_finite(value: object, loc: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
@@ -170,7 +213,8 @@ class JsonCodec:
             raise self._translate(exc, data) from exc
         except Exception as exc:
             raise validator_crashed(self._model, exc) from exc
-        reject_non_finite(event, self._model.__name__)
+        if _SUSPICIOUS_JSON.search(data):
+            reject_non_finite(event, self._model.__name__)
         return Decoded(event=event, schema_ref=self._ref)
 
     def encode(self, event: object, *, schema_id: int | None = None) -> bytes:

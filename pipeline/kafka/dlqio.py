@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal, NoReturn, TypeVar
+from typing import Any, Literal, NoReturn, TypeVar, cast
 
 from confluent_kafka import (
     TIMESTAMP_CREATE_TIME,
@@ -34,7 +34,7 @@ from confluent_kafka import (
 from pipeline.contract import Header, SourceRecord, format_coordinates
 from pipeline.errors import ConfigError, RuntimeFailure
 from pipeline.kafka import admin
-from pipeline.kafka.clients import consumer_config, producer_config, to_record
+from pipeline.kafka.clients import consumer_config, producer_config
 
 KafkaConf = Mapping[str, str | int | float | bool]
 _T = TypeVar("_T")
@@ -221,8 +221,18 @@ class TopicReader:
             return None
         if offset + 1 >= self.ends[partition]:
             todo.discard(partition)
-        kind, _ = msg.timestamp()
-        return Consumed(to_record(msg), _TSTYPES.get(kind, "unknown"))
+        kind, timestamp = msg.timestamp()
+        record = SourceRecord(
+            self.topic,
+            partition,
+            offset,
+            timestamp if timestamp >= 0 else 0,
+            msg.key(),
+            msg.value(),
+            # consumed headers are a list of (str, bytes | None): no per-header conversion
+            cast(tuple[Header, ...], tuple(msg.headers() or ())),
+        )
+        return Consumed(record, _TSTYPES.get(kind, "unknown"))
 
 
 @dataclass
@@ -309,7 +319,8 @@ class TxnProducer:
             lambda: self._producer.produce(topic, value, key, headers=wire, on_delivery=report),
             "produce",
         )
-        self._call(lambda: self._producer.poll(0), "produce")
+        if index % 256 == 255:  # serve delivery reports now and then; flush() serves the rest
+            self._call(lambda: self._producer.poll(0), "produce")
         return index
 
     def flush(self) -> list[str]:
@@ -321,7 +332,9 @@ class TxnProducer:
         if left or failed or any(r is None for r in self._reports):
             reason = failed[0].str() if failed else f"{left} records not delivered in time"
             self.abort()
-            raise TransactionAborted(f"delivery failed ({reason}); the chunk was rolled back")
+            raise TransactionAborted(
+                f"delivery failed ({reason}); the chunk was rolled back: run again to continue"
+            )
         return [r for r in self._reports if isinstance(r, str)]
 
     def commit(self) -> None:
@@ -365,7 +378,8 @@ class TxnProducer:
         if err.txn_requires_abort():
             self.abort()
             raise TransactionAborted(
-                f"transaction {what} failed ({err.str()}); the chunk was rolled back"
+                f"transaction {what} failed ({err.str()}); the chunk was rolled back: "
+                "run again to continue"
             ) from exc
         raise RuntimeFailure(f"transaction {what} failed: {err.str()}") from exc
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from pathlib import Path
 
+import pytest
 from confluent_kafka.admin import AdminClient
 
 from pipeline import contract
@@ -124,7 +126,9 @@ def test_fix_preview_and_replay_of_avro(bootstrap: str, tmp_path: Path) -> None:
     assert {r.key for r in read_all(bootstrap, pipe.output)} == {b"k0", b"k1", b"k2", b"k3"}
 
 
-def test_fix_and_replay_of_json_to_the_source_topic(bootstrap: str, tmp_path: Path) -> None:
+def test_fix_and_replay_of_json_to_the_source_topic(
+    bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pipe = Pipeline(bootstrap, tmp_path).create()
     letters = []
     for i in range(5):
@@ -141,6 +145,17 @@ def test_fix_and_replay_of_json_to_the_source_topic(bootstrap: str, tmp_path: Pa
     preview = dlq(*config, "fix", "--set", "currency=EUR", "--rename", "status=state")
     assert preview.code == 3, preview.output
     assert "+ state: 'captured'" in preview.stdout and "- status" in preview.stdout
+
+    module = f"payfix_{uuid.uuid4().hex[:8]}"  # a fix function in the working folder
+    (tmp_path / f"{module}.py").write_text(
+        "def fix(event):\n"
+        "    event['currency'] = event['currency'].upper()\n"
+        "    event['amount'] = abs(event['amount'])\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    with_function = dlq(*config, "--json", "fix", "--with", f"{module}:fix")
+    assert with_function.code == 0, with_function.output
+    assert [v["valid"] for v in with_function.json_lines()] == [True] * 5
 
     fixed = dlq(
         *config, "replay", "--to-source", "--yes", "--set", "currency=EUR", "--cast", "amount:float"
