@@ -137,7 +137,7 @@ def load_callable(spec: str, what: str) -> Callable[..., object]:
         raise ConfigError(f"{what}: expected `module:function`, got {spec!r}")
     try:
         found = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
+    except Exception as exc:
         raise ConfigError(f"{what}: cannot load {spec!r} ({type(exc).__name__})") from exc
     if not callable(found):
         raise ConfigError(f"{what}: {spec!r} is not callable")

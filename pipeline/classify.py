@@ -92,7 +92,7 @@ def load_exception_types(names: tuple[str, ...]) -> tuple[type[BaseException], .
         module_name, _, attr = name.replace(":", ".").rpartition(".")
         try:
             found = getattr(importlib.import_module(module_name) if module_name else builtins, attr)
-        except (ImportError, AttributeError) as exc:
+        except Exception as exc:
             raise ConfigError(f"policy.retryable: cannot find exception type {name!r}") from exc
         if not (isinstance(found, type) and issubclass(found, BaseException)):
             raise ConfigError(f"policy.retryable: {name!r} is not an exception type")

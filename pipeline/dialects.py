@@ -168,9 +168,17 @@ class _Reader:
             return None
         return int.from_bytes(raw, "big", signed=True)
 
-    def extra(self, labels: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
-        """(label, text) for each header of `labels` that is present and readable."""
-        pairs = [(label, self.text(name)) for label, name in labels if name in self.values]
+    def extra(
+        self, labels: Sequence[tuple[str, str]], *, origin: bool = False
+    ) -> list[tuple[str, str]]:
+        """(label, text) for each header of `labels` that is present and readable. `origin`:
+        the headers repeat across hops and the first occurrence is the origin's."""
+        use: _Use = "first" if origin else "last"
+        pairs = [
+            (label, self.text(name, use=use, may_repeat=origin))
+            for label, name in labels
+            if name in self.values
+        ]
         return [(label, text) for label, text in pairs if text is not None]
 
 
@@ -201,12 +209,10 @@ def _read_spring(r: _Reader) -> ForeignMeta:
     key-deserialization failures use the key-exception-* headers, noted in `extra`."""
     hops = len(r.values.get(SPRING_TOPIC, []))
     extra = r.extra(
-        (
-            ("consumer_group", SPRING_CONSUMER_GROUP),
-            ("timestamp_type", SPRING_TIMESTAMP_TYPE),
-            ("cause", SPRING_CAUSE),
-        )
+        (("consumer_group", SPRING_CONSUMER_GROUP), ("timestamp_type", SPRING_TIMESTAMP_TYPE)),
+        origin=True,
     )
+    extra += r.extra((("cause", SPRING_CAUSE),))
     if hops > 1:
         extra.append(("hops", str(hops)))
     error_type, message, stacktrace = _spring_error(r, extra)

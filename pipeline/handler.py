@@ -100,10 +100,7 @@ class Handler:
         try:
             decoded = self._decode(rec)
         except SchemaUnavailable as exc:
-            # The schema source is down: an outage, not a bad record. Retry; the breaker opens
-            # and the worker pauses if it lasts. Never dead-lettered for this.
-            delay = self.retry.next_retry(attempt, first_at, now, self.rng)
-            return RetryAfter(self.retry.max_backoff_s if delay is None else delay, exc.message)
+            return self._unavailable(exc, attempt, first_at, now)
         except (DeserializationError, SchemaError, ValidationFailed) as exc:
             held = self._held(rec, None, now_ms)
             return held or self._dead_letter(
@@ -118,14 +115,22 @@ class Handler:
             )
         return self._process(rec, decoded, attempt, first_at, now)
 
+    def _unavailable(
+        self, exc: SchemaUnavailable, attempt: int, first_at: float, now: float
+    ) -> RetryAfter:
+        """The schema source is down: an outage, not a bad record. Retry; the breaker opens and
+        the worker pauses if it lasts. Never dead-lettered for this."""
+        delay = self.retry.next_retry(attempt, first_at, now, self.rng)
+        return RetryAfter(self.retry.max_backoff_s if delay is None else delay, exc.message)
+
     def _held(self, rec: SourceRecord, decoded: Decoded | None, now_ms: int) -> Routed | None:
         """Park the record when an active hold rule matches it (key and header rules match even
-        records that cannot be decoded)."""
+        records that cannot be decoded, and tombstones)."""
         if not self.holds.rules:
             return None
         rule = match(
             self.holds,
-            topic=rec.topic if decoded is None else self._schema_topic(rec),
+            topic=self._rule_topic(rec),
             key=rec.key,
             headers=rec.headers,
             event=None if decoded is None else decoded.event,
@@ -136,6 +141,13 @@ class Handler:
         held = Classified(Category.HELD, "lazarus.Held", f"held by rule {rule.name}: {rule.reason}")
         rule_header = policy_rule_header(rule, self.holds)
         return self._dead_letter(rec, held, now_ms, decoded, policy_rule=rule_header)
+
+    def _rule_topic(self, rec: SourceRecord) -> str:
+        """The topic hold rules see: a redrive record's origin topic when it names one."""
+        try:
+            return self._schema_topic(rec)
+        except (SchemaError, ValueError):
+            return rec.topic
 
     def _schema_topic(self, rec: SourceRecord) -> str:
         """A replay read from the redrive topic is decoded with its origin topic's schema."""
@@ -155,6 +167,11 @@ class Handler:
         return codec.decode(rec.value)
 
     def _tombstone(self, rec: SourceRecord, now_ms: int) -> Routed:
+        """A null value: held like any record of its key, then forwarded or dead-lettered by
+        policy (a delete must not overtake the parked records of its key)."""
+        held = self._held(rec, None, now_ms)
+        if held is not None:
+            return held
         if self.tombstones == "forward":
             return Routed((Output(self.output_topic, rec.key, None, rec.headers),), "forwarded")
         failure = Classified(
@@ -174,6 +191,8 @@ class Handler:
         try:
             result = self.processor(decoded.event, ctx)
             return self._outputs(rec, decoded, result)
+        except SchemaUnavailable as exc:  # encoding the outputs needs the schema source
+            return self._unavailable(exc, attempt, first_at, now)
         except Exception as exc:
             return self._after_error(rec, decoded, exc, attempt, first_at, now)
 

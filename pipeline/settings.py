@@ -23,6 +23,8 @@ LEGAL_TOPIC = re.compile(r"^[a-zA-Z0-9._-]+$")
 MAX_TOPIC_LENGTH = 249
 SECRET_WORDS = ("password", "secret", "token", "credentials", "key.pem", "keystore.key")
 KafkaValue = str | int | float | bool
+# Left to right: plain values stay plain; only what `_hide_secrets` wrapped stays a SecretStr.
+PassThrough = Annotated[KafkaValue | SecretStr, Field(union_mode="left_to_right")]
 
 
 def is_secret_property(name: str) -> bool:
@@ -132,9 +134,9 @@ class Settings(BaseSettings):
     schema_dir: Path = Path("schemas/avro")
     python_path: tuple[Path, ...] = ()
     registry: RegistrySpec | None = None
-    kafka: dict[str, SecretStr | KafkaValue] = Field(default_factory=dict)
-    consumer: dict[str, SecretStr | KafkaValue] = Field(default_factory=dict)
-    producer: dict[str, SecretStr | KafkaValue] = Field(default_factory=dict)
+    kafka: dict[str, PassThrough] = Field(default_factory=dict)
+    consumer: dict[str, PassThrough] = Field(default_factory=dict)
+    producer: dict[str, PassThrough] = Field(default_factory=dict)
     batch_size: int = Field(default=500, ge=1)
     commit_interval_ms: int = Field(default=1000, ge=0)
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
@@ -191,11 +193,20 @@ class Settings(BaseSettings):
         return merged
 
 
+PASS_THROUGH = ("kafka", "consumer", "producer")
+
+
 def _problem_lines(exc: ValidationError, origin: str) -> list[str]:
-    lines = []
+    """One line per problem. A pass-through property fails once per union member: say it once."""
+    lines: list[str] = []
     for error in exc.errors(include_input=False, include_context=False, include_url=False):
-        path = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        lines.append(f"{origin}: {path}: {error['msg']}")
+        loc = [str(part) for part in error["loc"]]
+        message = error["msg"]
+        if len(loc) > 2 and loc[0] in PASS_THROUGH:
+            loc, message = loc[:2], "must be a string, a number or a boolean"
+        line = f"{origin}: {'.'.join(loc) or '(top level)'}: {message}"
+        if line not in lines:
+            lines.append(line)
     return lines
 
 
@@ -218,10 +229,18 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     policy = out.get("policy")
     if isinstance(policy, dict) and "holds" in policy:
         out["policy"] = {**policy, "holds": fix(policy["holds"])}
+    if "output" in out:
+        out["output"] = _resolve_output_paths(out["output"], fix)
     sources = out.get("sources")
     if isinstance(sources, dict):
         out["sources"] = {t: _resolve_schema_paths(s, fix) for t, s in sources.items()}
     return out
+
+
+def _resolve_output_paths(output: Any, fix: Any) -> Any:
+    if isinstance(output, dict) and isinstance(output.get("schema"), dict):
+        return {**output, "schema": _resolve_schema_paths(output["schema"], fix)}
+    return output
 
 
 def _resolve_schema_paths(spec: Any, fix: Any) -> Any:

@@ -168,6 +168,9 @@ def _slot(event: Event, path: str, *, create: bool) -> _Slot | None:
         if child is None and create and isinstance(container, dict) and isinstance(key, str):
             created: dict[str, object] = {}
             container[key] = child = created
+        if child is None and create:
+            where = ".".join(parts[: depth + 1])
+            raise FixError(f"{path}: {where} is out of range (lists are not extended)")
         if child is None:
             return None
         if not isinstance(child, dict | list):

@@ -121,22 +121,7 @@ def test_fixture_normalised_fields(name: str) -> None:
     assert (dl.foreign is not None) == (dl.dialect != "lazarus")
 
 
-_REPEATED_SPRING_HOPS = pytest.mark.xfail(
-    strict=True,
-    reason="pipeline/dialects.py reads kafka_dlt-original-consumer-group and -timestamp-type with "
-    "use='last' and no may_repeat, so a second Spring hop reports them as problems and takes the "
-    "last hop's group; the contract says repeated original-* headers are normal and the first is "
-    "the origin",
-)
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(n, marks=_REPEATED_SPRING_HOPS) if n == "spring.json" else n
-        for n in FIXTURE_NAMES
-    ],
-)
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
 def test_fixture_problems_and_extra(name: str) -> None:
     dl = fixture_record(name)
     expect = load(name)["expect"]
