@@ -15,6 +15,7 @@ from pathlib import Path
 from types import FrameType
 
 from prometheus_client import CollectorRegistry, start_http_server
+from pydantic import SecretStr
 
 from pipeline import topics as topic_rules
 from pipeline.catalog import LocalCatalog, load_model
@@ -82,7 +83,7 @@ class Schemas:
                 from pipeline.kafka.registry import RegistrySource
 
                 conf = {
-                    k: v if isinstance(v, str) else v.get_secret_value()
+                    k: v.get_secret_value() if isinstance(v, SecretStr) else str(v)
                     for k, v in registry.conf.items()
                 }
                 self._source = RegistrySource(registry.url, conf)

@@ -37,6 +37,7 @@ class Context:
     headers: tuple[Header, ...]
     timestamp_ms: int
     attempt: int
+    origin_topic: str  # the topic whose schema applies: the origin's, for a redrive record
 
 
 Processor = Callable[[object, Context], object]
@@ -186,7 +187,14 @@ class Handler:
     ) -> Outcome:
         assert self.processor is not None
         ctx = Context(
-            rec.topic, rec.partition, rec.offset, rec.key, rec.headers, rec.timestamp_ms, attempt
+            rec.topic,
+            rec.partition,
+            rec.offset,
+            rec.key,
+            rec.headers,
+            rec.timestamp_ms,
+            attempt,
+            self._rule_topic(rec),
         )
         try:
             result = self.processor(decoded.event, ctx)

@@ -21,7 +21,15 @@ from pipeline.errors import ConfigError
 
 LEGAL_TOPIC = re.compile(r"^[a-zA-Z0-9._-]+$")
 MAX_TOPIC_LENGTH = 249
-SECRET_WORDS = ("password", "secret", "token", "credentials", "key.pem", "keystore.key")
+SECRET_WORDS = (
+    "password",
+    "secret",
+    "token",
+    "credentials",
+    "user.info",
+    "key.pem",
+    "keystore.key",
+)
 KafkaValue = str | int | float | bool
 # Left to right: plain values stay plain; only what `_hide_secrets` wrapped stays a SecretStr.
 PassThrough = Annotated[KafkaValue | SecretStr, Field(union_mode="left_to_right")]
@@ -38,6 +46,13 @@ def _check_topic(name: str, *, room: int = 0) -> str:
     if len(name) + room > MAX_TOPIC_LENGTH:
         raise ValueError(f"must be at most {MAX_TOPIC_LENGTH - room} characters")
     return name
+
+
+def _hide(value: Any) -> Any:
+    """Wrap the values of secret-looking properties in SecretStr (never logged or shown)."""
+    if not isinstance(value, dict):
+        return value
+    return {k: SecretStr(str(v)) if is_secret_property(k) else v for k, v in value.items()}
 
 
 TopicName = Annotated[str, Field(min_length=1)]
@@ -104,7 +119,12 @@ class PolicySpec(Frozen):
 
 class RegistrySpec(Frozen):
     url: str
-    conf: dict[str, SecretStr | str] = Field(default_factory=dict)
+    conf: dict[str, PassThrough] = Field(default_factory=dict)
+
+    @field_validator("conf", mode="before")
+    @classmethod
+    def _hide_secrets(cls, value: Any) -> Any:
+        return _hide(value)
 
 
 class ReprocessorSpec(Frozen):
@@ -160,9 +180,7 @@ class Settings(BaseSettings):
     @field_validator("kafka", "consumer", "producer", mode="before")
     @classmethod
     def _hide_secrets(cls, value: Any) -> Any:
-        if not isinstance(value, dict):
-            return value
-        return {k: SecretStr(str(v)) if is_secret_property(k) else v for k, v in value.items()}
+        return _hide(value)
 
     @classmethod
     def settings_customise_sources(

@@ -57,9 +57,15 @@ def check(settings: Settings, topics: Mapping[str, TopicInfo], configs_known: bo
                 f"topic {dlq.name}: retention.ms is {retention}, below the configured minimum "
                 f"{settings.dlq.min_retention_ms} (unresolved dead letters would expire)"
             )
+    if dlq is not None and dlq.configs.get("cleanup.policy", "delete") == "compact":
+        problems.append(
+            f"topic {dlq.name}: cleanup.policy=compact would delete older dead letters of a key"
+        )
     ledger = topics.get(settings.ledger_topic)
-    if ledger is not None and "compact" not in ledger.configs.get("cleanup.policy", "compact"):
-        problems.append(f"topic {ledger.name}: cleanup.policy must include compact")
+    if ledger is not None and ledger.configs.get("cleanup.policy", "compact") != "compact":
+        problems.append(
+            f"topic {ledger.name}: cleanup.policy must be compact (entries must never expire)"
+        )
     return problems
 
 

@@ -287,19 +287,11 @@ def test_bad_names_are_one_line_config_errors(name: str, reason: str) -> None:
     assert str(info.value) == f"policy.retryable: {reason}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG classify.py:94: import_module's TypeError for a relative name escapes",
-)
 def test_a_relative_module_name_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"^policy\.retryable: "):
         load_exception_types(("..errors.Boom",))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG classify.py:94: only ImportError/AttributeError are caught around import_module",
-)
 def test_a_module_that_fails_to_import_is_a_config_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
