@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from pipeline.app import Schemas
 from pipeline.codecs.base import Codec
-from pipeline.contract import parse_coordinates
+from pipeline.contract import ledger_topic, parse_coordinates
 from pipeline.errors import RecordError
 from pipeline.kafka import dlqio
 from pipeline.kafka.dlqio import KafkaConf
@@ -72,7 +72,7 @@ class Window:
 def read_ledger(conf: KafkaConf, dlq_topic: str) -> Ledger:
     """The DLQ's ledger, read `read_committed` to its current end; empty when the ledger
     topic does not exist (nothing was ever decided)."""
-    topic = f"{dlq_topic}.ledger"
+    topic = ledger_topic(dlq_topic)
     if dlqio.missing_topics(conf, [topic]):
         return Ledger(dlq_topic)
     with dlqio.TopicReader(conf, topic) as reader:

@@ -51,7 +51,7 @@ def test_readme_tour_runs_as_written(broker_factory: Callable[..., Broker], tmp_
     env = environment(broker.bootstrap)
     worker: subprocess.Popen[bytes] | None = None
     log = (tmp_path / "worker.log").open("wb")
-    outputs: dict[str, str] = {}
+    outputs: list[tuple[str, str]] = []
     try:
         for command in commands:
             if command.startswith("lazarus worker"):
@@ -64,7 +64,7 @@ def test_readme_tour_runs_as_written(broker_factory: Callable[..., Broker], tmp_
                 command, shell=True, cwd=REPO, env=env, capture_output=True, text=True, timeout=120
             )
             assert result.returncode == 0, f"$ {command}\n{result.stdout}\n{result.stderr}"
-            outputs[command] = result.stdout + result.stderr
+            outputs.append((command, result.stdout + result.stderr))
         assert worker is not None, "the tour runs a worker"
         wait_until(lambda: _replays_forwarded(broker.bootstrap) == 4, 60, "replays forwarded")
     finally:
@@ -73,9 +73,11 @@ def test_readme_tour_runs_as_written(broker_factory: Callable[..., Broker], tmp_
             worker.wait(60)
         log.close()
     assert worker.returncode == 0, (tmp_path / "worker.log").read_text()[-3000:]
-    stats = [out for cmd, out in outputs.items() if cmd.endswith(" stats")]
+    stats = [out for cmd, out in outputs if cmd.endswith(" stats")]
     assert "18 dead letters, 18 unresolved" in stats[0]
-    assert "4 replayed" in list(outputs.values())[-1]
+    assert "18 dead letters, 14 unresolved" in stats[-1] and "4 replayed" in stats[-1]
+    groups = next(out for cmd, out in outputs if cmd.endswith(" group"))
+    assert "18 dead letters in 6 groups by fingerprint" in groups
 
 
 def _wait_caught_up(bootstrap: str, worker: subprocess.Popen[bytes]) -> None:
