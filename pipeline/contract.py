@@ -13,7 +13,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
 from pipeline.errors import Category
@@ -351,7 +351,7 @@ def parse_dead_letter(headers: Sequence[Header] | None) -> DeadLetterMeta | None
     if not any(name == VERSION for name, _ in headers or ()):
         return None
     reader = _Reader(headers or ())
-    meta = DeadLetterMeta(
+    return DeadLetterMeta(  # arguments run left to right: problems is read last
         version=reader.version(),
         source_topic=reader.text(SOURCE_TOPIC, required=True),
         source_partition=reader.integer(SOURCE_PARTITION, required=True),
@@ -372,8 +372,8 @@ def parse_dead_letter(headers: Sequence[Header] | None) -> DeadLetterMeta | None
         schema=reader.text(SCHEMA),
         policy_rule=reader.text(POLICY_RULE),
         replay_count=reader.integer(REPLAY_COUNT, required=True),
+        problems=tuple(reader.problems),
     )
-    return replace(meta, problems=tuple(reader.problems))
 
 
 class _Reader:
@@ -615,8 +615,11 @@ def _text(raw: bytes | None) -> str | None:
 
 
 def _integer(text: str | None, *, signed: bool = False) -> int | None:
-    pattern = _SIGNED_DECIMAL if signed else _DECIMAL
-    return int(text) if text is not None and pattern.fullmatch(text) else None
+    if text is None:
+        return None
+    if text.isascii() and text.isdigit():  # the common case, without a regex
+        return int(text)
+    return int(text) if signed and _SIGNED_DECIMAL.fullmatch(text) else None
 
 
 def _coordinates_or_none(text: str) -> tuple[str, int, int] | None:
@@ -627,7 +630,7 @@ def _coordinates_or_none(text: str) -> tuple[str, int, int] | None:
 
 
 def _last_dlq_values(headers: Sequence[Header] | None) -> dict[str, bytes | None]:
-    return {name: value for name, value in headers or () if is_dlq_header(name)}
+    return {name: value for name, value in headers or () if name.startswith(PREFIX)}
 
 
 def _is_continuation(byte: int) -> bool:
