@@ -26,8 +26,9 @@ from pipeline import contract
 from pipeline.errors import Category
 from pipeline.kafka import dlqio
 from reprocessor.cli import main as dlq_main
+from reprocessor.payloads import Payloads
 from reprocessor.replay import Pacer, Recipe, Run, Target, TargetMode, prepare_all, transactional_id
-from reprocessor.stats import Payloads, Window, read_ledger, unresolved_items
+from reprocessor.stats import Window, read_ledger, unresolved_items
 from scripts.kafka_broker import Broker
 from tests.conftest import create_topics
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, replace
-from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any
 
 import click
 
@@ -24,11 +23,23 @@ from pipeline.contract import encode_ledger_entry, ledger_topic, parse_coordinat
 from pipeline.errors import EXIT_OK, ConfigError, PartialSuccess
 from pipeline.kafka import dlqio
 from pipeline.kafka.clients import KAFKA_LOG
-from pipeline.settings import KafkaValue, ReprocessorSpec, Settings, load_settings
-from reprocessor import fixes, grouping, render, selection
+from reprocessor import grouping, render
 from reprocessor.deadletters import from_record, to_kcat_json
-from reprocessor.ledger import STATE_ENV, Plan, load_plan, new_run_id, operator_name, save_plan
+from reprocessor.ledger import STATE_ENV, Plan, load_plan, new_run_id, save_plan
 from reprocessor.ledger import state_dir as plan_folder
+from reprocessor.options import (
+    INSPECT_DEFAULT_LIMIT,
+    PLAN_OPTIONS,
+    Env,
+    FixCommand,
+    change_of,
+    fix_options,
+    fix_pairs,
+    parse_props,
+    parse_rate,
+    selection_options,
+    window,
+)
 from reprocessor.replay import (
     Copy,
     Pacer,
@@ -43,213 +54,13 @@ from reprocessor.replay import (
     transactional_id,
 )
 from reprocessor.stats import (
-    Change,
     Item,
-    Payloads,
     TopicStats,
-    Window,
     planned_items,
     read_ledger,
     scan,
     unresolved_items,
 )
-from reprocessor.timeparse import parse_when
-
-F = TypeVar("F", bound=Callable[..., Any])
-INSPECT_DEFAULT_LIMIT = 100
-"""Rows of the `inspect` table when no --limit is given (--json streams everything)."""
-FIX_FLAGS = {f"--{kind}": kind for kind in fixes.KINDS}
-PLAN_OPTIONS: tuple[str, ...] = (
-    *("where", "since", "until", "limit", "tail", "to_topic", "to_source", "force", "fix_with"),
-    *(f"fix_{kind}" for kind in fixes.KINDS),
-)
-"""What a stored plan fixes once and for all: `--resume` refuses them."""
-WHERE_HELP = "Selection, e.g. 'category=validation and type~Timeout'. Fields: " + ", ".join(
-    selection.FIELDS
-)
-
-
-class Env:
-    """The global options, resolved lazily so that `--help` needs no configuration."""
-
-    def __init__(
-        self,
-        config: Path | None,
-        bootstrap: str | None,
-        topics: tuple[str, ...],
-        props: dict[str, str],
-        as_json: bool,
-        operator: str | None,
-    ) -> None:
-        self.config, self.bootstrap, self.topic_overrides = config, bootstrap, topics
-        self.props, self.as_json, self.operator_option = props, as_json, operator
-
-    @cached_property
-    def settings(self) -> Settings | None:
-        """The pipeline's settings; None when --bootstrap and --topic stand in for them."""
-        if self.config is not None:
-            return load_settings(self.config)
-        if self.bootstrap is None or not self.topic_overrides:
-            raise ConfigError("give --config FILE, or --bootstrap HOST:PORT and --topic DLQ")
-        return None
-
-    def conf(self, role: Literal["consumer", "producer"] = "consumer") -> dict[str, KafkaValue]:
-        """librdkafka properties: the config's for `role`, then --bootstrap, then -X."""
-        conf = dict(self.settings.client_properties(role)) if self.settings else {}
-        if self.bootstrap is not None:
-            conf["bootstrap.servers"] = self.bootstrap
-        conf.update(self.props)
-        return conf
-
-    def topics(self) -> list[str]:
-        if self.topic_overrides or self.settings is None:
-            return list(self.topic_overrides)
-        return [self.settings.dlq.topic]
-
-    def topic(self) -> str:
-        """The one DLQ topic a writing command works on."""
-        topics = self.topics()
-        if len(topics) != 1:
-            raise click.UsageError("this command works on one DLQ topic: give one --topic")
-        return topics[0]
-
-    @cached_property
-    def payloads(self) -> Payloads:
-        return Payloads(self.settings)
-
-    @property
-    def operator(self) -> str:
-        configured = self.settings.reprocessor.operator if self.settings else None
-        return operator_name(self.operator_option, configured)
-
-    @property
-    def max_replays(self) -> int:
-        return (self.settings.reprocessor if self.settings else ReprocessorSpec()).max_replays
-
-
-def _props(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
-    props = {}
-    for text in values:
-        key, sep, value = text.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"expected key=value, got {text!r}")
-        props[key.strip()] = value
-    return props
-
-
-def _options(*options: Callable[[F], F]) -> Callable[[F], F]:
-    def apply(f: F) -> F:
-        for option in reversed(options):
-            f = option(f)
-        return f
-
-    return apply
-
-
-selection_options = _options(
-    click.option("--where", "-w", help=WHERE_HELP),
-    click.option("--since", help="Failed at or after: 2h (ago), an ISO time or epoch ms."),
-    click.option("--until", help="Failed at or before: 2h (ago), an ISO time or epoch ms."),
-    click.option("--limit", "-n", type=click.IntRange(min=1), help="At most N dead letters."),
-    click.option("--tail", type=click.IntRange(min=1), help="Only the last N of each partition."),
-    click.option("--from-beginning", is_flag=True, help="Read from the start (the default)."),
-)
-fix_options = _options(
-    click.option("--set", "fix_set", multiple=True, metavar="PATH=VALUE", help="Set a field."),
-    click.option("--delete", "fix_delete", multiple=True, metavar="PATH", help="Remove a field."),
-    click.option("--rename", "fix_rename", multiple=True, metavar="OLD=NEW", help="Move a field."),
-    click.option(
-        "--default", "fix_default", multiple=True, metavar="PATH=VALUE", help="Set if missing."
-    ),
-    click.option(
-        "--cast", "fix_cast", multiple=True, metavar="PATH:TYPE", help="int|float|str|bool"
-    ),
-    click.option("--with", "fix_with", metavar="MODULE:FUNCTION", help="A Python fix, run last."),
-)
-
-
-def window(opts: dict[str, Any], *, decode: bool = False) -> Window:
-    """The Window of the selection options; click.UsageError (exit 2) pointing at a bad part."""
-    if opts["tail"] is not None and opts["from_beginning"]:
-        raise click.UsageError("--tail and --from-beginning contradict each other")
-    expr = opts["where"]
-    try:
-        chosen = selection.parse(expr)
-    except selection.SelectionError as exc:
-        at = (expr or "")[exc.column - 1 : exc.column + 19]
-        raise click.UsageError(f"--where, column {exc.column}: {exc.message} (at {at!r})") from exc
-    now = render.now_ms()
-    since, until = _when(opts["since"], "--since", now), _when(opts["until"], "--until", now)
-    return Window(chosen, since, until, opts["tail"], decode=decode)
-
-
-def _when(text: str | None, flag: str, now: int) -> int | None:
-    try:
-        return None if text is None else parse_when(text, now)
-    except ValueError as exc:
-        raise click.UsageError(f"{flag}: {exc}") from exc
-
-
-class FixCommand(click.Command):
-    """Keeps the command line's order of the fix options (`--set a=1 --rename a=b` differs from
-    `--rename a=b --set a=1`), which click's per-option lists lose."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        ctx.meta["fix_order"] = fix_order(args)
-        return super().parse_args(ctx, args)
-
-
-def fix_order(args: Sequence[str]) -> list[tuple[str, str]]:
-    """(kind, text) of every fix option in `args`, in order (`--set x` and `--set=x` forms)."""
-    pairs: list[tuple[str, str]] = []
-    index = 0
-    while index < len(args) and args[index] != "--":
-        name, eq, inline = args[index].partition("=")
-        if name in FIX_FLAGS and (eq or index + 1 < len(args)):
-            pairs.append((FIX_FLAGS[name], inline if eq else args[index + 1]))
-            index += 0 if eq else 1
-        index += 1
-    return pairs
-
-
-def fix_pairs(opts: dict[str, Any]) -> list[tuple[str, str]]:
-    """The fix operations given, in command-line order when it could be recovered."""
-    given = [(kind, text) for kind in fixes.KINDS for text in opts[f"fix_{kind}"]]
-    ordered: list[tuple[str, str]] = click.get_current_context().meta.get("fix_order", [])
-    return ordered if sorted(ordered) == sorted(given) else given
-
-
-def change_of(
-    pairs: Sequence[tuple[str, str]], with_spec: str | None
-) -> tuple[Change, tuple[str, ...]] | None:
-    """The fix as one function, and how the ledger describes it; None when there is none.
-    Raises click.UsageError for bad operations, ConfigError for a --with that does not load."""
-    if not pairs and not with_spec:
-        return None
-    try:
-        ops = fixes.parse_ordered(pairs)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from exc
-    function = fixes.load_fix_function(with_spec, search_path=Path.cwd()) if with_spec else None
-    described = tuple(op.describe() for op in ops) + ((f"with {with_spec}",) if with_spec else ())
-
-    def change(event: object) -> dict[str, object]:
-        fixed = fixes.apply(ops, event)
-        return fixed if function is None else fixes.apply_function(function, fixed)
-
-    return change, described
-
-
-def parse_rate(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        rate = float(value.strip().removesuffix("/s"))
-    except ValueError:
-        raise click.BadParameter(f"expected N/s, e.g. 50/s, got {value!r}") from None
-    if not 0 < rate < float("inf"):
-        raise click.BadParameter("must be a positive number of records per second")
-    return rate
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -265,7 +76,7 @@ def parse_rate(_ctx: click.Context, _param: click.Parameter, value: str | None) 
     "-X",
     "props",
     multiple=True,
-    callback=_props,
+    callback=parse_props,
     metavar="KEY=VALUE",
     help="librdkafka property for every client, e.g. -X security.protocol=SSL.",
 )

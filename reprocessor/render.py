@@ -25,8 +25,9 @@ from rich.table import Table
 from reprocessor.deadletters import DeadLetter, jsonable
 from reprocessor.grouping import GroupRow
 from reprocessor.ledger import Decision
+from reprocessor.payloads import Fixed
 from reprocessor.replay import Refusal, Tally
-from reprocessor.stats import Fixed, Item, TopicStats
+from reprocessor.stats import Item, TopicStats
 from reprocessor.timeparse import format_age
 
 WIDTH = 160

@@ -26,7 +26,7 @@ from pipeline.contract import Header, build_replay, redrive_topic
 from pipeline.errors import ConfigError
 from reprocessor.deadletters import DeadLetter
 from reprocessor.ledger import Ledger, discarded_entry, ledger_record, replayed_entry
-from reprocessor.stats import origin_topic
+from reprocessor.payloads import origin_topic
 
 CHUNK = 2000
 """Dead letters per transaction at full speed: big enough to amortise the flush and the commit

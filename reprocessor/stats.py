@@ -10,21 +10,15 @@ headers, so it happens only when the selection, the grouping or the output needs
 from __future__ import annotations
 
 import itertools
-import json
-import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from pipeline.app import Schemas
-from pipeline.codecs.base import Codec
-from pipeline.contract import ledger_topic, parse_coordinates
-from pipeline.errors import RecordError
+from pipeline.contract import ledger_topic
 from pipeline.kafka import dlqio
 from pipeline.kafka.dlqio import KafkaConf
-from pipeline.settings import SchemaSpec, Settings
-from reprocessor import fixes
-from reprocessor.deadletters import DeadLetter, ReplayState, from_record, jsonable
+from reprocessor.deadletters import DeadLetter, ReplayState, from_record
 from reprocessor.ledger import Decision, Ledger
+from reprocessor.payloads import Payload, Payloads
 from reprocessor.selection import Selection
 
 
@@ -125,16 +119,6 @@ def planned_items(
     return kept, missing
 
 
-def origin_topic(dl: DeadLetter) -> str | None:
-    """The topic of the dead letter's first appearance (`dlq.origin`), else its source topic."""
-    if dl.origin is not None:
-        try:
-            return parse_coordinates(dl.origin)[0]
-        except ValueError:
-            pass
-    return dl.source_topic
-
-
 @dataclass
 class TopicStats:
     """`dlq stats` for one DLQ topic. The depth is `unresolved`: what no ledger entry decided."""
@@ -178,144 +162,3 @@ class TopicStats:
         category = dl.category or f"foreign:{dl.dialect}"
         total, open_ = self.by_category.get(category, (0, 0))
         self.by_category[category] = (total + 1, open_ + int(unresolved))
-
-
-Change = Callable[[object], dict[str, object]]
-"""A fix: the decoded event in, the fixed event out; raises `fixes.FixError`."""
-
-
-@dataclass(frozen=True, slots=True)
-class Payload:
-    """A dead letter's value as `dlq` shows, selects on and fixes it. `event` is the decoded
-    record (Avro in its writer schema's shape, JSON as parsed), None when it does not decode;
-    `shown` is what to display (the event, else UTF-8 text, else hex); `problem` says why the
-    pipeline's codec could not decode it."""
-
-    event: object | None
-    shown: object
-    how: str
-    schema_id: int | None = None
-    problem: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Fixed:
-    """A fix applied to one dead letter. `error` (not replayable) when the value does not
-    decode, the fix does not apply, or the fixed event fails the pipeline's validation;
-    `checked` is False when no schema is configured for the topic (nothing to validate)."""
-
-    before: object | None
-    after: object | None
-    value: bytes | None
-    diff: list[str]
-    error: str | None
-    checked: bool
-
-
-class Payloads:
-    """Decodes dead letters' values with the pipeline's own codecs, chosen by the topic named in
-    `dlq.origin` (the worker does the same for its redrive topic), else the source topic.
-
-    Fixing decodes with the writer schema alone (no reader schema, no model: the event failed
-    those), re-encodes with the same writer schema id and framing, then decodes the result
-    with the pipeline's full codec, so a fixed record is replayed only if the pipeline would
-    accept it. Without a configuration, UTF-8 JSON values are still decoded and fixed
-    (unchecked)."""
-
-    def __init__(self, settings: Settings | None) -> None:
-        self._sources: dict[str, SchemaSpec] = dict(settings.sources) if settings else {}
-        self._schemas = Schemas(settings) if settings else None
-        self._codecs: dict[tuple[str, bool], Codec] = {}
-        for path in settings.python_path if settings else ():
-            if str(path) not in sys.path:
-                sys.path.insert(0, str(path))
-
-    def topic_of(self, dl: DeadLetter) -> str | None:
-        """The configured source topic whose schema applies to `dl`, if any."""
-        origin = origin_topic(dl)
-        for topic in (origin, dl.source_topic):
-            if topic is not None and topic in self._sources:
-                return topic
-        return None
-
-    def _codec(self, topic: str, *, raw: bool) -> Codec | None:
-        spec = self._sources[topic]
-        if self._schemas is None or (raw and not spec.format.startswith("avro")):
-            return None
-        if (topic, raw) not in self._codecs:
-            if raw:
-                spec = spec.model_copy(update={"model": None, "reader_schema": None})
-            self._codecs[(topic, raw)] = self._schemas.codec(spec)
-        return self._codecs[(topic, raw)]
-
-    def decode(self, dl: DeadLetter) -> Payload:
-        """Never raises: what does not decode is shown as text or hex, with the reason."""
-        if dl.value is None:
-            return Payload(None, None, "null")
-        topic = self.topic_of(dl)
-        codec = None if topic is None else self._codec(topic, raw=True)
-        if codec is None:
-            return _generic(dl.value, None)
-        try:
-            decoded = codec.decode(dl.value)
-        except RecordError as exc:
-            return _generic(dl.value, exc.message)
-        return Payload(decoded.event, decoded.event, "avro", decoded.schema_id)
-
-    def fixer(self, change: Change) -> Callable[[DeadLetter], tuple[bytes | None, str | None]]:
-        """A `replay.Recipe.fix`: the fixed value, or the reason it cannot be replayed."""
-
-        def fix(dl: DeadLetter) -> tuple[bytes | None, str | None]:
-            fixed = self.fix(dl, change)
-            return (None, fixed.error) if fixed.error is not None else (fixed.value, None)
-
-        return fix
-
-    def fix(self, dl: DeadLetter, change: Change) -> Fixed:
-        """Apply `change` to the decoded value, re-encode it and validate it."""
-        payload = self.decode(dl)
-        if payload.event is None:
-            why = payload.problem or f"the value is {payload.how}, not a record"
-            return Fixed(None, None, None, [], f"cannot fix: {why}", False)
-        try:
-            after = change(payload.event)
-        except fixes.FixError as exc:
-            return Fixed(payload.event, None, None, [], f"fix failed: {exc}", False)
-        lines = fixes.diff(payload.event, after)
-        topic = self.topic_of(dl)
-        try:
-            value = self._encode(topic, payload, after)
-            checked = self._validate(topic, value)
-        except RecordError as exc:
-            return Fixed(payload.event, after, None, lines, f"invalid after fix: {exc}", True)
-        return Fixed(payload.event, after, value, lines, None, checked)
-
-    def _encode(self, topic: str | None, payload: Payload, after: object) -> bytes:
-        codec = None if topic is None else self._codec(topic, raw=True)
-        if codec is not None:
-            return codec.encode(after, schema_id=payload.schema_id)
-        return json.dumps(jsonable(after), ensure_ascii=False, separators=(",", ":")).encode()
-
-    def _validate(self, topic: str | None, value: bytes) -> bool:
-        if topic is None or self._schemas is None:
-            return False
-        codec = self._codec(topic, raw=False)
-        assert codec is not None
-        codec.decode(value)
-        return True
-
-
-def _generic(value: bytes, problem: str | None) -> Payload:
-    """A value no configured codec reads: JSON when it parses, else UTF-8 text, else hex."""
-    try:
-        text = value.decode("utf-8")
-    except UnicodeDecodeError:
-        return Payload(None, value.hex(), "hex", problem=problem)
-    try:
-        event: object = json.loads(text)
-    except ValueError:
-        printable = text.replace("\n", "").replace("\t", "").replace("\r", "").isprintable()
-        if not printable:
-            return Payload(None, value.hex(), "hex", problem=problem)
-        return Payload(None, text, "utf-8", problem=problem)
-    return Payload(event, event, "json", problem=problem)
