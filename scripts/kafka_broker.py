@@ -23,12 +23,10 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import ctypes
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +34,29 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+try:  # imported as scripts.X by the tests, run as a file by hand
+    from scripts.processes import (
+        ToolError,
+        alive,
+        check_port_free,
+        die_with_parent,
+        free_port,
+        mvn_command,
+        mvn_reason,
+        require_tool,
+    )
+except ImportError:  # pragma: no cover - `python scripts/X.py`
+    from processes import (  # type: ignore[no-redef]
+        ToolError,
+        alive,
+        check_port_free,
+        die_with_parent,
+        free_port,
+        mvn_command,
+        mvn_reason,
+        require_tool,
+    )
 
 KAFKA_VERSION = os.environ.get("LAZARUS_KAFKA_VERSION", "4.1.1")
 LOG4J_VERSION = "2.24.3"  # the log4j2 version Kafka 4.1 itself resolves
@@ -116,19 +137,12 @@ SERVER_SETTINGS = {
 }
 
 
-class BrokerError(Exception):
+class BrokerError(ToolError):
     """The broker could not be fetched, started or stopped. The message is one readable line."""
 
 
 def _say(message: str) -> None:
     print(f"kafka-broker: {message}", file=sys.stderr, flush=True)
-
-
-def require_tool(name: str, why: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        raise BrokerError(f"`{name}` not found on PATH ({why})")
-    return path
 
 
 def fetch_jars(cache: Path = DEFAULT_CACHE, version: str = KAFKA_VERSION) -> Path:
@@ -137,16 +151,14 @@ def fetch_jars(cache: Path = DEFAULT_CACHE, version: str = KAFKA_VERSION) -> Pat
     marker = lib / ".complete"
     if marker.exists():
         return lib
-    mvn = require_tool("mvn", "Maven fetches the broker jars from Maven Central")
+    mvn = require_tool("mvn", "Maven fetches the broker jars from Maven Central", BrokerError)
     work = cache / version
     work.mkdir(parents=True, exist_ok=True)
     pom = work / "pom.xml"
     pom.write_text(POM.format(kafka=version, log4j=LOG4J_VERSION))
     if lib.exists():
         shutil.rmtree(lib)
-    command = [mvn, "-B", "-q", "-f", str(pom)]
-    if "LAZARUS_M2_REPO" in os.environ:
-        command.append(f"-Dmaven.repo.local={os.environ['LAZARUS_M2_REPO']}")
+    command = mvn_command(mvn, str(pom))
     command += [
         f"{DEPENDENCY_PLUGIN}:copy-dependencies",
         "-DincludeScope=runtime",
@@ -155,7 +167,7 @@ def fetch_jars(cache: Path = DEFAULT_CACHE, version: str = KAFKA_VERSION) -> Pat
     started = time.monotonic()
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise BrokerError(f"mvn failed fetching kafka_2.13 {version}: {_mvn_reason(result.stdout)}")
+        raise BrokerError(f"mvn failed fetching kafka_2.13 {version}: {mvn_reason(result.stdout)}")
     jars = list(lib.glob("*.jar"))
     if not any(j.name.startswith("kafka_2.13-") for j in jars):
         raise BrokerError(f"mvn ran but {lib} holds no kafka_2.13 jar")
@@ -164,40 +176,9 @@ def fetch_jars(cache: Path = DEFAULT_CACHE, version: str = KAFKA_VERSION) -> Pat
     return lib
 
 
-def _mvn_reason(output: str) -> str:
-    errors = [line.removeprefix("[ERROR]").strip() for line in output.splitlines()]
-    errors = [e for e in errors if e and not e.startswith(("->", "To see", "Re-run", "For more"))]
-    return errors[0][:300] if errors else "no error text (run mvn without -q to see more)"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def check_port_free(port: int) -> None:
-    """Fail when something listens on `port`. SO_REUSEADDR, as Java's server sockets use, so that
-    connections of a stopped broker lingering in TIME_WAIT do not count as "in use"."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError as exc:
-            raise BrokerError(f"port {port} on 127.0.0.1 is in use ({exc.strerror})") from exc
-
-
 def new_cluster_id() -> str:
     """What `kafka-storage random-uuid` prints: 16 random bytes, URL-safe base64, no padding."""
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL the broker when the process that started it dies (even by kill -9),
-    so a crashed test run leaves no broker behind."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 @dataclass
@@ -234,7 +215,7 @@ class Broker:
         self._lib = lib
         for p in (port, controller_port):
             if p:
-                check_port_free(p)
+                check_port_free(p, BrokerError)
         self.state = BrokerState(
             workdir=str(workdir),
             port=port or free_port(),
@@ -278,7 +259,7 @@ class Broker:
         return config
 
     def _java(self, main: str, *args: str, jvm: tuple[str, ...]) -> list[str]:
-        java = require_tool("java", "Kafka 4.x runs on Java 17+")
+        java = require_tool("java", "Kafka 4.x runs on Java 17+", BrokerError)
         logs = self.workdir / "logs"
         return [
             java,
@@ -314,7 +295,7 @@ class Broker:
         """Start the broker and wait until it answers; return the start-up time in seconds."""
         started = time.monotonic()
         for p in (self.state.port, self.state.controller_port):
-            check_port_free(p)
+            check_port_free(p, BrokerError)
         config = self._write_config()
         self._format(config)
         command = self._java("kafka.Kafka", str(config), jvm=BROKER_JVM)
@@ -324,7 +305,7 @@ class Broker:
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent if self.tie_to_parent else None,
+            preexec_fn=die_with_parent if self.tie_to_parent else None,
             start_new_session=not self.tie_to_parent,
         )
         out.close()
@@ -393,7 +374,7 @@ class Broker:
 
     def running(self) -> bool:
         pid = self._pid()
-        return pid is not None and _alive(pid)
+        return pid is not None and alive(pid)
 
     def _pid(self) -> int | None:
         if self.process is not None:
@@ -406,7 +387,7 @@ class Broker:
             if self.process is not None and self.process.pid == pid:
                 if self.process.poll() is not None:
                     return True
-            elif not _alive(pid):
+            elif not alive(pid):
                 return True
             time.sleep(0.1)
         return False
@@ -428,21 +409,6 @@ class Broker:
         broker.process = None
         broker.startup_seconds = None
         return broker
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie child of ours counts as gone
-    with contextlib.suppress(ChildProcessError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    return True
 
 
 def _state_file(name: str) -> Path:

@@ -31,12 +31,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,6 +42,29 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+try:  # imported as scripts.X by the tests, run as a file by hand
+    from scripts.processes import (
+        ToolError,
+        alive,
+        check_port_free,
+        die_with_parent,
+        free_port,
+        mvn_command,
+        mvn_reason,
+        require_tool,
+    )
+except ImportError:  # pragma: no cover - `python scripts/X.py`
+    from processes import (  # type: ignore[no-redef]
+        ToolError,
+        alive,
+        check_port_free,
+        die_with_parent,
+        free_port,
+        mvn_command,
+        mvn_reason,
+        require_tool,
+    )
 
 REGISTRY_VERSION = "2.1.5.Final"
 QUARKUS_VERSION = "2.2.3.Final"  # the Quarkus that apicurio-registry-app 2.1.5.Final is built on
@@ -135,19 +156,12 @@ POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
 """
 
 
-class RegistryError(Exception):
+class RegistryError(ToolError):
     """The registry could not be fetched, started or stopped. The message is one readable line."""
 
 
 def _say(message: str) -> None:
     print(f"registry: {message}", file=sys.stderr, flush=True)
-
-
-def require_tool(name: str, why: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        raise RegistryError(f"`{name}` not found on PATH ({why})")
-    return path
 
 
 def fetch_app(cache: Path = DEFAULT_CACHE, version: str = REGISTRY_VERSION) -> Path:
@@ -156,7 +170,9 @@ def fetch_app(cache: Path = DEFAULT_CACHE, version: str = REGISTRY_VERSION) -> P
     marker = lib / ".complete"
     if marker.exists():
         return lib
-    mvn = require_tool("mvn", "Maven fetches and builds the registry from Maven Central")
+    mvn = require_tool(
+        "mvn", "Maven fetches and builds the registry from Maven Central", RegistryError
+    )
     build = cache / version / "build"
     shutil.rmtree(build, ignore_errors=True)
     shutil.rmtree(lib, ignore_errors=True)
@@ -167,15 +183,13 @@ def fetch_app(cache: Path = DEFAULT_CACHE, version: str = REGISTRY_VERSION) -> P
             registry=version, quarkus=QUARKUS_VERSION, dependency_plugin=DEPENDENCY_PLUGIN_VERSION
         )
     )
-    command = [mvn, "-B", "-q", "-f", str(pom)]
-    if "LAZARUS_M2_REPO" in os.environ:
-        command.append(f"-Dmaven.repo.local={os.environ['LAZARUS_M2_REPO']}")
+    command = mvn_command(mvn, str(pom))
     command += ["-DskipTests", "-Dquarkus.package.type=legacy-jar", "package"]
     started = time.monotonic()
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise RegistryError(
-            f"mvn failed building apicurio-registry-app {version}: {_mvn_reason(result.stdout)}"
+            f"mvn failed building apicurio-registry-app {version}: {mvn_reason(result.stdout)}"
         )
     target = build / "target"
     runner = target / "test-registry-1-runner.jar"
@@ -194,34 +208,6 @@ def fetch_app(cache: Path = DEFAULT_CACHE, version: str = REGISTRY_VERSION) -> P
     return lib
 
 
-def _mvn_reason(output: str) -> str:
-    errors = [line.removeprefix("[ERROR]").strip() for line in output.splitlines()]
-    errors = [e for e in errors if e and not e.startswith(("->", "To see", "Re-run", "For more"))]
-    return errors[0][:300] if errors else "no error text (run mvn without -q to see more)"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def check_port_free(port: int) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError as exc:
-            raise RegistryError(f"port {port} on 127.0.0.1 is in use ({exc.strerror})") from exc
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL the registry when the process that started it dies."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 class Registry:
     """One Apicurio Registry process with in-memory storage; its output in `workdir`."""
 
@@ -234,7 +220,7 @@ class Registry:
         tie_to_parent: bool = True,
     ) -> None:
         if port:
-            check_port_free(port)
+            check_port_free(port, RegistryError)
         self.workdir = workdir
         self.port = port or free_port()
         self.tie_to_parent = tie_to_parent
@@ -265,9 +251,9 @@ class Registry:
         """Start the registry and wait until its API answers; return the start-up time (not
         counting a first `fetch_app`, which may take minutes)."""
         runner = self.lib() / RUNNER
-        java = require_tool("java", "the registry runs on Java 17")
+        java = require_tool("java", "the registry runs on Java 17", RegistryError)
         started = time.monotonic()
-        check_port_free(self.port)
+        check_port_free(self.port, RegistryError)
         settings = {**REGISTRY_SETTINGS, "quarkus.http.port": str(self.port)}
         command = [
             java,
@@ -284,7 +270,7 @@ class Registry:
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent if self.tie_to_parent else None,
+            preexec_fn=die_with_parent if self.tie_to_parent else None,
             start_new_session=not self.tie_to_parent,
         )
         out.close()
@@ -341,7 +327,7 @@ class Registry:
         self.pid = None
 
     def running(self) -> bool:
-        return self.pid is not None and _alive(self.pid)
+        return self.pid is not None and alive(self.pid)
 
     def _wait_exit(self, pid: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -349,7 +335,7 @@ class Registry:
             if self.process is not None and self.process.pid == pid:
                 if self.process.poll() is not None:
                     return True
-            elif not _alive(pid):
+            elif not alive(pid):
                 return True
             time.sleep(0.1)
         return False
@@ -374,20 +360,6 @@ class Registry:
         registry.process = None
         registry.startup_seconds = None
         return registry
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(ChildProcessError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    return True
 
 
 def _state_file(name: str) -> Path:
