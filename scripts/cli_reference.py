@@ -20,20 +20,21 @@ run time, 2 usage or configuration error, 3 partial success.
 """
 
 
-def help_text(command: click.Command, path: list[str]) -> str:
-    ctx = click.Context(
-        command, info_name=" ".join(path), terminal_width=100, max_content_width=100
+def sections(
+    command: click.Command, path: list[str], parent: click.Context | None = None
+) -> list[str]:
+    """Help of `command` and its subcommands, rendered in contexts made the way click makes them
+    at run time (so inherited settings such as `-h` apply, whatever ran before)."""
+    ctx = command.make_context(
+        " ".join(path), [], parent=parent, resilient_parsing=True, max_content_width=100
     )
-    return command.get_help(ctx)
-
-
-def sections(command: click.Command, path: list[str]) -> list[str]:
-    out = [f"\n## `{' '.join(path)}`\n\n```text\n{help_text(command, path)}\n```\n"]
+    ctx.terminal_width = 100
+    out = [f"\n## `{' '.join(path)}`\n\n```text\n{command.get_help(ctx)}\n```\n"]
     if isinstance(command, click.Group):
-        for name in sorted(command.list_commands(click.Context(command))):
-            sub = command.get_command(click.Context(command), name)
+        for name in sorted(command.list_commands(ctx)):
+            sub = command.get_command(ctx, name)
             if sub is not None and not sub.hidden:
-                out += sections(sub, [*path, name])
+                out += sections(sub, [*path, name], ctx)
     return out
 
 
