@@ -292,6 +292,7 @@ class Transactions(Delivery):
             self._try_abort()
 
     def in_flight(self) -> int:
+        """Non-zero while an abort is unconfirmed: the worker's gate stays closed until then."""
         return 1 if self._abort_pending else 0
 
     def stalled(self, now: float) -> str | None:
@@ -301,9 +302,13 @@ class Transactions(Delivery):
         """After an abort, every assigned partition goes back to its committed offset."""
         if not self._rewind_all or not self.assigned:
             return {}
-        self._rewind_all = False
         asked = [TopicPartition(t, p) for t, p in self.assigned]
-        committed = consumer.committed(asked, timeout=self.timeout_s)
+        committed: list[TopicPartition] = []
+        self._guard(
+            lambda: committed.extend(consumer.committed(asked, timeout=self.timeout_s)),
+            "reading the committed offsets",
+        )
+        self._rewind_all = False
         return {
             (tp.topic, tp.partition): tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
             for tp in committed

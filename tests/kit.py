@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from fastavro import parse_schema, schemaless_writer
 
 from tests.conftest import create_topics
@@ -307,7 +307,20 @@ class WorkerProcess:
 
 
 def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
+    """The group's committed offsets; retried while the coordinator moves or loads (a fresh
+    broker answers NOT_COORDINATOR for a moment)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    got = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=15)
-    consumer.close()
-    return {tp.partition: tp.offset for tp in got}
+    try:
+        for _ in range(30):
+            try:
+                got = consumer.committed(
+                    [TopicPartition(topic, p) for p in range(partitions)], timeout=15
+                )
+                return {tp.partition: tp.offset for tp in got}
+            except KafkaException as exc:
+                if not exc.args[0].retriable():
+                    raise
+                time.sleep(0.5)
+        raise AssertionError(f"no committed offsets for group {group} after 30 tries")
+    finally:
+        consumer.close()

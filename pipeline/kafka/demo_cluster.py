@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from rich.console import Console
 from rich.table import Table
@@ -174,9 +174,14 @@ def wait_committed(
     try:
         while time.monotonic() < deadline and alive():
             asked = [TopicPartition(t, p) for t, p in targets]
-            done = {
-                (tp.topic, tp.partition): tp.offset for tp in consumer.committed(asked, timeout=10)
-            }
+            try:
+                got = consumer.committed(asked, timeout=10)
+            except KafkaException as exc:  # the coordinator moves or loads: ask again
+                if not exc.args[0].retriable():
+                    raise
+                time.sleep(0.2)
+                continue
+            done = {(tp.topic, tp.partition): tp.offset for tp in got}
             if all(done.get(k, -1) >= v for k, v in targets.items()):
                 return
             time.sleep(0.2)
