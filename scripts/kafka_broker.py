@@ -177,8 +177,13 @@ def fetch_jars(cache: Path = DEFAULT_CACHE, version: str = KAFKA_VERSION) -> Pat
 
 
 def new_cluster_id() -> str:
-    """What `kafka-storage random-uuid` prints: 16 random bytes, URL-safe base64, no padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """What `kafka-storage random-uuid` prints: 16 random bytes, URL-safe base64, no padding,
+    and, as Kafka's own `Uuid.randomUuid` ensures, never starting with "-" (the storage tool's
+    argument parser would take it for an option)."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
 
 
 @dataclass
