@@ -24,6 +24,7 @@ from pipeline.kafka.clients import (
     KafkaException,
     Producer,
     TopicPartition,
+    is_retriable,
     kafka_error,
     partitions,
 )
@@ -345,7 +346,7 @@ class Transactions(Delivery):
                 return
             except KafkaException as exc:
                 err = kafka_error(exc)
-                if err is not None and err.retriable() and time.monotonic() < deadline:
+                if is_retriable(exc) and time.monotonic() < deadline:
                     time.sleep(0.2)
                     continue
                 raise RuntimeFailure(f"{what} failed: {err.str() if err else exc}") from exc

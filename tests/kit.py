@@ -20,6 +20,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from fastavro import parse_schema, schemaless_writer
 
+from pipeline.kafka.clients import is_retriable
 from tests.conftest import create_topics
 
 REPO = Path(__file__).resolve().parent.parent
@@ -318,7 +319,7 @@ def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -
                 )
                 return {tp.partition: tp.offset for tp in got}
             except KafkaException as exc:
-                if not exc.args[0].retriable():
+                if not is_retriable(exc):
                     raise
                 time.sleep(0.5)
         raise AssertionError(f"no committed offsets for group {group} after 30 tries")

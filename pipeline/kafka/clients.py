@@ -99,9 +99,23 @@ def _headers(msg: Message) -> tuple[tuple[str, bytes | None], ...]:
     return tuple(out)
 
 
+COORDINATOR_MOVING = frozenset(
+    {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError._WAIT_COORD,
+    }
+)
+"""Errors librdkafka does not flag retriable but that pass once the coordinator settles (a
+fresh broker answers NOT_COORDINATOR for a moment)."""
+
+
 def is_retriable(exc: BaseException) -> bool:
+    """Worth asking again: librdkafka says so, or the group coordinator is moving or loading."""
     if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
-        return bool(exc.args[0].retriable())
+        err = exc.args[0]
+        return bool(err.retriable()) or err.code() in COORDINATOR_MOVING
     return isinstance(exc, BufferError)
 
 

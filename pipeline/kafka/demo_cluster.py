@@ -20,7 +20,7 @@ from rich.table import Table
 from pipeline import contract
 from pipeline.demo_data import DemoRecord
 from pipeline.errors import RuntimeFailure
-from pipeline.kafka.clients import KAFKA_LOG, with_logger
+from pipeline.kafka.clients import KAFKA_LOG, is_retriable, with_logger
 from pipeline.settings import Settings
 
 if TYPE_CHECKING:
@@ -177,7 +177,7 @@ def wait_committed(
             try:
                 got = consumer.committed(asked, timeout=10)
             except KafkaException as exc:  # the coordinator moves or loads: ask again
-                if not exc.args[0].retriable():
+                if not is_retriable(exc):
                     raise
                 time.sleep(0.2)
                 continue
