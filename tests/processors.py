@@ -45,3 +45,15 @@ def marker_outage(event: Any, ctx: Context) -> Any:
     if marker.exists():
         raise Retryable("downstream unavailable")
     return event
+
+
+def stall(event: Any, ctx: Context) -> Any:
+    """With $LAZARUS_TEST_STALL set to a folder: at offsets 1050, 1550, 2050, ... announce
+    `stalled-<offset>` there and wait for `release-<offset>`, holding the batch's transaction
+    open with the records before it already produced (a kill then lands inside it)."""
+    folder = os.environ.get("LAZARUS_TEST_STALL")
+    if folder and ctx.offset >= 1050 and ctx.offset % 500 == 50:
+        Path(folder, f"stalled-{ctx.offset}").write_text("")
+        while not Path(folder, f"release-{ctx.offset}").exists():
+            time.sleep(0.05)
+    return event

@@ -69,21 +69,27 @@ def test_exactly_once_kill_lands_in_open_transaction(bootstrap: str, tmp_path: P
     pipe = Pipeline(
         bootstrap,
         tmp_path,
-        partitions=2,
+        partitions=1,
         delivery="exactly-once",
-        top='processor = "tests.processors:slow"',
+        top='processor = "tests.processors:stall"',
         extra="[policy]\nretry_budget_ms = 5000\n",
     ).create()
     # the processor re-encodes with the source schema, so outputs are Avro too
     total = produce(bootstrap, pipe.orders, mixed_orders(0, 3000))
-    first = WorkerProcess(pipe.config, tmp_path / "w1.log")
-
-    def transaction_open() -> bool:
+    stalls = tmp_path / "stalls"
+    stalls.mkdir()
+    first = WorkerProcess(pipe.config, tmp_path / "w1.log", env={"LAZARUS_TEST_STALL": str(stalls)})
+    for offset in (1050, 1550, 2050, 2550):
+        marker = stalls / f"stalled-{offset}"
+        wait_until(lambda m=marker: first.check_alive() and m.exists(), 90, f"a stall at {offset}")
+        time.sleep(1.0)  # linger: the batch's records before the stall reach the broker
         stable = len(read_all(bootstrap, pipe.output, "read_committed"))
         raw = len(read_all(bootstrap, pipe.output, "read_uncommitted"))
-        return first.check_alive() and stable > 200 and raw > stable
-
-    wait_until(transaction_open, 90, "progress with a transaction open")
+        if raw > stable:
+            break  # a transaction is open with records in it: kill now
+        (stalls / f"release-{offset}").touch()  # the stall began a batch: try the next one
+    else:
+        raise AssertionError("no stall landed inside an open transaction")
     first.kill9()
 
     second = WorkerProcess(pipe.config, tmp_path / "w2.log")
