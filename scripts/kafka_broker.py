@@ -35,28 +35,17 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-try:  # imported as scripts.X by the tests, run as a file by hand
-    from scripts.processes import (
-        ToolError,
-        alive,
-        check_port_free,
-        die_with_parent,
-        free_port,
-        mvn_command,
-        mvn_reason,
-        require_tool,
-    )
-except ImportError:  # pragma: no cover - `python scripts/X.py`
-    from processes import (  # type: ignore[no-redef]
-        ToolError,
-        alive,
-        check_port_free,
-        die_with_parent,
-        free_port,
-        mvn_command,
-        mvn_reason,
-        require_tool,
-    )
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a file, by hand
+from scripts.processes import (
+    ToolError,
+    alive,
+    check_port_free,
+    die_with_parent,
+    free_port,
+    mvn_command,
+    mvn_reason,
+    require_tool,
+)
 
 KAFKA_VERSION = os.environ.get("LAZARUS_KAFKA_VERSION", "4.1.1")
 LOG4J_VERSION = "2.24.3"  # the log4j2 version Kafka 4.1 itself resolves

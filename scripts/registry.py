@@ -43,28 +43,17 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-try:  # imported as scripts.X by the tests, run as a file by hand
-    from scripts.processes import (
-        ToolError,
-        alive,
-        check_port_free,
-        die_with_parent,
-        free_port,
-        mvn_command,
-        mvn_reason,
-        require_tool,
-    )
-except ImportError:  # pragma: no cover - `python scripts/X.py`
-    from processes import (  # type: ignore[no-redef]
-        ToolError,
-        alive,
-        check_port_free,
-        die_with_parent,
-        free_port,
-        mvn_command,
-        mvn_reason,
-        require_tool,
-    )
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a file, by hand
+from scripts.processes import (
+    ToolError,
+    alive,
+    check_port_free,
+    die_with_parent,
+    free_port,
+    mvn_command,
+    mvn_reason,
+    require_tool,
+)
 
 REGISTRY_VERSION = "2.1.5.Final"
 QUARKUS_VERSION = "2.2.3.Final"  # the Quarkus that apicurio-registry-app 2.1.5.Final is built on
