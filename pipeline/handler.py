@@ -160,12 +160,8 @@ class Handler:
         return contract.parse_coordinates(origin)[0]
 
     def _decode(self, rec: SourceRecord) -> Decoded:
-        topic = self._schema_topic(rec)
-        codec = self.codecs.get(topic)
-        if codec is None:
-            raise SchemaError(f"no schema configured for topic {topic}")
         assert rec.value is not None
-        return codec.decode(rec.value)
+        return self._codec_for(rec).decode(rec.value)
 
     def _tombstone(self, rec: SourceRecord, now_ms: int) -> Routed:
         """A null value: held like any record of its key, then forwarded or dead-lettered by
@@ -245,7 +241,12 @@ class Handler:
         return Routed(outputs, "processed")
 
     def _codec_for(self, rec: SourceRecord) -> Codec:
-        return self.codecs[self._schema_topic(rec)]
+        """The codec of the topic whose schema applies (a replay's origin topic)."""
+        topic = self._schema_topic(rec)
+        codec = self.codecs.get(topic)
+        if codec is None:
+            raise SchemaError(f"no schema configured for topic {topic}")
+        return codec
 
     def _dead_letter(
         self,
