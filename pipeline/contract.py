@@ -46,6 +46,7 @@ POLICY_RULE = "dlq.policy.rule"
 REPLAY_COUNT = "dlq.replay.count"
 REPLAY_OF = "dlq.replay.of"
 REPLAY_RUN = "dlq.replay.run"
+VALUE_OMITTED = "dlq.value.omitted"
 
 REQUIRED_HEADERS: tuple[str, ...] = (
     VERSION,
@@ -72,6 +73,7 @@ OPTIONAL_HEADERS: tuple[str, ...] = (
     WORKER,
     SCHEMA,
     POLICY_RULE,
+    VALUE_OMITTED,
     *REPLAY_HEADERS,
 )
 
@@ -91,6 +93,10 @@ _DECIMAL = re.compile(r"[0-9]+")
 _SIGNED_DECIMAL = re.compile(r"-?[0-9]+")
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _FINGERPRINT = re.compile(r"[0-9a-f]{16}")
+_OMITTED = re.compile(r"size=([0-9]{1,19});sha256=([0-9a-f]{64})")
+# Kafka's numbers (offsets, timestamps, counts) are 64-bit: 20 characters at most with a sign.
+# Longer digit strings are malformed, and int() of over 4,300 digits would raise.
+_MAX_DIGITS = 20
 _INDEX_SPLIT = re.compile(r"[.\[\]]+")
 _NORMALISERS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"""(?<!\w)b?(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")(?!\w)""", re.S), "<str>"),
@@ -142,6 +148,22 @@ class Lineage:
 
 
 @dataclass(frozen=True, slots=True)
+class OmittedValue:
+    """What `dlq.value.omitted` says of an oversize record's value, which the dead letter lacks."""
+
+    size: int
+    sha256: str
+
+    def matches(self, value: bytes | None) -> bool:
+        """True when `value` (re-read from the source coordinates) is the omitted original."""
+        return (
+            value is not None
+            and len(value) == self.size
+            and hashlib.sha256(value).hexdigest() == self.sha256
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class DeadLetterMeta:
     """Every dlq.* field of a dead letter, typed; None where absent or malformed (see problems)."""
 
@@ -165,6 +187,7 @@ class DeadLetterMeta:
     schema: str | None = None
     policy_rule: str | None = None
     replay_count: int | None = None
+    value_omitted: OmittedValue | None = None
     problems: tuple[str, ...] = ()
 
 
@@ -335,6 +358,41 @@ def drop_optional(headers: Sequence[Header]) -> Headers:
 _DROPPABLE = frozenset({ERROR_STACKTRACE, ERROR_DETAILS})
 
 
+def omitted_value_header(value: bytes | None) -> Header:
+    """`dlq.value.omitted` for an oversize record: the size and sha256 of the value left out, so
+    a replay that re-reads it from `dlq.source.*` can prove it found the same bytes."""
+    data = value or b""
+    digest = hashlib.sha256(data).hexdigest()
+    return (VALUE_OMITTED, f"size={len(data)};sha256={digest}".encode("ascii"))
+
+
+@dataclass(frozen=True, slots=True)
+class FittedDeadLetter:
+    """A dead letter sized for the DLQ: `value` is None and `omitted` True for an oversize one."""
+
+    value: bytes | None
+    headers: Headers
+    omitted: bool
+
+
+def fit_dead_letter(
+    key: bytes | None, value: bytes | None, headers: Sequence[Header], max_bytes: int
+) -> FittedDeadLetter:
+    """The contract's "Oversize records" rule: the dead letter as built when it fits
+    `max_bytes`; else without the optional details and stack trace; else with a null value and
+    `dlq.value.omitted` (key and original headers stay). The result may still exceed
+    `max_bytes` when the key and headers alone do; the broker then refuses it, and the caller
+    must treat that refusal as a property of the record, never as an outage."""
+    kept = list(headers)
+    if record_size(key, value, kept) <= max_bytes:
+        return FittedDeadLetter(value, kept, omitted=False)
+    kept = drop_optional(kept)
+    if record_size(key, value, kept) <= max_bytes:
+        return FittedDeadLetter(value, kept, omitted=False)
+    kept.append(omitted_value_header(value))  # last, as in the page's table
+    return FittedDeadLetter(None, kept, omitted=True)
+
+
 def record_size(key: bytes | None, value: bytes | None, headers: Sequence[Header]) -> int:
     """An upper estimate of a record's size on the wire, compared with `max.message.bytes`:
     key, value, UTF-8 header names and values, plus RECORD_OVERHEAD and HEADER_OVERHEAD each."""
@@ -372,6 +430,7 @@ def parse_dead_letter(headers: Sequence[Header] | None) -> DeadLetterMeta | None
         schema=reader.text(SCHEMA),
         policy_rule=reader.text(POLICY_RULE),
         replay_count=reader.integer(REPLAY_COUNT, required=True),
+        value_omitted=reader.omitted(),
         problems=tuple(reader.problems),
     )
 
@@ -423,6 +482,16 @@ class _Reader:
         except ValueError:
             self.problems.append(f"{ERROR_CATEGORY} is not a known category: {_excerpt(text)}")
             return None
+
+    def omitted(self) -> OmittedValue | None:
+        text = self.text(VALUE_OMITTED)
+        if text is None:
+            return None
+        match = _OMITTED.fullmatch(text)
+        if match is None:
+            self.problems.append(f"{VALUE_OMITTED} is not size=<bytes>;sha256=<64 hex>")
+            return None
+        return OmittedValue(int(match.group(1)), match.group(2))
 
     def details(self) -> tuple[dict[str, str], ...]:
         text = self.text(ERROR_DETAILS)
@@ -476,9 +545,9 @@ def parse_coordinates(text: str) -> tuple[str, int, int]:
     topic, partition, offset = parts
     if not _TOPIC_NAME.fullmatch(topic):
         raise ValueError(f"{topic!r} in {text!r} is not a Kafka topic name")
-    if not _DECIMAL.fullmatch(partition):
+    if len(partition) > _MAX_DIGITS or not _DECIMAL.fullmatch(partition):
         raise ValueError(f"partition {partition!r} in {text!r} is not a number")
-    if not _DECIMAL.fullmatch(offset):
+    if len(offset) > _MAX_DIGITS or not _DECIMAL.fullmatch(offset):
         raise ValueError(f"offset {offset!r} in {text!r} is not a number")
     return topic, int(partition), int(offset)
 
@@ -615,7 +684,9 @@ def _text(raw: bytes | None) -> str | None:
 
 
 def _integer(text: str | None, *, signed: bool = False) -> int | None:
-    if text is None:
+    """A decimal header value, or None when it is not one. Never raises: a header of thousands
+    of digits is malformed, not a reason to crash (Python's int() refuses over 4,300 digits)."""
+    if text is None or len(text) > _MAX_DIGITS:
         return None
     if text.isascii() and text.isdigit():  # the common case, without a regex
         return int(text)

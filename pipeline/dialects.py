@@ -153,7 +153,7 @@ class _Reader:
         text = self.text(name, required=True, use="first")
         if text is None:
             return None
-        if not _DECIMAL.fullmatch(text):
+        if len(text) > 20 or not _DECIMAL.fullmatch(text):  # 64-bit; int() refuses 4,300 digits
             self.problems.append(f"{name} is not a decimal number: {text[:32]!r}")
             return None
         return int(text)

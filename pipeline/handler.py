@@ -272,8 +272,7 @@ class Handler:
             policy_rule=policy_rule,
         )
         headers = contract.build_dead_letter(rec, full, include_stacktrace=self.stacktraces)
-        if contract.record_size(rec.key, rec.value, headers) > self.dlq_max_bytes:
-            headers = contract.drop_optional(headers)
-        output = Output(self.dlq_topic, rec.key, rec.value, tuple(headers))
+        fitted = contract.fit_dead_letter(rec.key, rec.value, headers, self.dlq_max_bytes)
+        output = Output(self.dlq_topic, rec.key, fitted.value, tuple(fitted.headers))
         fp = next((v for k, v in headers if k == contract.ERROR_FINGERPRINT and v), b"")
         return Routed((output,), "dead_lettered", full, fp.decode())

@@ -46,6 +46,7 @@ from pipeline.contract import (
     SOURCE_TIMESTAMP,
     SOURCE_TOPIC,
     STACKTRACE_LIMIT,
+    VALUE_OMITTED,
     VERSION,
     WORKER,
     DeadLetterMeta,
@@ -53,6 +54,7 @@ from pipeline.contract import (
     Header,
     Headers,
     LedgerEntry,
+    OmittedValue,
     SourceRecord,
     build_dead_letter,
     build_replay,
@@ -61,12 +63,14 @@ from pipeline.contract import (
     drop_optional,
     encode_ledger_entry,
     fingerprint,
+    fit_dead_letter,
     format_coordinates,
     is_stale,
     ledger_key,
     ledger_topic,
     lineage,
     normalise_message,
+    omitted_value_header,
     original_headers,
     parse_coordinates,
     parse_dead_letter,
@@ -314,7 +318,7 @@ def test_row_replay_count_is_zero_on_first_failure() -> None:
 def test_dead_letter_header_order_follows_the_table() -> None:
     dlq = [name for name in names(built()) if name.startswith(PREFIX)]
     table = [name for row, _, _ in header_table() for name in row]
-    assert dlq == table
+    assert dlq == [name for name in table if name != VALUE_OMITTED]  # only on oversize ones
 
 
 def test_minimal_failure_carries_exactly_the_required_headers() -> None:
@@ -1116,3 +1120,90 @@ foreign_names = st.sampled_from(
 def test_read_foreign_never_raises(headers: list[Header]) -> None:
     meta = read_foreign(headers)
     assert meta is None or meta.dialect in dialects.DIALECTS
+
+
+# --- oversize records ("Oversize records" on the page) ---------------------------------------
+
+
+def test_fit_dead_letter_keeps_a_record_that_fits() -> None:
+    headers = built()
+    fitted = fit_dead_letter(RECORD.key, RECORD.value, headers, 1_000_000)
+    assert (fitted.value, fitted.headers, fitted.omitted) == (RECORD.value, headers, False)
+
+
+def test_fit_dead_letter_drops_optional_headers_first() -> None:
+    headers = built()
+    limit = record_size(RECORD.key, RECORD.value, drop_optional(headers))
+    fitted = fit_dead_letter(RECORD.key, RECORD.value, headers, limit)
+    assert fitted.value == RECORD.value
+    assert fitted.headers == drop_optional(headers)
+    assert not fitted.omitted
+
+
+def test_fit_dead_letter_omits_an_oversize_value_and_says_what_it_was() -> None:
+    value = b"x" * 5000
+    headers = built()
+    fitted = fit_dead_letter(RECORD.key, value, headers, 2000)
+    assert fitted.omitted and fitted.value is None
+    expected = f"size=5000;sha256={hashlib.sha256(value).hexdigest()}".encode()
+    assert only(fitted.headers, VALUE_OMITTED) == expected
+    dlq = [name for name in names(fitted.headers) if name.startswith(PREFIX)]
+    table = [name for row, _, _ in header_table() for name in row]
+    assert dlq == [n for n in table if n not in (ERROR_DETAILS, ERROR_STACKTRACE)]
+    assert [h for h in fitted.headers if not h[0].startswith(PREFIX)] == list(RECORD.headers)
+    meta = parse_dead_letter(fitted.headers)
+    assert meta is not None and meta.problems == ()
+    assert meta.value_omitted == OmittedValue(5000, hashlib.sha256(value).hexdigest())
+    assert meta.value_omitted.matches(value)
+    assert not meta.value_omitted.matches(value + b"!")
+    assert not meta.value_omitted.matches(None)
+
+
+def test_omitted_header_for_a_tombstone() -> None:
+    assert omitted_value_header(None) == (
+        VALUE_OMITTED,
+        b"size=0;sha256=" + hashlib.sha256(b"").hexdigest().encode(),
+    )
+
+
+@pytest.mark.parametrize("text", [b"size=1", b"size=x;sha256=00", b"sha256=" + b"0" * 64])
+def test_malformed_value_omitted_is_a_problem(text: bytes) -> None:
+    meta = parse_dead_letter([*built(), (VALUE_OMITTED, text)])
+    assert meta is not None and meta.value_omitted is None
+    assert f"{VALUE_OMITTED} is not size=<bytes>;sha256=<64 hex>" in meta.problems
+
+
+def test_replay_never_carries_value_omitted() -> None:
+    headers = fit_dead_letter(RECORD.key, b"x" * 5000, built(), 2000).headers
+    replayed = build_replay(headers, dead_letter="dlq/0/1", run_id="r")
+    assert VALUE_OMITTED not in names(replayed)
+
+
+# --- header parsing never raises (a 5,000-digit dlq.replay.count crashed the worker) -----------
+
+
+def test_huge_numbers_in_headers_are_problems_not_crashes() -> None:
+    huge = b"9" * 5000
+    headers = [*built(), (REPLAY_COUNT, huge), (SOURCE_OFFSET, huge), (ORIGIN, b"t/0/" + huge)]
+    meta = parse_dead_letter(headers)
+    assert meta is not None
+    assert meta.replay_count is None and meta.source_offset is None
+    assert any(p.startswith(f"{REPLAY_COUNT} is not a decimal number") for p in meta.problems)
+    assert lineage(headers).replay_count is None
+    assert lineage(headers).origin is None
+    rebuilt = build_dead_letter(dataclasses.replace(RECORD, headers=tuple(headers)), FAILURE)
+    assert only(rebuilt, REPLAY_COUNT) == b"0"
+    with pytest.raises(ValueError, match="not a number"):
+        parse_coordinates("t/0/" + "9" * 5000)
+    assert build_replay(headers, dead_letter="dlq/0/1", run_id="r")[-3] == (REPLAY_COUNT, b"1")
+
+
+def test_huge_numbers_in_foreign_headers_are_problems() -> None:
+    headers = [
+        ("__connect.errors.topic", b"orders"),
+        ("__connect.errors.partition", b"7" * 5000),
+        ("__connect.errors.offset", b"1"),
+    ]
+    meta = read_foreign(headers)
+    assert meta is not None
+    assert any("is not a decimal number" in p for p in meta.problems)
