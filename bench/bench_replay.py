@@ -22,7 +22,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from pipeline import contract
+from pipeline.core import contract
 from pipeline.errors import Category
 from pipeline.kafka import dlqio
 from reprocessor.cli import main as dlq_main

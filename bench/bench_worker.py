@@ -49,16 +49,16 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.app import Schemas, build_handler, build_worker
-from pipeline.catalog import LocalCatalog, load_model
+from pipeline.app.build import Schemas, build_handler, build_worker
+from pipeline.app.logs import Text
+from pipeline.app.settings import Settings, load_settings
 from pipeline.codecs.avro import AvroCodec
+from pipeline.codecs.catalog import LocalCatalog, load_model
 from pipeline.codecs.json import validate_python
-from pipeline.contract import SourceRecord
+from pipeline.core.contract import SourceRecord
+from pipeline.core.holds import HoldRules
 from pipeline.errors import RecordError
-from pipeline.holds import HoldRules
-from pipeline.logs import Text
-from pipeline.settings import Settings, load_settings
-from pipeline.worker import Worker
+from pipeline.runtime.worker import Worker
 from scripts.kafka_broker import Broker
 
 REPO = Path(__file__).resolve().parent.parent

@@ -1,7 +1,7 @@
 """`dlq`: inspect, group, fix, replay and discard dead letters. Each command parses, calls, renders
-and returns an exit code from `pipeline.cli_support`'s table (0 ok, 1 runtime failure, 2 usage or
-configuration, 3 partial success); every expected failure is one line, a traceback only with
-`--debug`. Kafka I/O is `pipeline.kafka.dlqio`, reading `reprocessor.stats`, writing
+and returns an exit code from `pipeline.app.cli_support`'s table (0 ok, 1 runtime failure,
+2 usage or configuration, 3 partial success); every expected failure is one line, a traceback only
+with `--debug`. Kafka I/O is `pipeline.kafka.dlqio`, reading `reprocessor.stats`, writing
 `reprocessor.replay`, printing `reprocessor.render`. The options shared by several commands come
 first, then one function per command.
 """
@@ -18,8 +18,9 @@ from typing import Any
 
 import click
 
-from pipeline.cli_support import run
-from pipeline.contract import encode_ledger_entry, ledger_topic, parse_coordinates
+from pipeline.app.cli_support import run
+from pipeline.core.contract import ledger_topic, parse_coordinates
+from pipeline.core.ledger_codec import encode_ledger_entry
 from pipeline.errors import EXIT_OK, ConfigError, PartialSuccess
 from pipeline.kafka import dlqio
 from pipeline.kafka.clients import KAFKA_LOG

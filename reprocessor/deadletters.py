@@ -1,5 +1,5 @@
 """One view over dead letters of every dialect: Lazarus's own `dlq.*` headers and the foreign
-dialects of `pipeline.dialects` (Kafka Connect, Spring Kafka, Kafka Streams, arroyo).
+dialects of `pipeline.core.dialects` (Kafka Connect, Spring Kafka, Kafka Streams, arroyo).
 
 `from_record` never raises: a DLQ holds records from clusters and tools we do not control, and
 one malformed header must not stop `dlq inspect` or `dlq group`. What is wrong is listed in
@@ -32,7 +32,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel
 
-from pipeline.contract import (
+from pipeline.core.contract import (
     FINGERPRINT_LENGTH,
     DeadLetterMeta,
     Header,
@@ -42,7 +42,7 @@ from pipeline.contract import (
     normalise_message,
     parse_dead_letter,
 )
-from pipeline.dialects import ForeignMeta, dialect_of, read_foreign
+from pipeline.core.dialects import ForeignMeta, dialect_of, read_foreign
 
 LAZARUS = "lazarus"
 UNKNOWN = "unknown"

@@ -4,7 +4,7 @@ The ledger topic `<dlq-topic>.ledger` is compacted and keyed by the dead letter'
 `dlq-topic/partition/offset`; its latest record per key is the decision (a null value, a
 tombstone, withdraws it). An entry decides a dead letter only when it is not stale: an entry whose
 `failed_at` or fingerprint differ from the dead letter at its coordinates was left by a deleted
-and recreated DLQ topic (offsets restart) and is ignored, as `contract.is_stale` says. A dead
+and recreated DLQ topic (offsets restart) and is ignored, as `ledger_codec.is_stale` says. A dead
 letter with no valid entry is unresolved; the DLQ's depth is the count of those.
 
 A replay run's frozen plan is kept beside it (`Plan`, a JSON file in the state folder): the
@@ -25,10 +25,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from pipeline.contract import (
-    DeadLetterMeta,
+from pipeline.core.contract import DeadLetterMeta, SourceRecord
+from pipeline.core.ledger_codec import (
     LedgerEntry,
-    SourceRecord,
     decode_ledger_entry,
     encode_ledger_entry,
     is_stale,

@@ -10,8 +10,8 @@ from typing import Any, Literal, TypeVar
 
 import click
 
+from pipeline.app.settings import KafkaValue, ReprocessorSpec, Settings, load_settings
 from pipeline.errors import ConfigError
-from pipeline.settings import KafkaValue, ReprocessorSpec, Settings, load_settings
 from reprocessor import fixes, render, selection
 from reprocessor.ledger import operator_name
 from reprocessor.payloads import Change, Payloads

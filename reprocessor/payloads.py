@@ -10,11 +10,11 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pipeline.app import Schemas
+from pipeline.app.build import Schemas
+from pipeline.app.settings import SchemaSpec, Settings
 from pipeline.codecs.base import Codec
-from pipeline.contract import parse_coordinates
+from pipeline.core.contract import parse_coordinates
 from pipeline.errors import RecordError
-from pipeline.settings import SchemaSpec, Settings
 from reprocessor import fixes
 from reprocessor.deadletters import DeadLetter, jsonable
 

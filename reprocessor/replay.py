@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
-from pipeline.contract import Header, build_replay, redrive_topic
+from pipeline.core.contract import Header, build_replay, redrive_topic
 from pipeline.errors import ConfigError
 from reprocessor.deadletters import DeadLetter
 from reprocessor.ledger import Ledger, discarded_entry, ledger_record, replayed_entry

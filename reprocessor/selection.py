@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.dialects import DIALECTS
+from pipeline.core.dialects import DIALECTS
 from pipeline.errors import Category
 from reprocessor.deadletters import (
     LAZARUS,

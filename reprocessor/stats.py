@@ -13,7 +13,7 @@ import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from pipeline.contract import ledger_topic
+from pipeline.core.contract import ledger_topic
 from pipeline.kafka import dlqio
 from pipeline.kafka.dlqio import KafkaConf
 from reprocessor.deadletters import DeadLetter, ReplayState, from_record

@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from pipeline.cli import cli as lazarus
+from lazarus.cli import cli as lazarus
 from reprocessor.cli import cli as dlq
 
 HEADER = """# CLI reference

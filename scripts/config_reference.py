@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from pipeline.settings import Settings
+from pipeline.app.settings import Settings
 
 START = "<!-- config-reference:start -->"
 END = "<!-- config-reference:end -->"

@@ -1,5 +1,5 @@
 """Helpers for the `dlq` integration tests: dead letters of every dialect (Lazarus's own built with
-`pipeline.contract`, foreign ones as golden header bytes built the way the upstream tools build
+`pipeline.core.contract`, foreign ones as golden header bytes built the way the upstream tools build
 them), DLQs filled with them, and `dlq` run in-process (click's runner) or as a real process."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 from click.testing import CliRunner
 from confluent_kafka import Producer
 
-from pipeline import contract
+from pipeline.core import contract
 from pipeline.errors import Category
 from reprocessor.cli import main
 from tests.kit import REPO, Rec, read_all

@@ -270,7 +270,7 @@ class WorkerProcess:
         self.log = log
         self.out = open(log, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "worker", "--config", str(config), *args],
+            [sys.executable, "-m", "lazarus.cli", "worker", "--config", str(config), *args],
             stdout=self.out,
             stderr=subprocess.STDOUT,
             cwd=REPO,

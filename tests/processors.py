@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline.core.handler import Context
 from pipeline.errors import Retryable
-from pipeline.handler import Context
 
 
 def slow(event: Any, ctx: Context) -> Any:

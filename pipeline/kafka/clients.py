@@ -14,7 +14,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from pipeline.contract import SourceRecord
+from pipeline.core.contract import SourceRecord
 
 KafkaConf = Mapping[str, str | int | float | bool]
 

@@ -31,7 +31,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from pipeline.contract import Header, SourceRecord, format_coordinates
+from pipeline.core.contract import Header, SourceRecord, format_coordinates
 from pipeline.errors import ConfigError, RuntimeFailure
 from pipeline.kafka import admin
 from pipeline.kafka.clients import consumer_config, producer_config

@@ -9,7 +9,7 @@ import sys
 
 def run_demo(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "demo", *args],
+        [sys.executable, "-m", "lazarus.cli", "demo", *args],
         capture_output=True,
         text=True,
         timeout=300,

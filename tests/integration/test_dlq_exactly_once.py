@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline import contract
+from pipeline.core import contract
 from tests.dlq_kit import (
     DlqProcess,
     Letter,

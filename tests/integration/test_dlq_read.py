@@ -9,7 +9,7 @@ import json
 import time
 from pathlib import Path
 
-from pipeline import contract
+from pipeline.core import contract
 from reprocessor.deadletters import bytes_from_json
 from tests.dlq_kit import (
     SPRING_OFFSET_41,

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from pipeline import contract
 from pipeline.codecs.avro import split_frame
+from pipeline.core import contract
 from tests.conftest import create_topics
 from tests.dlq_kit import (
     Letter,

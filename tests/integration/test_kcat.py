@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from confluent_kafka import Producer
 
-from pipeline import contract
+from pipeline.core import contract
 from pipeline.errors import Category
 
 KCAT_FIELDS = ("topic", "partition", "offset", "tstype", "ts", "headers", "key", "payload")

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline import contract
+from pipeline.core import contract
 from scripts.kafka_broker import Broker
 from tests.kit import (
     Pipeline,
@@ -197,7 +197,7 @@ def test_invalid_config_exits_2_with_one_line_per_problem(tmp_path: Path) -> Non
         '[output]\ntopic = "ok"\n'
     )
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "worker", "--config", str(config)],
+        [sys.executable, "-m", "lazarus.cli", "worker", "--config", str(config)],
         capture_output=True,
         text=True,
         timeout=60,

@@ -13,7 +13,7 @@ import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from pipeline import contract
+from pipeline.core import contract
 from tests.conftest import create_topics
 from tests.kit import (
     Pipeline,
@@ -70,8 +70,8 @@ def test_processing_function_outputs_retries_and_failures(bootstrap: str, tmp_pa
     )
     log = run_to_end(pipe, tmp_path, pipe.orders, total)
 
-    from pipeline.catalog import LocalCatalog
     from pipeline.codecs.avro import AvroCodec
+    from pipeline.codecs.catalog import LocalCatalog
     from tests.kit import REPO
 
     codec = AvroCodec(source=LocalCatalog(REPO / "schemas/avro"))
@@ -189,7 +189,7 @@ def test_two_processes_share_the_work(bootstrap: str, tmp_path: Path) -> None:
 
 def lazarus(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
+        [sys.executable, "-m", "lazarus.cli", *args],
         capture_output=True,
         text=True,
         timeout=120,

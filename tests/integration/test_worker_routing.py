@@ -8,7 +8,7 @@ import re
 import time
 from pathlib import Path
 
-from pipeline import contract
+from pipeline.core import contract
 from tests.kit import (
     SEQ,
     Pipeline,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from pipeline.catalog import LocalCatalog, load_model
+from pipeline.codecs.catalog import LocalCatalog, load_model
 from pipeline.errors import ConfigError, SchemaError
 
 REPO = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from pipeline.classify import (
+from pipeline.core.classify import (
     Classified,
     classify,
     exhausted,

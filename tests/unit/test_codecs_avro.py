@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 import pipeline.codecs.avro as avro_module
-from pipeline.catalog import LocalCatalog, load_model
 from pipeline.codecs.avro import AvroCodec, ParsedSchema, parse_avro
+from pipeline.codecs.catalog import LocalCatalog, load_model
 from pipeline.errors import (
     ConfigError,
     DeserializationError,

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, Field, field_validator
 
-from pipeline.catalog import load_model
+from pipeline.codecs.catalog import load_model
 from pipeline.codecs.json import JsonCodec
 from pipeline.errors import DeserializationError, RecordError, ValidationFailed
 

@@ -1,4 +1,4 @@
-"""The dead-letter contract: pipeline/contract.py and pipeline/dialects.py against the page."""
+"""The dead-letter contract: pipeline/core/contract.py and .../dialects.py against the page."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline import dialects
-from pipeline.contract import (
+from pipeline.core import dialects
+from pipeline.core.contract import (
     ATTEMPTS,
     CONTRACT_VERSION,
     DETAILS_LIMIT,
@@ -53,20 +53,15 @@ from pipeline.contract import (
     Failure,
     Header,
     Headers,
-    LedgerEntry,
     OmittedValue,
     SourceRecord,
     build_dead_letter,
     build_replay,
-    decode_ledger_entry,
     details_json,
     drop_optional,
-    encode_ledger_entry,
     fingerprint,
     fit_dead_letter,
     format_coordinates,
-    is_stale,
-    ledger_key,
     ledger_topic,
     lineage,
     normalise_message,
@@ -79,7 +74,14 @@ from pipeline.contract import (
     truncate_utf8,
     truncate_utf8_tail,
 )
-from pipeline.dialects import ForeignMeta, read_foreign
+from pipeline.core.dialects import ForeignMeta, read_foreign
+from pipeline.core.ledger_codec import (
+    LedgerEntry,
+    decode_ledger_entry,
+    encode_ledger_entry,
+    is_stale,
+    ledger_key,
+)
 from pipeline.errors import Category
 
 ELLIPSIS = "…".encode()
@@ -224,7 +226,7 @@ def test_page_dialect_headers_are_all_known_to_the_reader() -> None:
         and not name.endswith("*")
     }
     assert on_page, "no dialect headers found on the page"
-    assert on_page <= known, f"not read by pipeline/dialects.py: {sorted(on_page - known)}"
+    assert on_page <= known, f"not read by pipeline/core/dialects.py: {sorted(on_page - known)}"
 
 
 # --- one test per row of the header table --------------------------------------------------------

@@ -22,8 +22,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from pipeline import contract, dialects
-from pipeline.contract import Failure, SourceRecord, build_dead_letter
+from pipeline.core import contract, dialects
+from pipeline.core.contract import Failure, SourceRecord, build_dead_letter
 from pipeline.errors import Category
 from reprocessor.deadletters import (
     MISSING,

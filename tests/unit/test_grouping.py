@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from pipeline.contract import Failure, SourceRecord, build_dead_letter
-from pipeline.dialects import ARROYO_OFFSET, ARROYO_PARTITION, SPRING_EXCEPTION, SPRING_TOPIC
+from pipeline.core.contract import Failure, SourceRecord, build_dead_letter
+from pipeline.core.dialects import ARROYO_OFFSET, ARROYO_PARTITION, SPRING_EXCEPTION, SPRING_TOPIC
 from pipeline.errors import Category
 from reprocessor.deadletters import DeadLetter, ReplayState, from_record
 from reprocessor.grouping import GROUP_KEYS, MISSING_KEY, NONE_KEY, Grouper, GroupRow, group

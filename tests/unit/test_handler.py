@@ -12,16 +12,16 @@ from typing import Any
 
 import pytest
 
-from pipeline import contract
-from pipeline.catalog import LocalCatalog
 from pipeline.codecs.avro import AvroCodec, ParsedSchema, split_frame
 from pipeline.codecs.base import Decoded
+from pipeline.codecs.catalog import LocalCatalog
 from pipeline.codecs.json import JsonCodec
-from pipeline.contract import DeadLetterMeta, Header, SourceRecord
+from pipeline.core import contract
+from pipeline.core.contract import DeadLetterMeta, Header, SourceRecord
+from pipeline.core.handler import Context, Handler, Output, RetryAfter, Routed
+from pipeline.core.holds import HoldRules, parse_rules
+from pipeline.core.policy import RetryPolicy
 from pipeline.errors import Category, Retryable, SchemaUnavailable
-from pipeline.handler import Context, Handler, Output, RetryAfter, Routed
-from pipeline.holds import HoldRules, parse_rules
-from pipeline.policy import RetryPolicy
 from schemas.orders import Payment
 from tests.kit import avro_framed, good_order, good_payment
 

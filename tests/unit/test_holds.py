@@ -10,8 +10,7 @@ from typing import NoReturn
 import pytest
 from pydantic import BaseModel
 
-from pipeline.errors import ConfigError
-from pipeline.holds import (
+from pipeline.core.holds import (
     FieldMatch,
     HeaderMatch,
     HoldRules,
@@ -23,6 +22,7 @@ from pipeline.holds import (
     match,
     policy_rule_header,
 )
+from pipeline.errors import ConfigError
 
 EXPIRES = "2030-01-01T00:00:00Z"
 EXPIRES_MS = 1_893_456_000_000

@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.offsets import OffsetTracker
+from pipeline.core.offsets import OffsetTracker
 
 TP = ("orders", 0)
 OTHER = ("orders", 1)

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pipeline.core.policy import BreakerState, CircuitBreaker, FloodGuard, RetryPolicy, stalled
 from pipeline.errors import ConfigError
-from pipeline.policy import BreakerState, CircuitBreaker, FloodGuard, RetryPolicy, stalled
 
 # --- RetryPolicy -------------------------------------------------------------------------------
 

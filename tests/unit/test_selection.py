@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from pipeline.contract import Failure, SourceRecord, build_dead_letter
-from pipeline.dialects import SPRING_EXCEPTION, SPRING_MESSAGE, SPRING_TOPIC
+from pipeline.core.contract import Failure, SourceRecord, build_dead_letter
+from pipeline.core.dialects import SPRING_EXCEPTION, SPRING_MESSAGE, SPRING_TOPIC
 from pipeline.errors import Category
 from reprocessor.deadletters import DeadLetter, ReplayState, from_record
 from reprocessor.selection import FIELDS, Selection, SelectionError, parse

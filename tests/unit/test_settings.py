@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
+from pipeline.app.settings import Settings, is_secret_property, load_settings
 from pipeline.errors import ConfigError
-from pipeline.settings import Settings, is_secret_property, load_settings
 
 MINIMAL = """
 pipeline = "orders"

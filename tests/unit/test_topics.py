@@ -11,15 +11,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.kafka.admin import NewTopicSpec, TopicInfo
-from pipeline.settings import Settings
-from pipeline.topics import (
+from pipeline.app.settings import Settings
+from pipeline.app.topics import (
     BROKER_DEFAULT_MAX_BYTES,
     DEFAULT_RETENTION_MS,
     check,
     missing_specs,
     required_topics,
 )
+from pipeline.kafka.admin import NewTopicSpec, TopicInfo
 
 DAY_MS = 24 * 3600 * 1000
 ROOM = 32 * 1024

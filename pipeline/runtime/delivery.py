@@ -15,9 +15,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
-from pipeline.contract import SourceRecord
+from pipeline.core.contract import SourceRecord
+from pipeline.core.handler import Output, Routed
+from pipeline.core.offsets import OffsetTracker
 from pipeline.errors import RuntimeFailure
-from pipeline.handler import Output, Routed
 from pipeline.kafka.clients import (
     Consumer,
     KafkaError,
@@ -28,8 +29,7 @@ from pipeline.kafka.clients import (
     kafka_error,
     partitions,
 )
-from pipeline.metrics import WorkerMetrics
-from pipeline.offsets import OffsetTracker
+from pipeline.runtime.metrics import WorkerMetrics
 
 log = logging.getLogger("lazarus.worker")
 TP = tuple[str, int]

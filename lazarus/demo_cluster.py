@@ -17,14 +17,14 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from rich.console import Console
 from rich.table import Table
 
-from pipeline import contract
-from pipeline.demo_data import DemoRecord
+from lazarus.demo_data import DemoRecord
+from pipeline.app.settings import Settings
+from pipeline.core import contract
 from pipeline.errors import RuntimeFailure
 from pipeline.kafka.clients import KAFKA_LOG, is_retriable, with_logger
-from pipeline.settings import Settings
 
 if TYPE_CHECKING:
-    from pipeline.demo import Names
+    from lazarus.demo import Names
 
 MOCK_LINE = re.compile(r"replaced with (\S+)")
 

@@ -9,10 +9,12 @@ import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from pipeline import contract
-from pipeline.classify import Classified, Redactor, classify, exhausted, is_retryable
 from pipeline.codecs.base import Codec, Decoded
-from pipeline.contract import Failure, Header, SourceRecord
+from pipeline.core import contract
+from pipeline.core.classify import Classified, Redactor, classify, exhausted, is_retryable
+from pipeline.core.contract import Failure, Header, SourceRecord
+from pipeline.core.holds import HoldRules, match, policy_rule_header
+from pipeline.core.policy import RetryPolicy
 from pipeline.errors import (
     Category,
     DeserializationError,
@@ -20,8 +22,6 @@ from pipeline.errors import (
     SchemaUnavailable,
     ValidationFailed,
 )
-from pipeline.holds import HoldRules, match, policy_rule_header
-from pipeline.policy import RetryPolicy
 
 log = logging.getLogger("lazarus.worker")
 

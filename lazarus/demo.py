@@ -25,12 +25,12 @@ from prometheus_client import CollectorRegistry
 from rich.console import Console
 from rich.table import Table
 
-from pipeline import contract, demo_data
-from pipeline.app import build_worker, create_topics
+from lazarus import demo_cluster, demo_data
+from pipeline.app.build import build_worker, create_topics
+from pipeline.app.settings import Settings, load_settings
+from pipeline.core import contract
+from pipeline.core.holds import HoldRules, load_rules
 from pipeline.errors import ConfigError, RuntimeFailure
-from pipeline.holds import HoldRules, load_rules
-from pipeline.kafka import demo_cluster
-from pipeline.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMAS = REPO / "schemas"
@@ -73,7 +73,7 @@ bootstrap = "{bootstrap}"
 delivery = "{"at-least-once" if mock else "exactly-once"}"
 schema_dir = "{SCHEMAS / "avro"}"
 python_path = ["{REPO}"]
-processor = "pipeline.demo_data:enrich"
+processor = "lazarus.demo_data:enrich"
 commit_interval_ms = 100
 
 [sources."{names.orders}"]

@@ -19,12 +19,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pipeline.contract import SourceRecord
-from pipeline.delivery import Delivery
-from pipeline.handler import Handler, RetryAfter, Routed
+from pipeline.core.contract import SourceRecord
+from pipeline.core.handler import Handler, RetryAfter, Routed
+from pipeline.core.policy import BreakerState, CircuitBreaker, FloodGuard
 from pipeline.kafka.clients import Consumer, Message, TopicPartition, to_record
-from pipeline.metrics import WorkerMetrics
-from pipeline.policy import BreakerState, CircuitBreaker, FloodGuard
+from pipeline.runtime.delivery import Delivery
+from pipeline.runtime.metrics import WorkerMetrics
 
 log = logging.getLogger("lazarus.worker")
 TP = tuple[str, int]

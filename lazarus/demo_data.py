@@ -18,8 +18,8 @@ from typing import Any
 
 from fastavro import parse_schema, schemaless_writer
 
+from pipeline.core.handler import Context
 from pipeline.errors import Retryable
-from pipeline.handler import Context
 
 HELD_CUSTOMER = "c-fraud-7"
 TRANSIENT_ORDER = "o-1007"

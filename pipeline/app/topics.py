@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from pipeline.app.settings import Settings
 from pipeline.kafka.admin import NewTopicSpec, TopicInfo
-from pipeline.settings import Settings
 
 BROKER_DEFAULT_MAX_BYTES = 1_048_588
 DEFAULT_RETENTION_MS = 7 * 24 * 3600 * 1000

@@ -17,22 +17,22 @@ from types import FrameType
 from prometheus_client import CollectorRegistry, start_http_server
 from pydantic import SecretStr
 
-from pipeline import topics as topic_rules
-from pipeline.catalog import LocalCatalog, load_model
-from pipeline.classify import Redactor, load_exception_types
+from pipeline.app import topics as topic_rules
+from pipeline.app.settings import SchemaSpec, Settings
 from pipeline.codecs.avro import AvroCodec, ParsedSchema, SchemaSource, parse_avro
 from pipeline.codecs.base import Codec, Decoded
+from pipeline.codecs.catalog import LocalCatalog, load_model
 from pipeline.codecs.json import JsonCodec
-from pipeline.delivery import AtLeastOnce, Delivery, Transactions
+from pipeline.core.classify import Redactor, load_exception_types
+from pipeline.core.handler import Handler, Processor
+from pipeline.core.holds import HoldRules, RulesFile
+from pipeline.core.policy import BreakerState, CircuitBreaker, FloodGuard, RetryPolicy
 from pipeline.errors import ConfigError, RuntimeFailure
-from pipeline.handler import Handler, Processor
-from pipeline.holds import HoldRules, RulesFile
 from pipeline.kafka import admin
 from pipeline.kafka.clients import make_consumer, make_producer
-from pipeline.metrics import WorkerMetrics
-from pipeline.policy import BreakerState, CircuitBreaker, FloodGuard, RetryPolicy
-from pipeline.settings import SchemaSpec, Settings
-from pipeline.worker import Worker, WorkerOptions
+from pipeline.runtime.delivery import AtLeastOnce, Delivery, Transactions
+from pipeline.runtime.metrics import WorkerMetrics
+from pipeline.runtime.worker import Worker, WorkerOptions
 
 log = logging.getLogger("lazarus.worker")
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from pipeline.contract import Header
+from pipeline.core.contract import Header
 
 CONNECT_PREFIX = "__connect.errors."
 CONNECT_TOPIC = "__connect.errors.topic"

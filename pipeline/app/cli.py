@@ -1,4 +1,4 @@
-"""`lazarus`: the worker side. Parse, call, render, exit (codes in `pipeline.cli_support`)."""
+"""`lazarus`: the worker side. Parse, call, render, exit (codes in `pipeline.app.cli_support`)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from types import FrameType
 
 import click
 
-from pipeline import logs
-from pipeline.cli_support import run
+from pipeline.app import logs
+from pipeline.app.cli_support import run
+from pipeline.app.settings import Settings, load_settings
 from pipeline.errors import EXIT_FAILED, EXIT_OK, ConfigError, RuntimeFailure
-from pipeline.settings import Settings, load_settings
 
 CONFIG_HELP = "Pipeline configuration (TOML); LAZARUS_* environment variables override it."
 
@@ -64,7 +64,7 @@ def worker(
     logs.setup(str(obj["log_format"] or settings.log_format))
     if processes > 1:
         return _run_processes(config, processes, instance, no_topic_check, obj)
-    from pipeline.app import run_worker
+    from pipeline.app.build import run_worker
 
     run_worker(settings, instance, check=not no_topic_check)
     return EXIT_OK
@@ -74,7 +74,7 @@ def _run_processes(
     config: Path | None, count: int, base: str, no_check: bool, obj: dict[str, object]
 ) -> int:
     """N group members as child processes; signals are forwarded, the worst exit code wins."""
-    args = [sys.executable, "-m", "pipeline.cli"]
+    args = [sys.executable, "-m", "pipeline.app.cli"]
     if obj["log_format"]:
         args += ["--log-format", str(obj["log_format"])]
     args.append("worker")
@@ -110,7 +110,7 @@ def _run_processes(
 )
 def topics(config: Path | None, mode: str) -> int:
     """Check (or create) the topics a pipeline needs."""
-    from pipeline.app import check_topics, create_topics
+    from pipeline.app.build import check_topics, create_topics
 
     settings = _settings(config)
     if mode == "create":
@@ -125,38 +125,6 @@ def topics(config: Path | None, mode: str) -> int:
     if problems:
         raise RuntimeFailure(f"{len(problems)} topic problem(s) for pipeline {settings.pipeline}")
     click.echo(f"topics of pipeline {settings.pipeline}: ok")
-    return EXIT_OK
-
-
-@cli.command()
-@click.option("--config", "-c", type=click.Path(path_type=Path, dir_okay=False), help=CONFIG_HELP)
-def sample(config: Path | None) -> int:
-    """Produce the demo's order stream (Avro orders, JSON payments, some broken) into the
-    pipeline's first Avro and first JSON source topics, creating them when missing."""
-    from pipeline.demo import produce_sample
-
-    settings = _settings(config)
-    for line in produce_sample(settings):
-        click.echo(line)
-    return EXIT_OK
-
-
-@cli.command()
-@click.option(
-    "--bootstrap",
-    metavar="HOST:PORT",
-    help="Run the story on a real broker (exactly-once) instead of the in-process mock cluster.",
-)
-def demo(bootstrap: str | None) -> int:
-    """The whole story in under a minute: bad records in, dead letters out, fixed, replayed."""
-    import logging
-
-    from pipeline.demo import run_demo
-
-    logs.setup("text", logging.ERROR)
-    code = run_demo(bootstrap)
-    if code != 0:
-        raise RuntimeFailure("the demo's accounting did not hold")
     return EXIT_OK
 
 

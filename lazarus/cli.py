@@ -1,0 +1,49 @@
+"""`lazarus`: the worker's commands (`pipeline.app.cli`) plus the ones that use both sides of
+the product, the demo and its sample stream. This package sits at the top of the import graph:
+it may use `pipeline` and `reprocessor`; neither imports it."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from lazarus.demo import produce_sample, run_demo
+from pipeline.app import logs
+from pipeline.app.cli import CONFIG_HELP, cli
+from pipeline.app.cli_support import run
+from pipeline.app.settings import load_settings
+from pipeline.errors import EXIT_OK, RuntimeFailure
+
+
+@cli.command()
+@click.option("--config", "-c", type=click.Path(path_type=Path, dir_okay=False), help=CONFIG_HELP)
+def sample(config: Path | None) -> int:
+    """Produce the demo's order stream (Avro orders, JSON payments, some broken) into the
+    pipeline's first Avro and first JSON source topics, creating them when missing."""
+    for line in produce_sample(load_settings(config)):
+        click.echo(line)
+    return EXIT_OK
+
+
+@cli.command()
+@click.option(
+    "--bootstrap",
+    metavar="HOST:PORT",
+    help="Run the story on a real broker (exactly-once) instead of the in-process mock cluster.",
+)
+def demo(bootstrap: str | None) -> int:
+    """The whole story in under a minute: bad records in, dead letters out, fixed, replayed."""
+    logs.setup("text", logging.ERROR)
+    if run_demo(bootstrap) != 0:
+        raise RuntimeFailure("the demo's accounting did not hold")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> None:
+    run(cli, "lazarus", argv)
+
+
+if __name__ == "__main__":
+    main()
