@@ -11,7 +11,7 @@ import click
 
 from lazarus.demo import produce_sample, run_demo
 from pipeline.app import logs
-from pipeline.app.cli import CONFIG_HELP, cli
+from pipeline.app.cli import CONFIG_HELP, cli, config_path
 from pipeline.app.cli_support import run
 from pipeline.app.settings import load_settings
 from pipeline.errors import EXIT_OK, RuntimeFailure
@@ -19,10 +19,11 @@ from pipeline.errors import EXIT_OK, RuntimeFailure
 
 @cli.command()
 @click.option("--config", "-c", type=click.Path(path_type=Path, dir_okay=False), help=CONFIG_HELP)
-def sample(config: Path | None) -> int:
+@click.pass_obj
+def sample(obj: dict[str, object], config: Path | None) -> int:
     """Produce the demo's order stream (Avro orders, JSON payments, some broken) into the
     pipeline's first Avro and first JSON source topics, creating them when missing."""
-    for line in produce_sample(load_settings(config)):
+    for line in produce_sample(load_settings(config_path(obj, config))):
         click.echo(line)
     return EXIT_OK
 

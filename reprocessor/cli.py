@@ -33,10 +33,11 @@ from reprocessor.options import (
     PLAN_OPTIONS,
     Env,
     FixCommand,
+    GlobalsGroup,
     change_of,
     fix_options,
     fix_pairs,
-    parse_props,
+    global_options,
     parse_rate,
     selection_options,
     window,
@@ -64,26 +65,11 @@ from reprocessor.stats import (
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option(
-    "--config",
-    "-c",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Pipeline configuration (TOML), the worker's own file.",
+@click.group(
+    cls=GlobalsGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
-@click.option("--bootstrap", "-b", help="Kafka bootstrap servers (overrides the config's).")
-@click.option("--topic", "-t", "topics", multiple=True, help="DLQ topic (repeatable).")
-@click.option(
-    "-X",
-    "props",
-    multiple=True,
-    callback=parse_props,
-    metavar="KEY=VALUE",
-    help="librdkafka property for every client, e.g. -X security.protocol=SSL.",
-)
-@click.option("--json", "as_json", is_flag=True, help="JSON lines: kcat -J fields plus error.")
-@click.option("--operator", help="Who decides, for the ledger (default: the OS user).")
-@click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
+@global_options
 @click.pass_context
 def cli(ctx: click.Context, /, debug: bool, **opts: Any) -> None:
     """Inspect, group, fix and replay Kafka dead letters, exactly once.

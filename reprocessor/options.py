@@ -3,6 +3,7 @@ global options (`Env`), the selection window, fix operations in command-line ord
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -12,6 +13,7 @@ import click
 
 from pipeline.app.settings import KafkaValue, ReprocessorSpec, Settings, load_settings
 from pipeline.errors import ConfigError
+from pipeline.kafka.clients import KAFKA_LOG
 from reprocessor import fixes, render, selection
 from reprocessor.ledger import operator_name
 from reprocessor.payloads import Change, Payloads
@@ -89,6 +91,22 @@ class Env:
     def max_replays(self) -> int:
         return (self.settings.reprocessor if self.settings else ReprocessorSpec()).max_replays
 
+    def override(self, name: str, value: object) -> None:
+        """A global option given after the command name (`dlq inspect --json`): it wins over
+        the same option given before it, and -X properties add up."""
+        if name == "config":
+            self.config = value if isinstance(value, Path) else None
+            self.__dict__.pop("settings", None)
+            self.__dict__.pop("payloads", None)
+        elif name == "topics" and isinstance(value, tuple):
+            self.topic_overrides = value
+        elif name == "props" and isinstance(value, dict):
+            self.props = {**self.props, **value}
+        elif name == "as_json":
+            self.as_json = bool(value)
+        elif name in ("bootstrap", "operator") and isinstance(value, str):
+            setattr(self, "bootstrap" if name == "bootstrap" else "operator_option", value)
+
 
 def parse_props(
     _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
@@ -100,6 +118,63 @@ def parse_props(
             raise click.BadParameter(f"expected key=value, got {text!r}")
         props[key.strip()] = value
     return props
+
+
+GLOBAL_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
+    (
+        ("--config", "-c"),
+        {
+            "type": click.Path(path_type=Path, dir_okay=False),
+            "help": "Pipeline configuration (TOML), the worker's own file.",
+        },
+    ),
+    (("--bootstrap", "-b"), {"help": "Kafka bootstrap servers (overrides the config's)."}),
+    (("--topic", "-t", "topics"), {"multiple": True, "help": "DLQ topic (repeatable)."}),
+    (
+        ("-X", "props"),
+        {
+            "multiple": True,
+            "callback": parse_props,
+            "metavar": "KEY=VALUE",
+            "help": "librdkafka property for every client, e.g. -X security.protocol=SSL.",
+        },
+    ),
+    (("--json", "as_json"), {"is_flag": True, "help": "JSON lines: kcat -J fields plus error."}),
+    (("--operator",), {"help": "Who decides, for the ledger (default: the OS user)."}),
+    (("--debug",), {"is_flag": True, "help": "Show tracebacks for unexpected errors."}),
+)
+"""`dlq`'s global options. Each is accepted before the command name (`dlq --json inspect`) and
+after it (`dlq inspect --json`); given after, it wins."""
+
+
+def global_options(f: F) -> F:
+    """The global options on the `dlq` group itself."""
+    for decls, attrs in reversed(GLOBAL_OPTIONS):
+        f = click.option(*decls, **attrs)(f)
+    return f
+
+
+def _late_global(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """A global option given after the command name: applied to the group's `Env`."""
+    if param.name == "props":
+        value = parse_props(ctx, param, value)
+    if value in (None, False, (), {}) or not isinstance(ctx.obj, Env):
+        return value
+    if param.name == "debug":
+        logging.getLogger(KAFKA_LOG.name).setLevel(logging.DEBUG)
+    else:
+        ctx.obj.override(param.name or "", value)
+    return value
+
+
+class GlobalsGroup(click.Group):
+    """A group whose commands also accept every global option (see `GLOBAL_OPTIONS`)."""
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        for decls, attrs in GLOBAL_OPTIONS:
+            late = {**attrs, "callback": _late_global, "expose_value": False}
+            cmd.params.append(click.Option(list(decls), **late))
+        super().add_command(cmd, name)
 
 
 def _options(*options: Callable[[F], F]) -> Callable[[F], F]:

@@ -23,7 +23,14 @@ def _settings(config: Path | None) -> Settings:
     return load_settings(config)
 
 
+def config_path(obj: dict[str, object], config: Path | None) -> Path | None:
+    """`--config` given after the command name, else before it (`lazarus --config X worker`)."""
+    given = obj.get("config")
+    return config if config is not None else given if isinstance(given, Path) else None
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "-c", type=click.Path(path_type=Path, dir_okay=False), help=CONFIG_HELP)
 @click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
 @click.option(
     "--log-format",
@@ -32,10 +39,10 @@ def _settings(config: Path | None) -> Settings:
     help="Log lines as text or JSON lines.",
 )
 @click.pass_context
-def cli(ctx: click.Context, debug: bool, log_format: str | None) -> None:
+def cli(ctx: click.Context, config: Path | None, debug: bool, log_format: str | None) -> None:
     """Lazarus: validate Kafka records, forward the good, dead-letter the bad, with precise
-    error metadata."""
-    ctx.obj = {"debug": debug, "log_format": log_format}
+    error metadata. `--config` works before or after the command name."""
+    ctx.obj = {"debug": debug, "log_format": log_format, "config": config}
 
 
 @cli.command()
@@ -50,30 +57,42 @@ def cli(ctx: click.Context, debug: bool, log_format: str | None) -> None:
 )
 @click.option(
     "--instance",
-    default="0",
-    show_default=True,
-    help="Member id on this host (part of the transactional id).",
+    default=None,
+    help="Member name, part of the transactional id (default: the `instance` setting, else "
+    "<hostname>-<lowest index free on this host>).",
 )
 @click.option("--no-topic-check", is_flag=True, help="Skip the start-up topic check.")
 @click.pass_obj
 def worker(
-    obj: dict[str, object], config: Path | None, processes: int, instance: str, no_topic_check: bool
+    obj: dict[str, object],
+    config: Path | None,
+    processes: int,
+    instance: str | None,
+    no_topic_check: bool,
 ) -> int:
     """Run the pipeline's worker until SIGTERM/SIGINT (SIGHUP reloads hold rules)."""
+    config = config_path(obj, config)
     settings = _settings(config)
     logs.setup(str(obj["log_format"] or settings.log_format))
     if processes > 1:
-        return _run_processes(config, processes, instance, no_topic_check, obj)
+        base = instance or settings.instance
+        return _run_processes(config, processes, base, no_topic_check, obj)
     from pipeline.app.build import run_worker
+    from pipeline.app.instance import resolve_instance
 
-    run_worker(settings, instance, check=not no_topic_check)
+    run_worker(
+        settings,
+        resolve_instance(instance, settings.instance, settings.pipeline),
+        check=not no_topic_check,
+    )
     return EXIT_OK
 
 
 def _run_processes(
-    config: Path | None, count: int, base: str, no_check: bool, obj: dict[str, object]
+    config: Path | None, count: int, base: str | None, no_check: bool, obj: dict[str, object]
 ) -> int:
-    """N group members as child processes; signals are forwarded, the worst exit code wins."""
+    """N group members as child processes; signals are forwarded, the worst exit code wins.
+    With a base name the children are `<base>-<i>`; without, each derives its own."""
     args = [sys.executable, "-m", "pipeline.app.cli"]
     if obj["log_format"]:
         args += ["--log-format", str(obj["log_format"])]
@@ -82,7 +101,8 @@ def _run_processes(
         args += ["--config", str(config)]
     if no_check:
         args.append("--no-topic-check")
-    children = [subprocess.Popen([*args, "--instance", f"{base}-{i}"]) for i in range(count)]
+    named = [["--instance", f"{base}-{i}"] if base else [] for i in range(count)]
+    children = [subprocess.Popen([*args, *extra]) for extra in named]
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         for child in children:
@@ -108,11 +128,12 @@ def _run_processes(
     flag_value="create",
     help="Create the missing output, DLQ, redrive and ledger topics, then check.",
 )
-def topics(config: Path | None, mode: str) -> int:
+@click.pass_obj
+def topics(obj: dict[str, object], config: Path | None, mode: str) -> int:
     """Check (or create) the topics a pipeline needs."""
     from pipeline.app.build import check_topics, create_topics
 
-    settings = _settings(config)
+    settings = _settings(config_path(obj, config))
     if mode == "create":
         for name in create_topics(settings):
             click.echo(f"created {name}")
