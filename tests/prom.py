@@ -23,7 +23,15 @@ from typing import Any, TypeVar
 
 REPO = Path(__file__).resolve().parent.parent
 RULES = REPO / "deploy/prometheus/rules"
+DASHBOARDS = REPO / "deploy/grafana/dashboards"
 T = TypeVar("T")
+# What Grafana substitutes before it sends a panel's query; "All" of a variable is `.*`.
+GRAFANA_VARIABLES = {
+    "$__rate_interval": "1m",
+    "$__interval": "15s",
+    "$cluster": ".*",
+    "$pipeline": ".*",
+}
 
 
 class PromQLError(AssertionError):
@@ -182,3 +190,23 @@ class Prometheus:
             return bool(mine) and all(t["health"] == "up" for t in mine)
 
         self.wait_for(healthy, timeout, f"a successful scrape of job {job}")
+
+
+def panel_queries(directory: Path = DASHBOARDS) -> list[tuple[str, str, str]]:
+    """(dashboard file, panel title, expr) of every query of every panel, rows included."""
+    found = []
+    for path in sorted(directory.glob("*.json")):
+        stack = list(json.loads(path.read_text())["panels"])
+        while stack:
+            panel = stack.pop(0)
+            stack.extend(panel.get("panels", []))
+            for target in panel.get("targets", []):
+                found.append((path.name, panel["title"], target["expr"]))
+    return found
+
+
+def as_promql(expr: str) -> str:
+    """A panel's expression as Grafana sends it, its variables substituted."""
+    for name in sorted(GRAFANA_VARIABLES, key=len, reverse=True):
+        expr = expr.replace(name, GRAFANA_VARIABLES[name])
+    return expr
