@@ -22,6 +22,7 @@ NOTES = {
     "pipeline": "pipeline name = consumer group; a legal topic-name stem (`<pipeline>.redrive`)",
     "bootstrap": "Kafka bootstrap servers",
     "delivery": "`at-least-once` or `exactly-once`",
+    "instance": "worker name in the transactional id (default `<hostname>-<free index>`)",
     "sources": "source topic -> how its records are decoded (see `sources.<topic>.*`)",
     "output": "where good records go",
     "dlq": "the dead-letter topic; its ledger is `<dlq.topic>.ledger`",

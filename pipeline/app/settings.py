@@ -146,6 +146,7 @@ class Settings(BaseSettings):
     pipeline: str
     bootstrap: str = "127.0.0.1:9092"
     delivery: Literal["at-least-once", "exactly-once"] = "at-least-once"
+    instance: str | None = Field(default=None, min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
     sources: dict[str, SchemaSpec]
     output: OutputSpec
     dlq: DlqSpec
