@@ -1,0 +1,281 @@
+"""Lazarus against its Python peers and the client's ceiling, on the same job and broker.
+
+    python -m bench.bench_peers                              # everything, a broker of its own
+    python -m bench.bench_peers --count 20000 --reps 1 --skip-latency
+    python -m bench.bench_peers --bootstrap 127.0.0.1:9092 --contenders ceiling,lazarus-alos
+    python -m bench.bench_peers --rss-growth                 # 200,000 vs 2,000,000 records
+
+Contenders (bench/contenders/): `raw`, `ceiling`, `lazarus-alos`, `lazarus-eos`,
+`lazarus-alos-2p`, `lazarus-eos-2p`, `quix`, `arroyo`; workloads `avro-0 avro-5 avro-50 json-0
+json-5 json-50`. Repetitions are interleaved (rep 1 of every contender and workload, then rep 2).
+Prints one table per workload and issue 9's targets, and writes bench/results/<UTC time>.json and
+bench/results/latest.json. Nothing is asserted: it measures and reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import confluent_kafka
+from rich.console import Console
+
+from bench.contenders import BASELINE, CONTENDERS, QUIX_VENV, Contender
+from bench.procs import stop_all
+from bench.report import render, summarize, targets
+from bench.runner import Context, latency, throughput
+from bench.workloads import REPO, WORKLOADS, Workload
+
+RESULTS = REPO / "bench/results"
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.bench_peers", description=__doc__.split("\n")[0]
+    )
+    ap.add_argument("--count", type=int, default=200_000, help="backlog records per run")
+    ap.add_argument("--reps", type=int, default=3, help="interleaved repetitions")
+    ap.add_argument("--contenders", default=",".join(CONTENDERS), help="comma-separated")
+    ap.add_argument("--workloads", default=",".join(w.name for w in WORKLOADS))
+    ap.add_argument("--bootstrap", help="a running broker (default: start one in a temp dir)")
+    ap.add_argument("--skip-latency", action="store_true", help="no live-rate latency runs")
+    ap.add_argument("--latency-workloads", default="avro-5", help="comma-separated, or 'all'")
+    ap.add_argument(
+        "--latency-rate",
+        type=float,
+        help="records/s (default: half the slowest "
+        "contender's median rate on that workload, so every contender keeps up)",
+    )
+    ap.add_argument("--latency-seconds", type=float, default=10.0)
+    ap.add_argument(
+        "--rss-growth",
+        action="store_true",
+        help="also ceiling vs lazarus-alos on avro-5 at each of --rss-counts",
+    )
+    ap.add_argument("--rss-counts", default="200000,2000000")
+    ap.add_argument("--only-rss-growth", action="store_true", help="skip the main table")
+    ap.add_argument("--timeout", type=float, default=900.0, help="seconds per run")
+    ap.add_argument("--out", type=Path, help="JSON path (default bench/results/<time>.json)")
+    return ap.parse_args(argv)
+
+
+def pick_contenders(text: str) -> list[Contender]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CONTENDERS]
+    if unknown:
+        raise SystemExit(f"unknown contenders {unknown}; choose from {list(CONTENDERS)}")
+    return [CONTENDERS[n] for n in names]
+
+
+def ensure_peers(contenders: list[Contender]) -> dict[str, str]:
+    """Versions of the peers, installing Quix Streams into its own virtualenv when missing
+    (the `bench-quix` extra of pyproject.toml; see the comment there)."""
+    versions: dict[str, str] = {}
+    kinds = {c.kind for c in contenders}
+    if "arroyo" in kinds:
+        try:
+            from importlib.metadata import version
+
+            versions["sentry-arroyo"] = version("sentry-arroyo")
+        except Exception as exc:
+            raise SystemExit("arroyo missing: .venv/bin/pip install -e '.[dev,bench]'") from exc
+    if "quix" in kinds:
+        python = QUIX_VENV / "bin/python"
+        probe = [
+            str(python),
+            "-c",
+            "import quixstreams, confluent_kafka as c; "
+            "print(quixstreams.__version__, c.__version__, c.libversion()[0])",
+        ]
+        if not python.exists() or subprocess.run(probe, capture_output=True).returncode != 0:
+            extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+                "optional-dependencies"
+            ]["bench-quix"]
+            say(f"installing {extra} into {QUIX_VENV}")
+            subprocess.run([sys.executable, "-m", "venv", str(QUIX_VENV)], check=True)
+            subprocess.run([str(python), "-m", "pip", "install", "-q", *extra], check=True)
+        quix, ck, lib = subprocess.run(
+            probe, capture_output=True, text=True, check=True
+        ).stdout.split()
+        versions["quixstreams"] = f"{quix} (confluent-kafka {ck}, librdkafka {lib})"
+    return versions
+
+
+@contextlib.contextmanager
+def broker(bootstrap: str | None) -> Iterator[str]:
+    if bootstrap:
+        yield bootstrap
+        return
+    from scripts.kafka_broker import Broker
+
+    with tempfile.TemporaryDirectory(prefix="bench-peers-broker-") as tmp:
+        b = Broker(Path(tmp))
+        say(f"starting a broker in {tmp}")
+        b.start()
+        try:
+            yield b.bootstrap
+        finally:
+            b.stop()
+
+
+def machine(versions: dict[str, str]) -> dict[str, Any]:
+    return {
+        "nproc": os.cpu_count(),
+        "python": platform.python_version(),
+        "confluent_kafka": confluent_kafka.__version__,
+        "librdkafka": confluent_kafka.libversion()[0],
+        "load_average_start": os.getloadavg(),
+        **versions,
+    }
+
+
+def run_all(
+    args: argparse.Namespace, ctx: Context, contenders: list[Contender], workloads: list[Workload]
+) -> dict[str, Any]:
+    runs: list[dict[str, Any]] = []
+    lat: list[dict[str, Any]] = []
+    rss: list[dict[str, Any]] = []
+    failures: list[str] = []
+
+    def attempt(what: str, fn: Any, *a: Any) -> dict[str, Any] | None:
+        say(what)
+        try:
+            result: dict[str, Any] = fn(ctx, *a)
+        except Exception as exc:  # one failed run is reported, the others go on
+            failures.append(f"{what}: {exc}")
+            say(f"  FAILED: {exc}")
+            return None
+        say(
+            "  "
+            + ", ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in result.items()
+                if k not in ("contender", "workload")
+            )
+        )
+        return result
+
+    if not args.only_rss_growth:
+        for rep in range(1, args.reps + 1):
+            for w in workloads:
+                for c in contenders:
+                    r = attempt(
+                        f"rep {rep}/{args.reps} {w.name} {c.name}", throughput, c, w, args.count
+                    )
+                    if r:
+                        runs.append({**r, "rep": rep})
+    summary = summarize(runs, [])
+    if not args.skip_latency and not args.only_rss_growth:
+        chosen = (
+            workloads
+            if args.latency_workloads == "all"
+            else [Workload.parse(n) for n in args.latency_workloads.split(",")]
+        )
+        for w in [w for w in chosen if w.name in summary or args.latency_rate]:
+            rates = [r["rate"] for r in summary.get(w.name, {}).values()]
+            rate = args.latency_rate or round(min(rates) / 2, -1)
+            for c in contenders:
+                r = attempt(
+                    f"latency {w.name} {c.name} at {rate:,.0f}/s",
+                    latency,
+                    c,
+                    w,
+                    rate,
+                    args.latency_seconds,
+                )
+                if r:
+                    lat.append(r)
+    if args.rss_growth or args.only_rss_growth:
+        avro5 = Workload("avro", 5)
+        for n in (int(x) for x in args.rss_counts.split(",")):
+            for c in (CONTENDERS["ceiling"], CONTENDERS[BASELINE]):
+                r = attempt(f"rss-growth {n:,} {c.name}", throughput, c, avro5, n)
+                if r:
+                    rss.append(r)
+    summary = summarize(runs, lat)
+    return {
+        "runs": runs,
+        "latency": lat,
+        "rss_growth": rss,
+        "summary": summary,
+        "targets": targets(summary, rss),
+        "failures": failures,
+    }
+
+
+def write(result: dict[str, Any], out: Path | None) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = out or RESULTS / f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+    text = json.dumps(result, indent=1, default=str)
+    path.write_text(text + "\n")
+    (RESULTS / "latest.json").write_text(text + "\n")
+    return path
+
+
+def interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    contenders = pick_contenders(args.contenders)
+    workloads = [Workload.parse(n.strip()) for n in args.workloads.split(",") if n.strip()]
+    versions = ensure_peers(contenders)
+    signal.signal(signal.SIGTERM, interrupt)
+    meta = {
+        "command": " ".join(["python -m bench.bench_peers", *(argv or sys.argv[1:])]),
+        "count": args.count,
+        "reps": args.reps,
+        **machine(versions),
+    }
+    say(json.dumps(meta))
+    try:
+        with (
+            broker(args.bootstrap) as bootstrap,
+            tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp,
+        ):
+            meta["broker"] = "own" if not args.bootstrap else "given"
+            ctx = Context(bootstrap, Path(tmp), args.timeout)
+            result = run_all(args, ctx, contenders, workloads)
+    finally:
+        stop_all()
+    meta["load_average_end"] = os.getloadavg()
+    result = {"meta": meta, **result}
+    path = write(result, args.out)
+    console = Console(width=140)
+    console.print(
+        f"count {args.count:,}, reps {args.reps}, nproc {meta['nproc']}, load average "
+        f"{meta['load_average_start'][0]:.2f} → {meta['load_average_end'][0]:.2f}"
+    )
+    render(
+        console,
+        result["summary"],
+        [c.name for c in contenders],
+        result["targets"],
+        result["rss_growth"],
+    )
+    for failure in result["failures"]:
+        console.print(f"[red]failed[/] {failure}")
+    console.print(f"written {path}")
+    return 1 if result["failures"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Lazarus through its command line only: a generated TOML config and `lazarus worker`.
+
+The harness never imports `pipeline`: the CLI and the configuration format are the stable
+surface. The config validates the source with `schemas.orders:Order` (Avro decoded with the
+schema files under schemas/avro, or JSON), forwards to the output topic, dead-letters to the DLQ,
+commits once a second in batches of 500 and turns the flood guard off: at 50% bad records it
+would pause the worker, and the bench measures the dead-letter path, not the guard.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.contenders.job import BATCH, COMMIT_EVERY_S, Job
+from bench.workloads import MODEL, REPO
+
+
+def config_text(job: Job, delivery: str) -> str:
+    return f'''pipeline = "{job.group}"
+bootstrap = "{job.bootstrap}"
+delivery = "{delivery}"
+schema_dir = "{REPO / "schemas/avro"}"
+python_path = ["{REPO}"]
+commit_interval_ms = {int(COMMIT_EVERY_S * 1000)}
+batch_size = {BATCH}
+
+[sources."{job.source}"]
+format = "{job.fmt}"
+model = "{MODEL}"
+
+[output]
+topic = "{job.output}"
+
+[dlq]
+topic = "{job.dlq}"
+
+[policy]
+flood_guard = false
+'''
+
+
+def write_config(job: Job, delivery: str, workdir: Path) -> Path:
+    path = workdir / f"{job.group}.toml"
+    path.write_text(config_text(job, delivery), encoding="utf-8")
+    return path
+
+
+def lazarus_bin() -> str:
+    return str(REPO / ".venv/bin/lazarus")
+
+
+def worker_argv(config: Path, processes: int) -> list[str]:
+    argv = [lazarus_bin(), "worker", "--config", str(config)]
+    return [*argv, "--processes", str(processes)] if processes > 1 else argv
+
+
+def topics_argv(config: Path) -> list[str]:
+    """`lazarus topics --create`: the redrive and ledger topics the worker checks for."""
+    return [lazarus_bin(), "topics", "--config", str(config), "--create"]
