@@ -31,6 +31,7 @@ from reprocessor.ledger import state_dir as plan_folder
 from reprocessor.options import (
     INSPECT_DEFAULT_LIMIT,
     PLAN_OPTIONS,
+    WHERE_GRAMMAR,
     Env,
     FixCommand,
     GlobalsGroup,
@@ -68,6 +69,7 @@ from reprocessor.stats import (
 @click.group(
     cls=GlobalsGroup,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=WHERE_GRAMMAR,
 )
 @global_options
 @click.pass_context

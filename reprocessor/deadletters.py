@@ -43,6 +43,7 @@ from pipeline.core.contract import (
     parse_dead_letter,
 )
 from pipeline.core.dialects import ForeignMeta, dialect_of, read_foreign
+from pipeline.core.holds import held_by
 
 LAZARUS = "lazarus"
 UNKNOWN = "unknown"
@@ -102,6 +103,11 @@ class DeadLetter:
     def coordinates(self) -> str:
         """`topic/partition/offset` of this dead letter in its DLQ (the ledger key)."""
         return format_coordinates(self.topic, self.partition, self.offset)
+
+    @property
+    def rule(self) -> str | None:
+        """The name of the hold rule that parked it (`dlq.policy.rule`), None when none did."""
+        return None if self.meta is None else held_by(self.meta.policy_rule)
 
     @property
     def seen_ms(self) -> int:
@@ -259,6 +265,7 @@ def _error_json(dl: DeadLetter, state: ReplayState) -> dict[str, object]:
         "replay_count": dl.replay_count,
         "state": state.value,
         "dialect": dl.dialect,
+        "rule": dl.rule,
         "problems": list(dl.problems),
         "source": {
             "topic": dl.source_topic,

@@ -29,9 +29,24 @@ PLAN_OPTIONS: tuple[str, ...] = (
     *(f"fix_{kind}" for kind in fixes.KINDS),
 )
 """What a stored plan fixes once and for all: `--resume` refuses them."""
-WHERE_HELP = "Selection, e.g. 'category=validation and type~Timeout'. Fields: " + ", ".join(
-    selection.FIELDS
+WHERE_HELP = (
+    "Selection: terms like category=validation joined by and/or, with not and ( ); "
+    "'dlq --help' has the grammar. Fields: " + ", ".join(selection.FIELDS)
 )
+WHERE_GRAMMAR = """\b
+--where grammar (never evaluated as code; an error points at its column):
+  EXPR  := EXPR or EXPR | EXPR and EXPR | not EXPR | ( EXPR ) | FIELD OP VALUE[|VALUE...]
+  and binds tighter than or; and, or, not in any case
+  OP    := =  !=  <  <=  >  >=  ~ (substring, any case)
+  a|b   any of (with !=: none of)       null   the field is missing
+  'x y' quote values holding blanks, | or quotes (a backslash escapes)
+  ts, failed_at  epoch ms, an ISO-8601 time, or a duration ago: failed_at>2h
+  age            a duration since the failure: age>1d (30s, 15m, 2h, 7d, 2w, 1h30m)
+  rule           the hold rule that parked a held dead letter: rule=fraud-review
+  value.PATH     a decoded payload field: value.customer.id, value.items.0.sku
+e.g. --where "category=validation and not (type~Timeout or source.topic=payments)"
+"""
+"""The `--where` grammar as `dlq --help` shows it (and docs/CLI.md, generated from it)."""
 
 
 class Env:

@@ -1,23 +1,30 @@
 """The `--where` language: a small grammar, parsed by hand and never `eval`'d.
 
-    expression := term ( "and" term )*          "and" in any case; "" selects everything
+    expression := conjunction ( "or" conjunction )*      "" selects everything
+    conjunction:= negation ( "and" negation )*           "and" binds tighter than "or"
+    negation   := "not" negation | "(" expression ")" | term
     term       := field op value ( "|" value )*
     op         := "=" | "!=" | "<" | "<=" | ">" | ">=" | "~"
     value      := bare | 'single quoted' | "double quoted"
 
-Fields: `category`, `fingerprint` (`=` matches a prefix), `type`, `message`, `stacktrace`,
-`source.topic`, `topic` (the DLQ topic), `origin`, `pipeline`, `dialect`, `key`, `state`; the
-numbers `partition`, `offset`, `source.partition`, `source.offset`, `attempts`, `replay_count`,
-`ts` (the DLQ record's timestamp) and `failed_at` (epoch ms); and `value.<path>`, a field of the
-decoded payload (`value.customer.id`, `value.items.0.sku`: a number indexes a list).
+`and`, `or` and `not` are words in any case. Fields: `category`, `fingerprint` (`=` matches a
+prefix), `type`, `message`, `stacktrace`, `source.topic`, `topic` (the DLQ topic), `origin`,
+`pipeline`, `dialect`, `rule` (the hold rule that parked a `held` dead letter), `key`, `state`;
+the numbers `partition`, `offset`, `source.partition`, `source.offset`, `attempts`,
+`replay_count`; the times `ts` (the DLQ record's timestamp) and `failed_at`, which take epoch
+ms, an ISO-8601 time or a duration meaning that long ago (`failed_at>2h`: in the last two
+hours); `age` (since the failure), which takes a duration (`age>1d`); and `value.<path>`, a
+field of the decoded payload (`value.customer.id`, `value.items.0.sku`: a number indexes a list).
+Durations are `30s`, `15m`, `2h`, `7d`, `2w` or combinations largest first (`1h30m`).
 
 Semantics. `=` is exact and `~` a case-insensitive substring; `a|b` means any of (with `!=`:
-none of); `!=` is exactly the negation of `=`. The bare value `null` matches a field the dead
-letter does not have (and, for `value.*`, a payload path that is missing or null). Numeric fields
-take integers; `<`, `<=`, `>`, `>=` take one value and never match a missing field. For
-`value.*`, bare `true`/`false` are booleans and bare numbers compare numerically with numbers;
-everything else, and every quoted value, compares as text. A bare value ends at whitespace or
-`|`; quote it to hold those, quotes or operators (a backslash takes the next character as is).
+none of); `!=` is exactly the negation of `=`, and `not (...)` of what it encloses. The bare
+value `null` matches a field the dead letter does not have (and, for `value.*`, a payload path
+that is missing or null). Numeric fields take integers; `<`, `<=`, `>`, `>=` take one value and
+never match a missing field. For `value.*`, bare `true`/`false` are booleans and bare numbers
+compare numerically with numbers; everything else, and every quoted value, compares as text. A
+bare value ends at whitespace or `|` (and, inside parentheses, at `)`); quote it to hold those,
+quotes or operators (a backslash takes the next character as is).
 
 A bad expression raises `SelectionError` with the 1-based column of the problem.
 """
@@ -27,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import operator
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +51,7 @@ from reprocessor.deadletters import (
     lookup,
     text_of,
 )
+from reprocessor.timeparse import parse_when
 
 Getter = Callable[[DeadLetter, ReplayState, object], object]
 Test = Callable[[DeadLetter, ReplayState, object], bool]
@@ -58,6 +67,7 @@ TEXT_FIELDS: dict[str, Getter] = {
     "origin": lambda dl, s, d: dl.origin,
     "pipeline": lambda dl, s, d: dl.pipeline,
     "dialect": lambda dl, s, d: dl.dialect,
+    "rule": lambda dl, s, d: dl.rule,
     "state": lambda dl, s, d: s.value,
 }
 NUMERIC_FIELDS: dict[str, Getter] = {
@@ -70,8 +80,11 @@ NUMERIC_FIELDS: dict[str, Getter] = {
     "ts": lambda dl, s, d: dl.timestamp_ms,
     "failed_at": lambda dl, s, d: dl.failed_at_ms,
 }
-FIELDS: tuple[str, ...] = (*TEXT_FIELDS, "key", *NUMERIC_FIELDS, "value.<path>")
+TIME_FIELDS = frozenset({"ts", "failed_at"})
+"""Numeric fields that also take an ISO-8601 time or a duration ago."""
+FIELDS: tuple[str, ...] = (*TEXT_FIELDS, "key", *NUMERIC_FIELDS, "age", "value.<path>")
 """Every field name, for help texts."""
+WORDS = ("and", "or", "not")
 
 _CLOSED: dict[str, tuple[str, ...]] = {
     "category": tuple(c.value for c in Category),
@@ -85,7 +98,7 @@ _ORDER: dict[str, Callable[[Any, Any], bool]] = {
     ">": operator.gt,
     ">=": operator.ge,
 }
-_STOP = frozenset("=!<>~|'\"")
+_STOP = frozenset("=!<>~|'\"()")
 _QUOTES = frozenset("'\"")
 _INTEGER = re.compile(r"-?[0-9]+")
 _NUMBER = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
@@ -133,16 +146,27 @@ class Term:
     test: Test = dataclasses.field(compare=False, repr=False)
 
 
+def _everything(dl: DeadLetter, state: ReplayState, decoded: object) -> bool:
+    return True
+
+
 @dataclass(frozen=True)
 class Selection:
-    """A parsed expression: every term must match (`and`)."""
+    """A parsed expression. `terms` lists every term in written order; `test` combines them
+    with `and`, `or` and `not` (None: every term must match, as an expression of `and`s does).
+    `conjunctive` is True when the expression is only terms joined by `and`, so that each term
+    may be checked on its own (e.g. pushed down to an index)."""
 
     expr: str = ""
     terms: tuple[Term, ...] = ()
+    test: Test | None = dataclasses.field(default=None, compare=False, repr=False)
+    conjunctive: bool = dataclasses.field(default=True, compare=False)
 
     def matches(self, dl: DeadLetter, state: ReplayState, decoded: object | None = None) -> bool:
         """Whether `dl` is selected. `decoded` is the decoded payload (None when not decoded:
         `value.*` terms then see a missing path)."""
+        if self.test is not None:
+            return self.test(dl, state, decoded)
         return all(term.test(dl, state, decoded) for term in self.terms)
 
     @property
@@ -159,48 +183,133 @@ class Selection:
         return self.expr
 
 
-def parse(expr: str | None) -> Selection:
-    """Parse `expr`; None, "" or blanks select everything. Raises only `SelectionError`."""
+def parse(expr: str | None, now_ms: int | None = None) -> Selection:
+    """Parse `expr`; None, "" or blanks select everything. Durations (`failed_at>2h`, `age<1d`)
+    count back from `now_ms` (default: the wall clock). Raises only `SelectionError`."""
     text = expr or ""
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    parser = _Parser(text, now)
     try:
-        return Selection(text, _Parser(text).terms())
+        test = parser.whole()
     except SelectionError as exc:
         exc.expr = text
         raise
+    terms = tuple(parser.terms)
+    if parser.conjunctive:
+        return Selection(text, terms)
+    return Selection(text, terms, test, conjunctive=False)
 
 
 class _Parser:
-    """A hand-written scanner over `text`; `pos` is a 0-based index."""
+    """A recursive-descent parser over `text`; `pos` is a 0-based index, `depth` the number of
+    open parentheses. Collects every term in `terms`; `conjunctive` turns False at the first
+    `or`, `not` or parenthesis."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, now_ms: int) -> None:
         self.text = text
+        self.now_ms = now_ms
         self.pos = 0
+        self.depth = 0
+        self.terms: list[Term] = []
+        self.conjunctive = True
 
-    def terms(self) -> tuple[Term, ...]:
-        terms: list[Term] = []
+    def whole(self) -> Test:
         self.skip_space()
-        while self.pos < len(self.text):
-            terms.append(self.term())
-            self.skip_space()
-            if self.pos < len(self.text):
-                and_column = self.conjunction()
-                self.skip_space()
-                if self.pos >= len(self.text):
-                    raise SelectionError("dangling 'and': a term must follow it", and_column)
-        return tuple(terms)
+        if self.pos >= len(self.text):
+            return _everything
+        test = self.disjunction()
+        self.skip_space()
+        if self.pos < len(self.text):
+            if self.text[self.pos] == ")":
+                raise SelectionError("unmatched ')'", self.pos + 1)
+            raise SelectionError("expected 'and' or 'or' between terms", self.pos + 1)
+        return test
+
+    def disjunction(self) -> Test:
+        tests = [self.conjunction()]
+        while (column := self.word("or")) is not None:
+            self.conjunctive = False
+            self.must_follow("or", column)
+            tests.append(self.conjunction())
+        return tests[0] if len(tests) == 1 else _any_of(tuple(tests))
+
+    def conjunction(self) -> Test:
+        tests = [self.negation()]
+        while (column := self.word("and")) is not None:
+            self.must_follow("and", column)
+            tests.append(self.negation())
+        return tests[0] if len(tests) == 1 else _all_of(tuple(tests))
+
+    def negation(self) -> Test:
+        self.skip_space()
+        column = self.word("not")
+        if column is not None:
+            self.conjunctive = False
+            self.must_follow("not", column)
+            inner = self.negation()
+            return lambda dl, s, d: not inner(dl, s, d)
+        if self.text.startswith("(", self.pos):
+            return self.group()
+        term = self.term()
+        self.terms.append(term)
+        self.check_after_term()
+        return term.test
+
+    def group(self) -> Test:
+        self.conjunctive = False
+        opened = self.pos + 1
+        self.pos += 1
+        self.depth += 1
+        self.skip_space()
+        if self.text.startswith(")", self.pos):
+            raise SelectionError("empty parentheses: an expression must go inside", self.pos + 1)
+        if self.pos >= len(self.text):
+            raise SelectionError("unclosed '(': an expression and ')' must follow", opened)
+        test = self.disjunction()
+        self.skip_space()
+        if not self.text.startswith(")", self.pos):
+            raise SelectionError("unclosed '(' (no matching ')')", opened)
+        self.pos += 1
+        self.depth -= 1
+        self.check_after_term()
+        return test
+
+    def check_after_term(self) -> None:
+        """After a term or a group comes the end, `)`, `and` or `or`."""
+        self.skip_space()
+        if self.pos >= len(self.text) or self.text[self.pos] == ")":
+            return
+        if self.peek_word() in ("and", "or"):
+            return
+        raise SelectionError("expected 'and' or 'or' between terms", self.pos + 1)
+
+    def must_follow(self, word: str, column: int) -> None:
+        self.skip_space()
+        if self.pos >= len(self.text) or self.text[self.pos] == ")":
+            raise SelectionError(f"dangling {word!r}: a term must follow it", column)
+
+    def peek_word(self) -> str | None:
+        """The keyword at `pos` (and, or, not), lower-cased, if one stands there as a word."""
+        for word in WORDS:
+            end = self.pos + len(word)
+            after = self.text[end : end + 1]
+            if self.text[self.pos : end].casefold() == word and (
+                not after or after.isspace() or after == "("
+            ):
+                return word
+        return None
+
+    def word(self, word: str) -> int | None:
+        """Consume `word` when it stands at `pos` (after blanks); its 1-based column."""
+        self.skip_space()
+        if self.peek_word() != word:
+            return None
+        self.pos += len(word)
+        return self.pos - len(word) + 1
 
     def skip_space(self) -> None:
         while self.pos < len(self.text) and self.text[self.pos].isspace():
             self.pos += 1
-
-    def conjunction(self) -> int:
-        start = self.pos
-        word = self.text[start : start + 3]
-        after = self.text[start + 3 : start + 4]
-        if word.casefold() != "and" or (after and not after.isspace()):
-            raise SelectionError("expected 'and' between terms", start + 1)
-        self.pos += 3
-        return start + 1
 
     def term(self) -> Term:
         start = self.pos
@@ -219,7 +328,7 @@ class _Parser:
             self.pos += 1
             self.skip_space()
             values.append(self.value("|"))
-        return _compile(name, (op, op_column), tuple(values), start + 1)
+        return _compile(name, (op, op_column), tuple(values), start + 1, self.now_ms)
 
     def peek_past_space(self) -> str:
         pos = self.pos
@@ -237,12 +346,12 @@ class _Parser:
         name = self.text[start : self.pos]
         if not name:
             raise SelectionError("expected a field name", start + 1)
-        if name.casefold() == "and":
-            raise SelectionError("'and' needs a term on each side", start + 1)
+        if name.casefold() in ("and", "or"):
+            raise SelectionError(f"{name.casefold()!r} needs a term on each side", start + 1)
         payload = name.startswith("value.") and all(name.split(".")[1:])
-        if name not in TEXT_FIELDS and name not in NUMERIC_FIELDS and name != "key" and not payload:
-            known = ", ".join(FIELDS)
-            raise SelectionError(f"unknown field {name!r} (known: {known})", start + 1)
+        known = name in TEXT_FIELDS or name in NUMERIC_FIELDS or name in ("key", "age")
+        if not known and not payload:
+            raise SelectionError(f"unknown field {name!r} (known: {', '.join(FIELDS)})", start + 1)
         return name
 
     def value(self, op: str) -> Literal:
@@ -252,13 +361,13 @@ class _Parser:
             return Literal(self.quoted(char), True, start + 1)
         while self.pos < len(self.text):
             char = self.text[self.pos]
-            if char.isspace() or char == "|":
+            if char.isspace() or char == "|" or (char == ")" and self.depth):
                 break
             if char in _QUOTES:
                 raise SelectionError("a quote inside a value: quote the whole value", self.pos + 1)
             self.pos += 1
         text = self.text[start : self.pos]
-        if not text or text.casefold() == "and":
+        if not text or text.casefold() in ("and", "or"):
             raise SelectionError(f"missing value after {op!r}", start + 1)
         return Literal(text, False, start + 1)
 
@@ -279,17 +388,32 @@ class _Parser:
         raise SelectionError(f"unterminated {quote} quote", start + 1)
 
 
-def _compile(name: str, op_at: tuple[str, int], values: tuple[Literal, ...], column: int) -> Term:
+def _any_of(tests: tuple[Test, ...]) -> Test:
+    return lambda dl, s, d: any(test(dl, s, d) for test in tests)
+
+
+def _all_of(tests: tuple[Test, ...]) -> Test:
+    return lambda dl, s, d: all(test(dl, s, d) for test in tests)
+
+
+def _compile(
+    name: str, op_at: tuple[str, int], values: tuple[Literal, ...], column: int, now_ms: int
+) -> Term:
     """Check the term and build its test. `op_at` is the operator and its column."""
     op, op_column = op_at
     if len(values) > 1 and op in _ORDER:
         raise SelectionError(f"'|' (any of) does not work with {op!r}", values[1].column)
     if op in _ORDER and values[0].is_null:
         raise SelectionError(f"null only works with = and != (not {op!r})", values[0].column)
-    if name in NUMERIC_FIELDS:
+    if name in NUMERIC_FIELDS or name == "age":
         if op == "~":
             raise SelectionError(f"'~' needs a text field; {name} is a number", op_column)
-        test = _numeric(NUMERIC_FIELDS[name], op, values)
+        if name == "age":
+            numbers = tuple(_duration(v) for v in values)
+            test = _numeric(lambda dl, s, d: now_ms - dl.seen_ms, op, numbers)
+        else:
+            numbers = tuple(_integer(v, now_ms, when=name in TIME_FIELDS) for v in values)
+            test = _numeric(NUMERIC_FIELDS[name], op, numbers)
     elif name.startswith("value."):
         test = _payload(tuple(name.split(".")[1:]), op, values)
     else:
@@ -298,6 +422,37 @@ def _compile(name: str, op_at: tuple[str, int], values: tuple[Literal, ...], col
         _check_closed(name, op, values)
         test = _key(op, values) if name == "key" else _text(name, op, values)
     return Term(name, op, values, column, test)
+
+
+def _integer(value: Literal, now_ms: int, *, when: bool) -> int | None:
+    """The number a numeric term compares with (None for null). Time fields also take what
+    `--since` takes: an ISO-8601 time, or a duration counted back from `now_ms`."""
+    if value.is_null:
+        return None
+    if _INTEGER.fullmatch(value.text):
+        return int(value.text)
+    if when:
+        try:
+            return parse_when(value.text, now_ms)
+        except ValueError:
+            why = "an integer, an ISO-8601 time or a duration like 2h"
+            raise SelectionError(f"{value.text!r} is not {why}", value.column) from None
+    raise SelectionError(f"{value.text!r} is not an integer", value.column)
+
+
+def _duration(value: Literal) -> int | None:
+    """The milliseconds of a duration literal (`age` compares with these); None for null."""
+    if value.is_null:
+        return None
+    try:
+        ago = parse_when(value.text, 0)
+    except ValueError:
+        ago = 1
+    if ago > 0 or value.text.strip().isdigit():
+        raise SelectionError(
+            f"{value.text!r} is not a duration like 30s, 15m, 2h, 7d or 1h30m", value.column
+        )
+    return -ago
 
 
 def _check_closed(name: str, op: str, values: tuple[Literal, ...]) -> None:
@@ -349,16 +504,13 @@ def _key(op: str, values: tuple[Literal, ...]) -> Test:
     return _negated(lambda dl, s, d: _equals(dl.key, keys, nulls), op)
 
 
-def _numeric(get: Getter, op: str, values: tuple[Literal, ...]) -> Test:
-    for value in values:
-        if not value.is_null and not _INTEGER.fullmatch(value.text):
-            raise SelectionError(f"{value.text!r} is not an integer", value.column)
+def _numeric(get: Getter, op: str, numbers: tuple[int | None, ...]) -> Test:
     if op in _ORDER:
-        compare, bound = _ORDER[op], int(values[0].text)
+        compare, bound = _ORDER[op], numbers[0]
         return lambda dl, s, d: (n := get(dl, s, d)) is not None and compare(n, bound)
-    nulls = any(v.is_null for v in values)
-    numbers = tuple(int(v.text) for v in values if not v.is_null)
-    return _negated(lambda dl, s, d: _equals(get(dl, s, d), numbers, nulls), op)
+    nulls = any(n is None for n in numbers)
+    wanted = tuple(n for n in numbers if n is not None)
+    return _negated(lambda dl, s, d: _equals(get(dl, s, d), wanted, nulls), op)
 
 
 def _payload(path: tuple[str, ...], op: str, values: tuple[Literal, ...]) -> Test:

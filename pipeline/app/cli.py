@@ -149,6 +149,36 @@ def topics(obj: dict[str, object], config: Path | None, mode: str) -> int:
     return EXIT_OK
 
 
+@cli.command()
+@click.option("--config", "-c", type=click.Path(path_type=Path, dir_okay=False), help=CONFIG_HELP)
+@click.option(
+    "--file",
+    "rules_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="A hold-rules file to check (default: the config's policy.holds).",
+)
+@click.option("--check", is_flag=True, default=True, help="Validate and list the rules (default).")
+@click.pass_obj
+def holds(obj: dict[str, object], config: Path | None, rules_file: Path | None, check: bool) -> int:
+    """Validate a hold-rules file (every problem, one line each; exit 2) and list its rules:
+    active ones with their expiry, expired ones marked. The first active rule that matches a
+    record parks it."""
+    from pipeline.core import holds as hold_rules
+
+    path = rules_file or _settings(config_path(obj, config)).policy.holds
+    if path is None:
+        raise ConfigError("the configuration names no hold-rules file (policy.holds): give --file")
+    rules = hold_rules.load_rules(path)
+    now_ms = int(time.time() * 1000)
+    for rule in rules.rules:
+        state = "active " if rule.active(now_ms) else "expired"
+        when = hold_rules.expiry_text(rule)
+        click.echo(f"{state}  {rule.name}  until {when}  {hold_rules.describe(rule)}")
+    active = sum(1 for rule in rules.rules if rule.active(now_ms))
+    click.echo(f"{path}: valid, version {rules.version}, {active} of {len(rules.rules)} active")
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> None:
     run(cli, "lazarus", argv)
 

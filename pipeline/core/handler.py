@@ -13,7 +13,7 @@ from pipeline.codecs.base import Codec, Decoded
 from pipeline.core import contract
 from pipeline.core.classify import Classified, Redactor, classify, exhausted, is_retryable
 from pipeline.core.contract import Failure, Header, SourceRecord
-from pipeline.core.holds import HoldRules, match, policy_rule_header
+from pipeline.core.holds import HoldRules, hold_details, match, policy_rule_header
 from pipeline.core.policy import RetryPolicy
 from pipeline.errors import (
     Category,
@@ -139,7 +139,8 @@ class Handler:
         )
         if rule is None:
             return None
-        held = Classified(Category.HELD, "lazarus.Held", f"held by rule {rule.name}: {rule.reason}")
+        message = f"held by rule {rule.name}: {rule.reason}"
+        held = Classified(Category.HELD, "lazarus.Held", message, hold_details(rule))
         rule_header = policy_rule_header(rule, self.holds)
         return self._dead_letter(rec, held, now_ms, decoded, policy_rule=rule_header)
 

@@ -44,7 +44,11 @@ __all__ = [
     "HoldRulesError",
     "KeyMatch",
     "RulesFile",
+    "describe",
     "expired",
+    "expiry_text",
+    "held_by",
+    "hold_details",
     "load_rules",
     "match",
     "parse_rules",
@@ -55,6 +59,7 @@ Scalar = str | int | float | bool
 _MISSING = object()
 _SELECTORS = ("field", "key", "header")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+HOLD_PREFIX = "hold:"
 
 
 class HoldRulesError(ConfigError):
@@ -171,7 +176,49 @@ def expired(rules: HoldRules, now_ms: int) -> list[HoldRule]:
 
 def policy_rule_header(rule: HoldRule, rules: HoldRules) -> str:
     """The `dlq.policy.rule` value for a record parked by `rule`: `hold:<name>@<version>`."""
-    return f"hold:{rule.name}@{rules.version}"
+    return f"{HOLD_PREFIX}{rule.name}@{rules.version}"
+
+
+def held_by(policy_rule: str | None) -> str | None:
+    """The rule name in a `dlq.policy.rule` value written by `policy_rule_header`
+    (`hold:<name>@<version>`); None for any other value."""
+    if policy_rule is None or not policy_rule.startswith(HOLD_PREFIX):
+        return None
+    name, _, _version = policy_rule[len(HOLD_PREFIX) :].rpartition("@")
+    return name or None
+
+
+def hold_details(rule: HoldRule) -> tuple[dict[str, str], ...]:
+    """The `dlq.error.details` of a record parked by `rule`: when the rule expires (ISO-8601
+    UTC and epoch ms), so that an operator reading the dead letter knows when the worker stops
+    parking its like. No `loc` key: the fingerprint stays the rule's and message's."""
+    return (
+        {
+            "rule": rule.name,
+            "expires": expiry_text(rule),
+            "expires_at_ms": str(rule.expires_at_ms),
+        },
+    )
+
+
+def describe(rule: HoldRule) -> str:
+    """What the rule matches, as the file says it: `field customer.id in ['c-1', 'c-2']`,
+    `key 'order-17'`, `header tenant = 'acme'`, then `on topic orders` when restricted."""
+    pred = rule.predicate
+    if isinstance(pred, KeyMatch):
+        text = f"key {pred.key.decode('utf-8', errors='replace')!r}"
+    else:
+        what = "field " + ".".join(pred.path) if isinstance(pred, FieldMatch) else "header "
+        what += pred.name if isinstance(pred, HeaderMatch) else ""
+        values = pred.values
+        text = f"{what} = {values[0]!r}" if len(values) == 1 else f"{what} in {list(values)!r}"
+    return text if rule.topic is None else f"{text} on topic {rule.topic}"
+
+
+def expiry_text(rule: HoldRule) -> str:
+    """The rule's expiry as ISO-8601 UTC, to the second: `2026-01-31T12:00:00Z`."""
+    moment = _EPOCH + timedelta(milliseconds=rule.expires_at_ms)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _resolve(event: object, path: tuple[str, ...]) -> object:

@@ -226,6 +226,7 @@ def test_kcat_json_error_object() -> None:
         "replay_count": 0,
         "state": "discarded",
         "dialect": "lazarus",
+        "rule": None,
         "problems": [],
         "source": {"topic": "orders", "partition": 2, "offset": 10, "timestamp": 1_000},
     }

@@ -253,7 +253,19 @@ def test_terms_keep_what_was_written() -> None:
         ("partition=1|", 13, "missing value after '|'"),
         ("category=validation and", 21, "dangling 'and'"),
         ("category=validation AND  ", 21, "dangling 'and'"),
-        ("category=validation or offset>1", 21, "expected 'and'"),
+        ("category=validation nor offset>1", 21, "expected 'and' or 'or'"),
+        ("category=validation or", 21, "dangling 'or'"),
+        ("not", 1, "dangling 'not'"),
+        ("(category=validation", 1, "unclosed '('"),
+        ("offset>1 and (category=validation or ", 35, "dangling 'or'"),
+        ("(offset>1))", 11, "unmatched ')'"),
+        ("()", 2, "empty parentheses"),
+        ("(offset>1) (offset<3)", 12, "expected 'and' or 'or'"),
+        ("or category=x", 1, "'or' needs a term on each side"),
+        ("age>12", 5, "not a duration"),
+        ("age>2025-01-01", 5, "not a duration"),
+        ("failed_at>yesterday", 11, "not an integer, an ISO-8601 time or a duration"),
+        ("rule~x and offset>=x", 20, "'x' is not an integer"),
         ("category=validation offset>1", 21, "expected 'and'"),
         ("message~'unterminated", 9, "unterminated ' quote"),
         ('message~"a\\"', 9, 'unterminated " quote'),
@@ -272,6 +284,7 @@ def test_terms_keep_what_was_written() -> None:
         ("and category=x", 1, "'and' needs a term on each side"),
         ("topic=1 and and y=2", 13, "'and' needs a term"),
         ("'x'=1", 1, "expected a field name"),
+        ("(", 1, "unclosed '('"),
     ],
 )
 def test_bad_expressions_point_at_the_column(expr: str, column: int, fragment: str) -> None:
@@ -305,6 +318,10 @@ _GRAMMAR = st.sampled_from(
         "|",
         " and ",
         " AND",
+        " or ",
+        "not ",
+        "(",
+        ")",
         "'",
         '"',
         "\\",
@@ -336,3 +353,80 @@ def test_any_quoted_text_round_trips(text: str) -> None:
     escaped = text.replace("\\", "\\\\").replace("'", "\\'")
     term = parse(f"message~'{escaped}'").terms[0]
     assert term.values[0].text == text
+
+
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        ("category=processing or offset>=150", True),
+        ("category=processing OR offset>150", False),
+        ("not category=processing", True),
+        ("NOT category=validation", False),
+        ("not not category=validation", True),
+        ("not(category=validation)", False),
+        ("category=processing or category=schema and offset>1", False),
+        ("category=validation or category=schema and offset>999", True),  # and binds tighter
+        ("(category=validation or category=schema) and offset>999", False),
+        ("(category=validation or category=schema) and not (offset>999)", True),
+        ("((offset=150))", True),
+        ("(type=pydantic_core.ValidationError)", True),
+        ("message~'(nested)' or key=c-1", True),
+        ("not (key=null or attempts<2)", True),
+    ],
+)
+def test_or_not_and_parentheses(expr: str, expected: bool) -> None:
+    assert sel(expr) is expected
+    assert not parse(expr).conjunctive
+
+
+def test_a_bare_value_keeps_a_parenthesis_outside_a_group() -> None:
+    """`)` ends a bare value only inside parentheses: old expressions read as before."""
+    dl = lazarus(message="timed out (after 3 tries)")
+    assert sel("message~tries)", dl) and parse("message~tries)").conjunctive
+    assert sel("(message~tries) and offset=150", dl)
+
+
+def test_terms_of_any_expression_are_listed_in_order() -> None:
+    selection = parse("not (state=replayed or value.a=1) and key=x")
+    assert [t.field for t in selection.terms] == ["state", "value.a", "key"]
+    assert selection.needs_payload and selection.needs_state
+
+
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        ("failed_at>=10s", True),  # failed_at 5_000, now 12_000: 7 s ago
+        ("failed_at>=5s", False),
+        ("failed_at<1970-01-01T00:00:06Z", True),
+        ("ts=1970-01-01T00:00:06Z", True),
+        ("age>6s", True),
+        ("age>=8s", False),
+        ("age<1m and age>1s", True),
+        ("age=7s", True),
+        ("age=null", False),
+    ],
+)
+def test_times_take_durations_and_iso_times(expr: str, expected: bool) -> None:
+    assert parse(expr, now_ms=12_000).matches(lazarus(), U, None) is expected
+
+
+def held(rule: str | None) -> DeadLetter:
+    record = SourceRecord("orders", 1, 77, 1_000, b"k", b"{}", ())
+    failure = Failure(
+        category=Category.HELD,
+        error_type="lazarus.Held",
+        message=f"held by rule {rule}: fraud review",
+        failed_at_ms=5_000,
+        pipeline="orders-app",
+        policy_rule=None if rule is None else f"hold:{rule}@0123456789ab",
+    )
+    return from_record("orders.dlq", 0, 1, 6_000, b"k", b"{}", build_dead_letter(record, failure))
+
+
+def test_rule_selects_held_dead_letters_by_rule_name() -> None:
+    assert held("fraud-review").rule == "fraud-review"
+    assert sel("rule=fraud-review", held("fraud-review"))
+    assert not sel("rule=fraud", held("fraud-review"))
+    assert sel("rule~fraud", held("fraud-review"))
+    assert sel("rule=null", lazarus()) and sel("rule=null", spring())
+    assert sel("rule=null", held(None))
