@@ -34,6 +34,7 @@ import confluent_kafka
 from rich.console import Console
 
 from bench.contenders import BASELINE, CONTENDERS, QUIX_VENV, Contender
+from bench.contenders.lazarus import lazarus_bin
 from bench.procs import stop_all
 from bench.report import render, summarize, targets
 from bench.runner import Context, latency, throughput
@@ -72,6 +73,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--rss-counts", default="200000,2000000")
     ap.add_argument("--only-rss-growth", action="store_true", help="skip the main table")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per run")
+    ap.add_argument(
+        "--lazarus",
+        type=Path,
+        help="the lazarus executable to measure "
+        "(default .venv/bin/lazarus; e.g. another checkout's, to compare builds)",
+    )
     ap.add_argument("--out", type=Path, help="JSON path (default bench/results/<time>.json)")
     return ap.parse_args(argv)
 
@@ -133,6 +140,26 @@ def broker(bootstrap: str | None) -> Iterator[str]:
             yield b.bootstrap
         finally:
             b.stop()
+
+
+def git_head() -> str:
+    """The checked-out commit, "+dirty" when the working tree has changes (other engineers'
+    included: the table measures the working tree, not the commit)."""
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return head + ("+dirty" if dirty else "")
 
 
 def machine(versions: dict[str, str]) -> dict[str, Any]:
@@ -238,11 +265,15 @@ def main(argv: list[str] | None = None) -> int:
     contenders = pick_contenders(args.contenders)
     workloads = [Workload.parse(n.strip()) for n in args.workloads.split(",") if n.strip()]
     versions = ensure_peers(contenders)
+    if args.lazarus:
+        os.environ["LAZARUS_BENCH_BIN"] = str(args.lazarus.resolve())
     signal.signal(signal.SIGTERM, interrupt)
     meta = {
         "command": " ".join(["python -m bench.bench_peers", *(argv or sys.argv[1:])]),
         "count": args.count,
         "reps": args.reps,
+        "lazarus": lazarus_bin(),
+        "checkout": git_head(),
         **machine(versions),
     }
     say(json.dumps(meta))

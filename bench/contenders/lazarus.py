@@ -9,6 +9,7 @@ would pause the worker, and the bench measures the dead-letter path, not the gua
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from bench.contenders.job import BATCH, COMMIT_EVERY_S, Job
@@ -46,7 +47,8 @@ def write_config(job: Job, delivery: str, workdir: Path) -> Path:
 
 
 def lazarus_bin() -> str:
-    return str(REPO / ".venv/bin/lazarus")
+    """The project's own `lazarus`, or another build's (`bench_peers --lazarus PATH`)."""
+    return os.environ.get("LAZARUS_BENCH_BIN") or str(REPO / ".venv/bin/lazarus")
 
 
 def worker_argv(config: Path, processes: int) -> list[str]:
