@@ -79,6 +79,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the lazarus executable to measure "
         "(default .venv/bin/lazarus; e.g. another checkout's, to compare builds)",
     )
+    ap.add_argument("--label", default="", help="a note stored with the results (e.g. the build)")
     ap.add_argument("--out", type=Path, help="JSON path (default bench/results/<time>.json)")
     return ap.parse_args(argv)
 
@@ -274,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         "reps": args.reps,
         "lazarus": lazarus_bin(),
         "checkout": git_head(),
+        "label": args.label,
         **machine(versions),
     }
     say(json.dumps(meta))
