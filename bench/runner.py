@@ -31,7 +31,7 @@ from bench.kafka_io import (
 )
 from bench.measure import cpu_us_per_record, percentile
 from bench.procs import CLOCK_TICKS, Child
-from bench.workloads import REPO, Workload, records, value_pool
+from bench.workloads import Workload, records, value_pool
 
 # Lazarus' topic check wants room for the largest source record plus its dead-letter headers
 DLQ_CONFIG = {"max.message.bytes": str(2 * 1024 * 1024)}
@@ -58,7 +58,11 @@ def prepare(ctx: Context, contender: Contender, job: Job) -> list[str]:
         argv = contender.argv(job, ctx.workdir)
         config = argv[argv.index("--config") + 1]
         out = subprocess.run(
-            topics_argv(Path(config)), cwd=REPO, capture_output=True, text=True, check=False
+            topics_argv(Path(config)),
+            cwd=contender.cwd(),
+            capture_output=True,
+            text=True,
+            check=False,
         )
         made += [line.split()[-1] for line in out.stdout.splitlines() if line.startswith("created")]
         if out.returncode != 0:
@@ -88,7 +92,9 @@ def throughput(
         ends = watcher.ends(job.source)
         start = time.monotonic()
         deadline = start + ctx.timeout_s
-        child = Child(contender.argv(job, ctx.workdir), ctx.workdir / f"{job.group}.log", REPO)
+        child = Child(
+            contender.argv(job, ctx.workdir), ctx.workdir / f"{job.group}.log", contender.cwd()
+        )
 
         topics, seen = [job.output, job.dlq], [0]
 
@@ -147,7 +153,9 @@ def latency(
     child: Child | None = None
     reader: LatencyReader | None = None
     try:
-        child = Child(contender.argv(job, ctx.workdir), ctx.workdir / f"{job.group}.log", REPO)
+        child = Child(
+            contender.argv(job, ctx.workdir), ctx.workdir / f"{job.group}.log", contender.cwd()
+        )
         deadline = time.monotonic() + ctx.timeout_s
         warm = produce_backlog(ctx.bootstrap, job.source, ((b"warm", v) for v in values[:200]))
         wait_for(lambda: watcher.committed_total(job.source) >= warm, child, deadline, 0.1, "warm")

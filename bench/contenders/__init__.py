@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.contenders.job import Job
-from bench.contenders.lazarus import worker_argv, write_config
+from bench.contenders.lazarus import lazarus_root, worker_argv, write_config
 from bench.workloads import REPO
 
 QUIX_VENV = REPO / ".cache/bench-quix"
@@ -32,6 +32,9 @@ class Contender:
     @property
     def transactional(self) -> bool:
         return self.arg == "exactly-once"
+
+    def cwd(self) -> Path:
+        return lazarus_root() if self.kind == "lazarus" else REPO
 
     def argv(self, job: Job, workdir: Path) -> list[str]:
         if self.kind == "lazarus":

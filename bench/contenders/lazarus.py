@@ -20,8 +20,8 @@ def config_text(job: Job, delivery: str) -> str:
     return f'''pipeline = "{job.group}"
 bootstrap = "{job.bootstrap}"
 delivery = "{delivery}"
-schema_dir = "{REPO / "schemas/avro"}"
-python_path = ["{REPO}"]
+schema_dir = "{lazarus_root() / "schemas/avro"}"
+python_path = ["{lazarus_root()}"]
 commit_interval_ms = {int(COMMIT_EVERY_S * 1000)}
 batch_size = {BATCH}
 
@@ -49,6 +49,14 @@ def write_config(job: Job, delivery: str, workdir: Path) -> Path:
 def lazarus_bin() -> str:
     """The project's own `lazarus`, or another build's (`bench_peers --lazarus PATH`)."""
     return os.environ.get("LAZARUS_BENCH_BIN") or str(REPO / ".venv/bin/lazarus")
+
+
+def lazarus_root() -> Path:
+    """The checkout the executable belongs to (`<root>/.venv/bin/lazarus`): the worker runs
+    there and loads that checkout's schemas, so a `--lazarus` build never imports this working
+    tree's `pipeline` (`--processes 2` starts its members with `python -m` from the cwd)."""
+    root = Path(lazarus_bin()).parent.parent.parent
+    return root if (root / "schemas").is_dir() and (root / "pipeline").is_dir() else REPO
 
 
 def worker_argv(config: Path, processes: int) -> list[str]:
