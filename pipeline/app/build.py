@@ -29,7 +29,7 @@ from pipeline.core.holds import HoldRules, RulesFile
 from pipeline.core.policy import BreakerState, CircuitBreaker, FloodGuard, RetryPolicy
 from pipeline.errors import ConfigError, RuntimeFailure
 from pipeline.kafka import admin
-from pipeline.kafka.clients import make_consumer, make_producer
+from pipeline.kafka.confluent import KafkaSink, KafkaSource
 from pipeline.runtime.delivery import AtLeastOnce, Delivery, Transactions
 from pipeline.runtime.metrics import WorkerMetrics
 from pipeline.runtime.worker import Worker, WorkerOptions
@@ -247,15 +247,8 @@ def build_worker(
     handler = build_handler(settings, schemas, holds, worker_id(instance))
     handler.dlq_max_bytes = dlq_max_bytes
     metrics = WorkerMetrics(registry, settings.pipeline)
-    on_commit: list[Callable[[object, list[object]], None]] = []
-    consumer = make_consumer(
-        settings.client_properties("consumer"),
-        settings.pipeline,
-        on_commit=lambda err, parts: [cb(err, parts) for cb in on_commit],
-    )
-    delivery = _delivery(settings, instance, consumer, metrics, dlq_max_bytes)
-    if isinstance(delivery, AtLeastOnce):
-        on_commit.append(delivery.committed)  # type: ignore[arg-type]
+    source = KafkaSource(settings.client_properties("consumer"), settings.pipeline)
+    delivery = _delivery(settings, instance, source, metrics, dlq_max_bytes)
     p = settings.policy
 
     def on_change(old: BreakerState, new: BreakerState, reason: str) -> None:
@@ -277,28 +270,33 @@ def build_worker(
         topics=(*settings.sources, settings.redrive_topic),
         batch_size=settings.batch_size,
     )
-    return Worker(options, consumer, delivery, handler, metrics, breaker, flood)
+    return Worker(options, source, delivery, handler, metrics, breaker, flood)
 
 
 def _delivery(
-    settings: Settings, instance: str, consumer: object, metrics: WorkerMetrics, dlq_max_bytes: int
+    settings: Settings,
+    instance: str,
+    source: KafkaSource,
+    metrics: WorkerMetrics,
+    dlq_max_bytes: int,
 ) -> Delivery:
-    from pipeline.kafka.clients import Consumer
-
-    assert isinstance(consumer, Consumer)
     props = settings.client_properties("producer")
     # room for a dead letter as large as the DLQ takes (librdkafka's own default is 1 MB)
     props.setdefault("message.max.bytes", max(1_000_000, dlq_max_bytes))
     if settings.delivery == "exactly-once":
         txn_id = f"lazarus-{settings.pipeline}-{instance}"
-        producer = make_producer(props, transactional_id=txn_id)
         timeout = float(props.get("transaction.timeout.ms", 60_000)) / 1000
-        return Transactions(producer, consumer, metrics, time.monotonic, timeout_s=timeout)
+        sink = KafkaSink(props, transactional_id=txn_id)
+        return Transactions(
+            sink, source, metrics, time.monotonic, time.time, settings.dlq.topic, timeout_s=timeout
+        )
     return AtLeastOnce(
-        make_producer(props),
-        consumer,
+        KafkaSink(props),
+        source,
         metrics,
         time.monotonic,
+        time.time,
+        settings.dlq.topic,
         commit_interval_s=settings.commit_interval_ms / 1000,
         stall_s=settings.policy.stall_ms / 1000,
     )

@@ -116,6 +116,25 @@ class Handler:
             )
         return self._process(rec, decoded, attempt, first_at, now)
 
+    def too_large(self, rec: SourceRecord, routed: Routed, now: float, reason: str) -> Routed:
+        """The route of `routed` after the broker refused one of its records as too large: a
+        property of the record, never an outage (the contract's "Oversize records"). A dead
+        letter goes again without its value (and its optional headers); a refused output turns
+        into a dead letter of category `processing` saying so."""
+        if routed.outcome == "dead_lettered" and routed.outputs:
+            out = routed.outputs[0]
+            headers = contract.drop_optional(out.headers)
+            if not any(name == contract.VALUE_OMITTED for name, _ in headers):
+                headers.append(contract.omitted_value_header(out.value))
+            smaller = Output(out.topic, out.key, None, tuple(headers))
+            return Routed((smaller,), routed.outcome, routed.failure, routed.fingerprint)
+        failure = Classified(
+            Category.PROCESSING,
+            "lazarus.RecordTooLarge",
+            f"an output record was refused as too large for its topic ({reason})",
+        )
+        return self._dead_letter(rec, failure, int(now * 1000))
+
     def _unavailable(
         self, exc: SchemaUnavailable, attempt: int, first_at: float, now: float
     ) -> RetryAfter:

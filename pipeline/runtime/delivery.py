@@ -1,210 +1,234 @@
 """How routed records reach the broker and when offsets count as done: the two delivery modes.
 
-`AtLeastOnce` produces asynchronously and commits, per partition, only the offset below which
-every record was acknowledged in its output or the DLQ (from `offsets.OffsetTracker`).
-`Transactions` (exactly-once) puts a batch's outputs, dead letters and consumed offsets in one
-Kafka transaction; an abortable failure aborts it and rewinds to the committed offsets.
+`AtLeastOnce` produces asynchronously and commits, per partition, only the position below which
+every record was acknowledged in its output or the DLQ (`core.offsets.BatchTracker`, fed with
+the sink's per-batch acknowledgements). `Transactions` (exactly-once) puts a batch's outputs,
+dead letters and consumed offsets in one Kafka transaction; an abortable failure aborts it and
+rewinds to the committed offsets.
+
+Both speak only to the seam (`pipeline.kafka.seam`): a `Sink` and a `Source`. Each fold of
+acknowledgements answers one `Polled` value, from which the worker decides pause or go on.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
 
 from pipeline.core.contract import SourceRecord
-from pipeline.core.handler import Output, Routed
-from pipeline.core.offsets import OffsetTracker
+from pipeline.core.handler import Routed
+from pipeline.core.offsets import Batch, BatchTracker
 from pipeline.errors import RuntimeFailure
-from pipeline.kafka.clients import (
-    Consumer,
-    KafkaError,
-    KafkaException,
-    Producer,
-    TopicPartition,
-    is_retriable,
-    kafka_error,
-    partitions,
-)
-from pipeline.runtime.metrics import WorkerMetrics
+from pipeline.kafka.seam import TP, Ack, Committed, Sink, SinkError, SinkFailure, Source
+from pipeline.runtime.metrics import Tally, WorkerMetrics
 
 log = logging.getLogger("lazarus.worker")
-TP = tuple[str, int]
-OFFSET_BEGINNING = -2
 
 
-def _noop_failure(reason: str) -> None:
-    del reason
+@dataclass(frozen=True, slots=True)
+class Polled:
+    """What one fold of acknowledgements says: a failure to act on, or progress made."""
+
+    failure: str | None = None
+    progress: bool = False
 
 
-def _noop_success() -> None:
-    return None
+IDLE = Polled()
 
 
 class Delivery(ABC):
     """What the worker loop needs from a delivery mode."""
 
-    on_failure: Callable[[str], None] = staticmethod(_noop_failure)
-    on_success: Callable[[], None] = staticmethod(_noop_success)
-
-    def __init__(self, producer: Producer, metrics: WorkerMetrics, clock: Callable[[], float]):
-        self.producer = producer
+    def __init__(
+        self,
+        sink: Sink,
+        source: Source,
+        metrics: WorkerMetrics,
+        clock: Callable[[], float],
+        wall: Callable[[], float],
+        dlq_topic: str,
+    ) -> None:
+        self.sink = sink
+        self.source = source
         self.metrics = metrics
         self.clock = clock
+        self.wall = wall
+        self.dlq_topic = dlq_topic
 
-    def produce(self, out: Output, callback: Callable[[KafkaError | None, Any], None]) -> None:
-        """Produce, waiting for room when librdkafka's queue is full. A produce refused at once
-        (e.g. larger than `message.max.bytes`) is reported like a failed delivery: an outage to
-        fix, never a record to skip."""
-        while True:
-            try:
-                self.producer.produce(
-                    out.topic, out.value, out.key, headers=list(out.headers), on_delivery=callback
-                )
-                return
-            except BufferError:
-                self.producer.poll(0.05)
-            except KafkaException as exc:
-                callback(kafka_error(exc), None)
-                return
+    def pending(self) -> int:
+        """Records produced and not yet acknowledged (for the in-flight gauge)."""
+        return self.sink.pending()
 
-    def poll(self) -> None:
-        self.producer.poll(0)
+    def _count_failures(self, ack: Ack) -> None:
+        target = "dlq" if ack.error is not None and ack.error.topic == self.dlq_topic else "output"
+        self.metrics.pending.produce_failures[target] += ack.failed
 
+    def _committed_now(self) -> None:
+        self.metrics.pending.commits += 1
+        self.metrics.last_commit.labels(self.metrics.pipeline).set(self.wall())
+
+    @abstractmethod
+    def begin(self, now: float) -> None:
+        """A batch starts."""
+
+    @abstractmethod
+    def send(self, rec: SourceRecord, routed: Routed) -> None:
+        """Produce `routed`'s records for `rec`; `SinkFailure` when one is refused at once."""
+
+    @abstractmethod
+    def end(self, now: float, tally: Tally) -> Polled:
+        """The batch is routed; `tally` counts once the broker has it all."""
+
+    @abstractmethod
+    def poll(self, now: float) -> Polled: ...
+    @abstractmethod
     def in_flight(self) -> int:
-        return len(self.producer)
+        """Non-zero while the worker must not rewind and resume yet."""
 
-    # The hooks below are specialised by the two modes.
-    def begin(self) -> None:  # noqa: B027 - optional hook; both modes need nothing here yet
-        """A batch starts (transactions begin lazily, on the first record produced)."""
-
-    @abstractmethod
-    def send(self, rec: SourceRecord, routed: Routed, now: float) -> None: ...
-    @abstractmethod
-    def end(self, now: float) -> None: ...
-    @abstractmethod
-    def checkpoint(self, now: float) -> None: ...
     @abstractmethod
     def stalled(self, now: float) -> str | None: ...
     @abstractmethod
-    def rewind_points(self, consumer: Consumer) -> dict[TP, int]: ...
+    def take_rewind(self) -> dict[TP, int]: ...
     @abstractmethod
-    def forget_from(self, tp: TP, offset: int) -> None: ...
+    def assign(self, tps: list[TP]) -> None: ...
     @abstractmethod
-    def assign(self, tp: TP) -> None: ...
+    def revoke(self, tps: list[TP], deadline: float) -> None: ...
     @abstractmethod
-    def revoke(self, keys: list[TP], consumer: Consumer, deadline_s: float) -> None: ...
+    def lost(self, tps: list[TP]) -> None: ...
     @abstractmethod
-    def lost(self, keys: list[TP]) -> None: ...
-    @abstractmethod
-    def close(self, consumer: Consumer, deadline_s: float) -> None: ...
+    def close(self, deadline: float) -> None: ...
 
 
 class AtLeastOnce(Delivery):
-    """Asynchronous produce with delivery reports; commits only fully acknowledged prefixes."""
+    """Asynchronous produce, acknowledgements per batch; commits only finished prefixes."""
 
     def __init__(
         self,
-        producer: Producer,
-        consumer: Consumer,
+        sink: Sink,
+        source: Source,
         metrics: WorkerMetrics,
         clock: Callable[[], float],
+        wall: Callable[[], float],
+        dlq_topic: str,
         *,
         commit_interval_s: float,
         stall_s: float,
     ) -> None:
-        super().__init__(producer, metrics, clock)
-        self.consumer = consumer
-        self.tracker = OffsetTracker()
+        super().__init__(sink, source, metrics, clock, wall, dlq_topic)
+        self.tracker = BatchTracker()
         self.commit_interval_s = commit_interval_s
         self.stall_s = stall_s
+        self._batch: Batch | None = None
         self._last_commit = clock()
 
-    def send(self, rec: SourceRecord, routed: Routed, now: float) -> None:
-        tp = (rec.topic, rec.partition)
-        self.tracker.track(tp, rec.offset, len(routed.outputs), now)
-        report = functools.partial(self._report, tp, rec.offset)
-        for out in routed.outputs:
-            self.produce(out, report)
+    def begin(self, now: float) -> None:
+        self._batch = self.tracker.open(now)
 
-    def _report(self, tp: TP, offset: int, err: KafkaError | None, _msg: Any) -> None:
-        if err is None:
-            self.tracker.ack(tp, offset)
-            self.on_success()
-        else:
-            self.tracker.fail(tp, offset)
-            self.on_failure(f"delivery of {tp[0]}/{tp[1]}/{offset} failed: {err.str()}")
+    def send(self, rec: SourceRecord, routed: Routed) -> None:
+        batch = self._batch
+        assert batch is not None, "send outside a batch"
+        produced = 0
+        try:
+            for out in routed.outputs:
+                self.sink.produce(out, batch.id)
+                produced += 1
+        except SinkFailure:
+            if produced:  # part of this record's outputs is out: redo the batch
+                batch.add((rec.topic, rec.partition), rec.offset, produced)
+                batch.failed = True
+            raise
+        batch.add((rec.topic, rec.partition), rec.offset, produced)
 
-    def end(self, now: float) -> None:
-        self.producer.poll(0)
-        self.metrics.in_flight.labels(self.metrics.pipeline).set(len(self.producer))
+    def end(self, now: float, tally: Tally) -> Polled:
+        batch, self._batch = self._batch, None
+        if batch is not None:
+            batch.tag = tally
+            batch.started_at = now  # acknowledgement latency counts from the end of routing
+            self._finished(self.tracker.close(batch), now)
+        return self.poll(now)
+
+    def poll(self, now: float) -> Polled:
+        state = self._fold(self.sink.poll(0), now)
+        self.tracker.commit_failed(self.source.commit_failures())
         if now - self._last_commit >= self.commit_interval_s:
-            self.commit()
+            self.commit(now)
+        return state
 
-    def commit(self, only: list[TP] | None = None, *, wait: bool = False) -> None:
-        """Commit what is safe. Asynchronous in the loop (a coordinator outage must not block
-        it: `committed` confirms or un-marks); synchronous on revoke and shutdown."""
+    def _fold(self, acks: list[Ack], now: float) -> Polled:
+        failure: str | None = None
+        progress = False
+        for ack in acks:
+            if ack.failed:
+                self._count_failures(ack)
+                if failure is None:
+                    failure = ack.error.reason if ack.error else "delivery failed"
+            progress = progress or ack.acked > 0
+            self._finished(self.tracker.apply(ack.batch, ack.acked, ack.failed), now)
+        return Polled(failure, progress and failure is None)
+
+    def _finished(self, batches: list[Batch], now: float) -> None:
+        pending = self.metrics.pending
+        for batch in batches:
+            if isinstance(batch.tag, Tally):
+                pending.add(batch.tag)
+                if batch.expected:
+                    pending.ack_seconds.append(max(0.0, now - batch.started_at))
+
+    def commit(self, now: float, only: list[TP] | None = None, *, wait: bool = False) -> None:
+        """Commit what is safe: asynchronously in the loop (a coordinator outage must not block
+        it; a failure is retried next interval), synchronously on revoke and shutdown."""
         offsets = self.tracker.committable()
         if only is not None:
             offsets = {tp: o for tp, o in offsets.items() if tp in only}
-        self._last_commit = self.clock()
+        self._last_commit = now
         if not offsets:
             return
         try:
-            if wait:
-                self.consumer.commit(offsets=partitions(offsets), asynchronous=False)
-            else:
-                self.consumer.commit(offsets=partitions(offsets), asynchronous=True)
-        except KafkaException as exc:
-            log.warning("offset commit failed (will retry): %s", exc)
+            self.source.commit({tp: Committed(o) for tp, o in offsets.items()}, wait=wait)
+        except SinkFailure as exc:
+            log.warning("offset commit failed (will retry): %s", exc.error.reason)
             return
         self.tracker.mark_committed(offsets)
-        self.metrics.commits.labels(self.metrics.pipeline).inc()
+        self._committed_now()
 
-    def committed(self, err: KafkaError | None, parts: list[TopicPartition]) -> None:
-        """The consumer's `on_commit` callback: a failed commit is tried again next interval."""
-        if err is not None:
-            log.warning("offset commit failed (will retry): %s", err.str())
-            self.tracker.mark_committed({(tp.topic, tp.partition): -1 for tp in parts})
-
-    def checkpoint(self, now: float) -> None:
-        self.producer.poll(0)
+    def in_flight(self) -> int:
+        return self.sink.pending()
 
     def stalled(self, now: float) -> str | None:
-        oldest = self.tracker.oldest_pending_since()
+        oldest = self.tracker.oldest_started_at()
         if oldest is not None and now - oldest > self.stall_s:
             return f"a produced record has waited {now - oldest:.1f}s for its acknowledgement"
         return None
 
-    def rewind_points(self, consumer: Consumer) -> dict[TP, int]:
-        return self.tracker.rewind_points()
+    def take_rewind(self) -> dict[TP, int]:
+        return self.tracker.take_rewind()
 
-    def forget_from(self, tp: TP, offset: int) -> None:
-        self.tracker.rewind(tp, offset)
+    def assign(self, tps: list[TP]) -> None:
+        return None  # the tracker learns partitions from the batches
 
-    def assign(self, tp: TP) -> None:
-        self.tracker.assign(tp)
-
-    def revoke(self, keys: list[TP], consumer: Consumer, deadline_s: float) -> None:
-        self.producer.flush(deadline_s)
-        self.commit(only=keys, wait=True)
-        for tp in keys:
+    def revoke(self, tps: list[TP], deadline: float) -> None:
+        self._fold(self.sink.flush(max(0.0, deadline - self.clock())), self.clock())
+        self.commit(self.clock(), only=tps, wait=True)
+        for tp in tps:
             self.tracker.revoke(tp)
 
-    def lost(self, keys: list[TP]) -> None:
-        for tp in keys:
+    def lost(self, tps: list[TP]) -> None:
+        for tp in tps:
             self.tracker.revoke(tp)
 
-    def close(self, consumer: Consumer, deadline_s: float) -> None:
-        left = self.producer.flush(deadline_s)
+    def close(self, deadline: float) -> None:
+        if self._batch is not None:
+            self.tracker.close(self._batch)
+            self._batch = None
+        self._fold(self.sink.flush(max(0.0, deadline - self.clock())), self.clock())
+        left = self.sink.pending()
         if left:
             log.error(
                 "%d records still unacknowledged at shutdown; their offsets stay uncommitted", left
             )
-        self.commit()
+        self.commit(self.clock(), wait=True)
 
 
 class Transactions(Delivery):
@@ -212,85 +236,113 @@ class Transactions(Delivery):
 
     def __init__(
         self,
-        producer: Producer,
-        consumer: Consumer,
+        sink: Sink,
+        source: Source,
         metrics: WorkerMetrics,
         clock: Callable[[], float],
+        wall: Callable[[], float],
+        dlq_topic: str,
         *,
         timeout_s: float,
     ) -> None:
-        super().__init__(producer, metrics, clock)
-        self.consumer = consumer
+        super().__init__(sink, source, metrics, clock, wall, dlq_topic)
         self.timeout_s = timeout_s
         self.positions: dict[TP, int] = {}
         self.assigned: set[TP] = set()
+        self._tally = Tally()
+        self._batch = 0
         self._open = False
+        self._started = 0.0
         self._rewind_all = False
         self._abort_pending = False
-        self._guard(lambda: producer.init_transactions(timeout_s), "initialising transactions")
+        try:
+            sink.init_transactions(timeout_s)
+        except SinkFailure as exc:
+            raise RuntimeFailure(exc.error.reason) from exc
 
-    def send(self, rec: SourceRecord, routed: Routed, now: float) -> None:
+    def begin(self, now: float) -> None:
+        self._batch += 1
+
+    def send(self, rec: SourceRecord, routed: Routed) -> None:
         if self._abort_pending:
-            return
+            raise SinkFailure(SinkError("an aborted transaction is not confirmed yet"))
         if not self._open:
-            self._guard(self.producer.begin_transaction, "beginning a transaction")
+            try:
+                self.sink.begin_transaction()
+            except SinkFailure as exc:
+                self._failed(exc.error)
+                raise
             self._open = True
+            self._started = self.clock()
         for out in routed.outputs:
-            self.produce(out, self._report)
+            self.sink.produce(out, self._batch)
         self.positions[(rec.topic, rec.partition)] = rec.offset + 1
 
-    def _report(self, err: KafkaError | None, _msg: Any) -> None:
-        if err is not None:
-            self.on_failure(f"transactional produce failed: {err.str()}")
-
-    def end(self, now: float) -> None:
+    def end(self, now: float, tally: Tally) -> Polled:
+        self._tally.add(tally)
         if not self._open:
-            return
-        offsets = partitions(self.positions)
+            return self.poll(now)
+        failure = self._delivery_failure(self.sink.poll(0))
+        if failure is not None:
+            return self._failed(failure)
+        offsets = {tp: o for tp, o in self.positions.items() if tp in self.assigned}
         try:
-            self.producer.send_offsets_to_transaction(
-                offsets, self.consumer.consumer_group_metadata(), self.timeout_s
-            )
-            self.producer.commit_transaction(self.timeout_s)
-        except KafkaException as exc:
-            self._failed(exc)
-            return
+            if offsets:
+                self.sink.send_offsets(offsets, self.source.group_metadata(), self.timeout_s)
+            self.sink.commit_transaction(self.timeout_s)
+        except SinkFailure as exc:
+            return self._failed(exc.error)
         self._open = False
         self.positions.clear()
-        self.metrics.commits.labels(self.metrics.pipeline).inc()
-        self.on_success()
+        tally, self._tally = self._tally, Tally()
+        tally.ack_seconds.append(max(0.0, self.clock() - self._started))
+        self.metrics.pending.add(tally)
+        self._committed_now()
+        return Polled(None, progress=True)
 
-    def checkpoint(self, now: float) -> None:
-        self.end(now)
+    def _delivery_failure(self, acks: list[Ack]) -> SinkError | None:
+        failure = None
+        for ack in acks:
+            if ack.failed:
+                self._count_failures(ack)
+                failure = failure or ack.error or SinkError("delivery failed")
+        if failure is not None and not failure.fatal:  # a failed send dooms the transaction
+            return SinkError(failure.reason, failure.topic, abortable=True)
+        return failure
 
-    def _failed(self, exc: KafkaException) -> None:
-        err = kafka_error(exc)
-        if err is not None and (err.fatal() or not (err.txn_requires_abort() or err.retriable())):
-            raise RuntimeFailure(f"transactional producer failed fatally (fenced?): {err.str()}")
-        reason = f"transaction failed, aborting: {err.str() if err else exc}"
+    def _failed(self, error: SinkError) -> Polled:
+        if error.fatal or not (error.abortable or error.retriable):
+            raise RuntimeFailure(f"transactional producer failed fatally (fenced?): {error.reason}")
         self._abort_pending = True
         self._rewind_all = True
-        self.on_failure(reason)
+        self._tally = Tally()  # nothing of the aborted transaction counts
         self._try_abort()
+        return Polled(f"transaction failed, aborting: {error.reason}")
 
     def _try_abort(self) -> None:
         try:
-            self.producer.abort_transaction(self.timeout_s)
-        except KafkaException as exc:
-            err = kafka_error(exc)
-            if err is not None and err.fatal():
-                raise RuntimeFailure(f"transactional producer failed fatally: {err.str()}") from exc
-            log.warning("abort not confirmed yet (will retry): %s", exc)
+            self.sink.abort_transaction(self.timeout_s)
+        except SinkFailure as exc:
+            if exc.error.fatal:
+                raise RuntimeFailure(
+                    f"transactional producer failed fatally: {exc.error.reason}"
+                ) from exc
+            log.warning("abort not confirmed yet (will retry): %s", exc.error.reason)
             return
         self._abort_pending = False
         self._open = False
         self.positions.clear()
-        self.metrics.aborts.labels(self.metrics.pipeline).inc()
+        self.metrics.pending.aborts += 1
 
-    def poll(self) -> None:
-        self.producer.poll(0)
+    def poll(self, now: float) -> Polled:
+        acks = self.sink.poll(0)
         if self._abort_pending:
             self._try_abort()
+            return IDLE
+        failure = self._delivery_failure(acks)
+        if failure is not None and self._open:
+            return self._failed(failure)
+        return IDLE
 
     def in_flight(self) -> int:
         """Non-zero while an abort is unconfirmed: the worker's gate stays closed until then."""
@@ -299,54 +351,38 @@ class Transactions(Delivery):
     def stalled(self, now: float) -> str | None:
         return None  # a stalled transaction fails its commit within `timeout_s`
 
-    def rewind_points(self, consumer: Consumer) -> dict[TP, int]:
+    def take_rewind(self) -> dict[TP, int]:
         """After an abort, every assigned partition goes back to its committed offset."""
         if not self._rewind_all or not self.assigned:
             return {}
-        asked = [TopicPartition(t, p) for t, p in self.assigned]
-        committed: list[TopicPartition] = []
-        self._guard(
-            lambda: committed.extend(consumer.committed(asked, timeout=self.timeout_s)),
-            "reading the committed offsets",
-        )
+        try:
+            committed = self.source.committed(sorted(self.assigned), self.timeout_s)
+        except SinkFailure as exc:
+            raise RuntimeFailure(exc.error.reason) from exc
         self._rewind_all = False
-        return {
-            (tp.topic, tp.partition): tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
-            for tp in committed
-        }
+        return {tp: c.offset for tp, c in committed.items()}
 
-    def forget_from(self, tp: TP, offset: int) -> None:
-        self.positions.pop(tp, None)
+    def assign(self, tps: list[TP]) -> None:
+        self.assigned.update(tps)
 
-    def assign(self, tp: TP) -> None:
-        self.assigned.add(tp)
-
-    def revoke(self, keys: list[TP], consumer: Consumer, deadline_s: float) -> None:
-        self.end(self.clock())
-        for tp in keys:
+    def revoke(self, tps: list[TP], deadline: float) -> None:
+        """Commit the open transaction while the partitions are still ours."""
+        if self._open:
+            state = self.end(self.clock(), Tally())
+            if state.failure:
+                log.warning("revoke: %s", state.failure)
+        for tp in tps:
             self.assigned.discard(tp)
             self.positions.pop(tp, None)
 
-    def lost(self, keys: list[TP]) -> None:
+    def lost(self, tps: list[TP]) -> None:
         if self._open:
             self._try_abort()
-        for tp in keys:
+        for tp in tps:
             self.assigned.discard(tp)
 
-    def close(self, consumer: Consumer, deadline_s: float) -> None:
-        self.end(self.clock())
+    def close(self, deadline: float) -> None:
         if self._open:
+            self.end(self.clock(), Tally())
+        if self._open or self._abort_pending:
             self._try_abort()
-
-    def _guard(self, call: Callable[[], object], what: str) -> None:
-        deadline = time.monotonic() + self.timeout_s
-        while True:
-            try:
-                call()
-                return
-            except KafkaException as exc:
-                err = kafka_error(exc)
-                if is_retriable(exc) and time.monotonic() < deadline:
-                    time.sleep(0.2)
-                    continue
-                raise RuntimeFailure(f"{what} failed: {err.str() if err else exc}") from exc

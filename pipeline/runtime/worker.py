@@ -1,15 +1,19 @@
 """The worker loop: poll -> decode -> process -> route -> produce -> commit.
 
-One `Worker.step()` reads a batch, asks the handler where each record goes, produces it, and
-commits what is safe. The guarantees (nothing lost, nothing silent) live in three places:
+One `Worker.step()` reads a batch from the `Source`, asks the handler where each record goes,
+produces it through the delivery mode, and folds the sink's acknowledgements once per batch.
+The guarantees (nothing lost, nothing silent) live in three places:
 
 * at-least-once: an offset is committed only when every record before it was acknowledged by
-  the broker in the output or the DLQ (`offsets.OffsetTracker`);
+  the broker in the output or the DLQ (`core.offsets.BatchTracker`);
 * exactly-once: outputs, dead letters and consumed offsets go in one transaction per batch
   (`delivery.Transactions`); an abortable error aborts and rewinds to the committed position;
 * a downstream outage is not a bad record: a failed or stalled delivery, or too many dependency
   errors, open the circuit breaker; the worker pauses, drains what is in flight, seeks back to
   the first unacknowledged offset and probes again later. Nothing is dead-lettered or skipped.
+
+Records of a partition revoked meanwhile (say during a retry wait) are never routed: the new
+owner reads them. Held records never count toward the flood guard: parking is deliberate.
 """
 
 from __future__ import annotations
@@ -22,12 +26,13 @@ from dataclasses import dataclass, field
 from pipeline.core.contract import SourceRecord
 from pipeline.core.handler import Handler, RetryAfter, Routed
 from pipeline.core.policy import BreakerState, CircuitBreaker, FloodGuard
-from pipeline.kafka.clients import Consumer, Message, TopicPartition, to_record
-from pipeline.runtime.delivery import Delivery
-from pipeline.runtime.metrics import WorkerMetrics
+from pipeline.errors import Category
+from pipeline.kafka.seam import TP, SinkFailure, Source
+from pipeline.runtime.deadletter_log import DeadLetterLog
+from pipeline.runtime.delivery import Delivery, Polled
+from pipeline.runtime.metrics import Tally, WorkerMetrics
 
 log = logging.getLogger("lazarus.worker")
-TP = tuple[str, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +42,7 @@ class WorkerOptions:
     batch_size: int = 500
     poll_timeout_s: float = 0.1
     shutdown_deadline_s: float = 30.0
+    """One time budget per rebalance (and for shutdown): flush, then commit, within it."""
 
 
 @dataclass
@@ -59,7 +65,7 @@ class Worker:
     def __init__(
         self,
         options: WorkerOptions,
-        consumer: Consumer,
+        source: Source,
         delivery: Delivery,
         handler: Handler,
         metrics: WorkerMetrics,
@@ -69,7 +75,7 @@ class Worker:
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.options = options
-        self.consumer = consumer
+        self.source = source
         self.delivery = delivery
         self.handler = handler
         self.metrics = metrics
@@ -79,23 +85,19 @@ class Worker:
         self.wall = wall
         self.gate = Gate()
         self.assigned: set[TP] = set()
+        self.dead_log = DeadLetterLog(options.pipeline)
+        self.on_tick: Callable[[], None] | None = None
+        self._tally = Tally()
         self._stopping = False
         self._interrupted = False
-        self.on_tick: Callable[[], None] | None = None
-        self._fresh: list[TopicPartition] = []
+        self._revoked = False
+        self._fresh: list[TP] = []
         self._last_tick = 0.0
-        delivery.on_failure = self._delivery_failed
-        delivery.on_success = lambda: self.breaker.record_success(self.clock())
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> None:
         """Consume until stopped, then drain, commit and leave the group."""
-        self.consumer.subscribe(
-            list(self.options.topics),
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
-            on_lost=self._on_lost,
-        )
+        self.source.subscribe(self.options.topics, self)
         try:
             while not self._stopping:
                 self.step()
@@ -107,23 +109,27 @@ class Worker:
 
     def step(self) -> None:
         """One turn: if the gate is open, read a batch and route every record in it."""
-        self._tick()
+        self._tick(self.clock())
         self._settle_fresh()
         if not self._gate_open():
             self._idle()
             return
-        messages = self.consumer.consume(self.options.batch_size, self.options.poll_timeout_s)
+        self._revoked = False  # rebalance callbacks run inside consume
+        records = self.source.consume(self.options.batch_size, self.options.poll_timeout_s)
+        started = self.clock()
         self._interrupted = False
-        self.delivery.begin()
-        for msg in messages:
+        self.delivery.begin(started)
+        for rec in records:
             if self._interrupted or self._stopping:
-                self._set_aside(msg)
-            elif msg.error() is None:
-                self._route(to_record(msg))
-            else:
-                log.warning("consumer error: %s", msg.error())
-        self.delivery.end(self.clock())
-        self._watch(self.clock())
+                self.gate.remember((rec.topic, rec.partition), rec.offset)
+            elif not self._revoked or (rec.topic, rec.partition) in self.assigned:
+                self._route(rec)
+        ended = self.clock()
+        if records:
+            self._tally.batch_seconds.append(ended - started)
+        tally, self._tally = self._tally, Tally()
+        self._react(self.delivery.end(ended, tally), ended)
+        self._watch(ended)
 
     def _route(self, rec: SourceRecord) -> None:
         """Handle one record, retrying in place with the partitions paused; produce its route."""
@@ -134,50 +140,84 @@ class Worker:
                 break
             if not self._retry_wait(rec, outcome):
                 return
+            if self._revoked and (rec.topic, rec.partition) not in self.assigned:
+                return  # revoked during the wait: the new owner reads it
             attempt += 1
+        failure = outcome.failure
         if self.flood is not None:
-            if outcome.outcome == "dead_lettered" and self.flood.would_flood(self.clock()):
+            dead = failure is not None and failure.category is not Category.HELD
+            if dead and self.flood.would_flood(self.clock()):
                 self._flood_pause(rec)
                 return
-            self.flood.record(outcome.outcome == "dead_lettered")
-        self.delivery.send(rec, outcome, self.clock())
-        self._account(rec, outcome)
+            self.flood.record(dead)
+        if self._send(rec, outcome):
+            self._account(rec, outcome)
 
-    def _account(self, rec: SourceRecord, outcome: Routed) -> None:
-        failure = outcome.failure
-        self.metrics.record(outcome.outcome, failure.category.value if failure else None)
-        if failure is not None:
-            log.warning(
-                "dead-lettered: %s: %s",
-                failure.category.value,
-                failure.message,
-                extra={
-                    "pipeline": self.options.pipeline,
-                    "topic": rec.topic,
-                    "partition": rec.partition,
-                    "offset": rec.offset,
-                    "fingerprint": outcome.fingerprint,
-                    "category": failure.category.value,
-                },
-            )
+    def _send(self, rec: SourceRecord, routed: Routed) -> bool:
+        """Produce the route. A record refused as too large is re-routed without its value or
+        as a dead letter (a property of the record); any other refusal is an outage."""
+        try:
+            self.delivery.send(rec, routed)
+            return True
+        except SinkFailure as exc:
+            if not exc.error.too_large:
+                self._delivery_failed(exc.error.reason)
+                self._interrupt(rec, exc.error.reason)
+                return False
+            reason = exc.error.reason
+        smaller = self.handler.too_large(rec, routed, self.wall(), reason)
+        log.warning(
+            "%s/%d/%d refused as too large: %s", rec.topic, rec.partition, rec.offset, reason
+        )
+        try:
+            self.delivery.send(rec, smaller)
+        except SinkFailure as exc:
+            self._delivery_failed(exc.error.reason)
+            self._interrupt(rec, exc.error.reason)
+            return False
+        self._account(rec, smaller)
+        return False
 
-    def _tick(self) -> None:
-        now = self.clock()
+    def _account(self, rec: SourceRecord, routed: Routed) -> None:
+        failure = routed.failure
+        tally = self._tally
+        if failure is None:
+            tally.outcomes[routed.outcome] += 1
+            return
+        category = failure.category.value
+        tally.outcomes["held" if failure.category is Category.HELD else routed.outcome] += 1
+        tally.dead_letters[category] += 1
+        self.dead_log.record(rec, routed, self.clock())
 
-        if self.on_tick is not None and now - self._last_tick >= 1.0:
-            self._last_tick = now
+    def _react(self, state: Polled, now: float) -> None:
+        """Act on one fold of acknowledgements: a failure opens the breaker, progress closes a
+        half-open one."""
+        if state.failure is not None:
+            self._delivery_failed(state.failure)
+        elif state.progress:
+            self.breaker.record_success(now)
+
+    def _tick(self, now: float) -> None:
+        """Once a second: metrics into prometheus-client, aggregated log lines, the hook."""
+        if now - self._last_tick < 1.0:
+            return
+        self._last_tick = now
+        self.metrics.in_flight.labels(self.options.pipeline).set(self.delivery.pending())
+        self.metrics.flush()
+        self.dead_log.flush(now)
+        if self.on_tick is not None:
             self.on_tick()
 
     # -- retries, outages, floods -------------------------------------------------------------
     def _retry_wait(self, rec: SourceRecord, retry: RetryAfter) -> bool:
         """Wait out a retry delay while polling (group membership and `max.poll.interval.ms`
         stay healthy). False when the dependency is judged down: the record is set aside."""
-        self.metrics.retries.labels(self.options.pipeline).inc()
+        self._tally.retries += 1
         self.breaker.record_failure(self.clock(), retry.error)
         if self.breaker.state is BreakerState.OPEN:
             self._interrupt(rec, f"dependency failing: {retry.error}")
             return False
-        self.delivery.checkpoint(self.clock())  # exactly-once: no transaction open across a wait
+        self._checkpoint()  # exactly-once: no transaction open across a wait
         self._pause_all()
         deadline = self.clock() + retry.delay_s
         while self.clock() < deadline and not self._stopping:
@@ -188,8 +228,15 @@ class Worker:
         self._resume_all()
         return True
 
+    def _checkpoint(self) -> None:
+        """End the batch so far (its records are delivered and counted) and start another."""
+        now = self.clock()
+        tally, self._tally = self._tally, Tally()
+        self._react(self.delivery.end(now, tally), now)
+        self.delivery.begin(now)
+
     def _breaker_open(self) -> bool:
-        """Read afresh: delivery callbacks served while waiting may have tripped it."""
+        """Read afresh: acknowledgements served while waiting may have tripped it."""
         return self.breaker.state is BreakerState.OPEN
 
     def _flood_pause(self, rec: SourceRecord) -> None:
@@ -211,16 +258,6 @@ class Worker:
         self.gate.remember((rec.topic, rec.partition), rec.offset)
         self._pause_all()
         log.info("pausing at %s/%d/%d: %s", rec.topic, rec.partition, rec.offset, reason)
-
-    def _set_aside(self, msg: Message) -> None:
-        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-        if (
-            msg.error() is None
-            and topic is not None
-            and partition is not None
-            and offset is not None
-        ):
-            self.gate.remember((topic, partition), offset)
 
     def _delivery_failed(self, reason: str) -> None:
         if self.breaker.state is not BreakerState.OPEN:
@@ -258,84 +295,82 @@ class Worker:
     def _rewind(self) -> None:
         """Add the delivery mode's rewind points (failed deliveries, an aborted transaction) to
         the gate's; `_resume_all` seeks to each."""
-        for tp, offset in self.delivery.rewind_points(self.consumer).items():
+        for tp, offset in self.delivery.take_rewind().items():
             self.gate.remember(tp, offset)
         for (topic, partition), offset in self.gate.resume_at.items():
-            self.metrics.rewinds.labels(self.options.pipeline).inc()
+            self._tally.rewinds += 1
             log.info("resuming %s/%d at offset %d", topic, partition, offset)
 
     def _idle(self) -> None:
         self._poll_idle(self.options.poll_timeout_s)
-        self.delivery.poll()
 
     def _poll_idle(self, timeout: float) -> None:
         """Poll with every partition paused; anything still returned is set aside, not lost."""
-        msg = self.consumer.poll(timeout)
-        if msg is not None:
-            self._set_aside(msg)
-        self.delivery.poll()
+        for rec in self.source.consume(self.options.batch_size, timeout):
+            self.gate.remember((rec.topic, rec.partition), rec.offset)
+        now = self.clock()
+        self._react(self.delivery.poll(now), now)
+        self._tick(now)
 
     def _pause_all(self) -> None:
         self.gate.paused = True
-        parts = [TopicPartition(t, p) for t, p in self.assigned]
-        if parts:
-            self.consumer.pause(parts)
+        self.source.pause(self.assigned)
 
     def _resume_all(self) -> None:
         """Resume every partition, first seeking back to any record read but not handled."""
-        for (topic, partition), offset in self.gate.resume_at.items():
-            if (topic, partition) in self.assigned:
-                self.consumer.seek(TopicPartition(topic, partition, offset))
-                self.delivery.forget_from((topic, partition), offset)
+        for tp, offset in self.gate.resume_at.items():
+            if tp in self.assigned:
+                self.source.seek(tp, offset)
         self.gate.resume_at.clear()
         self.gate.paused = False
-        parts = [TopicPartition(t, p) for t, p in self.assigned]
-        if parts:
-            self.consumer.resume(parts)
+        self.source.resume(self.assigned)
 
-    # -- rebalances and shutdown ----------------------------------------------------------------
-    def _on_assign(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
-        for tp in parts:
-            self.assigned.add((tp.topic, tp.partition))
-            self.delivery.assign((tp.topic, tp.partition))
-        self._fresh.extend(parts)
-        log.info("assigned %s", _names(parts))
+    # -- rebalances (the Source calls these) and shutdown --------------------------------------
+    def on_assign(self, tps: list[TP]) -> None:
+        self.assigned.update(tps)
+        self.delivery.assign(tps)
+        self._fresh.extend(tps)
+        self.metrics.assigned.labels(self.options.pipeline).set(len(self.assigned))
+        log.info("assigned %s", _names(tps))
 
     def _settle_fresh(self) -> None:
         """Give newly assigned partitions the gate's state. librdkafka keeps a partition's pause
         flag across a lost and re-gained assignment, so a resume is as necessary as a pause."""
         if not self._fresh:
             return
-        fresh = [TopicPartition(tp.topic, tp.partition) for tp in self._fresh]
-        self._fresh.clear()
+        fresh, self._fresh = self._fresh, []
         if self.gate.paused:
-            self.consumer.pause(fresh)
+            self.source.pause(fresh)
         else:
-            self.consumer.resume(fresh)
+            self.source.resume(fresh)
 
-    def _on_revoke(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
-        """Finish and commit what is done for the partitions leaving this member."""
-        keys = [(tp.topic, tp.partition) for tp in parts]
-        self.delivery.revoke(keys, self.consumer, self.options.shutdown_deadline_s)
-        for key in keys:
-            self.assigned.discard(key)
-            self.gate.resume_at.pop(key, None)
-        log.info("revoked %s", _names(parts))
+    def on_revoke(self, tps: list[TP]) -> None:
+        """Finish and commit what is done for the partitions leaving this member, all within
+        one deadline."""
+        self.delivery.revoke(tps, self.clock() + self.options.shutdown_deadline_s)
+        self._forget(tps)
+        log.info("revoked %s", _names(tps))
 
-    def _on_lost(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
-        keys = [(tp.topic, tp.partition) for tp in parts]
-        self.delivery.lost(keys)
-        for key in keys:
-            self.assigned.discard(key)
-            self.gate.resume_at.pop(key, None)
-        log.warning("lost %s (another member owns them now)", _names(parts))
+    def on_lost(self, tps: list[TP]) -> None:
+        self.delivery.lost(tps)
+        self._forget(tps)
+        log.warning("lost %s (another member owns them now)", _names(tps))
+
+    def _forget(self, tps: list[TP]) -> None:
+        self._revoked = True
+        for tp in tps:
+            self.assigned.discard(tp)
+            self.gate.resume_at.pop(tp, None)
+        self.metrics.assigned.labels(self.options.pipeline).set(len(self.assigned))
 
     def _shutdown(self) -> None:
         """Drain in-flight work, commit, and leave the group within the deadline."""
-        self.delivery.close(self.consumer, self.options.shutdown_deadline_s)
-        self.consumer.close()
+        self.delivery.close(self.clock() + self.options.shutdown_deadline_s)
+        self.dead_log.flush(self.clock(), force=True)
+        self.metrics.flush()
+        self.source.close()
         log.info("worker stopped")
 
 
-def _names(parts: list[TopicPartition]) -> str:
-    return ", ".join(f"{tp.topic}/{tp.partition}" for tp in parts) or "nothing"
+def _names(tps: list[TP]) -> str:
+    return ", ".join(f"{t}/{p}" for t, p in tps) or "nothing"

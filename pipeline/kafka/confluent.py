@@ -1,0 +1,262 @@
+"""`Source` and `Sink` (pipeline.kafka.seam) on confluent-kafka / librdkafka.
+
+Delivery reports arrive through one bound method per batch (`_BatchAcks.report`), created when
+the batch's first record is produced, never a lambda or a partial per record; `poll` hands the
+counts back as `Ack` values.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TypeVar
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from pipeline.core.contract import SourceRecord
+from pipeline.core.handler import Output
+from pipeline.kafka.clients import (
+    KafkaConf,
+    is_retriable,
+    kafka_error,
+    make_consumer,
+    make_producer,
+    to_record,
+)
+from pipeline.kafka.seam import (
+    OFFSET_BEGINNING,
+    TP,
+    Ack,
+    Committed,
+    RebalanceListener,
+    SinkError,
+    SinkFailure,
+)
+
+log = logging.getLogger("lazarus.worker")
+T = TypeVar("T")
+
+_TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_MSG_SIZE})
+
+
+def sink_error(err: KafkaError | None, what: str, topic: str | None = None) -> SinkError:
+    """librdkafka's error flags as the project's `SinkError`."""
+    if err is None:
+        return SinkError(what, topic)
+    code = err.code()
+    return SinkError(
+        f"{what}: {err.str()}",
+        topic,
+        fatal=bool(err.fatal()),
+        abortable=bool(err.txn_requires_abort()),
+        retriable=bool(err.retriable()),
+        too_large=code in _TOO_LARGE,
+    )
+
+
+def _tps(parts: Iterable[TopicPartition]) -> list[TP]:
+    return [(tp.topic, tp.partition) for tp in parts]
+
+
+class KafkaSource:
+    """A `Source` on a confluent-kafka `Consumer` (auto-commit off, read_committed)."""
+
+    def __init__(self, base: KafkaConf, group_id: str) -> None:
+        self._commit_failures: list[TP] = []
+        self._consumer = make_consumer(base, group_id, on_commit=self.on_commit)
+
+    @property
+    def consumer(self) -> Consumer:
+        return self._consumer
+
+    def on_commit(self, err: KafkaError | None, parts: list[TopicPartition]) -> None:
+        """The consumer's `on_commit` callback: remembered for `commit_failures`."""
+        if err is not None:
+            log.warning("offset commit failed (will retry): %s", err.str())
+            self._commit_failures.extend(_tps(parts))
+
+    def subscribe(self, topics: Sequence[str], listener: RebalanceListener) -> None:
+        self._consumer.subscribe(
+            list(topics),
+            on_assign=lambda _c, parts: listener.on_assign(_tps(parts)),
+            on_revoke=lambda _c, parts: listener.on_revoke(_tps(parts)),
+            on_lost=lambda _c, parts: listener.on_lost(_tps(parts)),
+        )
+
+    def consume(self, max_records: int, timeout_s: float) -> list[SourceRecord]:
+        records = []
+        for msg in self._consumer.consume(max_records, timeout_s):
+            if msg.error() is None:
+                records.append(to_record(msg))
+            else:
+                log.warning("consumer error: %s", msg.error())
+        return records
+
+    def pause(self, tps: Iterable[TP]) -> None:
+        parts = [TopicPartition(t, p) for t, p in tps]
+        if parts:
+            self._consumer.pause(parts)
+
+    def resume(self, tps: Iterable[TP]) -> None:
+        parts = [TopicPartition(t, p) for t, p in tps]
+        if parts:
+            self._consumer.resume(parts)
+
+    def seek(self, tp: TP, offset: int) -> None:
+        self._consumer.seek(TopicPartition(tp[0], tp[1], offset))
+
+    def commit(self, offsets: Mapping[TP, Committed], *, wait: bool) -> None:
+        parts = [
+            TopicPartition(t, p, c.offset, metadata=c.metadata)
+            if c.metadata
+            else TopicPartition(t, p, c.offset)
+            for (t, p), c in offsets.items()
+        ]
+        try:
+            if wait:
+                self._consumer.commit(offsets=parts, asynchronous=False)
+            else:
+                self._consumer.commit(offsets=parts, asynchronous=True)
+        except KafkaException as exc:
+            raise SinkFailure(sink_error(kafka_error(exc), "offset commit failed")) from exc
+
+    def commit_failures(self) -> list[TP]:
+        failed, self._commit_failures = self._commit_failures, []
+        return failed
+
+    def committed(self, tps: Sequence[TP], timeout_s: float) -> dict[TP, Committed]:
+        asked = [TopicPartition(t, p) for t, p in tps]
+        found = retry_kafka(
+            lambda: self._consumer.committed(asked, timeout=timeout_s),
+            timeout_s,
+            "reading the committed offsets",
+        )
+        return {
+            (tp.topic, tp.partition): Committed(
+                tp.offset if tp.offset >= 0 else OFFSET_BEGINNING, tp.metadata or ""
+            )
+            for tp in found
+        }
+
+    def group_metadata(self) -> object:
+        return self._consumer.consumer_group_metadata()
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class _BatchAcks:
+    """Delivery-report counts of one batch, between two polls."""
+
+    __slots__ = ("acked", "batch", "error", "failed", "owner")
+
+    def __init__(self, batch: int, owner: KafkaSink) -> None:
+        self.batch = batch
+        self.owner = owner
+        self.acked = 0
+        self.failed = 0
+        self.error: SinkError | None = None
+
+    def report(self, err: KafkaError | None, msg: Message) -> None:
+        if err is None:
+            self.acked += 1
+        else:
+            self.failed += 1
+            if self.error is None:
+                self.error = sink_error(err, "delivery failed", msg.topic())
+        self.owner.changed.add(self)
+
+
+class KafkaSink:
+    """A `Sink` on a confluent-kafka `Producer` (idempotent; transactional when configured)."""
+
+    def __init__(self, base: KafkaConf, transactional_id: str | None = None) -> None:
+        self._producer = make_producer(base, transactional_id)
+        self._batch: _BatchAcks | None = None
+        self._report: Callable[[KafkaError | None, Message], None] | None = None
+        self.changed: set[_BatchAcks] = set()
+
+    def produce(self, out: Output, batch: int) -> None:
+        if self._batch is None or self._batch.batch != batch:
+            self._batch = _BatchAcks(batch, self)
+            self._report = self._batch.report
+        report = self._report
+        while True:
+            try:
+                self._producer.produce(
+                    out.topic, out.value, out.key, headers=list(out.headers), on_delivery=report
+                )
+                return
+            except BufferError:
+                self._producer.poll(0.05)
+            except KafkaException as exc:
+                raise SinkFailure(
+                    sink_error(kafka_error(exc), "produce refused", out.topic)
+                ) from exc
+
+    def poll(self, timeout_s: float) -> list[Ack]:
+        self._producer.poll(timeout_s)
+        return self._collect()
+
+    def pending(self) -> int:
+        return len(self._producer)
+
+    def flush(self, timeout_s: float) -> list[Ack]:
+        self._producer.flush(timeout_s)
+        return self._collect()
+
+    def _collect(self) -> list[Ack]:
+        if not self.changed:
+            return []
+        acks = []
+        for counts in self.changed:
+            acks.append(Ack(counts.batch, counts.acked, counts.failed, counts.error))
+            counts.acked = counts.failed = 0
+            counts.error = None
+        self.changed.clear()
+        return acks
+
+    def init_transactions(self, timeout_s: float) -> None:
+        retry_kafka(
+            lambda: self._producer.init_transactions(timeout_s),
+            timeout_s,
+            "initialising transactions",
+        )
+
+    def begin_transaction(self) -> None:
+        self._call(self._producer.begin_transaction, "beginning a transaction")
+
+    def send_offsets(self, offsets: Mapping[TP, int], group: object, timeout_s: float) -> None:
+        parts = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        self._call(
+            lambda: self._producer.send_offsets_to_transaction(parts, group, timeout_s),
+            "sending offsets to the transaction",
+        )
+
+    def commit_transaction(self, timeout_s: float) -> None:
+        self._call(lambda: self._producer.commit_transaction(timeout_s), "committing")
+
+    def abort_transaction(self, timeout_s: float) -> None:
+        self._call(lambda: self._producer.abort_transaction(timeout_s), "aborting")
+
+    @staticmethod
+    def _call(call: Callable[[], object], what: str) -> None:
+        try:
+            call()
+        except KafkaException as exc:
+            raise SinkFailure(sink_error(kafka_error(exc), what)) from exc
+
+
+def retry_kafka(call: Callable[[], T], timeout_s: float, what: str) -> T:
+    """Call until it succeeds, retrying what `is_retriable` allows until `timeout_s`; then
+    `SinkFailure`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return call()
+        except KafkaException as exc:
+            if is_retriable(exc) and time.monotonic() < deadline:
+                time.sleep(0.2)
+                continue
+            raise SinkFailure(sink_error(kafka_error(exc), f"{what} failed")) from exc

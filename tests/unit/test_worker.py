@@ -1,0 +1,358 @@
+"""The worker loop and both delivery modes against the in-memory fake (pipeline.kafka.fake):
+routing, commits only after acknowledgements, outages, rewinds, revocations during a retry wait,
+holds and the flood guard, oversize records and the metrics counted per batch."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from pipeline.codecs.json import JsonCodec
+from pipeline.core import contract
+from pipeline.core.handler import Handler
+from pipeline.core.holds import parse_rules
+from pipeline.core.policy import BreakerState, CircuitBreaker, FloodGuard, RetryPolicy
+from pipeline.kafka.fake import FakeCluster, FakeSink, FakeSource
+from pipeline.kafka.seam import Committed, SinkError
+from pipeline.runtime.delivery import AtLeastOnce, Delivery, Transactions
+from pipeline.runtime.metrics import WorkerMetrics
+from pipeline.runtime.worker import Worker, WorkerOptions
+from schemas.orders import Payment
+from tests.kit import good_payment
+
+SOURCE = "shop.payments"
+OUTPUT = "payments.valid"
+DLQ = "payments.dlq"
+PIPELINE = "payments"
+
+
+@dataclass
+class Clock:
+    now: float = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += max(seconds, 0.001)
+
+
+@dataclass
+class Rig:
+    """A worker on the fake cluster, and what a test looks at."""
+
+    cluster: FakeCluster
+    source: FakeSource
+    sink: FakeSink
+    worker: Worker
+    registry: CollectorRegistry
+    clock: Clock
+    calls: list[int] = field(default_factory=list)
+
+    def steps(self, n: int = 1) -> None:
+        for _ in range(n):
+            self.worker.step()
+            self.clock.advance(0.01)
+
+    def sample(self, name: str, **labels: str) -> float:
+        value = self.registry.get_sample_value(name, {"pipeline": PIPELINE, **labels})
+        return 0.0 if value is None else value
+
+    def flush_metrics(self) -> None:
+        self.worker.metrics.flush()
+
+
+def good(i: int) -> bytes:
+    return json.dumps(good_payment(i)).encode()
+
+
+BAD = b'{"payment_id": "p"}'
+
+
+def rig(
+    *,
+    exactly_once: bool = False,
+    processor: Callable[[object, Any], object] | None = None,
+    holds: str | None = None,
+    flood: FloodGuard | None = None,
+    partitions: int = 1,
+    dlq_max_bytes: int = 1_048_588,
+) -> Rig:
+    clock = Clock()
+    cluster = FakeCluster(partitions=partitions)
+    source = FakeSource(cluster, on_wait=clock.advance)
+    sink = FakeSink(cluster, transactional=exactly_once)
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics(registry, PIPELINE)
+    handler = Handler(
+        pipeline=PIPELINE,
+        output_topic=OUTPUT,
+        dlq_topic=DLQ,
+        redrive_topic=f"{PIPELINE}.redrive",
+        codecs={SOURCE: JsonCodec(Payment)},
+        output_codec=None,
+        processor=processor,
+        retry=RetryPolicy(max_attempts=3, initial_backoff_s=0.5, max_backoff_s=1.0, budget_s=30),
+        retryable=(TimeoutError,),
+        redact=lambda text: text,
+        worker_id="test:1",
+        dlq_max_bytes=dlq_max_bytes,
+        rng=random.Random(1),
+    )
+    if holds is not None:
+        handler.holds = parse_rules(holds.encode(), Path("holds.toml"))
+    delivery: Delivery
+    if exactly_once:
+        delivery = Transactions(sink, source, metrics, clock, clock, DLQ, timeout_s=5)
+    else:
+        delivery = AtLeastOnce(
+            sink, source, metrics, clock, clock, DLQ, commit_interval_s=0.0, stall_s=30
+        )
+    breaker = CircuitBreaker(3, 1.0, 8.0)
+    options = WorkerOptions(pipeline=PIPELINE, topics=(SOURCE,), batch_size=100)
+    worker = Worker(options, source, delivery, handler, metrics, breaker, flood, clock, clock)
+    source.subscribe(options.topics, worker)
+    return Rig(cluster, source, sink, worker, registry, clock)
+
+
+def values(r: Rig, topic: str) -> list[bytes | None]:
+    return [rec.value for rec in r.cluster.records(topic)]
+
+
+@pytest.mark.parametrize("exactly_once", [False, True])
+def test_good_records_are_forwarded_and_bad_ones_dead_lettered_with_the_contract(
+    exactly_once: bool,
+) -> None:
+    r = rig(exactly_once=exactly_once)
+    r.cluster.append(SOURCE, good(1))
+    r.cluster.append(SOURCE, BAD, key=b"k")
+    r.cluster.append(SOURCE, good(2))
+    r.steps(2)
+    assert values(r, OUTPUT) == [good(1), good(2)]
+    (dead,) = r.cluster.records(DLQ)
+    assert dead.value == BAD and dead.key == b"k"
+    meta = contract.parse_dead_letter(dead.headers)
+    assert meta is not None and meta.problems == ()
+    assert (meta.source_topic, meta.source_offset) == (SOURCE, 1)
+    assert r.cluster.committed[(SOURCE, 0)] == Committed(3)
+
+
+def test_at_least_once_commits_only_what_the_broker_acknowledged() -> None:
+    r = rig()
+    r.sink.stalled = True
+    for i in range(5):
+        r.cluster.append(SOURCE, good(i))
+    r.steps(3)
+    assert (SOURCE, 0) not in r.cluster.committed
+    r.flush_metrics()
+    assert r.sample("lazarus_records_total", outcome="forwarded") == 0
+    r.sink.stalled = False
+    r.steps(2)
+    assert r.cluster.committed[(SOURCE, 0)] == Committed(5)
+    r.flush_metrics()
+    assert r.sample("lazarus_records_total", outcome="forwarded") == 5
+    assert r.sample("lazarus_commits_total") >= 1
+    assert 1000 < r.sample("lazarus_last_commit_timestamp_seconds") <= r.clock.now
+
+
+def test_a_refused_dead_letter_opens_the_breaker_and_nothing_is_lost() -> None:
+    r = rig()
+    for i in range(3):
+        r.cluster.append(SOURCE, good(i))
+    r.cluster.append(SOURCE, BAD)
+    r.cluster.append(SOURCE, good(9))
+    r.sink.refuse[DLQ] = SinkError("broker says no", DLQ, retriable=True)
+    r.steps(2)
+    assert r.worker.breaker.state is BreakerState.OPEN
+    assert r.cluster.committed.get((SOURCE, 0), Committed(0)).offset == 0  # the batch failed
+    r.flush_metrics()
+    assert r.sample("lazarus_produce_failures_total", target="dlq") == 1
+    assert r.sample("lazarus_dead_letters_total", category="validation") == 0
+    del r.sink.refuse[DLQ]
+    r.clock.advance(2.0)
+    r.steps(4)
+    assert r.worker.breaker.state is BreakerState.CLOSED
+    assert values(r, DLQ) == [BAD]
+    assert set(values(r, OUTPUT)) == {good(0), good(1), good(2), good(9)}  # duplicates allowed
+    assert r.cluster.committed[(SOURCE, 0)] == Committed(5)
+    r.flush_metrics()
+    assert r.sample("lazarus_dead_letters_total", category="validation") == 1
+    assert r.sample("lazarus_rewinds_total") == 1
+
+
+def test_exactly_once_aborts_and_rewinds_a_failed_transaction() -> None:
+    r = rig(exactly_once=True)
+    for i in range(4):
+        r.cluster.append(SOURCE, good(i))
+    r.sink.fail_commit = SinkError("coordinator moved", abortable=True)
+    r.steps(1)
+    assert r.sink.aborts == 1
+    assert values(r, OUTPUT) == []
+    r.sink.fail_commit = None
+    r.clock.advance(2.0)
+    r.steps(4)
+    assert values(r, OUTPUT) == [good(i) for i in range(4)]  # exactly once
+    assert r.cluster.committed[(SOURCE, 0)] == Committed(4)
+    r.flush_metrics()
+    assert r.sample("lazarus_transaction_aborts_total") == 1
+    assert r.sample("lazarus_records_total", outcome="forwarded") == 4
+
+
+def test_exactly_once_counts_dead_letters_only_when_their_transaction_commits() -> None:
+    r = rig(exactly_once=True)
+    r.cluster.append(SOURCE, BAD)
+    r.sink.fail_commit = SinkError("no", abortable=True)
+    r.steps(1)
+    r.flush_metrics()
+    assert r.sample("lazarus_dead_letters_total", category="validation") == 0
+    r.sink.fail_commit = None
+    r.clock.advance(2.0)
+    r.steps(3)
+    r.flush_metrics()
+    assert r.sample("lazarus_dead_letters_total", category="validation") == 1
+
+
+def test_a_fatal_transactional_error_stops_the_worker() -> None:
+    r = rig(exactly_once=True)
+    r.cluster.append(SOURCE, good(1))
+    r.sink.fail_commit = SinkError("fenced", fatal=True)
+    with pytest.raises(Exception, match="fenced"):
+        r.steps(1)
+
+
+@pytest.mark.parametrize("exactly_once", [False, True])
+def test_records_of_a_partition_revoked_during_a_retry_wait_are_never_routed(
+    exactly_once: bool,
+) -> None:
+    """Defect 3 of the reliability issue: the rest of the batch of a revoked partition was
+    routed, and in exactly-once mode its offsets went into the transaction."""
+    attempts: list[int] = []
+
+    def flaky(event: object, ctx: Any) -> object:
+        if ctx.partition == 0 and ctx.offset == 0 and ctx.attempt == 1:
+            attempts.append(ctx.attempt)
+            r.source.revoke_on_next_consume([(SOURCE, 1)])
+            raise TimeoutError("backend slow")
+        return event
+
+    r = rig(exactly_once=exactly_once, processor=flaky, partitions=2)
+    r.cluster.append(SOURCE, good(0), partition=0)
+    for i in range(3):
+        r.cluster.append(SOURCE, good(10 + i), partition=1)
+    r.steps(3)
+    assert attempts == [1]
+    assert (SOURCE, 1) not in r.worker.assigned
+    routed = [rec for rec in r.cluster.records(OUTPUT)]
+    assert len(routed) == 1  # only partition 0's record
+    assert (SOURCE, 1) not in r.cluster.committed
+
+
+def test_held_records_never_trip_the_flood_guard() -> None:
+    """Defect 6: 120 of 170 records held by one rule tripped the flood guard twice."""
+    holds = """
+[[hold]]
+name = "park-held"
+reason = "maintenance"
+expires = 2030-01-01T00:00:00Z
+key = "held"
+"""
+    flood = FloodGuard(ratio=0.5, window=100, min_records=10, pause_s=60)
+    r = rig(holds=holds, flood=flood)
+    for i in range(60):
+        r.cluster.append(SOURCE, good(i), key=b"held" if i % 4 else b"free")
+    r.steps(2)
+    assert flood.tripped_count == 0
+    assert len(r.cluster.records(DLQ)) == 45
+    assert len(values(r, OUTPUT)) == 15
+    r.flush_metrics()
+    assert r.sample("lazarus_records_total", outcome="held") == 45
+    assert r.sample("lazarus_dead_letters_total", category="held") == 45
+
+
+def test_the_flood_guard_still_pauses_on_real_failures() -> None:
+    flood = FloodGuard(ratio=0.5, window=100, min_records=10, pause_s=60)
+    r = rig(flood=flood)
+    for _ in range(30):
+        r.cluster.append(SOURCE, BAD)
+    r.steps(2)
+    assert flood.tripped_count == 1
+    assert len(r.cluster.records(DLQ)) < 10
+
+
+def test_a_dead_letter_refused_as_too_large_goes_without_its_value() -> None:
+    """Defect 2: "Message size too large" was treated as an outage, forever."""
+    r = rig()
+    big = BAD + b" " * 5000
+    r.cluster.append(SOURCE, big, key=b"big")
+    r.cluster.append(SOURCE, good(1))
+    r.sink.refuse_at_once[DLQ] = SinkError("too large", DLQ, too_large=True)
+    original_produce = r.sink.produce
+
+    def produce(out: Any, batch: int) -> None:
+        if out.topic == DLQ and out.value is None:
+            r.sink.refuse_at_once.pop(DLQ, None)
+        original_produce(out, batch)
+
+    r.sink.produce = produce  # type: ignore[method-assign]
+    r.steps(2)
+    assert r.worker.breaker.state is BreakerState.CLOSED
+    (dead,) = r.cluster.records(DLQ)
+    assert dead.value is None and dead.key == b"big"
+    meta = contract.parse_dead_letter(dead.headers)
+    assert meta is not None and meta.value_omitted is not None
+    assert meta.value_omitted.matches(big)
+    assert values(r, OUTPUT) == [good(1)]
+    assert r.cluster.committed[(SOURCE, 0)] == Committed(2)
+
+
+def test_an_oversize_dead_letter_is_fitted_before_it_is_produced() -> None:
+    r = rig(dlq_max_bytes=2000)
+    big = BAD + b" " * 5000
+    r.cluster.append(SOURCE, big)
+    r.steps(2)
+    (dead,) = r.cluster.records(DLQ)
+    assert dead.value is None
+    meta = contract.parse_dead_letter(dead.headers)
+    assert meta is not None and meta.value_omitted is not None
+    assert meta.value_omitted.size == len(big)
+
+
+def test_dead_letter_log_lines_are_one_per_cause(caplog: pytest.LogCaptureFixture) -> None:
+    r = rig()
+    for _ in range(50):
+        r.cluster.append(SOURCE, BAD)
+    with caplog.at_level(logging.WARNING, logger="lazarus.worker"):
+        r.steps(2)
+        r.worker.dead_log.flush(r.clock.now, force=True)
+    lines = [rec.getMessage() for rec in caplog.records if "dead-lettered" in rec.getMessage()]
+    assert len(lines) == 2, lines
+    assert "dead-lettered 49 more like shop.payments/0/0" in lines[1]
+
+
+def test_the_in_flight_gauge_and_assignment_are_exported() -> None:
+    r = rig(partitions=3)
+    r.sink.stalled = True
+    r.cluster.append(SOURCE, good(1))
+    r.steps(1)
+    r.clock.advance(1.5)
+    r.steps(1)
+    assert r.sample("lazarus_in_flight_records") == 1
+    assert r.sample("lazarus_assigned_partitions") == 3
+
+
+def test_shutdown_drains_commits_and_closes() -> None:
+    r = rig()
+    r.cluster.append(SOURCE, good(1))
+    r.worker.step()
+    r.worker.stop()
+    r.worker.run()  # stops at once: drains, commits, closes
+    assert r.source.closed
+    assert r.cluster.committed[(SOURCE, 0)] == Committed(1)
