@@ -1,28 +1,33 @@
 """The alert rules and dashboards against a real Prometheus server (tests/prom.py) scraping a real
-worker on the real test broker.
+worker and a real `dlq exporter` on the real test broker.
 
-`observed` starts the pieces and hands back a `Stack`; each test adds the scrape jobs it needs.
-The exporter half of issue 10 plugs in here once `dlq exporter` exists: start it as a process on a
-free port next to the worker, add `scrape_job("lazarus-dlq-exporter", ...)` to the stack's jobs,
-dead-letter records, assert through `prom.value(...)` that the depth query returns their number and
-through `prom.alerts()` that LazarusDLQGrowing goes pending, replay them with `dlq replay`, and wait
-for the depth to return to 0. (Firing after `for:` is what deploy/prometheus/tests prove.)
+`observe()` starts a pipeline's worker (and, when asked, its exporter) with metrics ports and a
+Prometheus that scrapes them every second as jobs lazarus-worker and lazarus-dlq-exporter, as in
+deploy/prometheus/prometheus.yml; a test that needs another process adds it to `Stack.started`.
+Pending is what these tests can see in seconds; firing after `for:` is what
+deploy/prometheus/tests proves with promtool.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.dlq_kit import DlqProcess, dlq
 from tests.kit import (
     Pipeline,
     WorkerProcess,
     avro_framed,
     committed_offsets,
     good_order,
+    good_payment,
     produce,
     wait_until,
 )
@@ -31,33 +36,62 @@ from tests.prom import Prometheus, PromQLError, as_promql, free_port, panel_quer
 
 @dataclass
 class Stack:
-    """A pipeline with its worker (metrics on `worker_port`) and the Prometheus scraping it."""
+    """A pipeline, its worker, its exporter (or None) and the Prometheus scraping them."""
 
     pipe: Pipeline
     worker: WorkerProcess
-    worker_port: int
+    exporter: DlqProcess | None
     prom: Prometheus
     started: list[Callable[[], object]] = field(default_factory=list)  # stoppers, in order
 
 
-@pytest.fixture
-def observed(bootstrap: str, tmp_path: Path) -> Iterator[Stack]:
-    """A real worker with a metrics port on the shared broker, scraped every second by a real
-    Prometheus with the project's rules (job lazarus-worker, as in deploy/prometheus)."""
-    port = free_port()
-    pipe = Pipeline(bootstrap, tmp_path, top=f"metrics_port = {port}").create()
+def stop_exporter(exporter: DlqProcess) -> None:
+    if exporter.proc.poll() is None:
+        exporter.proc.terminate()
+    exporter.wait(60)
+
+
+@contextmanager
+def observe(bootstrap: str, tmp_path: Path, exporter: bool = False) -> Iterator[Stack]:
+    """Start the pieces; stop every one that started, last first, whatever happens."""
+    worker_port, exporter_port = free_port(), free_port()
+    pipe = Pipeline(bootstrap, tmp_path, top=f"metrics_port = {worker_port}").create()
+    jobs = [scrape_job("lazarus-worker", f"127.0.0.1:{worker_port}")]
+    if exporter:
+        jobs.append(scrape_job("lazarus-dlq-exporter", f"127.0.0.1:{exporter_port}"))
+    (tmp_path / "prometheus").mkdir()
+    prom = Prometheus(tmp_path / "prometheus", jobs)
     worker = WorkerProcess(pipe.config, tmp_path / "worker.log")
-    prom_dir = tmp_path / "prometheus"
-    prom_dir.mkdir()
-    prom = Prometheus(prom_dir, [scrape_job("lazarus-worker", f"127.0.0.1:{port}")])
-    stack = Stack(pipe, worker, port, prom, [worker.stop])
+    stack = Stack(pipe, worker, None, prom, [worker.stop])
     try:
+        if exporter:
+            stack.exporter = process = DlqProcess(
+                tmp_path / "exporter.log",
+                "exporter",
+                *("--config", str(pipe.config), "--port", str(exporter_port)),
+                *("--interval", "1", "--cluster", "test", "--state-dir", str(tmp_path / "state")),
+            )
+            stack.started.append(lambda: stop_exporter(process))
         prom.start()
         stack.started.append(prom.stop)
         yield stack
     finally:
         for stop in reversed(stack.started):
             stop()
+
+
+@pytest.fixture
+def observed(bootstrap: str, tmp_path: Path) -> Iterator[Stack]:
+    """A worker on the shared broker, scraped by a real Prometheus with the project's rules."""
+    with observe(bootstrap, tmp_path) as stack:
+        yield stack
+
+
+@pytest.fixture
+def observed_with_exporter(bootstrap: str, tmp_path: Path) -> Iterator[Stack]:
+    """The same, plus `dlq exporter` following the pipeline's DLQ and group."""
+    with observe(bootstrap, tmp_path, exporter=True) as stack:
+        yield stack
 
 
 def processed(pipe: Pipeline, total: int) -> bool:
@@ -107,3 +141,50 @@ def test_worker_metrics_reach_prometheus_and_every_dashboard_query_runs(observed
 
 def panel_queries_by_title() -> list[tuple[str, str]]:
     return [(title, expr) for _, title, expr in panel_queries()]
+
+
+def test_dead_letters_show_as_depth_raise_the_growth_alert_and_replay_empties_it(
+    observed_with_exporter: Stack,
+) -> None:
+    stack = observed_with_exporter
+    pipe, prom, worker = stack.pipe, stack.prom, stack.worker
+    prom.wait_for_scrape("lazarus-worker")
+    prom.wait_for_scrape("lazarus-dlq-exporter")
+    recorded = f'lazarus:dlq_unresolved_excluding_held:sum{{pipeline="{pipe.name}"}}'
+    prom.wait_for(lambda: prom.value(recorded) == 0, 60, "an empty DLQ recorded as depth 0")
+
+    # Payments without a currency: validation errors, fixable on replay.
+    bad = [(f"p{i}".encode(), payment_without_currency(i)) for i in range(5)]
+    produce(pipe.bootstrap, pipe.payments, bad)
+    depth = as_promql(dict(panel_queries_by_title())["Unresolved (held left out)"])
+    depth = depth.replace('pipeline=~".*"', f'pipeline="{pipe.name}"')
+    worker.check_alive()
+    prom.wait_for(lambda: prom.value(depth) == len(bad), 90, f"{depth} == {len(bad)}")
+
+    growing = prom.wait_for(lambda: alerts_named(prom, "LazarusDLQGrowing", pipe.name), 30, "alert")
+    assert growing[0]["state"] == "pending"  # for: 10m; firing is proven by promtool
+    assert growing[0]["labels"]["topic"] == pipe.dlq
+    assert re.search(r"Top unresolved cause: [0-9a-f]{16} \(5 unresolved\)", str(growing))
+    assert f"dlq --config <config of {pipe.name}> group" in growing[0]["annotations"]["description"]
+
+    result = dlq("--config", str(pipe.config), "replay", "--where", "state=unresolved",
+                 "--default", "currency=EUR", "--yes")  # fmt: skip
+    assert result.code == 0, result.output
+    prom.wait_for(lambda: (prom.value(depth) or 0) == 0, 90, f"{depth} back to 0")
+    forwarded = f'sum(lazarus_records_total{{pipeline="{pipe.name}", outcome="forwarded"}})'
+    prom.wait_for(lambda: prom.value(forwarded) == len(bad), 60, "the replayed records forwarded")
+    assert stack.exporter is not None and stack.exporter.proc.poll() is None
+
+
+def payment_without_currency(i: int) -> bytes:
+    payment = good_payment(i)
+    del payment["currency"]
+    return json.dumps(payment).encode()
+
+
+def alerts_named(prom: Prometheus, name: str, pipeline: str) -> list[dict[str, Any]]:
+    return [
+        a
+        for a in prom.alerts()
+        if a["labels"]["alertname"] == name and a["labels"].get("pipeline") == pipeline
+    ]
