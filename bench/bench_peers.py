@@ -41,6 +41,7 @@ from bench.runner import Context, latency, throughput
 from bench.workloads import REPO, WORKLOADS, Workload
 
 RESULTS = REPO / "bench/results"
+PARTIAL = RESULTS / "partial.json"
 
 
 def say(text: str) -> None:
@@ -78,6 +79,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=Path,
         help="the lazarus executable to measure "
         "(default .venv/bin/lazarus; e.g. another checkout's, to compare builds)",
+    )
+    ap.add_argument(
+        "--profile",
+        type=Path,
+        help="run the Lazarus workers under cProfile, "
+        "stats to DIR/<group>.prof (rates then include cProfile's overhead)",
     )
     ap.add_argument("--label", default="", help="a note stored with the results (e.g. the build)")
     ap.add_argument("--out", type=Path, help="JSON path (default bench/results/<time>.json)")
@@ -183,6 +190,9 @@ def run_all(
     failures: list[str] = []
 
     def attempt(what: str, fn: Any, *a: Any) -> dict[str, Any] | None:
+        """One run; its exception is reported and the others go on. What was measured so far
+        is kept in bench/results/partial.json in case the whole command dies."""
+        PARTIAL.write_text(json.dumps({"runs": runs, "latency": lat, "rss_growth": rss}))
         say(what)
         try:
             result: dict[str, Any] = fn(ctx, *a)
@@ -217,7 +227,10 @@ def run_all(
             else [Workload.parse(n) for n in args.latency_workloads.split(",")]
         )
         for w in [w for w in chosen if w.name in summary or args.latency_rate]:
-            rates = [r["rate"] for r in summary.get(w.name, {}).values()]
+            rates = [r["rate"] for r in summary.get(w.name, {}).values() if r.get("rate")]
+            if not rates and not args.latency_rate:
+                failures.append(f"latency {w.name}: no throughput to derive a rate from")
+                continue
             rate = args.latency_rate or round(min(rates) / 2, -1)
             for c in contenders:
                 r = attempt(
@@ -254,6 +267,7 @@ def write(result: dict[str, Any], out: Path | None) -> Path:
     text = json.dumps(result, indent=1, default=str)
     path.write_text(text + "\n")
     (RESULTS / "latest.json").write_text(text + "\n")
+    PARTIAL.unlink(missing_ok=True)
     return path
 
 
@@ -263,11 +277,15 @@ def interrupt(_signum: int, _frame: FrameType | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     contenders = pick_contenders(args.contenders)
     workloads = [Workload.parse(n.strip()) for n in args.workloads.split(",") if n.strip()]
     versions = ensure_peers(contenders)
     if args.lazarus:
         os.environ["LAZARUS_BENCH_BIN"] = str(args.lazarus.resolve())
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        os.environ["LAZARUS_BENCH_PROFILE"] = str(args.profile.resolve())
     signal.signal(signal.SIGTERM, interrupt)
     meta = {
         "command": " ".join(["python -m bench.bench_peers", *(argv or sys.argv[1:])]),

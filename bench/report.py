@@ -14,7 +14,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench.contenders import BASELINE
+from bench.contenders import BASELINE, CONTENDERS
 from bench.measure import Spread, fmt_ratio, ratios
 
 Row = dict[str, Any]
@@ -196,3 +196,56 @@ def render(
         met = "-" if t["met"] is None else ("yes" if t["met"] else "[red]no[/]")
         table.add_row(t["target"], t["workload"], f"{t['value']:.2f}", met)
     console.print(table)
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The summary and targets of a results file as Markdown tables (for the README)."""
+    meta, summary = result["meta"], result["summary"]
+    order = list(CONTENDERS)
+    lines = [
+        f"`{meta['command']}` ({meta['count']:,} records, {meta['reps']} reps; nproc "
+        f"{meta['nproc']}, load average {meta['load_average_start'][0]:.1f} → "
+        f"{meta['load_average_end'][0]:.1f}; {meta.get('label') or meta.get('lazarus')})",
+        "",
+    ]
+    head = "| contender | rec/s (median) | min-max | ÷ALO | CPU µs/rec | ÷ALO | peak RSS MB |"
+    for workload, rows in summary.items():
+        lat = any("p50_ms" in r for r in rows.values())
+        lines += [f"**{workload}**", "", head + (" p50 ms | p99 ms |" if lat else "")]
+        lines.append("| --- " * (9 if lat else 7) + "|")
+        for name in [n for n in order if n in rows]:
+            r = rows[name]
+            cells = [
+                name,
+                _num(r.get("rate"), ",.0f"),
+                f"{_num(r.get('rate_min'), ',.0f')}-{_num(r.get('rate_max'), ',.0f')}",
+                fmt_ratio(r.get("rate_vs_alos")),
+                _num(r.get("cpu_us"), ".1f"),
+                fmt_ratio(r.get("cpu_us_vs_alos")),
+                _num(r.get("peak_rss_mb"), ".0f"),
+            ]
+            if lat:
+                cells += [_num(r.get("p50_ms"), ".0f"), _num(r.get("p99_ms"), ".0f")]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["| target | workload | value | met |", "| --- | --- | --- | --- |"]
+    for t in result["targets"]:
+        met = "-" if t["met"] is None else ("yes" if t["met"] else "**no**")
+        lines.append(f"| {t['target']} | {t['workload']} | {t['value']:.2f} | {met} |")
+    for r in result.get("rss_growth", []):
+        lines.append(
+            f"\nRSS growth run: {r['contender']} {r['records']:,} records, peak RSS "
+            f"{r['peak_rss_mb']:.0f} MB"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    from bench.workloads import REPO
+
+    path = sys.argv[1] if len(sys.argv) > 1 else str(REPO / "bench/results/latest.json")
+    with open(path, encoding="utf-8") as fh:
+        print(markdown(json.load(fh)))

@@ -60,7 +60,14 @@ def lazarus_root() -> Path:
 
 
 def worker_argv(config: Path, processes: int) -> list[str]:
+    """The worker's command line; under cProfile (`bench_peers --profile DIR`, stats written to
+    DIR/<group>.prof when the worker stops on SIGTERM; with --processes only the supervisor)."""
     argv = [lazarus_bin(), "worker", "--config", str(config)]
+    profile = os.environ.get("LAZARUS_BENCH_PROFILE")
+    if profile:
+        python = str(Path(lazarus_bin()).parent / "python")
+        out = Path(profile) / f"{config.stem}.prof"
+        argv = [python, "-m", "cProfile", "-o", str(out), *argv]
     return [*argv, "--processes", str(processes)] if processes > 1 else argv
 
 
