@@ -181,84 +181,88 @@ def machine(versions: dict[str, str]) -> dict[str, Any]:
     }
 
 
+class Session:
+    """The runs of one invocation, in order: throughput (interleaved repetitions), latency,
+    RSS growth. A failed run is recorded in `failures` and the others go on; what was measured
+    so far is kept in bench/results/partial.json in case the whole command dies."""
+
+    def __init__(self, args: argparse.Namespace, ctx: Context, contenders: list[Contender]):
+        self.args, self.ctx, self.contenders = args, ctx, contenders
+        self.runs: list[dict[str, Any]] = []
+        self.lat: list[dict[str, Any]] = []
+        self.rss: list[dict[str, Any]] = []
+        self.failures: list[str] = []
+
+    def attempt(self, what: str, fn: Any, *a: Any) -> dict[str, Any] | None:
+        PARTIAL.write_text(json.dumps({"runs": self.runs, "latency": self.lat, "rss": self.rss}))
+        say(what)
+        try:
+            result: dict[str, Any] = fn(self.ctx, *a)
+        except Exception as exc:  # one failed run is reported, the others go on
+            self.failures.append(f"{what}: {exc}")
+            say(f"  FAILED: {exc}")
+            return None
+        shown = (f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items())
+        say("  " + ", ".join(shown))
+        return result
+
+    def throughput(self, workloads: list[Workload]) -> None:
+        reps = self.args.reps
+        for rep in range(1, reps + 1):
+            for w in workloads:
+                for c in self.contenders:
+                    what = f"rep {rep}/{reps} {w.name} {c.name}"
+                    r = self.attempt(what, throughput, c, w, self.args.count)
+                    if r:
+                        self.runs.append({**r, "rep": rep})
+
+    def latency(self, workloads: list[Workload]) -> None:
+        summary, fixed = summarize(self.runs, []), self.args.latency_rate
+        for w in workloads:
+            rates = [r["rate"] for r in summary.get(w.name, {}).values() if r.get("rate")]
+            if not rates and not fixed:
+                self.failures.append(f"latency {w.name}: no throughput to derive a rate from")
+                continue
+            rate = fixed or round(min(rates) / 2, -1)
+            for c in self.contenders:
+                what = f"latency {w.name} {c.name} at {rate:,.0f}/s"
+                r = self.attempt(what, latency, c, w, rate, self.args.latency_seconds)
+                if r:
+                    self.lat.append(r)
+
+    def rss_growth(self) -> None:
+        avro5 = Workload("avro", 5)
+        for n in (int(x) for x in self.args.rss_counts.split(",")):
+            for c in (CONTENDERS["ceiling"], CONTENDERS[BASELINE]):
+                r = self.attempt(f"rss-growth {n:,} {c.name}", throughput, c, avro5, n)
+                if r:
+                    self.rss.append(r)
+
+    def result(self) -> dict[str, Any]:
+        summary = summarize(self.runs, self.lat)
+        return {
+            "runs": self.runs,
+            "latency": self.lat,
+            "rss_growth": self.rss,
+            "summary": summary,
+            "targets": targets(summary, self.rss),
+            "failures": self.failures,
+        }
+
+
 def run_all(
     args: argparse.Namespace, ctx: Context, contenders: list[Contender], workloads: list[Workload]
 ) -> dict[str, Any]:
-    runs: list[dict[str, Any]] = []
-    lat: list[dict[str, Any]] = []
-    rss: list[dict[str, Any]] = []
-    failures: list[str] = []
-
-    def attempt(what: str, fn: Any, *a: Any) -> dict[str, Any] | None:
-        """One run; its exception is reported and the others go on. What was measured so far
-        is kept in bench/results/partial.json in case the whole command dies."""
-        PARTIAL.write_text(json.dumps({"runs": runs, "latency": lat, "rss_growth": rss}))
-        say(what)
-        try:
-            result: dict[str, Any] = fn(ctx, *a)
-        except Exception as exc:  # one failed run is reported, the others go on
-            failures.append(f"{what}: {exc}")
-            say(f"  FAILED: {exc}")
-            return None
-        say(
-            "  "
-            + ", ".join(
-                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                for k, v in result.items()
-                if k not in ("contender", "workload")
-            )
-        )
-        return result
-
+    session = Session(args, ctx, contenders)
     if not args.only_rss_growth:
-        for rep in range(1, args.reps + 1):
-            for w in workloads:
-                for c in contenders:
-                    r = attempt(
-                        f"rep {rep}/{args.reps} {w.name} {c.name}", throughput, c, w, args.count
-                    )
-                    if r:
-                        runs.append({**r, "rep": rep})
-    summary = summarize(runs, [])
-    if not args.skip_latency and not args.only_rss_growth:
-        chosen = (
-            workloads
-            if args.latency_workloads == "all"
-            else [Workload.parse(n) for n in args.latency_workloads.split(",")]
-        )
-        for w in [w for w in chosen if w.name in summary or args.latency_rate]:
-            rates = [r["rate"] for r in summary.get(w.name, {}).values() if r.get("rate")]
-            if not rates and not args.latency_rate:
-                failures.append(f"latency {w.name}: no throughput to derive a rate from")
-                continue
-            rate = args.latency_rate or round(min(rates) / 2, -1)
-            for c in contenders:
-                r = attempt(
-                    f"latency {w.name} {c.name} at {rate:,.0f}/s",
-                    latency,
-                    c,
-                    w,
-                    rate,
-                    args.latency_seconds,
-                )
-                if r:
-                    lat.append(r)
+        session.throughput(workloads)
+        if not args.skip_latency:
+            names = args.latency_workloads
+            chosen = workloads if names == "all" else [Workload.parse(n) for n in names.split(",")]
+            session.latency(chosen)
     if args.rss_growth or args.only_rss_growth:
-        avro5 = Workload("avro", 5)
-        for n in (int(x) for x in args.rss_counts.split(",")):
-            for c in (CONTENDERS["ceiling"], CONTENDERS[BASELINE]):
-                r = attempt(f"rss-growth {n:,} {c.name}", throughput, c, avro5, n)
-                if r:
-                    rss.append(r)
-    summary = summarize(runs, lat)
-    return {
-        "runs": runs,
-        "latency": lat,
-        "rss_growth": rss,
-        "summary": summary,
-        "targets": targets(summary, rss),
-        "failures": failures,
-    }
+        session.rss_growth()
+    return session.result()
 
 
 def write(result: dict[str, Any], out: Path | None) -> Path:
