@@ -18,14 +18,17 @@ from typing import Any
 
 import click
 
+from pipeline.app import logs
 from pipeline.app.cli_support import run
+from pipeline.app.settings import load_settings
 from pipeline.core.contract import ledger_topic, parse_coordinates
 from pipeline.core.ledger_codec import encode_ledger_entry
 from pipeline.errors import EXIT_OK, ConfigError, PartialSuccess
 from pipeline.kafka import dlqio
 from pipeline.kafka.clients import KAFKA_LOG
-from reprocessor import grouping, render
+from reprocessor import exporter, grouping, index_query, indexed, render
 from reprocessor.deadletters import from_record, to_kcat_json
+from reprocessor.exporter import DEFAULT_PORT
 from reprocessor.ledger import STATE_ENV, Plan, load_plan, new_run_id, save_plan
 from reprocessor.ledger import state_dir as plan_folder
 from reprocessor.options import (
@@ -84,8 +87,12 @@ def cli(ctx: click.Context, /, debug: bool, **opts: Any) -> None:
 
 
 def items_of(env: Env, opts: dict[str, Any], *, decode: bool = False) -> Iterator[Item]:
-    """The selected dead letters of every DLQ topic, at most --limit in all."""
+    """The selected dead letters of every DLQ topic, at most --limit in all: from the local
+    index when the command offers `--scan` and it was not given, unless the selection needs
+    what only a scan reads."""
     conf, win = env.conf(), window(opts, decode=decode)
+    if not opts.get("scan_topic", True) and index_query.answerable(win):
+        return itertools.islice(indexed.items(conf, env.topics(), win, env.payloads), opts["limit"])
     chained = itertools.chain.from_iterable(
         scan(conf, topic, win, env.payloads, read_ledger(conf, topic)) for topic in env.topics()
     )
@@ -101,9 +108,15 @@ def kcat(item: Item, *, decoded: bool) -> dict[str, object]:
     return out
 
 
+SCAN_OPTION = click.option(
+    "--scan", "scan_topic", is_flag=True, help="Read the whole topic, not the local index."
+)
+
+
 @cli.command()
 @selection_options
 @click.option("--decode", "-d", is_flag=True, help="Show payloads decoded with their schema.")
+@SCAN_OPTION
 @click.pass_obj
 def inspect(env: Env, /, decode: bool, **opts: Any) -> int:
     """List dead letters: when, where from, key, cause, attempts, replay state (and, for
@@ -113,9 +126,8 @@ def inspect(env: Env, /, decode: bool, **opts: Any) -> int:
             render.json_line(kcat(item, decoded=decode))
         return EXIT_OK
     capped = opts["limit"] is None
-    listed = list(
-        items_of(env, {**opts, "limit": opts["limit"] or INSPECT_DEFAULT_LIMIT}, decode=decode)
-    )
+    limited = {**opts, "limit": opts["limit"] or INSPECT_DEFAULT_LIMIT}
+    listed = list(items_of(env, limited, decode=decode))
     audit = any(item.decision.entry is not None for item in listed)
     render.inspect_table(listed, decoded=decode, audit=audit)
     more = (
@@ -159,16 +171,21 @@ def show(env: Env, /, coordinates: str) -> int:
     show_default=True,
     help=f"Group by {', '.join(grouping.GROUP_KEYS)} or value.<path>.",
 )
+@SCAN_OPTION
 @click.pass_obj
-def group(env: Env, /, by: str, **opts: Any) -> int:
+def group(env: Env, /, by: str, scan_topic: bool, **opts: Any) -> int:
     """Count dead letters by cause: count, first/last seen, example, decided counts."""
     try:
         grouper = grouping.Grouper(by)
     except ValueError as exc:
         raise click.UsageError(f"--by: {exc}") from exc
-    for item in items_of(env, opts, decode=grouper.needs_payload):
-        grouper.add(item.dl, item.state, item.decoded)
-    rows = grouper.rows()
+    win = window(opts)
+    if not scan_topic and index_query.answerable(win, by):
+        rows = indexed.groups(env.conf(), env.topics(), by, win, opts["limit"])
+    else:
+        for item in items_of(env, {**opts, "scan_topic": True}, decode=grouper.needs_payload):
+            grouper.add(item.dl, item.state, item.decoded)
+        rows = grouper.rows()
     if env.as_json:
         for row in rows:
             render.json_line({"by": by, **asdict(row)})
@@ -179,12 +196,15 @@ def group(env: Env, /, by: str, **opts: Any) -> int:
 
 @cli.command()
 @selection_options
+@SCAN_OPTION
 @click.pass_obj
-def stats(env: Env, /, **opts: Any) -> int:
+def stats(env: Env, /, scan_topic: bool, **opts: Any) -> int:
     """Per DLQ topic: total, unresolved (the real depth), by category, oldest unresolved age."""
     conf, win = env.conf(), window(opts)
     found = []
-    for topic in env.topics():
+    if not scan_topic and index_query.answerable(win):
+        found = indexed.stats(conf, env.topics(), win, opts["limit"])
+    for topic in env.topics() if scan_topic or not index_query.answerable(win) else ():
         topic_stats = TopicStats(topic)
         items = scan(conf, topic, win, env.payloads, read_ledger(conf, topic))
         for item in itertools.islice(items, opts["limit"]):
@@ -402,6 +422,58 @@ def discard(env: Env, /, reason: str, dry_run: bool, yes: bool, **opts: Any) -> 
     with render.progress(len(items), f"discard {job.run}") as advance:
         tally = job.discard([item.dl for item in items], reason, ledger, advance)
     render.discard_report(env.as_json, topic, text, job.run, tally, dry_run=False)
+    return EXIT_OK
+
+
+@cli.command("exporter")
+@click.option(
+    "--config",
+    "-c",
+    "configs",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Pipeline config whose DLQ and group to follow (repeatable; default: dlq --config).",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True)
+@click.option(
+    "--interval", type=click.FloatRange(min=0.1), default=15.0, show_default=True,
+    help="Seconds between catch-ups.",
+)  # fmt: skip
+@click.option(
+    "--top-n", type=click.IntRange(min=1), default=10, show_default=True,
+    help="Causes exported by fingerprint; the rest are summed as 'other'.",
+)  # fmt: skip
+@click.option("--cluster", help="The `cluster` label (default: the cluster id).")
+@click.option(
+    "--stall-window", type=click.FloatRange(min=0), default=120.0, show_default=True,
+    help="Seconds a committed offset may stay put, with lag, before it counts as stalled.",
+)  # fmt: skip
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    envvar=STATE_ENV,
+    help="Where the DLQ index is kept (default ~/.local/state/lazarus).",
+)
+@click.pass_obj
+def exporter_command(env: Env, /, configs: tuple[Path, ...], **opts: Any) -> int:
+    """Serve DLQ depth, age, expiry and consumer-group lag for Prometheus: /metrics, /livez,
+    /readyz. Follows each config's DLQ and ledger incrementally (a local index), and its
+    group's lag on its source and redrive topics."""
+    files = list(configs) or ([env.config] if env.config is not None else [])
+    if not files:
+        raise click.UsageError("give --config FILE (repeatable)")
+    logs.setup()
+    options = exporter.Options(
+        host=opts["host"],
+        port=opts["port"],
+        interval_s=opts["interval"],
+        top_n=opts["top_n"],
+        cluster_label=opts["cluster"],
+        stall_window_s=opts["stall_window"],
+        state=opts["state_dir"],
+    )
+    exporter.run([load_settings(path) for path in files], options)
     return EXIT_OK
 
 

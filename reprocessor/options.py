@@ -186,7 +186,10 @@ class GlobalsGroup(click.Group):
     """A group whose commands also accept every global option (see `GLOBAL_OPTIONS`)."""
 
     def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        taken = {opt for param in cmd.params for opt in param.opts}
         for decls, attrs in GLOBAL_OPTIONS:
+            if taken.intersection(decls):
+                continue  # the command's own option of that name (`exporter --config`) wins
             late = {**attrs, "callback": _late_global, "expose_value": False}
             cmd.params.append(click.Option(list(decls), **late))
         super().add_command(cmd, name)

@@ -78,6 +78,8 @@ NOTES = {
     "registry.conf": "registry client settings (`basic.auth.user.info`, TLS, ...)",
     "reprocessor.max_replays": "loop protection: refuse lineages replayed this often (`--force`)",
     "reprocessor.operator": "who decides, in the ledger (default: the OS user)",
+    "slo_objective": "share of records not dead-lettered the pipeline aims at, e.g. `0.999`; "
+    "`dlq exporter` exports it for the burn-rate alerts",
 }
 
 

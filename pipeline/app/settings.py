@@ -163,6 +163,7 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     log_format: Literal["text", "json"] = "text"
     reprocessor: ReprocessorSpec = ReprocessorSpec()
+    slo_objective: float | None = Field(default=None, gt=0, lt=1)
 
     @field_validator("pipeline")
     @classmethod

@@ -52,7 +52,7 @@ _FENCED_CODES = frozenset(
         KafkaError.INVALID_PRODUCER_EPOCH,
     }
 )
-_TSTYPES = {TIMESTAMP_CREATE_TIME: "create", TIMESTAMP_LOG_APPEND_TIME: "logappend"}
+TSTYPES = {TIMESTAMP_CREATE_TIME: "create", TIMESTAMP_LOG_APPEND_TIME: "logappend"}
 
 
 class Fenced(RuntimeFailure):
@@ -232,7 +232,7 @@ class TopicReader:
             # consumed headers are a list of (str, bytes | None): no per-header conversion
             cast(tuple[Header, ...], tuple(msg.headers() or ())),
         )
-        return Consumed(record, _TSTYPES.get(kind, "unknown"))
+        return Consumed(record, TSTYPES.get(kind, "unknown"))
 
 
 @dataclass

@@ -1,0 +1,421 @@
+"""Following topics incrementally, and what the broker says about them: the Kafka side of the
+reprocessor's on-disk index and of `dlq exporter`.
+
+`Follower` reads a topic from stored positions (partition -> next offset) with `assign()` and a
+seek, `read_committed`, up to the last stable offsets captured when the read starts, in batches:
+the caller stores each batch and its positions in one transaction, so a crash resumes where the
+last stored batch ended. Transaction markers and aborted records take offsets and are never
+returned: a partition is done when the consumer's position reaches its captured end.
+
+`describe_cluster` and `describe_topics` give what the index checks before it trusts itself: the
+cluster id, each topic's id (a deleted and recreated topic gets a new one), partition count, low
+watermark and last stable offset, and the retention configs. `fetch` reads the records at given
+coordinates (the payloads of selected dead letters). Every failure leaves as `RuntimeFailure`
+(cluster unreachable) or `ConfigError` (a property librdkafka rejects).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeAlias, cast
+
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    IsolationLevel,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicCollection,
+    TopicPartition,
+)
+from confluent_kafka.admin import ConfigResource, OffsetSpec, ResourceType
+
+from pipeline.core.contract import Header, SourceRecord
+from pipeline.errors import ConfigError, RuntimeFailure
+from pipeline.kafka import admin
+from pipeline.kafka.clients import consumer_config, is_retriable
+from pipeline.kafka.dlqio import TSTYPES, Consumed
+
+KafkaConf = Mapping[str, str | int | float | bool]
+Fetched: TypeAlias = tuple[
+    int, int, int, bytes | None, bytes | None, list[tuple[str, bytes | None]] | None
+]
+"""One record as followed: (partition, offset, timestamp ms, key, value, headers). A plain tuple:
+at a million records, a dataclass per record costs more than reading the headers."""
+
+FOLLOWER_GROUP = "lazarus-dlq-index"
+"""librdkafka wants a group.id even for assign(); this one is never joined nor committed to."""
+BATCH = 2000
+STALL_S = 60.0
+_TIMEOUT_S = 15.0
+_UNSET = -1001  # librdkafka's OFFSET_INVALID: no committed offset
+
+
+@dataclass(frozen=True, slots=True)
+class TopicMeta:
+    """A topic as the broker describes it now. `retention_ms`/`retention_bytes` are None when
+    unlimited (-1); `delete_retention_ms` is how long a compacted topic keeps tombstones."""
+
+    name: str
+    topic_id: str
+    partitions: int
+    retention_ms: int | None
+    retention_bytes: int | None
+    delete_retention_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Marks:
+    """A partition's low watermark and last stable offset (a read_committed reader's end)."""
+
+    low: int
+    end: int
+
+
+class Cluster:
+    """One admin client for one cluster: describe it, its topics and their offsets."""
+
+    def __init__(self, conf: KafkaConf, timeout_s: float = _TIMEOUT_S) -> None:
+        self.conf = conf
+        self.timeout_s = timeout_s
+        try:
+            self._admin = admin.admin_client(conf)
+        except KafkaException as exc:
+            raise ConfigError(f"librdkafka rejected the configuration: {_text(exc)}") from exc
+
+    def cluster_id(self) -> str:
+        """The cluster id (KRaft's, or ZooKeeper's); RuntimeFailure when unreachable."""
+        found = self._call(
+            lambda: self._admin.describe_cluster(request_timeout=self.timeout_s).result(
+                timeout=self.timeout_s
+            ),
+            "describe the cluster",
+        )
+        return str(found.cluster_id or "unknown")
+
+    def topics(self, names: Iterable[str]) -> dict[str, TopicMeta]:
+        """The named topics that exist, with their ids and retention configs."""
+        wanted = list(dict.fromkeys(names))
+        known = admin.existing_topics(self._admin, self.timeout_s)
+        present = [n for n in wanted if n in known]
+        if not present:
+            return {}
+        described = self._call(
+            lambda: {
+                n: f.result(timeout=self.timeout_s)
+                for n, f in self._admin.describe_topics(
+                    TopicCollection(present), request_timeout=self.timeout_s
+                ).items()
+            },
+            "describe topics",
+        )
+        resources = [ConfigResource(ResourceType.TOPIC, n) for n in present]
+        configs = self._call(
+            lambda: {
+                r.name: f.result(timeout=self.timeout_s)
+                for r, f in self._admin.describe_configs(
+                    resources, request_timeout=self.timeout_s
+                ).items()
+            },
+            "describe topic configs",
+        )
+        return {
+            n: TopicMeta(
+                n,
+                str(described[n].topic_id),
+                len(described[n].partitions),
+                _limit(configs[n], "retention.ms"),
+                _limit(configs[n], "retention.bytes"),
+                _limit(configs[n], "delete.retention.ms"),
+            )
+            for n in present
+        }
+
+    def marks(self, topic: str, partitions: int) -> dict[int, Marks]:
+        """Low watermark and last stable offset of every partition."""
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        low = self._offsets({tp: OffsetSpec.earliest() for tp in tps})  # type: ignore[no-untyped-call]
+        end = self._offsets({tp: OffsetSpec.latest() for tp in tps})  # type: ignore[no-untyped-call]
+        return {p: Marks(low[p], max(low[p], end[p])) for p in range(partitions)}
+
+    def _offsets(self, specs: dict[TopicPartition, Any]) -> dict[int, int]:
+        def ask() -> dict[int, int]:
+            futures = self._admin.list_offsets(
+                specs,
+                isolation_level=IsolationLevel.READ_COMMITTED,
+                request_timeout=self.timeout_s,
+            )
+            return {
+                tp.partition: int(f.result(timeout=self.timeout_s).offset)
+                for tp, f in futures.items()
+            }
+
+        found: dict[int, int] = self._call(ask, "list offsets")
+        return found
+
+    def committed(self, group: str, topic: str, partitions: int) -> dict[int, int | None]:
+        """The group's committed offsets on `topic` (None where it has none); never joins."""
+        request = [
+            ConsumerGroupTopicPartitions(
+                group, [TopicPartition(topic, p) for p in range(partitions)]
+            )
+        ]
+
+        def ask() -> dict[int, int | None]:
+            futures = self._admin.list_consumer_group_offsets(
+                request, request_timeout=self.timeout_s
+            )
+            found = next(iter(futures.values())).result(timeout=self.timeout_s)
+            return {
+                tp.partition: (None if tp.offset < 0 else int(tp.offset))
+                for tp in found.topic_partitions
+            }
+
+        found: dict[int, int | None] = self._call(ask, f"read the committed offsets of {group}")
+        return found
+
+    def _call(self, action: Any, what: str) -> Any:
+        """Run an admin call, retrying while the coordinator moves; RuntimeFailure otherwise."""
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                return action()
+            except Exception as exc:  # futures raise KafkaException, or a timeout
+                if is_retriable(exc) and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                    continue
+                raise RuntimeFailure(f"cannot {what}: {_text(exc)}") from exc
+
+
+def _limit(config: Mapping[str, Any], name: str) -> int | None:
+    entry = config.get(name)
+    if entry is None or entry.value is None:
+        return None
+    try:
+        value = int(entry.value)
+    except ValueError:
+        return None
+    return None if value < 0 else value
+
+
+def _text(exc: BaseException) -> str:
+    err = exc.args[0] if exc.args else None
+    return err.str() if isinstance(err, KafkaError) else (str(exc) or type(exc).__name__)
+
+
+def _fetched(msg: Message) -> Fetched:
+    """The record as followed. librdkafka sets partition, offset and a timestamp on every record
+    it returns without an error; consumed headers are (str, bytes | None) pairs."""
+    return (
+        msg.partition() or 0,
+        msg.offset() or 0,
+        msg.timestamp()[1],
+        msg.key(),
+        msg.value(),
+        cast(list[tuple[str, bytes | None]] | None, msg.headers()),
+    )
+
+
+def _consumed(topic: str, msg: Message) -> Consumed:
+    """A fetched record as `dlq` shows it, with kcat's name for its timestamp type."""
+    kind, timestamp = msg.timestamp()
+    record = SourceRecord(
+        topic,
+        msg.partition() or 0,
+        msg.offset() or 0,
+        timestamp if timestamp >= 0 else 0,
+        msg.key(),
+        msg.value(),
+        tuple(cast(list[Header], msg.headers() or [])),
+    )
+    return Consumed(record, TSTYPES.get(kind, "unknown"))
+
+
+def _consumer(conf: KafkaConf) -> Consumer:
+    props = consumer_config(conf, FOLLOWER_GROUP)
+    props["isolation.level"] = "read_committed"
+    props["enable.partition.eof"] = False
+    try:
+        return Consumer(props)
+    except (KafkaException, ValueError, TypeError) as exc:
+        raise ConfigError(f"librdkafka rejected the configuration: {_text(exc)}") from exc
+
+
+class Follower:
+    """Reads `topic` from `start` (partition -> next offset) to `ends` (partition -> last stable
+    offset captured by the caller), `batch` records at a time. Use as a context manager.
+
+    `batches()` yields (records, positions): the records of one consume call and, per partition
+    read so far, the next offset to read (past markers when a partition is done). Raises
+    RuntimeFailure when no partition moves for `stall_s`."""
+
+    def __init__(
+        self,
+        conf: KafkaConf,
+        topic: str,
+        start: Mapping[int, int],
+        ends: Mapping[int, int],
+        batch: int = BATCH,
+        stall_s: float = STALL_S,
+    ) -> None:
+        self.topic = topic
+        self._todo = {p for p, end in ends.items() if start.get(p, 0) < end}
+        self._start = dict(start)
+        self._ends = dict(ends)
+        self._batch = batch
+        self._stall_s = stall_s
+        self._consumer = _consumer(conf)
+
+    def __enter__(self) -> Follower:
+        self._consumer.assign(
+            [TopicPartition(self.topic, p, self._start.get(p, 0)) for p in sorted(self._todo)]
+        )
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._consumer.close()
+
+    def batches(self) -> Iterator[tuple[list[Fetched], dict[int, int]]]:
+        todo, ends, consumer = self._todo, self._ends, self._consumer
+        last_move = time.monotonic()
+        while todo:
+            messages = consumer.consume(self._batch, timeout=0.5)
+            out: list[Fetched] = []
+            positions: dict[int, int] = {}
+            for msg in messages:
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        continue
+                    raise RuntimeFailure(f"reading {self.topic} failed: {err.str()}")
+                record = _fetched(msg)
+                p, o = record[0], record[1]
+                if p not in todo or o >= ends[p]:
+                    continue
+                positions[p] = o + 1
+                out.append(record)
+            done = self._finished(todo, positions, bool(messages))
+            if out or done:
+                last_move = time.monotonic()
+                positions.update(done)
+                yield out, positions
+            elif time.monotonic() - last_move > self._stall_s:
+                raise RuntimeFailure(f"reading {self.topic} stalled short of its end")
+
+    def _finished(self, todo: set[int], positions: dict[int, int], busy: bool) -> dict[int, int]:
+        """Partitions that reached their end in this batch: their next offset is the end, so a
+        marker at the end is never read again."""
+        done = {p: ends for p, o in positions.items() if o >= (ends := self._ends[p])}
+        if not busy:  # only markers left, or an idle poll: ask where the consumer stands
+            tps = self._consumer.position([TopicPartition(self.topic, p) for p in todo])
+            done.update(
+                {
+                    tp.partition: self._ends[tp.partition]
+                    for tp in tps
+                    if tp.offset >= self._ends[tp.partition]
+                }
+            )
+        todo.difference_update(done)
+        return done
+
+
+def fetch(
+    conf: KafkaConf, topic: str, coordinates: Iterable[tuple[int, int]], gap: int = 500
+) -> Iterator[Consumed]:
+    """The records at (partition, offset) coordinates, in partition then offset order (offsets
+    that hold no record (deleted by retention, a marker, aborted) are skipped. Nearby offsets
+    are read in one pass, farther ones after a seek. Reads in bounded memory."""
+    wanted: dict[int, list[int]] = {}
+    for partition, offset in coordinates:
+        wanted.setdefault(partition, []).append(offset)
+    consumer = _consumer(conf)
+    try:
+        for partition in sorted(wanted):
+            yield from _fetch_partition(
+                consumer, topic, partition, sorted(set(wanted[partition])), gap
+            )
+    finally:
+        consumer.close()
+
+
+def _fetch_partition(
+    consumer: Consumer, topic: str, partition: int, offsets: list[int], gap: int
+) -> Iterator[Consumed]:
+    tp = TopicPartition(topic, partition)
+    low, high = consumer.get_watermark_offsets(tp, timeout=_TIMEOUT_S)
+    pending = [o for o in offsets if low <= o < high]
+    index = 0
+    while index < len(pending):
+        consumer.assign([TopicPartition(topic, partition, pending[index])])
+        index = yield from _read_run(consumer, tp, pending, index, (high, gap))
+
+
+def _read_run(
+    consumer: Consumer, tp: TopicPartition, pending: list[int], index: int, bounds: tuple[int, int]
+) -> Generator[Consumed, None, int]:
+    """Read forward from the assigned offset, yielding the wanted records, until the next wanted
+    offset is more than `gap` ahead (the caller seeks), or the partition's end; returns where
+    it stopped in `pending`."""
+    high, gap = bounds
+    last_move = time.monotonic()
+    while index < len(pending):
+        messages = consumer.consume(BATCH, timeout=0.5)
+        if not messages:
+            if consumer.position([tp])[0].offset >= high:
+                return len(pending)
+            if time.monotonic() - last_move > STALL_S:
+                raise RuntimeFailure(f"reading {tp.topic}/{tp.partition} stalled")
+            continue
+        last_move = time.monotonic()
+        last = -1
+        for msg in messages:
+            if msg.error() is not None:
+                continue
+            record = _fetched(msg)
+            last = record[1]
+            while index < len(pending) and pending[index] < last:
+                index += 1  # no record there: a marker, aborted, or deleted
+            if index < len(pending) and pending[index] == last:
+                yield _consumed(tp.topic, msg)
+                index += 1
+        if index < len(pending) and pending[index] - last > gap:
+            return index
+    return index
+
+
+def next_timestamps(
+    conf: KafkaConf, topic: str, starts: Mapping[int, int], ends: Mapping[int, int]
+) -> dict[int, int | None]:
+    """Per partition, the timestamp (ms) of the first record a read_committed reader gets at or
+    after `starts[p]` and before `ends[p]`; None when there is none (only markers or aborted
+    records are left: a caught-up group). One consumer, one pass, at most STALL_S."""
+    todo = {p for p in starts if starts[p] < ends.get(p, 0)}
+    found: dict[int, int | None] = {p: None for p in starts}
+    if not todo:
+        return found
+    consumer = _consumer(conf)
+    try:
+        consumer.assign([TopicPartition(topic, p, starts[p]) for p in sorted(todo)])
+        deadline = time.monotonic() + STALL_S
+        while todo and time.monotonic() < deadline:
+            messages = consumer.consume(len(todo), timeout=0.5)
+            for msg in messages:
+                p, o = msg.partition() or 0, msg.offset() or 0
+                if msg.error() is None and p in todo:
+                    if o < ends[p]:
+                        found[p] = msg.timestamp()[1]
+                    todo.discard(p)
+                    consumer.pause([TopicPartition(topic, p)])
+            if not messages and todo:
+                for tp in consumer.position([TopicPartition(topic, p) for p in todo]):
+                    if tp.offset >= ends[tp.partition]:
+                        todo.discard(tp.partition)
+    finally:
+        consumer.close()
+    return found
+
+
+__all__ = ["Cluster", "Fetched", "Follower", "Marks", "TopicMeta", "fetch", "next_timestamps"]

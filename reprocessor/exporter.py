@@ -1,0 +1,227 @@
+"""`dlq exporter`: DLQ depth, age, expiry and consumer-group lag for Prometheus, long-running.
+
+Every interval the follow loop catches up, for each pipeline config it was given, the DLQ's
+on-disk index (`reprocessor.index`: only what is new is read; a restart resumes from the index),
+measures the pipeline group's lag on its source and redrive topics (`reprocessor.lag`), and swaps
+the snapshots that `/metrics` renders (`reprocessor.exporter_metrics`). Memory does not grow with
+the DLQ: which dead letters are unresolved lives on disk.
+
+HTTP (loopback by default): `/metrics`; `/livez` (the process serves); `/readyz` (200 once every
+DLQ was caught up and the last round reached the cluster, else 503 with the reason, so an
+orchestrator never restart-loops an exporter that is merely catching up); any other path 404.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from socketserver import ThreadingMixIn
+from types import FrameType
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from pipeline.app.settings import Settings
+from pipeline.errors import LazarusError
+from pipeline.kafka.follow import Cluster
+from reprocessor.exporter_metrics import (
+    DlqSnapshot,
+    ExporterCollector,
+    PipelineSnapshot,
+    Snapshots,
+)
+from reprocessor.index import DlqIndex
+from reprocessor.index_query import depth
+from reprocessor.lag import LagTracker
+from reprocessor.ledger import state_dir
+
+log = logging.getLogger("lazarus.dlq.exporter")
+DEFAULT_PORT = 9465
+StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    interval_s: float = 15.0
+    top_n: int = 10
+    cluster_label: str | None = None
+    stall_window_s: float = 120.0
+    state: Path | None = None
+
+
+@dataclass
+class Target:
+    """One pipeline config: its cluster, its DLQ's index (opened lazily, in the loop's thread)
+    and its group's lag tracker."""
+
+    settings: Settings
+    cluster: Cluster
+    lag: LagTracker
+    index: DlqIndex | None = None
+    label: str | None = None
+    caught_up: bool = False
+
+    @property
+    def lag_topics(self) -> list[str]:
+        return [*self.settings.sources, self.settings.redrive_topic]
+
+
+@dataclass
+class Health:
+    ready_reason: str | None = "not caught up yet"
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def set(self, reason: str | None) -> None:
+        with self.lock:
+            self.ready_reason = reason
+
+    def get(self) -> str | None:
+        with self.lock:
+            return self.ready_reason
+
+
+class Exporter:
+    """The follow loop and the HTTP server. `serve()` blocks until `stop()` (or SIGTERM)."""
+
+    def __init__(self, settings: Sequence[Settings], options: Options) -> None:
+        self.options = options
+        self.snapshots = Snapshots(top_n=options.top_n)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(ExporterCollector(self.snapshots))
+        self.health = Health()
+        self.stopping = threading.Event()
+        self.targets = [
+            Target(s, Cluster(s.client_properties("consumer")), LagTracker(options.stall_window_s))
+            for s in settings
+        ]
+        self.server = make_server(
+            options.host, options.port, self.app, _ThreadingServer, _QuietHandler
+        )
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def app(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            return _reply(
+                start_response, "200 OK", generate_latest(self.registry), CONTENT_TYPE_LATEST
+            )
+        if path == "/livez":
+            return _reply(start_response, "200 OK", b"ok\n")
+        if path == "/readyz":
+            reason = self.health.get()
+            if reason is None:
+                return _reply(start_response, "200 OK", b"ready\n")
+            return _reply(start_response, "503 Service Unavailable", f"{reason}\n".encode())
+        return _reply(start_response, "404 Not Found", b"not found\n")
+
+    def serve(self) -> None:
+        thread = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
+        thread.start()
+        log.info("dlq exporter serving on http://%s:%d/metrics", self.options.host, self.port)
+        try:
+            while not self.stopping.is_set():
+                started = time.monotonic()
+                self.round()
+                self.stopping.wait(max(0.0, self.options.interval_s - (time.monotonic() - started)))
+        finally:
+            self.server.shutdown()
+            self.server.server_close()
+            for target in self.targets:
+                if target.index is not None:
+                    target.index.close()
+
+    def stop(self, *_: object) -> None:
+        self.stopping.set()
+
+    def round(self) -> None:
+        """Catch every DLQ up and measure every group; a cluster that fails is reported down
+        (and the exporter not ready) until a later round reaches it."""
+        problems = []
+        for target in self.targets:
+            try:
+                self._follow(target)
+            except LazarusError as exc:
+                problems.append(f"{target.settings.pipeline}: {exc}")
+                log.warning("pipeline %s: %s", target.settings.pipeline, exc)
+                if target.label is not None:
+                    self.snapshots.set_up(target.label, False)
+        waiting = [t.settings.pipeline for t in self.targets if not t.caught_up]
+        if problems:
+            self.health.set("; ".join(problems))
+        elif waiting:
+            self.health.set(f"catching up: {', '.join(waiting)}")
+        else:
+            self.health.set(None)
+
+    def _follow(self, target: Target) -> None:
+        settings, cluster = target.settings, target.cluster
+        if target.index is None:
+            target.index = DlqIndex.open(cluster, settings.dlq.topic, state_dir(self.options.state))
+            target.label = self.options.cluster_label or target.index.cluster_id
+        started = time.monotonic()
+        done = target.index.catch_up(cluster)
+        if done.records or done.ledger_records:
+            log.info(
+                "%s: indexed %d dead letters and %d ledger records in %.1fs",
+                settings.dlq.topic,
+                done.records,
+                done.ledger_records,
+                time.monotonic() - started,
+            )
+        target.caught_up = True
+        label = target.label or "unknown"
+        meta = cluster.topics([settings.dlq.topic]).get(settings.dlq.topic)
+        self.snapshots.put_dlq(
+            DlqSnapshot(
+                label,
+                settings.pipeline,
+                settings.dlq.topic,
+                depth(target.index),
+                None if meta is None else meta.retention_ms,
+                None if meta is None else meta.retention_bytes,
+            )
+        )
+        lag = target.lag.measure(cluster, settings.pipeline, target.lag_topics, time.time())
+        self.snapshots.put_pipeline(
+            PipelineSnapshot(label, settings.pipeline, lag, settings.slo_objective)
+        )
+        self.snapshots.set_up(label, True)
+
+
+def run(settings: Sequence[Settings], options: Options) -> None:
+    """Serve until SIGTERM or SIGINT."""
+    exporter = Exporter(settings, options)
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        exporter.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    exporter.serve()
+
+
+def _reply(
+    start_response: StartResponse, status: str, body: bytes, kind: str = "text/plain; charset=utf-8"
+) -> list[bytes]:
+    start_response(status, [("Content-Type", kind), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug(format, *args)

@@ -1,0 +1,347 @@
+"""The on-disk incremental index of one DLQ topic and its ledger: the one piece of state that `dlq
+stats`, `dlq group`, `dlq inspect --where`, the selection of `fix`/`replay` and `dlq exporter`
+share.
+
+One SQLite database (standard library, WAL) per cluster id and DLQ topic, under the state folder:
+`<state>/index/<cluster id>/<topic>.sqlite3`. It holds one row per dead letter with the header
+fields that selection and grouping read (never the payload), one row per ledger decision, and the
+read positions. `catch_up` reads only what is new (both topics, `read_committed`, up to their last
+stable offsets), one transaction per consumed batch, so memory stays bounded and a crash resumes
+from the last stored batch.
+
+The index is a cache: deleting the file loses nothing, and it is never trusted past what the
+broker says. Before each catch-up `index_rows.verdict` compares what it saw with the broker: a
+new cluster id or topic id (deleted and recreated) resets it; rows below a partition's low
+watermark were deleted by retention (their unresolved ones are counted as expired, then dropped);
+a ledger index older than the ledger topic's `delete.retention.ms` (compaction may have dropped a
+tombstone it never saw) is re-read from the start. The index selects; the ledger decides: a replay
+still reads the ledger to its end inside its fenced transaction before writing.
+
+A dead letter's `state` (0 unresolved, 1 replayed, 2 discarded) is kept on its row: a ledger
+entry decides it only when its `failed_at` and fingerprint are the dead letter's
+(`ledger_codec.is_stale`), whichever of the two was indexed first.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.core.contract import ledger_topic
+from pipeline.errors import ConfigError
+from pipeline.kafka.follow import Cluster, Fetched, Follower, KafkaConf, TopicMeta
+from reprocessor.index_rows import (
+    COLUMNS,
+    Observed,
+    Seen,
+    Verdict,
+    dead_letter_row,
+    ledger_row,
+    verdict,
+)
+
+log = logging.getLogger("lazarus.dlq.index")
+SCHEMA_VERSION = "1"
+Progress = Callable[[int], None]
+
+_DDL = f"""
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS positions (
+    kind TEXT, partition INTEGER, next_offset INTEGER, low INTEGER,
+    PRIMARY KEY (kind, partition)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dl (
+    {", ".join(COLUMNS)}, state INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (partition, offset)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dl_state_category ON dl (state, category, dialect);
+CREATE INDEX IF NOT EXISTS dl_state_fingerprint ON dl (state, fingerprint);
+CREATE INDEX IF NOT EXISTS dl_state_seen ON dl (state, seen_ms, ts);
+CREATE TABLE IF NOT EXISTS ledger (
+    partition INTEGER, offset INTEGER, action INTEGER, failed_at INTEGER, fingerprint TEXT,
+    entry BLOB, PRIMARY KEY (partition, offset)) WITHOUT ROWID;
+"""
+_INSERT = (
+    f"INSERT OR IGNORE INTO dl ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+)
+_DECIDE_NEW = """
+UPDATE dl SET state = l.action FROM ledger AS l
+WHERE dl.partition = ? AND dl.offset BETWEEN ? AND ? AND l.partition = dl.partition
+  AND l.offset = dl.offset AND l.failed_at = dl.seen_ms AND l.fingerprint = dl.fingerprint
+"""
+_DECIDE = """
+UPDATE dl SET state = CASE WHEN seen_ms = ? AND fingerprint = ? THEN ? ELSE 0 END
+WHERE partition = ? AND offset = ?
+"""
+_COUNTERS = ("gone_records", "gone_unresolved", "gone_replayed", "gone_discarded")
+
+
+@dataclass(frozen=True, slots=True)
+class CatchUp:
+    """What one catch-up did: records indexed from the DLQ and the ledger, dead letters found
+    deleted by retention (and how many of them were unresolved), and why it reset, if it did."""
+
+    records: int
+    ledger_records: int
+    expired: int
+    expired_unresolved: int
+    reset: str | None
+    reset_ledger: str | None
+
+
+def index_path(folder: Path, cluster_id: str, topic: str) -> Path:
+    return folder / "index" / cluster_id / f"{topic}.sqlite3"
+
+
+class DlqIndex:
+    """The index of one DLQ topic of one cluster. Not thread-safe: one per thread (SQLite's WAL
+    lets other connections, other processes included, read and write the same file)."""
+
+    def __init__(self, path: Path, topic: str, cluster_id: str) -> None:
+        self.path, self.topic, self.cluster_id = path, topic, cluster_id
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(path, timeout=60, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(_DDL)
+        except sqlite3.Error as exc:
+            raise ConfigError(f"cannot open the DLQ index {path}: {exc}") from exc
+
+    @classmethod
+    def open(cls, cluster: Cluster, topic: str, folder: Path) -> DlqIndex:
+        cluster_id = cluster.cluster_id()
+        return cls(index_path(folder, cluster_id, topic), topic, cluster_id)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> DlqIndex:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # -- catching up -------------------------------------------------------------------------
+
+    def catch_up(self, cluster: Cluster, progress: Progress | None = None) -> CatchUp:
+        """Read what is new in the DLQ and its ledger; ConfigError when the DLQ does not exist.
+        Raises RuntimeFailure when the cluster cannot be reached."""
+        names = (self.topic, ledger_topic(self.topic))
+        metas = cluster.topics(names)
+        dlq = metas.get(self.topic)
+        if dlq is None:
+            raise ConfigError(
+                f"topic {self.topic} does not exist on {cluster.conf.get('bootstrap.servers')}"
+            )
+        ledger = metas.get(names[1])
+        marks = cluster.marks(self.topic, dlq.partitions)
+        now = Observed(
+            cluster_id=self.cluster_id,
+            topic_id=dlq.topic_id,
+            lows={p: m.low for p, m in marks.items()},
+            ledger_topic_id=None if ledger is None else ledger.topic_id,
+            ledger_delete_retention_ms=None if ledger is None else ledger.delete_retention_ms,
+            now_ms=int(time.time() * 1000),
+        )
+        plan = verdict(self._seen(), now)
+        self.reset(plan)
+        ledger_read = self._follow_ledger(cluster, ledger, now.now_ms)
+        expired, expired_unresolved = self.expire(plan, now)
+        read = self._follow_dlq(cluster.conf, {p: m.end for p, m in marks.items()}, progress)
+        with self._transaction():
+            self._put_meta({"topic_id": dlq.topic_id, "cluster_id": self.cluster_id})
+        return CatchUp(
+            read, ledger_read, expired, expired_unresolved, plan.reset, plan.reset_ledger
+        )
+
+    def _seen(self) -> Seen:
+        meta = self.meta()
+        rows = self.db.execute("SELECT partition, next_offset, low FROM positions WHERE kind='dlq'")
+        lows, positions = {}, {}
+        for partition, next_offset, low in rows:
+            positions[partition], lows[partition] = next_offset, low
+        return Seen(
+            cluster_id=_opt_str(meta.get("cluster_id")),
+            topic_id=_opt_str(meta.get("topic_id")),
+            lows=lows,
+            positions=positions,
+            ledger_topic_id=_opt_str(meta.get("ledger_topic_id")),
+            ledger_synced_ms=_opt_int(meta.get("ledger_synced_ms")),
+        )
+
+    def reset(self, plan: Verdict) -> None:
+        """Drop what the verdict says can no longer be trusted, in one transaction."""
+        with self._transaction():
+            if plan.reset:
+                log.warning("index of %s reset: %s", self.topic, plan.reset)
+                for table in ("dl", "ledger", "positions", "meta"):
+                    self.db.execute(f"DELETE FROM {table}")
+            if plan.reset_ledger:
+                log.warning("ledger index of %s re-read: %s", self.topic, plan.reset_ledger)
+                self.db.execute("DELETE FROM ledger")
+                self.db.execute("DELETE FROM positions WHERE kind='ledger'")
+                self.db.execute("UPDATE dl SET state = 0 WHERE state != 0")
+
+    def expire(self, plan: Verdict, now: Observed) -> tuple[int, int]:
+        """Drop the rows below each partition's low watermark, keeping them as counts by state
+        (after the ledger was read, so a late decision still counts), and move read positions
+        past what was deleted unseen; (rows expired, of which unresolved)."""
+        gone = dict.fromkeys(_COUNTERS, 0)
+        with self._transaction():
+            for partition, low in plan.expire.items():
+                counts = self.db.execute(
+                    "SELECT state, count(*) FROM dl WHERE partition=? AND offset<? GROUP BY state",
+                    (partition, low),
+                ).fetchall()
+                by_state = dict(counts)
+                gone["gone_records"] += sum(by_state.values())
+                gone["gone_unresolved"] += by_state.get(0, 0)
+                gone["gone_replayed"] += by_state.get(1, 0)
+                gone["gone_discarded"] += by_state.get(2, 0)
+                self.db.execute("DELETE FROM dl WHERE partition=? AND offset<?", (partition, low))
+            self._add_counters(gone)
+            for partition, low in now.lows.items():
+                start = plan.skip_to.get(partition)
+                self.db.execute(
+                    "INSERT INTO positions VALUES ('dlq', ?, ?, ?) ON CONFLICT DO UPDATE SET "
+                    "low = excluded.low, next_offset = max(next_offset, excluded.next_offset)",
+                    (partition, low if start is None else start, low),
+                )
+        if gone["gone_unresolved"]:
+            log.warning(
+                "%d unresolved dead letters of %s were deleted by retention",
+                gone["gone_unresolved"],
+                self.topic,
+            )
+        return gone["gone_records"], gone["gone_unresolved"]
+
+    def _follow_dlq(self, conf: KafkaConf, ends: dict[int, int], progress: Progress | None) -> int:
+        start = self._positions("dlq")
+        if all(start.get(p, 0) >= end for p, end in ends.items()):
+            return 0
+        read = 0
+        with Follower(conf, self.topic, start, ends) as follower:
+            for batch, positions in follower.batches():
+                with self._transaction():
+                    self.store_letters(batch)
+                    self._store_positions("dlq", positions)
+                read += len(batch)
+                if progress is not None:
+                    progress(len(batch))
+        return read
+
+    def store_letters(self, batch: list[Fetched]) -> None:
+        topic = self.topic
+        rows = [dead_letter_row(topic, r[0], r[1], r[2], r[4], r[5]) for r in batch]
+        self.db.executemany(_INSERT, rows)
+        if rows and self.db.execute("SELECT 1 FROM ledger LIMIT 1").fetchone():
+            spans: dict[int, tuple[int, int]] = {}
+            for row in rows:
+                low, high = spans.get(row[0], (row[1], row[1]))
+                spans[row[0]] = (min(low, row[1]), max(high, row[1]))
+            self.db.executemany(_DECIDE_NEW, [(p, lo, hi) for p, (lo, hi) in spans.items()])
+
+    def _follow_ledger(self, cluster: Cluster, meta: TopicMeta | None, now_ms: int) -> int:
+        if meta is None:
+            with self._transaction():
+                self._put_meta({"ledger_topic_id": None, "ledger_synced_ms": None})
+            return 0
+        marks = cluster.marks(meta.name, meta.partitions)
+        ends = {p: m.end for p, m in marks.items()}
+        start = {p: max(m.low, self._positions("ledger").get(p, 0)) for p, m in marks.items()}
+        read = 0
+        if any(start[p] < ends[p] for p in ends):
+            with Follower(cluster.conf, meta.name, start, ends) as follower:
+                for batch, positions in follower.batches():
+                    with self._transaction():
+                        self.store_decisions(batch)
+                        self._store_positions("ledger", positions)
+                    read += len(batch)
+        with self._transaction():
+            self._put_meta({"ledger_topic_id": meta.topic_id, "ledger_synced_ms": now_ms})
+        return read
+
+    def store_decisions(self, batch: list[Fetched]) -> None:
+        for record in batch:
+            found = ledger_row(self.topic, record[3], record[4])
+            if found is None:
+                continue
+            partition, offset, row = found
+            if row is None:
+                self.db.execute(
+                    "DELETE FROM ledger WHERE partition=? AND offset=?", (partition, offset)
+                )
+                self.db.execute(
+                    "UPDATE dl SET state=0 WHERE partition=? AND offset=?", (partition, offset)
+                )
+                continue
+            self.db.execute("INSERT OR REPLACE INTO ledger VALUES (?, ?, ?, ?, ?, ?)", row)
+            self.db.execute(_DECIDE, (row[3], row[4], row[2], partition, offset))
+
+    # -- storage helpers ---------------------------------------------------------------------
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self.db)
+
+    def _positions(self, kind: str) -> dict[int, int]:
+        rows = self.db.execute("SELECT partition, next_offset FROM positions WHERE kind=?", (kind,))
+        return dict(rows.fetchall())
+
+    def _store_positions(self, kind: str, positions: dict[int, int]) -> None:
+        self.db.executemany(
+            "INSERT INTO positions VALUES (?, ?, ?, 0) ON CONFLICT DO UPDATE SET "
+            "next_offset = max(next_offset, excluded.next_offset)",
+            [(kind, p, o) for p, o in positions.items()],
+        )
+
+    def meta(self) -> dict[str, object]:
+        return dict(self.db.execute("SELECT key, value FROM meta").fetchall())
+
+    def _put_meta(self, values: dict[str, object]) -> None:
+        self.db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list(values.items()))
+
+    def _add_counters(self, added: dict[str, int]) -> None:
+        for name, count in added.items():
+            if count:
+                self.db.execute(
+                    "INSERT INTO meta VALUES (?, ?) ON CONFLICT DO UPDATE SET "
+                    "value = coalesce(value, 0) + excluded.value",
+                    (name, count),
+                )
+
+    def counters(self) -> dict[str, int]:
+        """Rows deleted by retention so far, by state (see `queries.Depth`)."""
+        meta = self.meta()
+        return {name: _opt_int(meta.get(name)) or 0 for name in _COUNTERS}
+
+    def rows(self, sql: str, params: Iterable[object] = ()) -> Iterator[tuple[object, ...]]:
+        """Run a read query and stream its rows (bounded memory)."""
+        with closing(self.db.execute(sql, tuple(params))) as cursor:
+            while chunk := cursor.fetchmany(1000):
+                yield from chunk
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): another process writing the same index
+    waits for the lock (busy timeout) instead of failing."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
+def _opt_str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _opt_int(value: object) -> int | None:
+    return value if isinstance(value, int) else None

@@ -1,0 +1,244 @@
+"""Answers from the DLQ index: depth and statistics, groups, and selections (coordinates, or the
+dead letters themselves with their payloads fetched by offset).
+
+Without a `--where` (or a time window only), `stats` and `group` are SQL aggregates over indexed
+columns. A `--where` on header fields is evaluated by the same `selection` code as a scan, over
+dead letters rebuilt from index rows (no payload read); one that needs a payload, the key or the
+stack trace (`value.*`, `key`, `stacktrace`) or `--tail` cannot be answered from the
+index: `answerable` says so and the caller scans the topic instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from pipeline.core.ledger_codec import decode_ledger_entry
+from pipeline.kafka import follow
+from pipeline.kafka.follow import KafkaConf
+from reprocessor.deadletters import DeadLetter, ReplayState, from_record
+from reprocessor.grouping import NONE_KEY, GroupRow
+from reprocessor.index import DlqIndex
+from reprocessor.index_rows import COLUMNS, STATE_CODES, letter_of
+from reprocessor.ledger import UNRESOLVED, Decision
+from reprocessor.stats import Item, TopicStats, Window
+
+UNINDEXED_FIELDS = ("key", "stacktrace")
+GROUP_COLUMNS = {
+    "fingerprint": "fingerprint",
+    "category": "category",
+    "type": "error_type",
+    "source.topic": "source_topic",
+    "pipeline": "pipeline",
+    "dialect": "dialect",
+}
+_CATEGORY = "coalesce(category, 'foreign:' || dialect)"
+
+
+def answerable(window: Window, by: str | None = None) -> bool:
+    """True when the index alone can select (and group `by`) what `window` asks for."""
+    terms = window.selection.terms
+    header_only = not any(
+        t.field in UNINDEXED_FIELDS or t.field.startswith("value.") for t in terms
+    )
+    return header_only and window.tail is None and (by is None or by in GROUP_COLUMNS)
+
+
+@dataclass(frozen=True, slots=True)
+class Depth:
+    """A DLQ's depth as the exporter reports it. `records`, `replayed`, `discarded` and
+    `expired_unresolved` only grow (rows deleted by retention are kept as counts), except when
+    the index is reset; `by_cause` is every fingerprint's unresolved count, largest first."""
+
+    records: int
+    unresolved: int
+    replayed: int
+    discarded: int
+    expired_unresolved: int
+    unresolved_by_category: dict[str, int]
+    by_cause: list[tuple[str, int]]
+    oldest_unresolved_ms: int | None
+    oldest_unresolved_ts_ms: int | None
+
+
+def depth(index: DlqIndex) -> Depth:
+    live = dict(index.db.execute("SELECT state, count(*) FROM dl GROUP BY state").fetchall())
+    gone = index.counters()
+    by_category = dict(
+        index.db.execute(
+            f"SELECT {_CATEGORY}, count(*) FROM dl WHERE state=0 GROUP BY category, dialect"
+        ).fetchall()
+    )
+    by_cause = index.db.execute(
+        "SELECT fingerprint, count(*) AS n FROM dl WHERE state=0 GROUP BY fingerprint "
+        "ORDER BY n DESC, fingerprint"
+    ).fetchall()
+    oldest, oldest_ts = index.db.execute(
+        "SELECT min(seen_ms), min(ts) FROM dl WHERE state=0"
+    ).fetchone()
+    return Depth(
+        records=sum(live.values()) + gone["gone_records"],
+        unresolved=live.get(0, 0),
+        replayed=live.get(1, 0) + gone["gone_replayed"],
+        discarded=live.get(2, 0) + gone["gone_discarded"],
+        expired_unresolved=gone["gone_unresolved"],
+        unresolved_by_category={str(k): int(v) for k, v in by_category.items()},
+        by_cause=[(str(k), int(v)) for k, v in by_cause],
+        oldest_unresolved_ms=oldest,
+        oldest_unresolved_ts_ms=oldest_ts,
+    )
+
+
+def topic_stats(index: DlqIndex, window: Window, limit: int | None) -> TopicStats:
+    """`dlq stats` of the index's topic: SQL when only a time window selects, else the
+    selection evaluated row by row."""
+    found = TopicStats(index.topic)
+    if window.selection.terms or window.only is not None or limit is not None:
+        for dl, state in letters(index, window, limit):
+            found.add(Item(dl, Decision(state)))
+        return found
+    where, params = _window_sql(window)
+    rows = index.db.execute(
+        f"SELECT {_CATEGORY}, state, count(*), min(seen_ms) FROM dl {where} "
+        "GROUP BY category, dialect, state",
+        params,
+    )
+    for category, state, count, oldest in rows:
+        total, open_ = found.by_category.get(category, (0, 0))
+        found.total += count
+        if state == 0:
+            found.unresolved += count
+            found.by_category[category] = (total + count, open_ + count)
+            if found.oldest_unresolved_ms is None or oldest < found.oldest_unresolved_ms:
+                found.oldest_unresolved_ms = oldest
+        else:
+            found.by_category[category] = (total + count, open_)
+            if state == 1:
+                found.replayed += count
+            else:
+                found.discarded += count
+    found.by_category = dict(sorted(found.by_category.items(), key=lambda kv: -kv[1][0]))
+    return found
+
+
+def group_rows(
+    index: DlqIndex, by: str, window: Window, limit: int | None = None
+) -> list[GroupRow] | None:
+    """`dlq group` rows by a header column in SQL; None when the selection or a limit needs
+    row-by-row evaluation (the caller feeds `letters` to a Grouper)."""
+    if window.selection.terms or window.only is not None or limit is not None:
+        return None
+    column = GROUP_COLUMNS[by]
+    where, params = _window_sql(window)
+    rows = index.db.execute(
+        f"SELECT {column}, count(*), min(seen_ms), max(seen_ms), sum(state=0), sum(state=1), "
+        "sum(state=2), min(coalesce(category, '')), max(coalesce(category, '')), "
+        "min(coalesce(error_type, '')), max(coalesce(error_type, '')), "
+        "count(category), count(error_type), min(partition * 1e12 + offset) "
+        f"FROM dl {where} GROUP BY {column}",
+        params,
+    ).fetchall()
+    out = [_group_row(index, row) for row in rows]
+    out.sort(key=lambda row: (-row.count, row.key))
+    return out
+
+
+def _group_row(index: DlqIndex, row: Sequence[object]) -> GroupRow:
+    key, count, first, last, unresolved, replayed, discarded = row[:7]
+    cat_lo, cat_hi, type_lo, type_hi, cats, types, first_at = row[7:]
+    assert isinstance(count, int) and isinstance(first_at, float)
+    partition, offset = divmod(int(first_at), 10**12)
+    example = index.db.execute(
+        "SELECT message FROM dl WHERE partition=? AND offset=?", (partition, offset)
+    ).fetchone()
+    same_category = cat_lo == cat_hi and cats in (0, count)
+    same_type = type_lo == type_hi and types in (0, count)
+    return GroupRow(
+        key=NONE_KEY if key is None else str(key),
+        count=count,
+        first_seen_ms=int(str(first)),
+        last_seen_ms=int(str(last)),
+        example=str(example[0] or "") if example else "",
+        example_coordinates=f"{index.topic}/{partition}/{offset}",
+        category=str(cat_lo) if same_category and cats else None,
+        error_type=str(type_lo) if same_type and types else None,
+        replayed=int(str(replayed)),
+        discarded=int(str(discarded)),
+        unresolved=int(str(unresolved)),
+    )
+
+
+def letters(
+    index: DlqIndex, window: Window, limit: int | None = None
+) -> Iterator[tuple[DeadLetter, ReplayState]]:
+    """The selected dead letters rebuilt from index rows (no payload), in partition and offset
+    order, at most `limit`; the state is the index's."""
+    where, params = _window_sql(window)
+    sql = f"SELECT {', '.join(COLUMNS)}, state FROM dl {where} ORDER BY partition, offset"
+    selection, only, found = window.selection, window.only, 0
+    for row in index.rows(sql, params):
+        dl = letter_of(index.topic, row[:-1])
+        state = STATE_CODES[int(str(row[-1]))]
+        if only is not None and dl.coordinates not in only:
+            continue
+        if selection.matches(dl, state):
+            yield dl, state
+            found += 1
+            if limit is not None and found >= limit:
+                return
+
+
+def select(index: DlqIndex, window: Window, limit: int | None = None) -> Iterator[str]:
+    """The coordinates (`topic/partition/offset`) the window selects, in partition and offset
+    order: what a plan stores."""
+    for dl, _ in letters(index, window, limit):
+        yield dl.coordinates
+
+
+def items(
+    index: DlqIndex, conf: KafkaConf, window: Window, limit: int | None = None
+) -> Iterator[Item]:
+    """The selected dead letters in full: payloads fetched by offset, a chunk at a time, and
+    the deciding ledger entry from the index."""
+    chunk: list[tuple[DeadLetter, ReplayState]] = []
+    for found in letters(index, window, limit):
+        chunk.append(found)
+        if len(chunk) >= 500:
+            yield from fetch(index, conf, chunk)
+            chunk = []
+    yield from fetch(index, conf, chunk)
+
+
+def fetch(
+    index: DlqIndex, conf: KafkaConf, chosen: Sequence[tuple[DeadLetter, ReplayState]]
+) -> Iterator[Item]:
+    """The records at the chosen dead letters' coordinates, read by offset, as Items (a dead
+    letter deleted since it was indexed is left out)."""
+    if not chosen:
+        return
+    states = {(dl.partition, dl.offset): state for dl, state in chosen}
+    for consumed in follow.fetch(conf, index.topic, list(states)):
+        r = consumed.record
+        dl = from_record(r.topic, r.partition, r.offset, r.timestamp_ms, r.key, r.value, r.headers)
+        state = states[(r.partition, r.offset)]
+        yield Item(dl, _decision(index, dl, state), None, consumed.tstype)
+
+
+def _decision(index: DlqIndex, dl: DeadLetter, state: ReplayState) -> Decision:
+    if state is ReplayState.UNRESOLVED:
+        return UNRESOLVED
+    row = index.db.execute(
+        "SELECT entry FROM ledger WHERE partition=? AND offset=?", (dl.partition, dl.offset)
+    ).fetchone()
+    return Decision(state, None if row is None else decode_ledger_entry(bytes(row[0])))
+
+
+def _window_sql(window: Window) -> tuple[str, tuple[int, ...]]:
+    clauses, params = [], []
+    if window.since_ms is not None:
+        clauses.append("ts >= ?")
+        params.append(window.since_ms)
+    if window.until_ms is not None:
+        clauses.append("ts <= ?")
+        params.append(window.until_ms)
+    return ("WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)

@@ -1,0 +1,280 @@
+"""What the on-disk index keeps of each dead letter and ledger record, and the pure decisions about
+when the index can no longer be trusted. Nothing here talks to Kafka or SQLite.
+
+A dead letter's row holds the header fields that grouping and selection read, never the payload.
+`dead_letter_row` reads Lazarus headers on a fast path (one pass over the headers, no details
+JSON, no message normalisation) and falls back to `deadletters.from_record` for anything else —
+foreign dialects, a malformed or missing field, a foreign header after the `dlq.*` ones — so a row
+always says what `from_record` says (the unit tests hold the two paths to that).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TypeAlias
+
+from pipeline.core import contract as c
+from pipeline.core.contract import DeadLetterMeta, parse_coordinates
+from pipeline.core.ledger_codec import decode_ledger_entry
+from pipeline.errors import Category
+from reprocessor.deadletters import LAZARUS, DeadLetter, ReplayState, from_record
+
+Row: TypeAlias = tuple[
+    int, int, int, int, int | None, str | None, str, str | None, str | None, str | None,
+    int | None, int | None, str | None, str | None, str | None, str | None, int | None, int,
+    int, str,
+]  # fmt: skip
+"""(partition, offset, ts, seen_ms, failed_at, category, fingerprint, error_type, message,
+source_topic, source_partition, source_offset, origin, pipeline, schema, policy_rule, attempts,
+replay_count, value_size, dialect): the order of `COLUMNS`."""
+
+COLUMNS: tuple[str, ...] = (
+    "partition",
+    "offset",
+    "ts",
+    "seen_ms",
+    "failed_at",
+    "category",
+    "fingerprint",
+    "error_type",
+    "message",
+    "source_topic",
+    "source_partition",
+    "source_offset",
+    "origin",
+    "pipeline",
+    "schema",
+    "policy_rule",
+    "attempts",
+    "replay_count",
+    "value_size",
+    "dialect",
+)
+STATE_CODES: dict[int, ReplayState] = {
+    0: ReplayState.UNRESOLVED,
+    1: ReplayState.REPLAYED,
+    2: ReplayState.DISCARDED,
+}
+ACTION_CODES = {"replayed": 1, "discarded": 2}
+
+_CATEGORIES = frozenset(category.value for category in Category)
+_FINGERPRINT = re.compile(rb"[0-9a-f]{16}")
+_NUMBERS = (c.FAILED_AT, c.SOURCE_PARTITION, c.SOURCE_OFFSET, c.ATTEMPTS, c.REPLAY_COUNT)
+_TEXTS = (c.ERROR_TYPE, c.ERROR_MESSAGE, c.SOURCE_TOPIC, c.ORIGIN, c.PIPELINE)
+_OPTIONAL_TEXTS = (c.SCHEMA, c.POLICY_RULE)
+Headers: TypeAlias = Sequence[tuple[str, bytes | None]]
+
+
+def dead_letter_row(
+    topic: str,
+    partition: int,
+    offset: int,
+    timestamp_ms: int,
+    value: bytes | None,
+    headers: Headers | None,
+) -> Row:
+    """The row of the DLQ record at `topic/partition/offset`. Never raises on bad headers."""
+    ts = timestamp_ms if timestamp_ms >= 0 else 0
+    row = _fast_row(partition, offset, ts, value, headers) if headers else None
+    if row is not None:
+        return row
+    dl = from_record(topic, partition, offset, ts, None, value, headers)
+    return row_of(dl, len(value) if value is not None else 0)
+
+
+def _fast_row(
+    partition: int, offset: int, ts: int, value: bytes | None, headers: Headers
+) -> Row | None:
+    """A Lazarus dead letter whose every field is well-formed, read in one pass; None otherwise."""
+    if not headers[-1][0].startswith(c.PREFIX):
+        return None  # a foreign header may come last: from_record decides
+    found = {name: raw for name, raw in headers if name.startswith(c.PREFIX)}
+    digest = found.get(c.ERROR_FINGERPRINT)
+    if found.get(c.VERSION) != b"1" or digest is None or not _FINGERPRINT.fullmatch(digest):
+        return None
+    try:
+        category = (found.get(c.ERROR_CATEGORY) or b"").decode()
+        numbers = [_number(found.get(name)) for name in _NUMBERS]
+        texts = [(found.get(name) or b"\xff").decode() for name in _TEXTS]
+        schema, rule = (_optional_text(found.get(name)) for name in _OPTIONAL_TEXTS)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if category not in _CATEGORIES:
+        return None
+    failed_at, source_partition, source_offset, attempts, replay_count = numbers
+    error_type, message, source_topic, origin, pipeline = texts
+    return (
+        partition, offset, ts, failed_at, failed_at, category, digest.decode(), error_type,
+        message, source_topic, source_partition, source_offset, origin, pipeline, schema, rule,
+        attempts, replay_count, len(value) if value is not None else 0, LAZARUS,
+    )  # fmt: skip
+
+
+def _number(raw: bytes | None) -> int:
+    """A well-formed unsigned header number; ValueError sends the record to the slow path."""
+    if raw is None or len(raw) > 20 or not raw.isdigit():
+        raise ValueError("not a plain number")
+    return int(raw)
+
+
+def _optional_text(raw: bytes | None) -> str | None:
+    return None if raw is None else raw.decode()
+
+
+def row_of(dl: DeadLetter, value_size: int) -> Row:
+    """The row of a dead letter already read by `from_record` (any dialect)."""
+    meta = dl.meta
+    return (
+        dl.partition, dl.offset, dl.timestamp_ms, dl.seen_ms, dl.failed_at_ms, dl.category,
+        dl.fingerprint, dl.error_type, dl.message, dl.source_topic, dl.source_partition,
+        dl.source_offset, dl.origin, dl.pipeline, None if meta is None else meta.schema,
+        None if meta is None else meta.policy_rule, dl.attempts, dl.replay_count, value_size,
+        dl.dialect,
+    )  # fmt: skip
+
+
+def letter_of(topic: str, row: Sequence[object]) -> DeadLetter:
+    """A DeadLetter from an index row (in `COLUMNS` order): what selection, grouping and
+    statistics read. It has no key, value, headers nor stack trace, and a meta only to carry
+    the policy rule of a held one: commands that need more fetch the record itself."""
+    (p, o, ts, _seen, failed_at, category, digest, error_type, message, source_topic,
+     source_partition, source_offset, origin, pipeline, schema, rule, attempts,
+     replay_count, _size, dialect) = row  # fmt: skip
+    return DeadLetter(
+        topic=topic,
+        partition=_int(p),
+        offset=_int(o),
+        timestamp_ms=_int(ts),
+        key=None,
+        value=None,
+        headers=(),
+        dialect=str(dialect),
+        meta=None
+        if rule is None
+        else DeadLetterMeta(schema=_str_or_none(schema), policy_rule=str(rule)),
+        foreign=None,
+        source_topic=_str_or_none(source_topic),
+        source_partition=_int_or_none(source_partition),
+        source_offset=_int_or_none(source_offset),
+        origin=_str_or_none(origin),
+        category=_str_or_none(category),
+        error_type=_str_or_none(error_type),
+        message=_str_or_none(message),
+        stacktrace=None,
+        fingerprint=str(digest),
+        attempts=_int_or_none(attempts),
+        failed_at_ms=_int_or_none(failed_at),
+        pipeline=_str_or_none(pipeline),
+        replay_count=_int(replay_count),
+        problems=(),
+    )
+
+
+def _int(value: object) -> int:
+    assert isinstance(value, int)
+    return value
+
+
+def _int_or_none(value: object) -> int | None:
+    return None if value is None else _int(value)
+
+
+def _str_or_none(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+LedgerRow: TypeAlias = tuple[int, int, int, int, str, bytes]
+"""(partition, offset, action code, failed_at, fingerprint, the entry's JSON)."""
+
+
+def ledger_row(
+    dlq_topic: str, key: bytes | None, value: bytes | None
+) -> tuple[int, int, LedgerRow | None] | None:
+    """The decision a ledger record carries for a dead letter of `dlq_topic`: (partition,
+    offset, row) with row None for a tombstone (the decision is withdrawn). None when the
+    record is not about this topic or cannot be read (malformed entries never block)."""
+    try:
+        topic, partition, offset = parse_coordinates((key or b"").decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if topic != dlq_topic:
+        return None
+    if value is None:
+        return partition, offset, None
+    try:
+        entry = decode_ledger_entry(value)
+    except ValueError:
+        return None
+    code = ACTION_CODES[entry.action]
+    return partition, offset, (partition, offset, code, entry.failed_at, entry.fingerprint, value)
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """What the index stored the last time it caught up."""
+
+    cluster_id: str | None = None
+    topic_id: str | None = None
+    lows: Mapping[int, int] = field(default_factory=dict)
+    positions: Mapping[int, int] = field(default_factory=dict)
+    ledger_topic_id: str | None = None
+    ledger_synced_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """What the broker says now. `lows` are the DLQ's low watermarks; `ledger_topic_id` is None
+    when the ledger topic does not exist."""
+
+    cluster_id: str
+    topic_id: str
+    lows: Mapping[int, int]
+    ledger_topic_id: str | None
+    ledger_delete_retention_ms: int | None
+    now_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """How to bring the index in line with the broker before reading what is new.
+
+    `reset` (a reason) drops every dead letter and counter: another cluster, or the topic was
+    deleted and recreated. `expire` maps a partition to the low watermark below which rows were
+    deleted by retention (their unresolved ones count as expired). `skip_to` moves a partition's
+    read position up to its low watermark (records deleted before the index saw them).
+    `reset_ledger` (a reason) drops every decision and re-reads the ledger from its start."""
+
+    reset: str | None = None
+    expire: Mapping[int, int] = field(default_factory=dict)
+    skip_to: Mapping[int, int] = field(default_factory=dict)
+    reset_ledger: str | None = None
+
+
+def verdict(seen: Seen, now: Observed) -> Verdict:
+    """Compare what the index saw with what the broker says (pure)."""
+    reset = None
+    if seen.cluster_id is not None and seen.cluster_id != now.cluster_id:
+        reset = f"the cluster id changed ({seen.cluster_id} -> {now.cluster_id})"
+    elif seen.topic_id is not None and seen.topic_id != now.topic_id:
+        reset = "the topic was deleted and recreated (its topic id changed)"
+    lows: Mapping[int, int] = {} if reset else seen.lows
+    positions: Mapping[int, int] = {} if reset else seen.positions
+    expire = {p: low for p, low in now.lows.items() if low > lows.get(p, 0)}
+    skip_to = {p: low for p, low in now.lows.items() if low > positions.get(p, 0)}
+    return Verdict(reset, expire, skip_to, _ledger_reset(seen, now, bool(reset)))
+
+
+def _ledger_reset(seen: Seen, now: Observed, reset: bool) -> str | None:
+    if seen.ledger_topic_id is None and seen.ledger_synced_ms is None:
+        return None  # nothing read yet
+    if reset:
+        return "the index was reset"
+    if seen.ledger_topic_id != now.ledger_topic_id:
+        return "the ledger topic was deleted or recreated"
+    keep = now.ledger_delete_retention_ms
+    synced = seen.ledger_synced_ms
+    if keep is not None and synced is not None and now.now_ms - synced > keep:
+        return "the ledger index is older than the ledger's delete.retention.ms"
+    return None

@@ -1,0 +1,235 @@
+"""The DLQ index's pure parts and its SQLite store, without Kafka: rows built on the fast path say
+exactly what `from_record` says; ledger records become decisions (stale ones decide nothing); the
+rebuild verdict answers a new cluster, a recreated topic, retention and an old ledger index; the
+store counts expired unresolved dead letters and keeps its counters monotonic."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipeline.core import contract
+from pipeline.core.contract import Failure, SourceRecord, build_dead_letter
+from pipeline.core.ledger_codec import LedgerEntry, encode_ledger_entry, ledger_key
+from pipeline.errors import Category
+from reprocessor.deadletters import from_record
+from reprocessor.index import DlqIndex
+from reprocessor.index_query import depth, group_rows, letters, topic_stats
+from reprocessor.index_rows import (
+    Observed,
+    Seen,
+    Verdict,
+    dead_letter_row,
+    ledger_row,
+    letter_of,
+    row_of,
+    verdict,
+)
+from reprocessor.stats import Window
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "foreign"
+Headers = list[tuple[str, bytes | None]]
+
+
+def lazarus_headers(
+    category: Category = Category.VALIDATION,
+    message: str = "1 validation error for Order: items.0.qty (greater_than)",
+    *,
+    failed_at: int = 1_760_000_000_500,
+    offset: int = 7,
+    policy_rule: str | None = None,
+    extra: Headers | None = None,
+) -> Headers:
+    record = SourceRecord("orders", 1, offset, 1_760_000_000_000, b"k", b"v", tuple(extra or ()))
+    failure = Failure(
+        category=category,
+        error_type="pydantic_core.ValidationError",
+        message=message,
+        failed_at_ms=failed_at,
+        pipeline="orders-pipeline",
+        details=({"loc": "items.0.qty", "msg": "bad", "type": "greater_than"},),
+        schema="orders-value/1",
+        policy_rule=policy_rule,
+    )
+    return build_dead_letter(record, failure)
+
+
+def slow_row(headers: Headers | None, value: bytes | None = b"payload") -> tuple[object, ...]:
+    dl = from_record("orders.dlq", 2, 40, 1_760_000_001_000, b"k", value, headers)
+    return row_of(dl, len(value or b""))
+
+
+def fast_row(headers: Headers | None, value: bytes | None = b"payload") -> tuple[object, ...]:
+    return dead_letter_row("orders.dlq", 2, 40, 1_760_000_001_000, value, headers)
+
+
+def replace_header(headers: Headers, name: str, value: bytes | None) -> Headers:
+    return [(n, value if n == name else v) for n, v in headers]
+
+
+ODD_LETTERS: dict[str, Headers | None] = {
+    "plain": lazarus_headers(),
+    "held by a rule": lazarus_headers(
+        Category.HELD, "held by rule fraud", policy_rule="hold:fraud"
+    ),
+    "bad fingerprint": replace_header(lazarus_headers(), contract.ERROR_FINGERPRINT, b"XYZ"),
+    "unknown category": replace_header(lazarus_headers(), contract.ERROR_CATEGORY, b"weird"),
+    "negative failed_at": replace_header(lazarus_headers(), contract.FAILED_AT, b"-5"),
+    "missing failed_at": [h for h in lazarus_headers() if h[0] != contract.FAILED_AT],
+    "message not UTF-8": replace_header(lazarus_headers(), contract.ERROR_MESSAGE, b"\xff\xfe"),
+    "version 2": replace_header(lazarus_headers(), contract.VERSION, b"2"),
+    "huge replay count": replace_header(lazarus_headers(), contract.REPLAY_COUNT, b"9" * 5000),
+    "foreign header last": [*lazarus_headers(), ("kafka_dlt-original-topic", b"x")],
+    "no headers": None,
+    "empty headers": [],
+}
+
+
+@pytest.mark.parametrize("name", sorted(ODD_LETTERS))
+def test_fast_rows_say_what_from_record_says(name: str) -> None:
+    headers = ODD_LETTERS[name]
+    assert fast_row(headers) == slow_row(headers)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.glob("*.json")))
+def test_foreign_fixture_rows_say_what_from_record_says(name: str) -> None:
+    data: dict[str, Any] = json.loads((FIXTURES / name).read_text())
+    headers = [(n, None if v is None else bytes.fromhex(v)) for n, v in data["headers"]]
+    value = None if data["value_hex"] is None else bytes.fromhex(data["value_hex"])
+    assert fast_row(headers, value) == slow_row(headers, value)
+
+
+@given(
+    message=st.text(max_size=200),
+    failed_at=st.integers(min_value=0, max_value=2**62),
+    offset=st.integers(min_value=0, max_value=2**62),
+    category=st.sampled_from(list(Category)),
+)
+def test_fast_rows_match_for_any_lazarus_dead_letter(
+    message: str, failed_at: int, offset: int, category: Category
+) -> None:
+    headers = lazarus_headers(category, message, failed_at=failed_at, offset=offset)
+    assert fast_row(headers) == slow_row(headers)
+
+
+def test_an_oversize_dead_letter_has_size_zero_and_no_payload() -> None:
+    row = fast_row(lazarus_headers(), value=None)
+    assert row[18] == 0 and row[5] == "validation"
+
+
+def test_rows_rebuild_the_fields_selection_reads() -> None:
+    headers = lazarus_headers(Category.HELD, "held by rule fraud", policy_rule="hold:fraud")
+    original = from_record("orders.dlq", 2, 40, 1_760_000_001_000, b"k", b"payload", headers)
+    rebuilt = letter_of("orders.dlq", fast_row(headers))
+    names = ["coordinates", "category", "fingerprint", "error_type", "message", "origin"]
+    names += ["source_topic", "source_partition", "source_offset", "pipeline", "dialect"]
+    names += ["attempts", "replay_count", "failed_at_ms", "timestamp_ms", "seen_ms", "rule"]
+    for name in names:
+        assert getattr(rebuilt, name) == getattr(original, name), name
+
+
+def entry(action: str = "replayed", failed_at: int = 1, fingerprint: str = "f" * 16) -> bytes:
+    target = "orders.redrive/0/1" if action == "replayed" else None
+    reason = "bad" if action == "discarded" else None
+    found = LedgerEntry(action, 9, "me", "r-1", failed_at, fingerprint, reason, (), target)  # type: ignore[arg-type]
+    return encode_ledger_entry(found)
+
+
+def test_ledger_rows() -> None:
+    key = ledger_key("orders.dlq", 3, 14)
+    assert ledger_row("orders.dlq", key, entry()) == (3, 14, (3, 14, 1, 1, "f" * 16, entry()))
+    assert ledger_row("orders.dlq", key, None) == (3, 14, None)
+    assert ledger_row("other.dlq", key, entry()) is None
+    assert ledger_row("orders.dlq", key, b"{not json") is None
+    assert ledger_row("orders.dlq", b"\xff", entry()) is None
+
+
+NOW = Observed("c1", "t1", {0: 0, 1: 0}, "l1", 86_400_000, now_ms=1_000_000)
+
+
+def test_an_index_in_line_with_the_broker_reads_on() -> None:
+    seen = Seen("c1", "t1", {0: 0, 1: 0}, {0: 10, 1: 5}, "l1", 999_000)
+    assert verdict(seen, NOW) == Verdict()
+
+
+def test_a_new_cluster_or_a_recreated_topic_resets() -> None:
+    seen = Seen("c0", "t1", {0: 0}, {0: 10}, "l1", 999_000)
+    assert "cluster id" in (verdict(seen, NOW).reset or "")
+    seen = Seen("c1", "t0", {0: 3}, {0: 10}, "l1", 999_000)
+    found = verdict(seen, NOW)
+    assert "recreated" in (found.reset or "") and found.reset_ledger
+    recreated_lower = Observed("c1", "t9", {0: 4}, "l1", None, now_ms=1)
+    assert verdict(seen, recreated_lower).skip_to == {0: 4}  # positions start afresh
+
+
+def test_retention_expires_rows_and_skips_what_was_never_seen() -> None:
+    seen = Seen("c1", "t1", {0: 0, 1: 0}, {0: 10, 1: 5}, "l1", 999_000)
+    now = Observed("c1", "t1", {0: 4, 1: 8}, "l1", None, now_ms=1)
+    found = verdict(seen, now)
+    assert found.expire == {0: 4, 1: 8}
+    assert found.skip_to == {1: 8}  # partition 0 already read past 4
+    assert found.reset is None and found.reset_ledger is None
+
+
+def test_an_old_or_recreated_ledger_index_is_read_again() -> None:
+    old = Seen("c1", "t1", {}, {}, "l1", 1_000_000 - 86_400_001)
+    assert "delete.retention.ms" in (verdict(old, NOW).reset_ledger or "")
+    assert verdict(Seen("c1", "t1", {}, {}, "l1", 1_000_000 - 86_400_000), NOW) == Verdict()
+    moved = Seen("c1", "t1", {}, {}, "l0", 999_000)
+    assert "recreated" in (verdict(moved, NOW).reset_ledger or "")
+    gone = Observed("c1", "t1", {}, None, None, now_ms=1)
+    assert verdict(Seen("c1", "t1", {}, {}, "l1", 1), gone).reset_ledger
+
+
+def fetched(offset: int, headers: Headers, partition: int = 0) -> tuple[Any, ...]:
+    return (partition, offset, 1_760_000_000_000 + offset, b"k", b"v", headers)
+
+
+def test_the_store_decides_counts_and_expires(tmp_path: Path) -> None:
+    index = DlqIndex(tmp_path / "i.sqlite3", "orders.dlq", "c1")
+    schema = lazarus_headers(Category.SCHEMA, "schema id 42 is not in the local catalog")
+    letters_in = [fetched(o, lazarus_headers(failed_at=100 + o)) for o in range(6)]
+    letters_in += [fetched(6, schema)]
+    index.store_letters(letters_in)
+    index.store_letters(letters_in[:2])  # a second reader of the same range counts nothing twice
+    fp = letter_of("orders.dlq", fast_row(lazarus_headers())).fingerprint
+    index.store_decisions(
+        [
+            (0, 0, 0, ledger_key("orders.dlq", 0, 0), entry("replayed", 100, fp), None),
+            (0, 1, 0, ledger_key("orders.dlq", 0, 1), entry("discarded", 101, fp), None),
+            (0, 2, 0, ledger_key("orders.dlq", 0, 2), entry("replayed", 5, fp), None),  # stale
+        ]
+    )
+    got = depth(index)
+    assert (got.records, got.unresolved, got.replayed, got.discarded) == (7, 5, 1, 1)
+    assert got.unresolved_by_category == {"validation": 4, "schema": 1}
+    assert got.by_cause[0] == (fp, 4)
+    assert got.oldest_unresolved_ms == 102
+    # retention deleted offsets 0..2: one replayed, one discarded, one unresolved
+    now = Observed("c1", "t1", {0: 3}, None, None, now_ms=1)
+    plan = verdict(Seen(), now)
+    index.reset(plan)
+    assert index.expire(plan, now) == (3, 1)
+    got = depth(index)
+    assert (got.records, got.unresolved, got.replayed, got.discarded) == (7, 4, 1, 1)
+    assert got.expired_unresolved == 1
+    # a tombstone withdraws nothing that is gone; a late decision on a live row counts
+    index.store_decisions(
+        [(0, 9, 0, ledger_key("orders.dlq", 0, 3), entry("replayed", 103, fp), None)]
+    )
+    assert depth(index).unresolved == 3
+    stats = topic_stats(index, Window(), None)
+    assert (stats.total, stats.unresolved, stats.replayed) == (4, 3, 1)
+    rows = group_rows(index, "fingerprint", Window())
+    assert rows is not None and [(r.key, r.count, r.unresolved) for r in rows] == [
+        (fp, 3, 2),
+        (rows[1].key, 1, 1),
+    ]
+    assert rows[0].example_coordinates == "orders.dlq/0/3" and rows[0].category == "validation"
+    assert [dl.offset for dl, _ in letters(index, Window(), limit=2)] == [3, 4]
+    index.close()
