@@ -28,7 +28,8 @@ from fastavro.validation import validate
 from pydantic import BaseModel
 
 from pipeline.codecs.base import Decoded
-from pipeline.codecs.json import model_ref, summarise, validate_python
+from pipeline.codecs.finite import compile_model_check
+from pipeline.codecs.json import holds_non_finite, model_ref, summarise, validate_python
 from pipeline.errors import (
     ConfigError,
     DeserializationError,
@@ -235,7 +236,7 @@ class AvroCodec:
     `JsonCodec`); `Decoded.event` stays the dict, so that re-encoding keeps Avro's types.
     """
 
-    __slots__ = ("_model", "_reader", "_source", "_strict", "_writer")
+    __slots__ = ("_finite", "_model", "_reader", "_refs", "_source", "_strict", "_writer")
 
     def __init__(
         self,
@@ -256,6 +257,8 @@ class AvroCodec:
         self._reader = reader
         self._model = model
         self._strict = strict
+        self._finite = None if model is None else compile_model_check(model, holds_non_finite)
+        self._refs: dict[int, str] = {}  # per writer schema object: built once
 
     @property
     def framed(self) -> bool:
@@ -268,8 +271,12 @@ class AvroCodec:
         writer = self._writer_for(schema_id)
         event = read_record(body, writer, self._reader)
         if self._model is not None:
-            validate_python(self._model, event, strict=self._strict)
-        return Decoded(event=event, schema_ref=self._ref(writer), schema_id=schema_id)
+            validate_python(self._model, event, strict=self._strict, may_be_non_finite=self._finite)
+        key = id(writer.schema)
+        ref = self._refs.get(key)
+        if ref is None:
+            ref = self._refs[key] = self._ref(writer)
+        return Decoded(event=event, schema_ref=ref, schema_id=schema_id)
 
     def encode(self, event: object, *, schema_id: int | None = None) -> bytes:
         """Encode `event` (a mapping or a model instance) with writer schema `schema_id`,

@@ -16,7 +16,7 @@ import dataclasses
 import itertools
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import date, time
 from decimal import Decimal
 from typing import TypeVar
@@ -45,11 +45,20 @@ def model_ref(model: type[BaseModel]) -> str:
     return f"model:{model.__module__}:{model.__qualname__}"
 
 
-def validate_python(model: type[M], data: object, *, strict: bool = False) -> M:
+def validate_python(
+    model: type[M],
+    data: object,
+    *,
+    strict: bool = False,
+    may_be_non_finite: Callable[[object], bool] | None = None,
+) -> M:
     """Validate an already decoded value (e.g. the Avro codec's dict) against `model`.
 
     Raises `ValidationFailed` for rule violations, non-finite numbers, and validators that
     crash with something other than `ValueError` (whose messages may quote the input).
+    `may_be_non_finite`, a check of the validated event compiled per model
+    (`pipeline.codecs.finite`), replaces the walk of all of `data`; the event is walked in full
+    only when it says so.
     """
     try:
         event = model.model_validate(data, strict=strict)
@@ -57,7 +66,10 @@ def validate_python(model: type[M], data: object, *, strict: bool = False) -> M:
         raise validation_failed(exc, model.__name__) from exc
     except Exception as exc:
         raise validator_crashed(model, exc) from exc
-    if _plain_may_be_non_finite(data):
+    if may_be_non_finite is None:
+        if plain_may_be_non_finite(data):
+            reject_non_finite(event, model.__name__)
+    elif may_be_non_finite(event):
         reject_non_finite(event, model.__name__)
     return event
 
@@ -119,7 +131,7 @@ _NON_FINITE_WORD = re.compile(r"(?i)nan|inf")
 _HUGE = 10**308
 
 
-def _plain_may_be_non_finite(value: object) -> bool:
+def plain_may_be_non_finite(value: object) -> bool:
     """Whether a decoded value (dicts, lists, scalars) may hold or become a non-finite number.
     Anything but plain JSON-like data answers True, so the full check runs."""
     stack = [value]
@@ -146,6 +158,11 @@ def _plain_may_be_non_finite(value: object) -> bool:
         else:
             return True
     return False
+
+
+def holds_non_finite(value: object) -> bool:
+    """Whether `value` (models, dataclasses, containers) holds a non-finite number anywhere."""
+    return next(_non_finite(value, ()), None) is not None
 
 
 def _non_finite(value: object, loc: tuple[str, ...]) -> Iterator[tuple[str, ...]]:

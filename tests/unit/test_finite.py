@@ -1,0 +1,88 @@
+"""The per-model non-finite check (pipeline/codecs/finite.py): it visits only the fields whose
+type can hold a NaN or an infinity, falls back to the full walk where types do not say, and
+never misses one that the full walk would find."""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+from typing import Annotated, Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.codecs.finite import compile_model_check
+from pipeline.codecs.json import holds_non_finite, validate_python
+from pipeline.errors import ValidationFailed
+
+
+class Item(BaseModel):
+    sku: str
+    qty: int
+    price: float | None = None
+
+
+class Order(BaseModel):
+    id: str
+    amount: Annotated[Decimal, Field(ge=0)] = Decimal(0)
+    items: list[Item] = []
+    tags: dict[str, float] = {}
+    note: Any = None
+
+
+class Plain(BaseModel):
+    id: str
+    qty: int
+    when: str
+
+
+class Loose(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str
+
+
+def check(model: type[BaseModel]) -> Any:
+    return compile_model_check(model, holds_non_finite)
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        Order.model_construct(id="a", amount=Decimal("NaN"), items=[], tags={}, note=None),
+        Order(id="a", items=[Item(sku="s", qty=1, price=math.inf)]),
+        Order(id="a", tags={"x": -math.inf}),
+        Order(id="a", note={"deep": [1.0, math.nan]}),
+    ],
+)
+def test_finds_non_finite_numbers_wherever_the_model_allows_them(event: Order) -> None:
+    assert check(Order)(event)
+
+
+def test_finite_events_pass_without_a_walk() -> None:
+    assert not check(Order)(Order(id="a", amount=Decimal(3), items=[Item(sku="s", qty=1)]))
+
+
+def test_models_without_float_fields_are_never_checked() -> None:
+    assert not check(Plain)(Plain(id="nan", qty=1, when="inf"))
+
+
+def test_extra_fields_are_walked() -> None:
+    assert check(Loose)(Loose.model_validate({"id": "a", "x": [math.nan]}))
+    assert not check(Loose)(Loose.model_validate({"id": "a", "x": [1.5]}))
+
+
+def test_lax_strings_that_become_nan_are_caught() -> None:
+    with pytest.raises(ValidationFailed, match="finite_number"):
+        validate_python(Item, {"sku": "s", "qty": 1, "price": "nan"}, may_be_non_finite=check(Item))
+
+
+@given(st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=5), st.floats())
+def test_agrees_with_the_full_walk(prices: list[float], tag: float) -> None:
+    event = Order(
+        id="a",
+        items=[Item(sku="s", qty=1, price=p) for p in prices],
+        tags={"t": tag},
+    )
+    assert check(Order)(event) == holds_non_finite(event)
