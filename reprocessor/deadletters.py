@@ -42,7 +42,13 @@ from pipeline.core.contract import (
     normalise_message,
     parse_dead_letter,
 )
-from pipeline.core.dialects import ForeignMeta, dialect_of, read_foreign
+from pipeline.core.dialects import (
+    ForeignMeta,
+    dialect_of,
+    foreign_category,
+    foreign_pipeline,
+    read_foreign,
+)
 from pipeline.core.holds import held_by
 
 LAZARUS = "lazarus"
@@ -68,7 +74,9 @@ class DeadLetter:
 
     `meta` is set for Lazarus dead letters, `foreign` for the other dialects (never both); the
     normalised fields below them are None where the dialect does not carry them. `category` is
-    None for foreign dialects: their exceptions do not map onto the contract's closed list.
+    None for foreign dialects, whose exceptions do not map onto the contract's closed list,
+    except where the headers make it unambiguous (`dialects.foreign_category`: a Connect
+    converter stage is `deserialization`); `pipeline` is Spring's original consumer group.
     `fingerprint` is always set, so that every dead letter can be grouped: the `dlq.error.
     fingerprint` header when it is well-formed, else computed as the contract computes it (for
     foreign dialects, over the category placeholder `foreign:<dialect>`)."""
@@ -204,6 +212,7 @@ def _foreign(record: _Record, foreign: ForeignMeta, extra: tuple[str, ...]) -> D
     origin = None
     if topic is not None and partition is not None and offset is not None:
         origin = format_coordinates(topic, partition, offset)
+    category = foreign_category(foreign)
     return DeadLetter(
         *record,
         dialect=foreign.dialect,
@@ -213,7 +222,7 @@ def _foreign(record: _Record, foreign: ForeignMeta, extra: tuple[str, ...]) -> D
         source_partition=foreign.source_partition,
         source_offset=foreign.source_offset,
         origin=origin,
-        category=None,
+        category=None if category is None else category.value,
         error_type=foreign.error_type,
         message=foreign.message,
         stacktrace=foreign.stacktrace,
@@ -222,7 +231,7 @@ def _foreign(record: _Record, foreign: ForeignMeta, extra: tuple[str, ...]) -> D
         ),
         attempts=None,
         failed_at_ms=None,
-        pipeline=None,
+        pipeline=foreign_pipeline(foreign),
         replay_count=0,
         problems=foreign.problems + extra,
         source_timestamp_ms=foreign.source_timestamp_ms,

@@ -314,17 +314,19 @@ _APPLY: dict[str, Callable[[FixOp, Event], None]] = {
 }
 
 
-def load_fix_function(spec: str, *, search_path: Path | None = None) -> FixFunction:
-    """The function named by `module:function` (or `module:Class.method`). `search_path` (e.g.
-    the working directory, which the `dlq` script does not put on `sys.path`) is put at the
-    front of `sys.path` first. Raises ConfigError with a one-line message when the spec is
-    malformed, the module or attribute is missing, importing fails, or it is not callable."""
+def load_fix_function(spec: str, *, search_paths: Sequence[Path] = ()) -> FixFunction:
+    """The function named by `module:function` (or `module:Class.method`). `search_paths` (the
+    config's `python_path`, the working directory: the `dlq` script puts neither on `sys.path`)
+    go to the front of `sys.path` first, in that order of precedence. Raises ConfigError with a
+    one-line message when the spec is malformed, the module or attribute is missing, importing
+    fails, or it is not callable."""
     module_name, sep, attribute = spec.partition(":")
     if not sep or not module_name or not attribute:
         raise ConfigError(f"--with {spec!r} is not of the form module:function")
-    if search_path is not None and str(search_path.resolve()) not in sys.path:
-        sys.path.insert(0, str(search_path.resolve()))
-        importlib.invalidate_caches()
+    for folder in reversed(search_paths):
+        if str(folder.resolve()) not in sys.path:
+            sys.path.insert(0, str(folder.resolve()))
+            importlib.invalidate_caches()
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:

@@ -179,6 +179,7 @@ class Plan:
     fix_with: str | None = None
     force: bool = False
     where: str = ""
+    keep_foreign_headers: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)

@@ -23,6 +23,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from pipeline.core.contract import Header, build_replay, redrive_topic
+from pipeline.core.dialects import without_foreign
 from pipeline.errors import ConfigError
 from reprocessor.deadletters import DeadLetter
 from reprocessor.ledger import Ledger, discarded_entry, ledger_record, replayed_entry
@@ -71,8 +72,9 @@ class Target:
         dead letters name no pipeline, arroyo's not even a topic)."""
         if self.mode is TargetMode.TO:
             return self.topic
-        if self.mode is TargetMode.REDRIVE:
-            return None if dl.pipeline is None else redrive_topic(dl.pipeline)
+        if self.mode is TargetMode.REDRIVE:  # a Spring consumer group has no redrive topic
+            lazarus = dl.pipeline is not None and dl.foreign is None
+            return redrive_topic(dl.pipeline) if lazarus and dl.pipeline else None
         return origin_topic(dl)
 
     def check(self, letters: Sequence[DeadLetter]) -> None:
@@ -123,6 +125,7 @@ class Recipe:
     fix_description: tuple[str, ...] = ()
     max_replays: int = 3
     force: bool = False
+    keep_foreign_headers: bool = False
 
 
 def prepare(dl: DeadLetter, recipe: Recipe) -> Copy | Refusal:
@@ -140,7 +143,12 @@ def prepare(dl: DeadLetter, recipe: Recipe) -> Copy | Refusal:
     value, problem = (dl.value, None) if recipe.fix is None else recipe.fix(dl)
     if problem is not None:
         return Refusal(dl, problem)
-    headers = build_replay(dl.headers, dead_letter=dl.coordinates, run_id=recipe.run)
+    kept = dl.headers if recipe.keep_foreign_headers or dl.foreign is None else None
+    headers = build_replay(
+        without_foreign(dl.headers) if kept is None else kept,
+        dead_letter=dl.coordinates,
+        run_id=recipe.run,
+    )
     return Copy(dl, topic, dl.key, value, headers, recipe.fix_description)
 
 

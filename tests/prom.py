@@ -10,6 +10,7 @@ missing, starting fails loudly (nothing skips itself).
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -210,3 +211,28 @@ def as_promql(expr: str) -> str:
     for name in sorted(GRAFANA_VARIABLES, key=len, reverse=True):
         expr = expr.replace(name, GRAFANA_VARIABLES[name])
     return expr
+
+
+KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or"}
+KEYWORDS |= {"unless", "offset", "bool", "inf", "nan", "atan2"}
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects: identifiers that are not functions or
+    aggregations (followed by `(`), keywords, label names (inside `{}` or a `by (...)` clause),
+    strings, durations or the exponent of a number."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'', '""', expr)
+    text = re.sub(r"\{[^}]*\}", " ", text)
+    text = re.sub(r"\[[^\]]*\]", " ", text)
+    text = re.sub(
+        r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text, flags=re.I
+    )
+    names = set()
+    for match in re.finditer(r"[a-zA-Z_:][a-zA-Z0-9_:]*", text):
+        before = text[match.start() - 1] if match.start() else " "
+        if before.isdigit() or before == ".":
+            continue  # 1e9, 5m
+        if text[match.end() :].lstrip().startswith("(") or match.group().lower() in KEYWORDS:
+            continue
+        names.add(match.group())
+    return names

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from pipeline.core.contract import Header
+from pipeline.errors import Category
 
 CONNECT_PREFIX = "__connect.errors."
 CONNECT_TOPIC = "__connect.errors.topic"
@@ -92,6 +93,32 @@ def dialect_of(name: str) -> str | None:
     if name in (ARROYO_PARTITION, ARROYO_OFFSET):
         return "arroyo"
     return None
+
+
+CONVERTER_STAGES = frozenset({"KEY_CONVERTER", "VALUE_CONVERTER", "HEADER_CONVERTER"})
+"""Connect stages whose failure is a deserialization: Connect dead-letters only for sink
+connectors, whose converters turn the topic's bytes into Connect data. The other stages
+(TRANSFORMATION, TASK_PUT, KAFKA_CONSUME, ...) do not say what kind of failure it was."""
+
+
+def foreign_category(meta: ForeignMeta) -> Category | None:
+    """The contract category of a foreign dead letter, where its headers make it unambiguous:
+    a Connect converter stage is `deserialization`; None otherwise."""
+    stage = dict(meta.extra).get("stage") if meta.dialect == "connect" else None
+    return Category.DESERIALIZATION if stage in CONVERTER_STAGES else None
+
+
+def foreign_pipeline(meta: ForeignMeta) -> str | None:
+    """The pipeline of a foreign dead letter: Spring's `kafka_dlt-original-consumer-group` (the
+    consumer group that failed, which is what a Lazarus pipeline names); None otherwise."""
+    return dict(meta.extra).get("consumer_group") if meta.dialect == "spring" else None
+
+
+def without_foreign(headers: Sequence[Header]) -> list[Header]:
+    """`headers` without any dialect's dead-letter headers (`__connect.errors.*`,
+    `kafka_dlt-*`, `__streams.errors.*`, arroyo's `original_*`), in order: what a replayed copy
+    of a foreign dead letter carries unless the operator asks to keep them."""
+    return [(name, value) for name, value in headers if dialect_of(name) is None]
 
 
 def read_foreign(headers: Sequence[Header] | None) -> ForeignMeta | None:

@@ -4,12 +4,25 @@ saved plans, the ledger never silently recreated, oversize dead letters, and the
 
 from __future__ import annotations
 
+import json
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 from pipeline.errors import Category
-from tests.dlq_kit import Letter, dlq, failure, fill, lazarus_letter
+from tests.dlq_kit import (
+    Letter,
+    connect_headers,
+    dlq,
+    failure,
+    fill,
+    lazarus_letter,
+    replays_of,
+    spring_headers,
+)
+from tests.kit import REPO, Pipeline, good_payment
 
 TopicFactory = Callable[..., str]
 
@@ -93,3 +106,65 @@ def test_where_on_failure_times(bootstrap: str, topic_factory: TopicFactory) -> 
     aged = dlq("-b", bootstrap, "-t", topic, "--json", "inspect", "-w", "age>=2h30m")
     assert [line["offset"] for line in recent.json_lines()] == [1], recent.output
     assert [line["offset"] for line in aged.json_lines()] == [0], aged.output
+
+
+def test_with_resolves_against_the_configs_python_path(bootstrap: str, tmp_path: Path) -> None:
+    pipe = Pipeline(bootstrap, tmp_path).create()
+    payment = json.dumps({**good_payment(1), "currency": "eur"}).encode()
+    why = failure(pipeline=pipe.name)
+    fill(bootstrap, pipe.dlq, [lazarus_letter(pipe.payments, 0, b"p0", payment, why)])
+    module = f"payfix_{uuid.uuid4().hex[:8]}"
+    (tmp_path / "fixes").mkdir()
+    (tmp_path / "fixes" / f"{module}.py").write_text(
+        "def fix(event):\n    event['currency'] = event['currency'].upper()\n"
+    )
+    text = pipe.config.read_text()
+    pipe.config.write_text(
+        text.replace(f'python_path = ["{REPO}"]', f'python_path = ["{REPO}", "fixes"]')
+    )
+    assert Path.cwd() != tmp_path / "fixes"  # not run from inside the folder
+    fixed = dlq("--config", str(pipe.config), "fix", "--with", f"{module}:fix", "--json")
+    assert fixed.code == 0, fixed.output
+    (line,) = fixed.json_lines()
+    assert line["valid"] and line["diff"] == ["~ currency: 'eur' -> 'EUR'"]
+
+
+def test_foreign_pipelines_categories_and_replayed_headers(
+    bootstrap: str, topic_factory: TopicFactory
+) -> None:
+    topic, target = topic_factory(), topic_factory()
+    connect = [
+        Letter(b"c", b"{}", [("tenant", b"a"), *connect_headers("orders", 0, i)]) for i in range(3)
+    ]
+    spring = [Letter(b"s", b"{}", [("trace", b"t"), *spring_headers("payments")]) for _ in range(2)]
+    fill(bootstrap, topic, connect + spring)
+    base = ("-b", bootstrap, "-t", topic)
+
+    by_group = dlq(*base, "--json", "inspect", "--where", "pipeline=billing")
+    assert [line["offset"] for line in by_group.json_lines()] == [3, 4], by_group.output
+    assert by_group.json_lines()[0]["error"]["pipeline"] == "billing"
+    stats = dlq(*base, "--json", "stats").json_lines()[0]
+    assert stats["by_category"]["deserialization"] == {"total": 3, "unresolved": 3}
+
+    plain = dlq(*base, "replay", "--to", target, "--yes", "--where", "category=deserialization")
+    assert plain.code == 0, plain.output
+    kept = dlq(
+        *base,
+        "replay",
+        "--to",
+        target,
+        "--yes",
+        "--where",
+        "pipeline=billing",
+        "--keep-foreign-headers",
+    )
+    assert kept.code == 0, kept.output
+    copies = replays_of(bootstrap, target)
+    assert len(copies) == 5
+    for coordinates, (copy,) in copies.items():
+        names = [name for name, _ in copy.headers]
+        foreign = [n for n in names if n.startswith(("__connect.errors.", "kafka_dlt-"))]
+        if coordinates.endswith(("/3", "/4")):
+            assert names[0] == "trace" and len(foreign) == 10, names
+        else:
+            assert names[0] == "tenant" and not foreign, names

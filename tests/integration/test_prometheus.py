@@ -31,7 +31,15 @@ from tests.kit import (
     produce,
     wait_until,
 )
-from tests.prom import Prometheus, PromQLError, as_promql, free_port, panel_queries, scrape_job
+from tests.prom import (
+    Prometheus,
+    PromQLError,
+    as_promql,
+    free_port,
+    metric_names,
+    panel_queries,
+    scrape_job,
+)
 
 
 @dataclass
@@ -53,9 +61,12 @@ def stop_exporter(exporter: DlqProcess) -> None:
 
 @contextmanager
 def observe(bootstrap: str, tmp_path: Path, exporter: bool = False) -> Iterator[Stack]:
-    """Start the pieces; stop every one that started, last first, whatever happens."""
+    """Start the pieces; stop every one that started, last first, whatever happens. The
+    pipeline has an objective and its DLQ a retention.bytes, so every series can appear."""
     worker_port, exporter_port = free_port(), free_port()
-    pipe = Pipeline(bootstrap, tmp_path, top=f"metrics_port = {worker_port}").create()
+    top = f"metrics_port = {worker_port}\nslo_objective = 0.999"
+    retention = {"retention.bytes": str(1 << 30)}
+    pipe = Pipeline(bootstrap, tmp_path, top=top).create(dlq_config=retention)
     jobs = [scrape_job("lazarus-worker", f"127.0.0.1:{worker_port}")]
     if exporter:
         jobs.append(scrape_job("lazarus-dlq-exporter", f"127.0.0.1:{exporter_port}"))
@@ -160,6 +171,23 @@ def test_dead_letters_show_as_depth_raise_the_growth_alert_and_replay_empties_it
     depth = depth.replace('pipeline=~".*"', f'pipeline="{pipe.name}"')
     worker.check_alive()
     prom.wait_for(lambda: prom.value(depth) == len(bad), 90, f"{depth} == {len(bad)}")
+
+    # With dead letters waiting, every metric a panel or a rule names has a series.
+    rules = [r["query"] for g in prom.rule_groups() for r in g["rules"]]
+    exprs = [as_promql(e) for _, _, e in panel_queries()] + rules
+    named = set().union(*map(metric_names, exprs))
+    # Recording rules are computed, not exported; process_* come from prometheus-client's
+    # ProcessCollector, which the worker's registry does not register yet (issue 10 asks for it).
+    named = {n for n in named if ":" not in n and not n.startswith("process_")}
+    assert len(named) >= 30
+
+    def missing() -> list[str]:
+        return [n for n in sorted(named) if not prom.query(f'count({{__name__="{n}"}})')]
+
+    try:
+        prom.wait_for(lambda: not missing(), 15, "a series of every named metric")
+    except AssertionError:
+        raise AssertionError(f"no series in Prometheus for {missing()}") from None
 
     growing = prom.wait_for(lambda: alerts_named(prom, "LazarusDLQGrowing", pipe.name), 30, "alert")
     assert growing[0]["state"] == "pending"  # for: 10m; firing is proven by promtool

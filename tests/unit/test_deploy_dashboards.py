@@ -14,7 +14,7 @@ from types import ModuleType
 
 import pytest
 
-from tests.prom import DASHBOARDS, as_promql, panel_queries
+from tests.prom import DASHBOARDS, as_promql, metric_names, panel_queries
 
 REPO = Path(__file__).resolve().parent.parent.parent
 GRAFANA = REPO / "deploy/grafana"
@@ -59,29 +59,6 @@ EXPORTED = (
     | {"up"}
 )
 STANDARD_PREFIXES = ("process_", "python_")
-KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or"}
-KEYWORDS |= {"unless", "offset", "bool", "inf", "nan", "atan2"}
-
-
-def metric_names(expr: str) -> set[str]:
-    """The metric names a PromQL expression selects: identifiers that are not functions or
-    aggregations (followed by `(`), keywords, label names (inside `{}` or a `by (...)` clause),
-    strings, durations or the exponent of a number."""
-    text = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'', '""', expr)
-    text = re.sub(r"\{[^}]*\}", " ", text)
-    text = re.sub(r"\[[^\]]*\]", " ", text)
-    text = re.sub(
-        r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text, flags=re.I
-    )
-    names = set()
-    for match in re.finditer(r"[a-zA-Z_:][a-zA-Z0-9_:]*", text):
-        before = text[match.start() - 1] if match.start() else " "
-        if before.isdigit() or before == ".":
-            continue  # 1e9, 5m
-        if text[match.end() :].lstrip().startswith("(") or match.group().lower() in KEYWORDS:
-            continue
-        names.add(match.group())
-    return names
 
 
 def load_build() -> ModuleType:

@@ -389,7 +389,7 @@ def fix_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 def test_fix_functions(fix_dir: Path) -> None:
     original = event()
-    in_place = load_fix_function("lazarus_test_fixes:add_channel", search_path=fix_dir)
+    in_place = load_fix_function("lazarus_test_fixes:add_channel", search_paths=[fix_dir])
     assert apply_function(in_place, original)["channel"] == "web"
     assert "channel" not in original
     replace = load_fix_function("lazarus_test_fixes:replace")
@@ -400,7 +400,7 @@ def test_fix_functions(fix_dir: Path) -> None:
 
 
 def test_fix_function_failures_are_fix_errors(fix_dir: Path) -> None:
-    explode = load_fix_function("lazarus_test_fixes:explode", search_path=fix_dir)
+    explode = load_fix_function("lazarus_test_fixes:explode", search_paths=[fix_dir])
     with pytest.raises(FixError) as caught:
         apply_function(explode, event())
     assert str(caught.value) == "the fix function raised RuntimeError: bad"
@@ -423,5 +423,5 @@ def test_fix_function_failures_are_fix_errors(fix_dir: Path) -> None:
 )
 def test_load_fix_function_errors_are_config_errors(fix_dir: Path, spec: str, message: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        load_fix_function(spec, search_path=fix_dir)
+        load_fix_function(spec, search_paths=[fix_dir])
     assert message in str(caught.value)
