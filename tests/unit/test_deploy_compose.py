@@ -32,7 +32,7 @@ def build_checker() -> Path:
     binary = REPO / ".cache/compose-check" / f"compose-check-{digest}"
     if binary.exists():
         return binary
-    go = shutil.which("go")
+    go = shutil.which("go") or shutil.which("go", path="/usr/local/go/bin")  # the image's Go
     if go is None:
         raise AssertionError("go is not on PATH: the compose check needs the Go toolchain")
     env = {**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=readonly"}
