@@ -35,7 +35,9 @@ NOTES = {
     "producer": "librdkafka properties for producers only",
     "batch_size": "records per poll (and per transaction in exactly-once mode)",
     "commit_interval_ms": "at-least-once: how often safe offsets are committed",
-    "metrics_port": "serve Prometheus `/metrics` on this port",
+    "metrics_port": "serve `/metrics`, `/livez` and `/readyz` on this port (with `--processes N`, "
+    "member i serves on port + i)",
+    "metrics_host": "the address that port binds to (loopback by default; 0.0.0.0 in containers)",
     "log_format": "`text` or `json` (JSON lines)",
     "sources.<topic>.format": "`avro` (Confluent framing), `avro-schemaless`, `json`, `bytes`",
     "sources.<topic>.subject": "Avro subject (informational for framed records)",

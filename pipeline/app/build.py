@@ -14,10 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+)
 from pydantic import SecretStr
 
 from pipeline.app import topics as topic_rules
+from pipeline.app.health_http import HealthServer
 from pipeline.app.settings import SchemaSpec, Settings
 from pipeline.codecs.avro import AvroCodec, ParsedSchema, SchemaSource, parse_avro
 from pipeline.codecs.base import Codec, Decoded
@@ -312,11 +318,17 @@ def run_worker(settings: Settings, instance: str, *, check: bool = True) -> None
             raise RuntimeFailure("topic check failed: " + "; ".join(report.problems))
         dlq_max_bytes = report.dlq_max_bytes
     rules = RulesFile(settings.policy.holds) if settings.policy.holds else None
-    registry = CollectorRegistry()
-    if settings.metrics_port is not None:
-        start_http_server(settings.metrics_port, addr="0.0.0.0", registry=registry)
+    registry = process_registry()
     holds = rules.current if rules else HoldRules.empty()
     worker = build_worker(settings, instance, registry, holds, dlq_max_bytes)
+    if settings.metrics_port is not None:
+        HealthServer(
+            settings.metrics_host,
+            settings.metrics_port,
+            registry,
+            live=worker.liveness,
+            ready=worker.readiness,
+        ).start()
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %d: draining and stopping", signum)
@@ -343,6 +355,16 @@ def run_worker(settings: Settings, instance: str, *, check: bool = True) -> None
         "worker %s of pipeline %s starting (%s)", instance, settings.pipeline, settings.delivery
     )
     worker.run()
+
+
+def process_registry() -> CollectorRegistry:
+    """A registry with the standard process, platform and GC metrics (prometheus-client puts
+    those on its global registry only)."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
 
 
 def _report_expired(rules: RulesFile) -> None:

@@ -93,6 +93,8 @@ class Worker:
         self._revoked = False
         self._fresh: list[TP] = []
         self._last_tick = 0.0
+        self._last_step = clock()
+        self._joined = False
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> None:
@@ -107,9 +109,21 @@ class Worker:
     def stop(self) -> None:
         self._stopping = True
 
+    def liveness(self, stuck_s: float = 60.0) -> str | None:
+        """None while the loop turns; the reason when it has not for `stuck_s` seconds."""
+        idle = self.clock() - self._last_step
+        return None if idle < stuck_s else f"the worker loop has not turned for {idle:.0f}s"
+
+    def readiness(self) -> str | None:
+        """None once the member has joined its group (an assignment, possibly empty, came)."""
+        if self._stopping:
+            return "stopping"
+        return None if self._joined else "not yet a member of the consumer group"
+
     def step(self) -> None:
         """One turn: if the gate is open, read a batch and route every record in it."""
-        self._tick(self.clock())
+        self._last_step = self.clock()
+        self._tick(self._last_step)
         self._settle_fresh()
         if not self._gate_open():
             self._idle()
@@ -327,6 +341,7 @@ class Worker:
 
     # -- rebalances (the Source calls these) and shutdown --------------------------------------
     def on_assign(self, tps: list[TP]) -> None:
+        self._joined = True
         self.assigned.update(tps)
         self.delivery.assign(tps)
         self._fresh.extend(tps)
