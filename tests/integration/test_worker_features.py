@@ -3,15 +3,17 @@ rules (expiry and SIGHUP reload), `--processes`, topic checks and the metrics en
 
 from __future__ import annotations
 
-import json
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import pytest
 
 from pipeline.app.instance import host_name
 from pipeline.core import contract
@@ -239,14 +241,42 @@ def test_metrics_endpoint_counts_outcomes(bootstrap: str, tmp_path: Path) -> Non
     total = produce(bootstrap, pipe.orders, records)
     worker = WorkerProcess(pipe.config, tmp_path / "w.log")
     wait_until(lambda: worker.check_alive() and committed(pipe, pipe.orders) >= total, 60, "done")
-    page = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    assert worker.stop() == 0
     name = pipe.name
-    assert f'lazarus_records_total{{outcome="forwarded",pipeline="{name}"}} 1.0' in page
-    assert f'lazarus_dead_letters_total{{category="deserialization",pipeline="{name}"}} 1.0' in page
-    assert f'lazarus_breaker_state{{pipeline="{name}",state="closed"}} 1.0' in page
-    assert "lazarus_flood_guard_paused" in page
-    json.dumps(page)  # plain text, no surprises
+    forwarded = f'lazarus_records_total{{outcome="forwarded",pipeline="{name}"}} 1.0'
+    url = f"http://127.0.0.1:{port}"
+
+    def page() -> str:
+        return str(urllib.request.urlopen(f"{url}/metrics", timeout=10).read().decode())
+
+    wait_until(lambda: forwarded in page(), 10, "the metrics flushed (once a second)")
+    text = page()
+    assert f'lazarus_dead_letters_total{{category="deserialization",pipeline="{name}"}} 1.0' in text
+    assert f'lazarus_breaker_state{{pipeline="{name}",state="closed"}} 1.0' in text
+    assigned = 3 * pipe.partitions  # orders, payments and the redrive topic
+    assert f'lazarus_assigned_partitions{{pipeline="{name}"}} {assigned}.0' in text
+    assert f'lazarus_produce_failures_total{{pipeline="{name}",target="dlq"}} 0.0' in text
+    assert "lazarus_flood_guard_paused" in text
+    assert "lazarus_batch_duration_seconds_bucket" in text
+    assert "lazarus_last_commit_timestamp_seconds" in text
+    assert "process_cpu_seconds_total" in text and "python_gc_objects_collected_total" in text
+    assert urllib.request.urlopen(f"{url}/livez", timeout=10).status == 200
+    assert urllib.request.urlopen(f"{url}/readyz", timeout=10).status == 200
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(f"{url}/other", timeout=10)
+    assert missing.value.code == 404
+    assert _listening_addresses(port) == {"127.0.0.1"}  # loopback only by default
+    assert worker.stop() == 0
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """The IPv4 addresses a socket listens on at `port`, from /proc/net/tcp."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, hex_port = local.split(":")
+        if state == "0A" and int(hex_port, 16) == port:
+            found.add(".".join(str(int(address[i : i + 2], 16)) for i in (6, 4, 2, 0)))
+    return found
 
 
 def test_dependency_outage_opens_the_breaker_instead_of_dead_lettering(
