@@ -258,6 +258,11 @@ def fix(env: Env, /, per_record: bool | None, **opts: Any) -> int:
 @click.option("--rate", callback=parse_rate, metavar="N/s", help="At most N dead letters/s.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--force", is_flag=True, help="Replay past max_replays (loop protection).")
+@click.option(
+    "--keep-foreign-headers",
+    is_flag=True,
+    help="Copies of Connect/Spring/Streams/arroyo dead letters keep those tools' error headers.",
+)
 @click.option("--resume", metavar="RUN", help="Continue the stored plan of RUN.")
 @click.option(
     "--state-dir",
@@ -329,6 +334,7 @@ def _new_plan(env: Env, topic: str, opts: dict[str, Any]) -> Plan:
         fix_with=opts["fix_with"],
         force=opts["force"],
         where=opts["where"] or "",
+        keep_foreign_headers=opts["keep_foreign_headers"],
     )
 
 
@@ -346,6 +352,7 @@ def _prepare(env: Env, plan: Plan, items: Sequence[Item]) -> tuple[list[Copy], l
         fix_description=() if found is None else found[1],
         max_replays=env.max_replays,
         force=plan.force,
+        keep_foreign_headers=plan.keep_foreign_headers,
     )
     copies, refused = prepare_all(letters, recipe)
     targets = sorted({copy.topic for copy in copies})

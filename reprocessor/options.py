@@ -26,6 +26,7 @@ INSPECT_DEFAULT_LIMIT = 100
 FIX_FLAGS = {f"--{kind}": kind for kind in fixes.KINDS}
 PLAN_OPTIONS: tuple[str, ...] = (
     *("where", "since", "until", "limit", "tail", "to_topic", "to_source", "force", "fix_with"),
+    "keep_foreign_headers",
     *(f"fix_{kind}" for kind in fixes.KINDS),
 )
 """What a stored plan fixes once and for all: `--resume` refuses them."""
@@ -288,7 +289,7 @@ def change_of(
         ops = fixes.parse_ordered(pairs)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    function = fixes.load_fix_function(with_spec, search_path=Path.cwd()) if with_spec else None
+    function = fixes.load_fix_function(with_spec, search_paths=_fix_paths()) if with_spec else None
     described = tuple(op.describe() for op in ops) + ((f"with {with_spec}",) if with_spec else ())
 
     def change(event: object) -> dict[str, object]:
@@ -296,6 +297,15 @@ def change_of(
         return fixed if function is None else fixes.apply_function(function, fixed)
 
     return change, described
+
+
+def _fix_paths() -> tuple[Path, ...]:
+    """Where a `--with` module is looked up: the config's `python_path` (its own folder by
+    default, as the worker imports processors), then the working directory."""
+    ctx = click.get_current_context(silent=True)
+    env = None if ctx is None else ctx.find_object(Env)
+    configured = env.settings.python_path if env is not None and env.settings else ()
+    return (*configured, Path.cwd())
 
 
 def parse_rate(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
