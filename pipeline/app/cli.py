@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
-from types import FrameType
 
 import click
 
 from pipeline.app import logs
 from pipeline.app.cli_support import run
+from pipeline.app.members import Supervisor
 from pipeline.app.settings import Settings, load_settings
 from pipeline.errors import EXIT_FAILED, EXIT_OK, ConfigError, RuntimeFailure
 
@@ -76,7 +74,7 @@ def worker(
     logs.setup(str(obj["log_format"] or settings.log_format))
     if processes > 1:
         base = instance or settings.instance
-        return _run_processes(config, processes, base, no_topic_check, obj)
+        return _run_processes(config, processes, base, no_topic_check, obj, settings.metrics_port)
     from pipeline.app.build import run_worker
     from pipeline.app.instance import resolve_instance
 
@@ -89,10 +87,16 @@ def worker(
 
 
 def _run_processes(
-    config: Path | None, count: int, base: str | None, no_check: bool, obj: dict[str, object]
+    config: Path | None,
+    count: int,
+    base: str | None,
+    no_check: bool,
+    obj: dict[str, object],
+    metrics_port: int | None,
 ) -> int:
-    """N group members as child processes; signals are forwarded, the worst exit code wins.
-    With a base name the children are `<base>-<i>`; without, each derives its own."""
+    """N group members as supervised child processes (`pipeline.app.members`): member i serves
+    metrics on `metrics_port + i`. With a base name the members are `<base>-<i>`; without,
+    each derives its own."""
     args = [sys.executable, "-m", "pipeline.app.cli"]
     if obj["log_format"]:
         args += ["--log-format", str(obj["log_format"])]
@@ -102,19 +106,7 @@ def _run_processes(
     if no_check:
         args.append("--no-topic-check")
     named = [["--instance", f"{base}-{i}"] if base else [] for i in range(count)]
-    children = [subprocess.Popen([*args, *extra]) for extra in named]
-
-    def forward(signum: int, _frame: FrameType | None) -> None:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signum)
-
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, forward)
-    while any(child.poll() is None for child in children):
-        time.sleep(0.2)
-    codes = [child.returncode for child in children]
-    return max((c for c in codes if c is not None and c > 0), default=EXIT_OK)
+    return Supervisor([[*args, *extra] for extra in named], metrics_port).run()
 
 
 @cli.command()

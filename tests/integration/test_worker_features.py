@@ -3,6 +3,7 @@ rules (expiry and SIGHUP reload), `--processes`, topic checks and the metrics en
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -189,6 +190,47 @@ def test_two_processes_share_the_work(bootstrap: str, tmp_path: Path) -> None:
     instances = {(r.text(contract.WORKER) or "").rsplit(":", 1)[-1] for r in acc.dead}
     host = host_name()  # no --instance: each child takes the lowest index free on this host
     assert instances == {f"{host}-0", f"{host}-1"}
+
+
+def test_processes_serve_metrics_on_their_own_ports_and_a_dead_member_is_restarted(
+    bootstrap: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    pipe = Pipeline(bootstrap, tmp_path, partitions=4, top=f"metrics_port = {port}").create()
+    worker = WorkerProcess(pipe.config, tmp_path / "w.log", "--processes", "2")
+    urls = [f"http://127.0.0.1:{port + i}/readyz" for i in (0, 1)]
+
+    def serving() -> bool:
+        return worker.check_alive() and all(_status(url) == 200 for url in urls)
+
+    wait_until(serving, 60, "both members ready on their ports")
+    first, _second = _children(worker.proc.pid)
+    os.kill(first, signal.SIGKILL)
+    wait_until(lambda: first not in _children(worker.proc.pid), 30, "the member to die")
+    wait_until(serving, 60, "the member restarted and serving again")
+    assert len(_children(worker.proc.pid)) == 2
+    assert "restarting it" in worker.text()
+    assert worker.stop() == 0
+
+
+def _status(url: str) -> int:
+    try:
+        return int(urllib.request.urlopen(url, timeout=2).status)
+    except (urllib.error.URLError, OSError):
+        return 0
+
+
+def _children(pid: int) -> list[int]:
+    """Live child processes of `pid` (from /proc), oldest first."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return sorted(found)
 
 
 def lazarus(*args: str) -> subprocess.CompletedProcess[str]:
