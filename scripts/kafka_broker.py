@@ -361,6 +361,19 @@ class Broker:
         self.process = None
         self.state.pid = None
 
+    def freeze(self) -> None:
+        """SIGSTOP the broker: alive but silent, like a network partition (fault tests)."""
+        pid = self._pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT a frozen broker (harmless on a running one)."""
+        pid = self._pid()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
     def restart(self, timeout: float = START_TIMEOUT_S) -> float:
         """Stop and start again on the same ports with the same data."""
         self.stop()
