@@ -179,9 +179,8 @@ def test_dead_letters_show_as_depth_raise_the_growth_alert_and_replay_empties_it
     rules = [r["query"] for g in prom.rule_groups() for r in g["rules"]]
     exprs = [as_promql(e) for _, _, e in panel_queries()] + rules
     named = set().union(*map(metric_names, exprs))
-    # Recording rules are computed, not exported; process_* come from prometheus-client's
-    # ProcessCollector, which the worker's registry does not register yet (issue 10 asks for it).
-    named = {n for n in named if ":" not in n and not n.startswith("process_")}
+    # Recording rules are computed, not exported.
+    named = {n for n in named if ":" not in n}
     assert len(named) >= 30
 
     def missing() -> list[str]:
