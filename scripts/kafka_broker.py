@@ -8,7 +8,7 @@ formatted in a work folder, and one combined broker+controller is started with `
 Run by hand::
 
     python scripts/kafka_broker.py fetch             # fetch the jars into the cache
-    python scripts/kafka_broker.py start [--port N]  # start in the background, print bootstrap
+    python scripts/kafka_broker.py start [--port N] [--sasl]  # background; prints the bootstrap
     python scripts/kafka_broker.py status
     python scripts/kafka_broker.py restart           # same ports, same data
     python scripts/kafka_broker.py stop
@@ -126,6 +126,24 @@ SERVER_SETTINGS = {
 }
 
 
+# The SASL profile (`Broker(sasl=True)`): a second listener, SASL_PLAINTEXT with SCRAM-SHA-512, for
+# clients; ACLs enforced by KRaft's StandardAuthorizer. The PLAINTEXT listener stays the cluster's
+# internal one (inter-broker, controller, test set-up) and its ANONYMOUS principal is a super user,
+# as is ADMIN_USER (created at format time with the storage tool's own --add-scram).
+SCRAM = "SCRAM-SHA-512"
+ADMIN_USER = "admin"
+ADMIN_PASSWORD = "admin-secret"
+SASL_SETTINGS = {
+    "sasl.enabled.mechanisms": SCRAM,
+    "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config": (
+        "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+    ),
+    "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+    "super.users": f"User:{ADMIN_USER};User:ANONYMOUS",
+    "allow.everyone.if.no.acl.found": "false",
+}
+
+
 class BrokerError(ToolError):
     """The broker could not be fetched, started or stopped. The message is one readable line."""
 
@@ -184,6 +202,7 @@ class BrokerState:
     controller_port: int
     cluster_id: str
     pid: int | None = None
+    sasl_port: int | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -202,6 +221,7 @@ class Broker:
         extra: dict[str, str] | None = None,
         lib: Path | None = None,
         tie_to_parent: bool = True,
+        sasl: bool = False,
     ) -> None:
         self.workdir = workdir
         self.extra = extra or {}
@@ -215,6 +235,7 @@ class Broker:
             port=port or free_port(),
             controller_port=controller_port or free_port(),
             cluster_id=new_cluster_id(),
+            sasl_port=free_port() if sasl else None,
         )
         self.process: subprocess.Popen[bytes] | None = None
         self.startup_seconds: float | None = None
@@ -222,6 +243,47 @@ class Broker:
     @property
     def bootstrap(self) -> str:
         return self.state.bootstrap
+
+    @property
+    def sasl_bootstrap(self) -> str:
+        """The SASL_PLAINTEXT (SCRAM-SHA-512) listener of the SASL profile."""
+        if self.state.sasl_port is None:
+            raise BrokerError("this broker was started without the SASL profile")
+        return f"127.0.0.1:{self.state.sasl_port}"
+
+    def sasl_conf(self, user: str, password: str) -> dict[str, str]:
+        """librdkafka properties of a client that logs in as `user` on the SASL listener."""
+        return {
+            "bootstrap.servers": self.sasl_bootstrap,
+            "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": SCRAM,
+            "sasl.username": user,
+            "sasl.password": password,
+        }
+
+    def add_user(self, user: str, password: str, timeout: float = 30.0) -> None:
+        """Create (or change) a SCRAM-SHA-512 user, through the admin API; ready when it can log
+        in (credentials reach the listener through the metadata log)."""
+        from confluent_kafka.admin import (
+            AdminClient,
+            ScramCredentialInfo,
+            ScramMechanism,
+            UserScramCredentialUpsertion,
+        )
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192)
+        upsert = UserScramCredentialUpsertion(user, info, password.encode())
+        for future in admin.alter_user_scram_credentials([upsert]).values():
+            future.result(timeout=timeout)
+        probe = AdminClient({**self.sasl_conf(user, password), "log_level": "0"})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                if probe.list_topics(timeout=2.0).brokers:
+                    return
+            time.sleep(0.2)
+        raise BrokerError(f"SCRAM user {user} cannot log in after {timeout:.0f}s")
 
     @property
     def log_file(self) -> Path:
@@ -244,6 +306,12 @@ class Broker:
                 "log.dirs": str(self.workdir / "data"),
             }
         )
+        if s.sasl_port is not None:
+            sasl = f"SASL_PLAINTEXT://127.0.0.1:{s.sasl_port}"
+            settings["listeners"] += f",{sasl}"
+            settings["advertised.listeners"] += f",{sasl}"
+            settings["listener.security.protocol.map"] += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
+            settings.update(SASL_SETTINGS)
         settings.update(self.extra)
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
         config = self.workdir / "server.properties"
@@ -278,6 +346,7 @@ class Broker:
             "-c",
             str(config),
             "--ignore-formatted",
+            *self._scram_admin(),
             jvm=("-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"),
         )
         result = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -285,11 +354,17 @@ class Broker:
             tail = (result.stderr or result.stdout).strip().splitlines()[-1:]
             raise BrokerError(f"formatting KRaft storage failed: {' '.join(tail)[:300]}")
 
+    def _scram_admin(self) -> list[str]:
+        if self.state.sasl_port is None:
+            return []
+        return ["--add-scram", f"{SCRAM}=[name={ADMIN_USER},password={ADMIN_PASSWORD}]"]
+
     def start(self, timeout: float = START_TIMEOUT_S) -> float:
         """Start the broker and wait until it answers; return the start-up time in seconds."""
         started = time.monotonic()
-        for p in (self.state.port, self.state.controller_port):
-            check_port_free(p, BrokerError)
+        for p in (self.state.port, self.state.controller_port, self.state.sasl_port):
+            if p is not None:
+                check_port_free(p, BrokerError)
         config = self._write_config()
         self._format(config)
         command = self._java("kafka.Kafka", str(config), jvm=BROKER_JVM)
@@ -429,11 +504,13 @@ def _cmd_start(args: argparse.Namespace) -> int:
         _say("already running")
         return 0
     workdir = Path(tempfile.mkdtemp(prefix=f"lazarus-kafka-{args.name}-"))
-    broker = Broker(workdir, port=args.port, tie_to_parent=False)
+    broker = Broker(workdir, port=args.port, tie_to_parent=False, sasl=args.sasl)
     seconds = broker.start()
     state.parent.mkdir(parents=True, exist_ok=True)
     broker.save(state)
     _say(f"Kafka {KAFKA_VERSION} up on {broker.bootstrap} in {seconds:.1f}s (logs: {workdir}/logs)")
+    if args.sasl:
+        _say(f"SASL ({SCRAM}) on {broker.sasl_bootstrap}: user {ADMIN_USER}, ACLs enforced")
     print(broker.bootstrap)
     return 0
 
@@ -484,6 +561,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     start = sub.add_parser("start", help="start in the background and print the bootstrap")
     start.add_argument("--port", type=int, default=0, help="listener port (default: a free one)")
+    start.add_argument(
+        "--sasl",
+        action="store_true",
+        help=f"the SASL profile: a {SCRAM} listener too, ACLs enforced, user {ADMIN_USER}",
+    )
     for name in ("stop", "restart", "status", "fetch"):
         sub.add_parser(name)
     args = parser.parse_args(argv)

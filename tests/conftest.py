@@ -64,6 +64,19 @@ def broker_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callabl
         broker.kill()
 
 
+@pytest.fixture(scope="module")
+def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """A broker of the module's own with the SASL profile: clients log in with SCRAM-SHA-512 on
+    `sasl_bootstrap` (users from `add_user`), ACLs are enforced there; `bootstrap` (PLAINTEXT)
+    is the super-user listener for set-up and for reading topics back."""
+    broker = Broker(tmp_path_factory.mktemp("kafka-sasl"), sasl=True)
+    _startup["sasl"] = broker.start()
+    try:
+        yield broker
+    finally:
+        broker.kill()
+
+
 def create_topics(
     bootstrap: str, names: list[str], partitions: int = 1, config: dict[str, str] | None = None
 ) -> None:
