@@ -35,6 +35,8 @@ NOTES = {
     "producer": "librdkafka properties for producers only",
     "batch_size": "records per poll (and per transaction in exactly-once mode)",
     "commit_interval_ms": "at-least-once: how often safe offsets are committed",
+    "policy.crash_limit": "a record on which this many processes died in a row is dead-lettered "
+    "as `crashed`, unprocessed (0: never)",
     "metrics_port": "serve `/metrics`, `/livez` and `/readyz` on this port (with `--processes N`, "
     "member i serves on port + i)",
     "metrics_host": "the address that port binds to (loopback by default; 0.0.0.0 in containers)",

@@ -57,3 +57,10 @@ def stall(event: Any, ctx: Context) -> Any:
         while not Path(folder, f"release-{ctx.offset}").exists():
             time.sleep(0.05)
     return event
+
+
+def dies_on_o13(event: Any, ctx: Context) -> Any:
+    """A poison pill that kills the process itself (as a segfault or an OOM kill would)."""
+    if event.get("order_id") == "o-13":
+        os._exit(137)
+    return event

@@ -30,6 +30,7 @@ from pipeline.codecs.base import Codec, Decoded
 from pipeline.codecs.catalog import LocalCatalog, load_model
 from pipeline.codecs.json import JsonCodec
 from pipeline.core.classify import Redactor, load_exception_types
+from pipeline.core.crashes import CrashGuard
 from pipeline.core.handler import Handler, Processor
 from pipeline.core.holds import HoldRules, RulesFile
 from pipeline.core.policy import BreakerState, CircuitBreaker, FloodGuard, RetryPolicy
@@ -276,7 +277,8 @@ def build_worker(
         topics=(*settings.sources, settings.redrive_topic),
         batch_size=settings.batch_size,
     )
-    return Worker(options, source, delivery, handler, metrics, breaker, flood)
+    crashes = CrashGuard(p.crash_limit, settings.batch_size) if p.crash_limit else None
+    return Worker(options, source, delivery, handler, metrics, breaker, flood, crashes=crashes)
 
 
 def _delivery(

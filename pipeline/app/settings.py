@@ -109,6 +109,7 @@ class PolicySpec(Frozen):
     breaker_open_ms: int = Field(default=1000, ge=1)
     breaker_max_open_ms: int = Field(default=30_000, ge=1)
     stall_ms: int = Field(default=15_000, ge=100)
+    crash_limit: int = Field(default=3, ge=0)
     flood_guard: bool = True
     flood_ratio: float = Field(default=0.5, gt=0, le=1)
     flood_window: int = Field(default=200, ge=1)

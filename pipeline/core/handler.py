@@ -135,6 +135,17 @@ class Handler:
         )
         return self._dead_letter(rec, failure, int(now * 1000))
 
+    def crashed(self, rec: SourceRecord, attempts: int, now: float) -> Routed:
+        """The dead letter of a record on which `attempts` worker processes died in a row
+        (`core.crashes`): its original bytes, unprocessed, category `crashed`."""
+        failure = Classified(
+            Category.CRASHED,
+            "lazarus.Crashed",
+            f"the worker process died {attempts} times in a row handling this record; "
+            "dead-lettered without processing it again",
+        )
+        return self._dead_letter(rec, failure, int(now * 1000), attempts=attempts)
+
     def _unavailable(
         self, exc: SchemaUnavailable, attempt: int, first_at: float, now: float
     ) -> RetryAfter:

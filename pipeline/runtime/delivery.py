@@ -82,6 +82,10 @@ class Delivery(ABC):
         """The batch is routed; `tally` counts once the broker has it all."""
 
     @abstractmethod
+    def settle(self, deadline: float) -> None:
+        """Make what was routed so far durable now: acknowledged and committed."""
+
+    @abstractmethod
     def poll(self, now: float) -> Polled: ...
     @abstractmethod
     def in_flight(self) -> int:
@@ -148,6 +152,10 @@ class AtLeastOnce(Delivery):
             batch.started_at = now  # acknowledgement latency counts from the end of routing
             self._finished(self.tracker.close(batch), now)
         return self.poll(now)
+
+    def settle(self, deadline: float) -> None:
+        self._fold(self.sink.flush(max(0.0, deadline - self.clock())), self.clock())
+        self.commit(self.clock(), wait=True)
 
     def poll(self, now: float) -> Polled:
         state = self._fold(self.sink.poll(0), now)
@@ -299,6 +307,9 @@ class Transactions(Delivery):
         self.metrics.pending.add(tally)
         self._committed_now()
         return Polled(None, progress=True)
+
+    def settle(self, deadline: float) -> None:
+        return None  # `end` committed the transaction, offsets included
 
     def _delivery_failure(self, acks: list[Ack]) -> SinkError | None:
         failure = None

@@ -23,11 +23,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pipeline.core import crashes
 from pipeline.core.contract import SourceRecord
+from pipeline.core.crashes import CrashGuard
 from pipeline.core.handler import Handler, RetryAfter, Routed
 from pipeline.core.policy import BreakerState, CircuitBreaker, FloodGuard
 from pipeline.errors import Category
-from pipeline.kafka.seam import TP, SinkFailure, Source
+from pipeline.kafka.seam import TP, Committed, SinkFailure, Source
 from pipeline.runtime.deadletter_log import DeadLetterLog
 from pipeline.runtime.delivery import Delivery, Polled
 from pipeline.runtime.metrics import Tally, WorkerMetrics
@@ -73,6 +75,7 @@ class Worker:
         flood: FloodGuard | None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        crashes: CrashGuard | None = None,
     ) -> None:
         self.options = options
         self.source = source
@@ -81,6 +84,7 @@ class Worker:
         self.metrics = metrics
         self.breaker = breaker
         self.flood = flood
+        self.crashes = crashes
         self.clock = clock
         self.wall = wall
         self.gate = Gate()
@@ -133,11 +137,18 @@ class Worker:
         started = self.clock()
         self._interrupted = False
         self.delivery.begin(started)
+        careful: dict[TP, int] = {}
+        guard = self.crashes
         for rec in records:
             if self._interrupted or self._stopping:
                 self.gate.remember((rec.topic, rec.partition), rec.offset)
-            elif not self._revoked or (rec.topic, rec.partition) in self.assigned:
+            elif self._revoked and (rec.topic, rec.partition) not in self.assigned:
+                continue
+            elif guard is not None and (guard.suspects or guard.unmarked):
+                self._guarded(rec, guard, careful)
+            else:
                 self._route(rec)
+        self._seek_after_careful(careful)
         ended = self.clock()
         if records:
             self._tally.batch_seconds.append(ended - started)
@@ -166,6 +177,106 @@ class Worker:
             self.flood.record(dead)
         if self._send(rec, outcome):
             self._account(rec, outcome)
+
+    # -- the crash-loop poison pill (core/crashes.py) -------------------------------------------
+    def _guarded(self, rec: SourceRecord, guard: CrashGuard, careful: dict[TP, int]) -> None:
+        """Route `rec` while some partition is suspect or not yet marked."""
+        tp = (rec.topic, rec.partition)
+        if tp in guard.suspects:
+            self._one_at_a_time(rec, careful)
+            return
+        if tp in guard.unmarked:
+            self._commit_mark(tp, rec.offset, guard.first_seen(tp, rec.offset))
+        self._route(rec)
+
+    def _one_at_a_time(self, rec: SourceRecord, careful: dict[TP, int]) -> None:
+        """A suspect partition's first record in this batch: mark it, route it, make it durable
+        (or dead-letter it as `crashed`); its later records are read again after a seek."""
+        assert self.crashes is not None
+        tp = (rec.topic, rec.partition)
+        if tp in careful:
+            return
+        careful[tp] = rec.offset + 1
+        verdict = self.crashes.before(tp, rec.offset)
+        if verdict.crashed:
+            routed = self.handler.crashed(rec, verdict.attempts, self.wall())
+            log.error(
+                "%s/%d/%d killed the worker %d times in a row: dead-lettered as crashed",
+                rec.topic,
+                rec.partition,
+                rec.offset,
+                verdict.attempts,
+            )
+            if self._send(rec, routed):
+                self._account(rec, routed)
+        else:
+            self._commit_mark(tp, rec.offset, verdict.metadata)
+            self._route(rec)
+        if self._interrupted:
+            return
+        self._checkpoint()
+        self.delivery.settle(self.clock() + self.options.shutdown_deadline_s)
+        self.crashes.after(tp)
+
+    def _seek_after_careful(self, careful: dict[TP, int]) -> None:
+        if self._interrupted:
+            return  # the gate seeks when it reopens
+        for tp, offset in careful.items():
+            if tp in self.assigned:
+                self.source.seek(tp, offset)
+
+    def _commit_mark(self, tp: TP, offset: int, metadata: str) -> None:
+        try:
+            self.source.commit({tp: Committed(offset, metadata)}, wait=True)
+        except SinkFailure as exc:
+            log.warning("could not mark %s/%d at %d: %s", tp[0], tp[1], offset, exc.error.reason)
+
+    def _mark_assigned(self, tps: list[TP]) -> None:
+        """Read the committed positions of new partitions: a mark left there means a process
+        died before committing past it (the partition is suspect); else mark where we start."""
+        if self.crashes is None or not tps:
+            return
+        try:
+            committed = self.source.committed(tps, self.options.shutdown_deadline_s)
+        except SinkFailure as exc:
+            log.warning("could not read committed offsets to check for crashes: %s", exc)
+            return
+        marks: dict[TP, Committed] = {}
+        for tp, position in committed.items():
+            metadata = self.crashes.assigned(tp, position.offset, position.metadata)
+            if metadata is not None:
+                marks[tp] = Committed(position.offset, metadata)
+            elif self.crashes.is_suspect(tp):
+                log.warning(
+                    "%s/%d: a worker died before committing past offset %d; processing it one "
+                    "record at a time",
+                    tp[0],
+                    tp[1],
+                    position.offset,
+                )
+        if marks:
+            try:
+                self.source.commit(marks, wait=True)
+            except SinkFailure as exc:
+                log.warning("could not mark the start positions: %s", exc.error.reason)
+
+    def _clear_marks(self, tps: list[TP]) -> None:
+        """A clean stop: no mark may stay behind to make the next member suspicious."""
+        if self.crashes is None or not tps:
+            return
+        try:
+            committed = self.source.committed(tps, self.options.shutdown_deadline_s)
+            marked = {
+                tp: Committed(c.offset)
+                for tp, c in committed.items()
+                if c.offset >= 0 and crashes.parse_mark(c.metadata) is not None
+            }
+            if marked:
+                self.source.commit(marked, wait=True)
+        except SinkFailure as exc:
+            log.warning("could not clear the crash marks: %s", exc.error.reason)
+        for tp in tps:
+            self.crashes.revoked(tp)
 
     def _send(self, rec: SourceRecord, routed: Routed) -> bool:
         """Produce the route. A record refused as too large is re-routed without its value or
@@ -342,6 +453,7 @@ class Worker:
     # -- rebalances (the Source calls these) and shutdown --------------------------------------
     def on_assign(self, tps: list[TP]) -> None:
         self._joined = True
+        self._mark_assigned(tps)
         self.assigned.update(tps)
         self.delivery.assign(tps)
         self._fresh.extend(tps)
@@ -363,6 +475,7 @@ class Worker:
         """Finish and commit what is done for the partitions leaving this member, all within
         one deadline."""
         self.delivery.revoke(tps, self.clock() + self.options.shutdown_deadline_s)
+        self._clear_marks(tps)
         self._forget(tps)
         log.info("revoked %s", _names(tps))
 
@@ -381,6 +494,7 @@ class Worker:
     def _shutdown(self) -> None:
         """Drain in-flight work, commit, and leave the group within the deadline."""
         self.delivery.close(self.clock() + self.options.shutdown_deadline_s)
+        self._clear_marks(sorted(self.assigned))
         self.dead_log.flush(self.clock(), force=True)
         self.metrics.flush()
         self.source.close()

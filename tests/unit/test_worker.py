@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from pipeline.codecs.json import JsonCodec
 from pipeline.core import contract
+from pipeline.core.crashes import CrashGuard, parse_mark
 from pipeline.core.handler import Handler
 from pipeline.core.holds import parse_rules
 from pipeline.core.policy import BreakerState, CircuitBreaker, FloodGuard, RetryPolicy
@@ -85,9 +86,11 @@ def rig(
     flood: FloodGuard | None = None,
     partitions: int = 1,
     dlq_max_bytes: int = 1_048_588,
+    cluster: FakeCluster | None = None,
+    crash_limit: int = 0,
 ) -> Rig:
     clock = Clock()
-    cluster = FakeCluster(partitions=partitions)
+    cluster = cluster or FakeCluster(partitions=partitions)
     source = FakeSource(cluster, on_wait=clock.advance)
     sink = FakeSink(cluster, transactional=exactly_once)
     registry = CollectorRegistry()
@@ -118,7 +121,10 @@ def rig(
         )
     breaker = CircuitBreaker(3, 1.0, 8.0)
     options = WorkerOptions(pipeline=PIPELINE, topics=(SOURCE,), batch_size=100)
-    worker = Worker(options, source, delivery, handler, metrics, breaker, flood, clock, clock)
+    crashes = CrashGuard(crash_limit, careful_records=20) if crash_limit else None
+    worker = Worker(
+        options, source, delivery, handler, metrics, breaker, flood, clock, clock, crashes
+    )
     source.subscribe(options.topics, worker)
     return Rig(cluster, source, sink, worker, registry, clock)
 
@@ -356,3 +362,60 @@ def test_shutdown_drains_commits_and_closes() -> None:
     r.worker.run()  # stops at once: drains, commits, closes
     assert r.source.closed
     assert r.cluster.committed[(SOURCE, 0)] == Committed(1)
+
+
+class Crash(BaseException):
+    """Stands for the process dying inside a processor (os._exit, a segfault): nothing of the
+    worker runs after it, no shutdown, no commit."""
+
+
+@pytest.mark.parametrize("exactly_once", [False, True])
+def test_a_record_that_keeps_killing_the_worker_is_dead_lettered_as_crashed(
+    exactly_once: bool,
+) -> None:
+    """Defect 4 of the reliability issue: a poison pill that kills the process crash-loops the
+    group. Each "process" here is a new worker on the same cluster; the processor dies on o-7."""
+
+    def deadly(event: object, ctx: Any) -> object:
+        if getattr(event, "payment_id", "") == "p-7":
+            raise Crash()
+        return event
+
+    cluster = FakeCluster()
+    for i in range(12):
+        cluster.append(SOURCE, good(i), key=f"k{i}".encode())
+    deaths = 0
+    for _ in range(10):
+        r = rig(exactly_once=exactly_once, processor=deadly, cluster=cluster, crash_limit=3)
+        try:
+            r.steps(30)
+        except Crash:
+            deaths += 1
+            continue
+        break
+    # the first death (offset unknown), then three on the offset the marks pinned
+    assert deaths == 4
+    (dead,) = cluster.records(DLQ)
+    assert dead.value == good(7) and dead.key == b"k7"
+    meta = contract.parse_dead_letter(dead.headers)
+    assert meta is not None and meta.category is not None
+    assert meta.category.value == "crashed" and meta.attempts == 3
+    forwarded = {json.loads(v or b"{}")["payment_id"] for v in values(r, OUTPUT)}
+    assert forwarded == {f"p-{i}" for i in range(12) if i != 7}
+    r.worker.stop()
+    r.worker.run()
+    position = cluster.committed[(SOURCE, 0)]
+    assert position.offset == 12 and parse_mark(position.metadata) is None
+
+
+def test_a_clean_stop_leaves_no_mark() -> None:
+    cluster = FakeCluster()
+    cluster.append(SOURCE, good(1))
+    r = rig(cluster=cluster, crash_limit=3)
+    r.steps(2)
+    assert r.cluster.committed[(SOURCE, 0)] == Committed(1)
+    r.worker.stop()
+    r.worker.run()
+    again = rig(cluster=cluster, crash_limit=3)
+    again.steps(1)
+    assert not again.worker.crashes or not again.worker.crashes.suspects
