@@ -3,7 +3,7 @@ stats`, `dlq group`, `dlq inspect --where`, the selection of `fix`/`replay` and 
 share.
 
 One SQLite database (standard library, WAL) per cluster id and DLQ topic, under the state folder:
-`<state>/index/<cluster id>/<topic>.sqlite3`. It holds one row per dead letter with the header
+`<state>/index/<cluster id>/<topic>.v<N>.sqlite3`. It holds one row per dead letter with the header
 fields that selection and grouping read (never the payload), one row per ledger decision, and the
 read positions. `catch_up` reads only what is new (both topics, `read_committed`, up to their last
 stable offsets), one transaction per consumed batch, so memory stays bounded and a crash resumes
@@ -25,7 +25,9 @@ entry decides it only when its `failed_at` and fingerprint are the dead letter's
 from __future__ import annotations
 
 import logging
+import queue
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
@@ -38,15 +40,18 @@ from pipeline.kafka.follow import Cluster, Fetched, Follower, KafkaConf, TopicMe
 from reprocessor.index_rows import (
     COLUMNS,
     Observed,
+    Row,
     Seen,
     Verdict,
     dead_letter_row,
+    fast_row,
     ledger_row,
+    row_id,
     verdict,
 )
 
 log = logging.getLogger("lazarus.dlq.index")
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 Progress = Callable[[int], None]
 
 _DDL = f"""
@@ -55,26 +60,24 @@ CREATE TABLE IF NOT EXISTS positions (
     kind TEXT, partition INTEGER, next_offset INTEGER, low INTEGER,
     PRIMARY KEY (kind, partition)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dl (
-    {", ".join(COLUMNS)}, state INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (partition, offset)) WITHOUT ROWID;
+    id INTEGER PRIMARY KEY, {", ".join(COLUMNS[1:])}, state INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS dl_state_category ON dl (state, category, dialect);
-CREATE INDEX IF NOT EXISTS dl_state_fingerprint ON dl (state, fingerprint);
+CREATE INDEX IF NOT EXISTS dl_state_fingerprint ON dl (state, fingerprint, seen_ms);
 CREATE INDEX IF NOT EXISTS dl_state_seen ON dl (state, seen_ms, ts);
 CREATE TABLE IF NOT EXISTS ledger (
-    partition INTEGER, offset INTEGER, action INTEGER, failed_at INTEGER, fingerprint TEXT,
-    entry BLOB, PRIMARY KEY (partition, offset)) WITHOUT ROWID;
+    id INTEGER PRIMARY KEY, partition INTEGER, offset INTEGER, action INTEGER,
+    failed_at INTEGER, fingerprint TEXT, entry BLOB);
 """
 _INSERT = (
     f"INSERT OR IGNORE INTO dl ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 )
 _DECIDE_NEW = """
 UPDATE dl SET state = l.action FROM ledger AS l
-WHERE dl.partition = ? AND dl.offset BETWEEN ? AND ? AND l.partition = dl.partition
-  AND l.offset = dl.offset AND l.failed_at = dl.seen_ms AND l.fingerprint = dl.fingerprint
+WHERE dl.id BETWEEN ? AND ? AND l.id = dl.id AND l.failed_at = dl.seen_ms
+  AND l.fingerprint = dl.fingerprint
 """
 _DECIDE = """
-UPDATE dl SET state = CASE WHEN seen_ms = ? AND fingerprint = ? THEN ? ELSE 0 END
-WHERE partition = ? AND offset = ?
+UPDATE dl SET state = CASE WHEN seen_ms = ? AND fingerprint = ? THEN ? ELSE 0 END WHERE id = ?
 """
 _COUNTERS = ("gone_records", "gone_unresolved", "gone_replayed", "gone_discarded")
 
@@ -93,7 +96,8 @@ class CatchUp:
 
 
 def index_path(folder: Path, cluster_id: str, topic: str) -> Path:
-    return folder / "index" / cluster_id / f"{topic}.sqlite3"
+    """Where the index lives; a new SCHEMA_VERSION starts a new file (the old one is a cache)."""
+    return folder / "index" / cluster_id / f"{topic}.v{SCHEMA_VERSION}.sqlite3"
 
 
 class DlqIndex:
@@ -104,9 +108,13 @@ class DlqIndex:
         self.path, self.topic, self.cluster_id = path, topic, cluster_id
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.db = sqlite3.connect(path, timeout=60, isolation_level=None)
+            # one thread at a time: the catch-up's writer thread, then the caller's again
+            self.db = sqlite3.connect(
+                path, timeout=60, isolation_level=None, check_same_thread=False
+            )
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA cache_size=-16384")  # 16 MiB, whatever the DLQ's size
             self.db.executescript(_DDL)
         except sqlite3.Error as exc:
             raise ConfigError(f"cannot open the DLQ index {path}: {exc}") from exc
@@ -193,16 +201,16 @@ class DlqIndex:
         gone = dict.fromkeys(_COUNTERS, 0)
         with self._transaction():
             for partition, low in plan.expire.items():
+                span = (row_id(partition, 0), row_id(partition, low))
                 counts = self.db.execute(
-                    "SELECT state, count(*) FROM dl WHERE partition=? AND offset<? GROUP BY state",
-                    (partition, low),
+                    "SELECT state, count(*) FROM dl WHERE id >= ? AND id < ? GROUP BY state", span
                 ).fetchall()
                 by_state = dict(counts)
                 gone["gone_records"] += sum(by_state.values())
                 gone["gone_unresolved"] += by_state.get(0, 0)
                 gone["gone_replayed"] += by_state.get(1, 0)
                 gone["gone_discarded"] += by_state.get(2, 0)
-                self.db.execute("DELETE FROM dl WHERE partition=? AND offset<?", (partition, low))
+                self.db.execute("DELETE FROM dl WHERE id >= ? AND id < ?", span)
             self._add_counters(gone)
             for partition, low in now.lows.items():
                 start = plan.skip_to.get(partition)
@@ -224,26 +232,34 @@ class DlqIndex:
         if all(start.get(p, 0) >= end for p, end in ends.items()):
             return 0
         read = 0
-        with Follower(conf, self.topic, start, ends) as follower:
+        with Follower(conf, self.topic, start, ends) as follower, _Writer(self) as writer:
             for batch, positions in follower.batches():
-                with self._transaction():
-                    self.store_letters(batch)
-                    self._store_positions("dlq", positions)
+                writer.put(self.rows_of(batch), positions)
                 read += len(batch)
                 if progress is not None:
                     progress(len(batch))
         return read
 
+    def rows_of(self, batch: list[Fetched]) -> list[Row]:
+        topic, rows, fast = self.topic, [], fast_row
+        for p, o, ts, _key, value, headers in batch:
+            row = fast(p, o, ts if ts >= 0 else 0, value, headers) if headers else None
+            rows.append(dead_letter_row(topic, p, o, ts, value, headers) if row is None else row)
+        return rows
+
     def store_letters(self, batch: list[Fetched]) -> None:
-        topic = self.topic
-        rows = [dead_letter_row(topic, r[0], r[1], r[2], r[4], r[5]) for r in batch]
+        self.store_rows(self.rows_of(batch))
+
+    def store_rows(self, rows: list[Row]) -> None:
+        """Insert dead letters (rows already indexed are left alone: another reader of the
+        same range counts nothing twice) and decide them from the ledger rows already read."""
         self.db.executemany(_INSERT, rows)
         if rows and self.db.execute("SELECT 1 FROM ledger LIMIT 1").fetchone():
             spans: dict[int, tuple[int, int]] = {}
             for row in rows:
-                low, high = spans.get(row[0], (row[1], row[1]))
-                spans[row[0]] = (min(low, row[1]), max(high, row[1]))
-            self.db.executemany(_DECIDE_NEW, [(p, lo, hi) for p, (lo, hi) in spans.items()])
+                low, high = spans.get(row[1], (row[0], row[0]))
+                spans[row[1]] = (min(low, row[0]), max(high, row[0]))
+            self.db.executemany(_DECIDE_NEW, list(spans.values()))
 
     def _follow_ledger(self, cluster: Cluster, meta: TopicMeta | None, now_ms: int) -> int:
         if meta is None:
@@ -271,16 +287,13 @@ class DlqIndex:
             if found is None:
                 continue
             partition, offset, row = found
+            key = row_id(partition, offset)
             if row is None:
-                self.db.execute(
-                    "DELETE FROM ledger WHERE partition=? AND offset=?", (partition, offset)
-                )
-                self.db.execute(
-                    "UPDATE dl SET state=0 WHERE partition=? AND offset=?", (partition, offset)
-                )
+                self.db.execute("DELETE FROM ledger WHERE id=?", (key,))
+                self.db.execute("UPDATE dl SET state=0 WHERE id=?", (key,))
                 continue
-            self.db.execute("INSERT OR REPLACE INTO ledger VALUES (?, ?, ?, ?, ?, ?)", row)
-            self.db.execute(_DECIDE, (row[3], row[4], row[2], partition, offset))
+            self.db.execute("INSERT OR REPLACE INTO ledger VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+            self.db.execute(_DECIDE, (row[4], row[5], row[3], key))
 
     # -- storage helpers ---------------------------------------------------------------------
 
@@ -323,6 +336,49 @@ class DlqIndex:
         with closing(self.db.execute(sql, tuple(params))) as cursor:
             while chunk := cursor.fetchmany(1000):
                 yield from chunk
+
+
+class _Writer:
+    """Stores parsed batches on a thread of its own while the caller reads and parses the next
+    ones: SQLite works without the GIL. At most `depth` batches wait (bounded memory); leaving
+    the block waits for the last one and re-raises the writer's failure."""
+
+    def __init__(self, index: DlqIndex, depth: int = 4) -> None:
+        self.index = index
+        self.queue: queue.Queue[tuple[list[Row], dict[int, int]] | None] = queue.Queue(depth)
+        self.failure: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="index-writer", daemon=True)
+
+    def __enter__(self) -> _Writer:
+        self.thread.start()
+        return self
+
+    def put(self, rows: list[Row], positions: dict[int, int]) -> None:
+        while True:
+            if self.failure is not None:
+                raise self.failure
+            try:
+                self.queue.put((rows, positions), timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def _run(self) -> None:
+        while (item := self.queue.get()) is not None:
+            if self.failure is not None:
+                continue  # drain: the caller raises at its next put or on leaving
+            try:
+                with self.index._transaction():
+                    self.index.store_rows(item[0])
+                    self.index._store_positions("dlq", item[1])
+            except BaseException as exc:
+                self.failure = exc
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        if kind is None and self.failure is not None:
+            raise self.failure
 
 
 class _Transaction:

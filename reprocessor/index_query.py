@@ -19,7 +19,7 @@ from pipeline.kafka.follow import KafkaConf
 from reprocessor.deadletters import DeadLetter, ReplayState, from_record
 from reprocessor.grouping import NONE_KEY, GroupRow
 from reprocessor.index import DlqIndex
-from reprocessor.index_rows import COLUMNS, STATE_CODES, letter_of
+from reprocessor.index_rows import COLUMNS, STATE_CODES, letter_of, row_id
 from reprocessor.ledger import UNRESOLVED, Decision
 from reprocessor.stats import Item, TopicStats, Window
 
@@ -98,19 +98,16 @@ def topic_stats(index: DlqIndex, window: Window, limit: int | None) -> TopicStat
             found.add(Item(dl, Decision(state)))
         return found
     where, params = _window_sql(window)
-    rows = index.db.execute(
-        f"SELECT {_CATEGORY}, state, count(*), min(seen_ms) FROM dl {where} "
-        "GROUP BY category, dialect, state",
+    rows = index.db.execute(  # a scan of the (state, category, dialect) index alone
+        f"SELECT {_CATEGORY}, state, count(*) FROM dl {where} GROUP BY state, category, dialect",
         params,
     )
-    for category, state, count, oldest in rows:
+    for category, state, count in rows:
         total, open_ = found.by_category.get(category, (0, 0))
         found.total += count
         if state == 0:
             found.unresolved += count
             found.by_category[category] = (total + count, open_ + count)
-            if found.oldest_unresolved_ms is None or oldest < found.oldest_unresolved_ms:
-                found.oldest_unresolved_ms = oldest
         else:
             found.by_category[category] = (total + count, open_)
             if state == 1:
@@ -118,6 +115,10 @@ def topic_stats(index: DlqIndex, window: Window, limit: int | None) -> TopicStat
             else:
                 found.discarded += count
     found.by_category = dict(sorted(found.by_category.items(), key=lambda kv: -kv[1][0]))
+    where = f"{where} AND state=0" if where else "WHERE state=0"
+    found.oldest_unresolved_ms = index.db.execute(
+        f"SELECT min(seen_ms) FROM dl {where}", params
+    ).fetchone()[0]
     return found
 
 
@@ -128,13 +129,15 @@ def group_rows(
     row-by-row evaluation (the caller feeds `letters` to a Grouper)."""
     if window.selection.terms or window.only is not None or limit is not None:
         return None
+    if by == "fingerprint" and window.since_ms is None and window.until_ms is None:
+        return _cause_rows(index)
     column = GROUP_COLUMNS[by]
     where, params = _window_sql(window)
     rows = index.db.execute(
         f"SELECT {column}, count(*), min(seen_ms), max(seen_ms), sum(state=0), sum(state=1), "
         "sum(state=2), min(coalesce(category, '')), max(coalesce(category, '')), "
         "min(coalesce(error_type, '')), max(coalesce(error_type, '')), "
-        "count(category), count(error_type), min(partition * 1e12 + offset) "
+        "count(category), count(error_type), min(id) "
         f"FROM dl {where} GROUP BY {column}",
         params,
     ).fetchall()
@@ -143,14 +146,57 @@ def group_rows(
     return out
 
 
+def _cause_rows(index: DlqIndex) -> list[GroupRow]:
+    """Groups by fingerprint from a scan of the (state, fingerprint, seen_ms) index alone. A
+    fingerprint covers the category and the error type, so the example row gives both; the
+    example is the group's earliest failure."""
+    found: dict[str, list[int]] = {}  # count, first, last, unresolved, replayed, discarded
+    first_state: dict[str, int] = {}
+    rows = index.db.execute(
+        "SELECT fingerprint, state, count(*), min(seen_ms), max(seen_ms) FROM dl "
+        "GROUP BY state, fingerprint"
+    )
+    for digest, state, count, first, last in rows:
+        group = found.setdefault(digest, [0, first, last, 0, 0, 0])
+        group[0] += count
+        if first <= group[1]:
+            group[1], first_state[digest] = first, state
+        group[2] = max(group[2], last)
+        group[3 + state] += count
+    out = []
+    for digest, (count, first, last, unresolved, replayed, discarded) in found.items():
+        example = index.db.execute(
+            "SELECT message, partition, offset, category, error_type FROM dl "
+            "WHERE state=? AND fingerprint=? ORDER BY seen_ms LIMIT 1",
+            (first_state[digest], digest),
+        ).fetchone()
+        out.append(
+            GroupRow(
+                key=digest,
+                count=count,
+                first_seen_ms=first,
+                last_seen_ms=last,
+                example=example[0] or "",
+                example_coordinates=f"{index.topic}/{example[1]}/{example[2]}",
+                category=example[3],
+                error_type=example[4],
+                replayed=replayed,
+                discarded=discarded,
+                unresolved=unresolved,
+            )
+        )
+    out.sort(key=lambda row: (-row.count, row.key))
+    return out
+
+
 def _group_row(index: DlqIndex, row: Sequence[object]) -> GroupRow:
     key, count, first, last, unresolved, replayed, discarded = row[:7]
     cat_lo, cat_hi, type_lo, type_hi, cats, types, first_at = row[7:]
-    assert isinstance(count, int) and isinstance(first_at, float)
-    partition, offset = divmod(int(first_at), 10**12)
+    assert isinstance(count, int) and isinstance(first_at, int)
     example = index.db.execute(
-        "SELECT message FROM dl WHERE partition=? AND offset=?", (partition, offset)
+        "SELECT message, partition, offset FROM dl WHERE id=?", (first_at,)
     ).fetchone()
+    partition, offset = example[1], example[2]
     same_category = cat_lo == cat_hi and cats in (0, count)
     same_type = type_lo == type_hi and types in (0, count)
     return GroupRow(
@@ -158,7 +204,7 @@ def _group_row(index: DlqIndex, row: Sequence[object]) -> GroupRow:
         count=count,
         first_seen_ms=int(str(first)),
         last_seen_ms=int(str(last)),
-        example=str(example[0] or "") if example else "",
+        example=str(example[0] or ""),
         example_coordinates=f"{index.topic}/{partition}/{offset}",
         category=str(cat_lo) if same_category and cats else None,
         error_type=str(type_lo) if same_type and types else None,
@@ -174,7 +220,7 @@ def letters(
     """The selected dead letters rebuilt from index rows (no payload), in partition and offset
     order, at most `limit`; the state is the index's."""
     where, params = _window_sql(window)
-    sql = f"SELECT {', '.join(COLUMNS)}, state FROM dl {where} ORDER BY partition, offset"
+    sql = f"SELECT {', '.join(COLUMNS)}, state FROM dl {where} ORDER BY id"
     selection, only, found = window.selection, window.only, 0
     for row in index.rows(sql, params):
         dl = letter_of(index.topic, row[:-1])
@@ -228,7 +274,7 @@ def _decision(index: DlqIndex, dl: DeadLetter, state: ReplayState) -> Decision:
     if state is ReplayState.UNRESOLVED:
         return UNRESOLVED
     row = index.db.execute(
-        "SELECT entry FROM ledger WHERE partition=? AND offset=?", (dl.partition, dl.offset)
+        "SELECT entry FROM ledger WHERE id=?", (row_id(dl.partition, dl.offset),)
     ).fetchone()
     return Decision(state, None if row is None else decode_ledger_entry(bytes(row[0])))
 

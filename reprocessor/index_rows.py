@@ -10,7 +10,6 @@ always says what `from_record` says (the unit tests hold the two paths to that).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
@@ -22,15 +21,17 @@ from pipeline.errors import Category
 from reprocessor.deadletters import LAZARUS, DeadLetter, ReplayState, from_record
 
 Row: TypeAlias = tuple[
-    int, int, int, int, int | None, str | None, str, str | None, str | None, str | None,
+    int, int, int, int, int, int | None, str | None, str, str | None, str | None, str | None,
     int | None, int | None, str | None, str | None, str | None, str | None, int | None, int,
     int, str,
 ]  # fmt: skip
-"""(partition, offset, ts, seen_ms, failed_at, category, fingerprint, error_type, message,
+"""(id, partition, offset, ts, seen_ms, failed_at, category, fingerprint, error_type, message,
 source_topic, source_partition, source_offset, origin, pipeline, schema, policy_rule, attempts,
-replay_count, value_size, dialect): the order of `COLUMNS`."""
+replay_count, value_size, dialect): the order of `COLUMNS`. The id is `row_id(partition,
+offset)`: SQLite's rowid, so rows are stored in partition and offset order without a second key."""
 
 COLUMNS: tuple[str, ...] = (
+    "id",
     "partition",
     "offset",
     "ts",
@@ -58,12 +59,17 @@ STATE_CODES: dict[int, ReplayState] = {
     2: ReplayState.DISCARDED,
 }
 ACTION_CODES = {"replayed": 1, "discarded": 2}
+OFFSET_BITS = 44
+"""A row id is the partition shifted left by this many bits, plus the offset: offsets up to
+1.7e13 and partitions up to 524,287 fit SQLite's signed 64-bit rowid."""
+
+
+def row_id(partition: int, offset: int) -> int:
+    return (partition << OFFSET_BITS) | offset
+
 
 _CATEGORIES = frozenset(category.value for category in Category)
-_FINGERPRINT = re.compile(rb"[0-9a-f]{16}")
-_NUMBERS = (c.FAILED_AT, c.SOURCE_PARTITION, c.SOURCE_OFFSET, c.ATTEMPTS, c.REPLAY_COUNT)
-_TEXTS = (c.ERROR_TYPE, c.ERROR_MESSAGE, c.SOURCE_TOPIC, c.ORIGIN, c.PIPELINE)
-_OPTIONAL_TEXTS = (c.SCHEMA, c.POLICY_RULE)
+_HEX = b"0123456789abcdef"
 Headers: TypeAlias = Sequence[tuple[str, bytes | None]]
 
 
@@ -77,61 +83,69 @@ def dead_letter_row(
 ) -> Row:
     """The row of the DLQ record at `topic/partition/offset`. Never raises on bad headers."""
     ts = timestamp_ms if timestamp_ms >= 0 else 0
-    row = _fast_row(partition, offset, ts, value, headers) if headers else None
+    row = fast_row(partition, offset, ts, value, headers) if headers else None
     if row is not None:
         return row
     dl = from_record(topic, partition, offset, ts, None, value, headers)
     return row_of(dl, len(value) if value is not None else 0)
 
 
-def _fast_row(
+def fast_row(
     partition: int, offset: int, ts: int, value: bytes | None, headers: Headers
 ) -> Row | None:
-    """A Lazarus dead letter whose every field is well-formed, read in one pass; None otherwise."""
+    """A Lazarus dead letter whose every field is well-formed, read in one pass (the last
+    occurrence of a header wins, as the contract says); None otherwise (`dead_letter_row` then
+    takes the slow path). `ts` must not be negative."""
     if not headers[-1][0].startswith(c.PREFIX):
         return None  # a foreign header may come last: from_record decides
-    found = {name: raw for name, raw in headers if name.startswith(c.PREFIX)}
-    digest = found.get(c.ERROR_FINGERPRINT)
-    if found.get(c.VERSION) != b"1" or digest is None or not _FINGERPRINT.fullmatch(digest):
+    get = dict(headers).get
+    digest = get(c.ERROR_FINGERPRINT)
+    if (
+        get(c.VERSION) != b"1"
+        or digest is None
+        or len(digest) != 16
+        or digest.translate(None, _HEX)
+    ):
         return None
+    numbers: list[bytes] = []
+    for raw in (get(c.FAILED_AT), get(c.SOURCE_PARTITION), get(c.SOURCE_OFFSET),
+                get(c.ATTEMPTS), get(c.REPLAY_COUNT)):  # fmt: skip
+        if raw is None or len(raw) > 20 or not raw.isdigit():
+            return None
+        numbers.append(raw)
+    schema, rule = get(c.SCHEMA), get(c.POLICY_RULE)
+    texts: list[str] = []
     try:
-        category = (found.get(c.ERROR_CATEGORY) or b"").decode()
-        numbers = [_number(found.get(name)) for name in _NUMBERS]
-        texts = [(found.get(name) or b"\xff").decode() for name in _TEXTS]
-        schema, rule = (_optional_text(found.get(name)) for name in _OPTIONAL_TEXTS)
-    except (UnicodeDecodeError, ValueError):
+        for raw in (get(c.ERROR_CATEGORY), get(c.ERROR_TYPE), get(c.ERROR_MESSAGE),
+                    get(c.SOURCE_TOPIC), get(c.ORIGIN), get(c.PIPELINE)):  # fmt: skip
+            if raw is None:
+                return None
+            texts.append(raw.decode())
+        schema_text = None if schema is None else schema.decode()
+        rule_text = None if rule is None else rule.decode()
+    except UnicodeDecodeError:
         return None
+    category, error_type, message, source_topic, origin, pipeline = texts
     if category not in _CATEGORIES:
         return None
-    failed_at, source_partition, source_offset, attempts, replay_count = numbers
-    error_type, message, source_topic, origin, pipeline = texts
+    failed_at, source_partition, source_offset, attempts, replay_count = map(int, numbers)
     return (
-        partition, offset, ts, failed_at, failed_at, category, digest.decode(), error_type,
-        message, source_topic, source_partition, source_offset, origin, pipeline, schema, rule,
-        attempts, replay_count, len(value) if value is not None else 0, LAZARUS,
+        (partition << OFFSET_BITS) | offset, partition, offset, ts, failed_at, failed_at,
+        category, digest.decode(), error_type, message, source_topic, source_partition,
+        source_offset, origin, pipeline, schema_text, rule_text, attempts, replay_count,
+        len(value) if value is not None else 0, LAZARUS,
     )  # fmt: skip
-
-
-def _number(raw: bytes | None) -> int:
-    """A well-formed unsigned header number; ValueError sends the record to the slow path."""
-    if raw is None or len(raw) > 20 or not raw.isdigit():
-        raise ValueError("not a plain number")
-    return int(raw)
-
-
-def _optional_text(raw: bytes | None) -> str | None:
-    return None if raw is None else raw.decode()
 
 
 def row_of(dl: DeadLetter, value_size: int) -> Row:
     """The row of a dead letter already read by `from_record` (any dialect)."""
     meta = dl.meta
     return (
-        dl.partition, dl.offset, dl.timestamp_ms, dl.seen_ms, dl.failed_at_ms, dl.category,
-        dl.fingerprint, dl.error_type, dl.message, dl.source_topic, dl.source_partition,
-        dl.source_offset, dl.origin, dl.pipeline, None if meta is None else meta.schema,
-        None if meta is None else meta.policy_rule, dl.attempts, dl.replay_count, value_size,
-        dl.dialect,
+        row_id(dl.partition, dl.offset), dl.partition, dl.offset, dl.timestamp_ms, dl.seen_ms,
+        dl.failed_at_ms, dl.category, dl.fingerprint, dl.error_type, dl.message, dl.source_topic,
+        dl.source_partition, dl.source_offset, dl.origin, dl.pipeline,
+        None if meta is None else meta.schema, None if meta is None else meta.policy_rule,
+        dl.attempts, dl.replay_count, value_size, dl.dialect,
     )  # fmt: skip
 
 
@@ -139,7 +153,7 @@ def letter_of(topic: str, row: Sequence[object]) -> DeadLetter:
     """A DeadLetter from an index row (in `COLUMNS` order): what selection, grouping and
     statistics read. It has no key, value, headers nor stack trace, and a meta only to carry
     the policy rule of a held one: commands that need more fetch the record itself."""
-    (p, o, ts, _seen, failed_at, category, digest, error_type, message, source_topic,
+    (_id, p, o, ts, _seen, failed_at, category, digest, error_type, message, source_topic,
      source_partition, source_offset, origin, pipeline, schema, rule, attempts,
      replay_count, _size, dialect) = row  # fmt: skip
     return DeadLetter(
@@ -185,8 +199,8 @@ def _str_or_none(value: object) -> str | None:
     return None if value is None else str(value)
 
 
-LedgerRow: TypeAlias = tuple[int, int, int, int, str, bytes]
-"""(partition, offset, action code, failed_at, fingerprint, the entry's JSON)."""
+LedgerRow: TypeAlias = tuple[int, int, int, int, int, str, bytes]
+"""(row id, partition, offset, action code, failed_at, fingerprint, the entry's JSON)."""
 
 
 def ledger_row(
@@ -208,7 +222,8 @@ def ledger_row(
     except ValueError:
         return None
     code = ACTION_CODES[entry.action]
-    return partition, offset, (partition, offset, code, entry.failed_at, entry.fingerprint, value)
+    found = (row_id(partition, offset), partition, offset, code, entry.failed_at, entry.fingerprint)
+    return partition, offset, (*found, value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -206,19 +206,6 @@ def _text(exc: BaseException) -> str:
     return err.str() if isinstance(err, KafkaError) else (str(exc) or type(exc).__name__)
 
 
-def _fetched(msg: Message) -> Fetched:
-    """The record as followed. librdkafka sets partition, offset and a timestamp on every record
-    it returns without an error; consumed headers are (str, bytes | None) pairs."""
-    return (
-        msg.partition() or 0,
-        msg.offset() or 0,
-        msg.timestamp()[1],
-        msg.key(),
-        msg.value(),
-        cast(list[tuple[str, bytes | None]] | None, msg.headers()),
-    )
-
-
 def _consumed(topic: str, msg: Message) -> Consumed:
     """A fetched record as `dlq` shows it, with kcat's name for its timestamp type."""
     kind, timestamp = msg.timestamp()
@@ -238,6 +225,7 @@ def _consumer(conf: KafkaConf) -> Consumer:
     props = consumer_config(conf, FOLLOWER_GROUP)
     props["isolation.level"] = "read_committed"
     props["enable.partition.eof"] = False
+    props.setdefault("queued.max.messages.kbytes", 16384)  # prefetch: bounded, not 64 MiB
     try:
         return Consumer(props)
     except (KafkaException, ValueError, TypeError) as exc:
@@ -291,12 +279,12 @@ class Follower:
                     if err.code() == KafkaError._PARTITION_EOF:
                         continue
                     raise RuntimeFailure(f"reading {self.topic} failed: {err.str()}")
-                record = _fetched(msg)
-                p, o = record[0], record[1]
+                p, o = msg.partition() or 0, msg.offset() or 0
                 if p not in todo or o >= ends[p]:
                     continue
                 positions[p] = o + 1
-                out.append(record)
+                headers = cast(list[tuple[str, bytes | None]] | None, msg.headers())
+                out.append((p, o, msg.timestamp()[1], msg.key(), msg.value(), headers))
             done = self._finished(todo, positions, bool(messages))
             if out or done:
                 last_move = time.monotonic()
@@ -374,8 +362,7 @@ def _read_run(
         for msg in messages:
             if msg.error() is not None:
                 continue
-            record = _fetched(msg)
-            last = record[1]
+            last = msg.offset() or 0
             while index < len(pending) and pending[index] < last:
                 index += 1  # no record there: a marker, aborted, or deleted
             if index < len(pending) and pending[index] == last:

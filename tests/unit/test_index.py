@@ -27,6 +27,7 @@ from reprocessor.index_rows import (
     dead_letter_row,
     ledger_row,
     letter_of,
+    row_id,
     row_of,
     verdict,
 )
@@ -119,7 +120,7 @@ def test_fast_rows_match_for_any_lazarus_dead_letter(
 
 def test_an_oversize_dead_letter_has_size_zero_and_no_payload() -> None:
     row = fast_row(lazarus_headers(), value=None)
-    assert row[18] == 0 and row[5] == "validation"
+    assert row[19] == 0 and row[6] == "validation"
 
 
 def test_rows_rebuild_the_fields_selection_reads() -> None:
@@ -142,7 +143,8 @@ def entry(action: str = "replayed", failed_at: int = 1, fingerprint: str = "f" *
 
 def test_ledger_rows() -> None:
     key = ledger_key("orders.dlq", 3, 14)
-    assert ledger_row("orders.dlq", key, entry()) == (3, 14, (3, 14, 1, 1, "f" * 16, entry()))
+    found = (row_id(3, 14), 3, 14, 1, 1, "f" * 16, entry())
+    assert ledger_row("orders.dlq", key, entry()) == (3, 14, found)
     assert ledger_row("orders.dlq", key, None) == (3, 14, None)
     assert ledger_row("other.dlq", key, entry()) is None
     assert ledger_row("orders.dlq", key, b"{not json") is None
