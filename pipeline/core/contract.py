@@ -9,6 +9,7 @@ Other tools' dead letters (Connect, Spring, Streams, arroyo) are read by `pipeli
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -261,6 +262,15 @@ def fingerprint(
     """16 hex chars of sha256 over category, error type, normalised message and — for validation
     only — the sorted, de-duplicated field locations without list indices, joined by NUL.
     Changing this changes every fingerprint in every DLQ: the tests pin golden vectors."""
+    return _fingerprint(category, error_type, message, tuple(locations))
+
+
+@functools.lru_cache(maxsize=4096)
+def _fingerprint(
+    category: Category, error_type: str, message: str, locations: tuple[str, ...]
+) -> str:
+    """Cached: one cause repeats the same inputs (messages name fields, never values), and the
+    normalising regexes are most of a dead letter's cost."""
     parts = [category.value, error_type, normalise_message(message)]
     if category is Category.VALIDATION:
         parts.extend(sorted({strip_indices(loc) for loc in locations}))
@@ -398,7 +408,8 @@ def record_size(key: bytes | None, value: bytes | None, headers: Sequence[Header
     key, value, UTF-8 header names and values, plus RECORD_OVERHEAD and HEADER_OVERHEAD each."""
     size = RECORD_OVERHEAD + len(key or b"") + len(value or b"")
     for name, header_value in headers:
-        size += HEADER_OVERHEAD + len(_utf8(name)) + len(header_value or b"")
+        named = len(name) if name.isascii() else len(_utf8(name))
+        size += HEADER_OVERHEAD + named + len(header_value or b"")
     return size
 
 
