@@ -40,6 +40,8 @@ NOTES = {
     "metrics_port": "serve `/metrics`, `/livez` and `/readyz` on this port (with `--processes N`, "
     "member i serves on port + i)",
     "metrics_host": "the address that port binds to (loopback by default; 0.0.0.0 in containers)",
+    "correlation_header": "header holding a record's correlation id when it has no W3C "
+    "`traceparent` (e.g. `x-request-id`); shown in log lines and by `dlq`",
     "log_format": "`text` or `json` (JSON lines)",
     "sources.<topic>.format": "`avro` (Confluent framing), `avro-schemaless`, `json`, `bytes`",
     "sources.<topic>.subject": "Avro subject (informational for framed records)",

@@ -276,6 +276,7 @@ def build_worker(
         pipeline=settings.pipeline,
         topics=(*settings.sources, settings.redrive_topic),
         batch_size=settings.batch_size,
+        correlation_header=settings.correlation_header,
     )
     crashes = CrashGuard(p.crash_limit, settings.batch_size) if p.crash_limit else None
     return Worker(options, source, delivery, handler, metrics, breaker, flood, crashes=crashes)

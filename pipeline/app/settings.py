@@ -163,6 +163,7 @@ class Settings(BaseSettings):
     commit_interval_ms: int = Field(default=1000, ge=0)
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
+    correlation_header: str | None = None
     log_format: Literal["text", "json"] = "text"
     reprocessor: ReprocessorSpec = ReprocessorSpec()
     slo_objective: float | None = Field(default=None, gt=0, lt=1)

@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 
 from pipeline.core.contract import SourceRecord
+from pipeline.core.correlation import correlation_id
 from pipeline.core.handler import Routed
 
 log = logging.getLogger("lazarus.worker")
@@ -23,14 +24,18 @@ class _Cause:
     category: str
     message: str
     first: str
+    correlation: str | None
     more: int = 0
 
 
 class DeadLetterLog:
     """Rate-limited, per-fingerprint dead-letter logging (one line per cause per interval)."""
 
-    def __init__(self, pipeline: str, interval_s: float = 10.0) -> None:
+    def __init__(
+        self, pipeline: str, interval_s: float = 10.0, correlation_header: str | None = None
+    ) -> None:
         self.pipeline = pipeline
+        self.correlation_header = correlation_header
         self.interval_s = interval_s
         self._causes: dict[str, _Cause] = {}
         self._since: float | None = None
@@ -47,13 +52,18 @@ class DeadLetterLog:
             cause.more += 1
             return
         where = f"{rec.topic}/{rec.partition}/{rec.offset}"
-        self._causes[fingerprint] = _Cause(failure.category.value, failure.message, where)
+        correlation = correlation_id(rec.headers, self.correlation_header)
+        self._causes[fingerprint] = _Cause(
+            failure.category.value, failure.message, where, correlation
+        )
         log.warning(
-            "dead-lettered %s: %s: %s",
+            "dead-lettered %s%s: %s: %s",
             where,
+            f" (correlation {correlation})" if correlation else "",
             failure.category.value,
             failure.message,
             extra={
+                "correlation_id": correlation,
                 "pipeline": self.pipeline,
                 "topic": rec.topic,
                 "partition": rec.partition,
@@ -70,14 +80,16 @@ class DeadLetterLog:
         for fingerprint, cause in self._causes.items():
             if cause.more:
                 log.warning(
-                    "dead-lettered %d more like %s in the last %.0fs: %s: %s",
+                    "dead-lettered %d more like %s%s in the last %.0fs: %s: %s",
                     cause.more,
                     cause.first,
+                    f" (correlation {cause.correlation})" if cause.correlation else "",
                     now - self._since,
                     cause.category,
                     cause.message,
                     extra={
                         "pipeline": self.pipeline,
+                        "correlation_id": cause.correlation,
                         "fingerprint": fingerprint,
                         "category": cause.category,
                         "count": cause.more,

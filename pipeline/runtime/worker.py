@@ -45,6 +45,8 @@ class WorkerOptions:
     poll_timeout_s: float = 0.1
     shutdown_deadline_s: float = 30.0
     """One time budget per rebalance (and for shutdown): flush, then commit, within it."""
+    correlation_header: str | None = None
+    """Header naming a record's correlation id when it has no W3C `traceparent`."""
 
 
 @dataclass
@@ -89,7 +91,9 @@ class Worker:
         self.wall = wall
         self.gate = Gate()
         self.assigned: set[TP] = set()
-        self.dead_log = DeadLetterLog(options.pipeline)
+        self.dead_log = DeadLetterLog(
+            options.pipeline, correlation_header=options.correlation_header
+        )
         self.on_tick: Callable[[], None] | None = None
         self._tally = Tally()
         self._stopping = False

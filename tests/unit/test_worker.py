@@ -419,3 +419,19 @@ def test_a_clean_stop_leaves_no_mark() -> None:
     again = rig(cluster=cluster, crash_limit=3)
     again.steps(1)
     assert not again.worker.crashes or not again.worker.crashes.suspects
+
+
+def test_dead_letter_log_lines_carry_the_correlation_id(caplog: pytest.LogCaptureFixture) -> None:
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    r = rig()
+    r.cluster.append(
+        SOURCE, BAD, headers=(("traceparent", f"00-{trace}-00f067aa0ba902b7-01".encode()),)
+    )
+    r.cluster.append(SOURCE, BAD)
+    with caplog.at_level(logging.WARNING, logger="lazarus.worker"):
+        r.steps(2)
+        r.worker.dead_log.flush(r.clock.now, force=True)
+    first, more = [rec for rec in caplog.records if "dead-lettered" in rec.getMessage()]
+    assert f"(correlation {trace})" in first.getMessage()
+    assert getattr(first, "correlation_id", None) == trace
+    assert f"1 more like shop.payments/0/0 (correlation {trace})" in more.getMessage()
