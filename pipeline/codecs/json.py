@@ -26,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
 
 from pipeline.codecs.base import Decoded
+from pipeline.codecs.finite import compile_model_check
 from pipeline.errors import DeserializationError, RecordError, ValidationFailed
 
 M = TypeVar("M", bound=BaseModel)
@@ -121,12 +122,6 @@ def reject_non_finite(event: object, title: str) -> None:
         raise ValidationFailed(summarise(title, details, len(details)), details=details)
 
 
-# Where a NaN or an infinity can come from in JSON text: the NaN/Infinity literals, strings such
-# as "nan" or "inf" that lax validation turns into floats, and numbers too large for a double.
-# Values that match none of these cannot hold one, so the walk of the validated model (the
-# expensive part) runs only for them. Validators computing a non-finite value from finite input
-# are not covered by this shortcut.
-_SUSPICIOUS_JSON = re.compile(rb"(?i)nan|inf|[0-9]{300,}|e\+?[0-9]{3,}")
 _NON_FINITE_WORD = re.compile(r"(?i)nan|inf")
 _HUGE = 10**308
 
@@ -208,12 +203,13 @@ class JsonCodec:
     """JSON values validated by a pydantic v2 model (`strict=True` turns off type coercion,
     e.g. `"2"` for an int). `Decoded.event` is the model instance."""
 
-    __slots__ = ("_model", "_ref", "_strict")
+    __slots__ = ("_finite", "_model", "_ref", "_strict")
 
     def __init__(self, model: type[BaseModel], *, strict: bool = False) -> None:
         self._model = model
         self._strict = strict
         self._ref = model_ref(model)
+        self._finite = compile_model_check(model, holds_non_finite)
 
     @property
     def model(self) -> type[BaseModel]:
@@ -230,7 +226,7 @@ class JsonCodec:
             raise self._translate(exc, data) from exc
         except Exception as exc:
             raise validator_crashed(self._model, exc) from exc
-        if _SUSPICIOUS_JSON.search(data):
+        if self._finite(event):
             reject_non_finite(event, self._model.__name__)
         return Decoded(event=event, schema_ref=self._ref)
 
