@@ -42,6 +42,7 @@ from pipeline.core.contract import (
     normalise_message,
     parse_dead_letter,
 )
+from pipeline.core.correlation import correlation_id
 from pipeline.core.dialects import (
     ForeignMeta,
     dialect_of,
@@ -116,6 +117,12 @@ class DeadLetter:
     def rule(self) -> str | None:
         """The name of the hold rule that parked it (`dlq.policy.rule`), None when none did."""
         return None if self.meta is None else held_by(self.meta.policy_rule)
+
+    @property
+    def trace(self) -> str | None:
+        """The correlation id of the request it belongs to: its W3C `traceparent` trace id
+        (replays keep the header, so a replayed record stays on its trace)."""
+        return correlation_id(self.headers)
 
     @property
     def seen_ms(self) -> int:
@@ -275,6 +282,7 @@ def _error_json(dl: DeadLetter, state: ReplayState) -> dict[str, object]:
         "state": state.value,
         "dialect": dl.dialect,
         "rule": dl.rule,
+        "correlation": dl.trace,
         "problems": list(dl.problems),
         "source": {
             "topic": dl.source_topic,

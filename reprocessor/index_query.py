@@ -23,7 +23,7 @@ from reprocessor.index_rows import COLUMNS, STATE_CODES, letter_of, row_id
 from reprocessor.ledger import UNRESOLVED, Decision
 from reprocessor.stats import Item, TopicStats, Window
 
-UNINDEXED_FIELDS = ("key", "stacktrace")
+UNINDEXED_FIELDS = ("key", "stacktrace", "trace")
 GROUP_COLUMNS = {
     "fingerprint": "fingerprint",
     "category": "category",

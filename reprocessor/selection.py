@@ -68,6 +68,7 @@ TEXT_FIELDS: dict[str, Getter] = {
     "pipeline": lambda dl, s, d: dl.pipeline,
     "dialect": lambda dl, s, d: dl.dialect,
     "rule": lambda dl, s, d: dl.rule,
+    "trace": lambda dl, s, d: dl.trace,
     "state": lambda dl, s, d: s.value,
 }
 NUMERIC_FIELDS: dict[str, Getter] = {

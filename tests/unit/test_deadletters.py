@@ -227,6 +227,7 @@ def test_kcat_json_error_object() -> None:
         "state": "discarded",
         "dialect": "lazarus",
         "rule": None,
+        "correlation": None,
         "problems": [],
         "source": {"topic": "orders", "partition": 2, "offset": 10, "timestamp": 1_000},
     }

@@ -430,3 +430,19 @@ def test_rule_selects_held_dead_letters_by_rule_name() -> None:
     assert sel("rule~fraud", held("fraud-review"))
     assert sel("rule=null", lazarus()) and sel("rule=null", spring())
     assert sel("rule=null", held(None))
+
+
+def test_trace_selects_the_dead_letters_of_one_request() -> None:
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    parent = f"00-{trace}-00f067aa0ba902b7-01".encode()
+    failure = Failure(Category.VALIDATION, "E", "m", failed_at_ms=1, pipeline="p")
+
+    def letter(headers: tuple[tuple[str, bytes | None], ...]) -> DeadLetter:
+        rec = SourceRecord("orders", 0, 1, 1, b"k", b"v", headers)
+        return from_record("dlq", 0, 1, 1, b"k", b"v", build_dead_letter(rec, failure))
+
+    on_trace, other = letter((("traceparent", parent),)), letter(())
+    assert on_trace.trace == trace and other.trace is None
+    selection = parse(f"trace={trace}")
+    assert selection.matches(on_trace, ReplayState.UNRESOLVED)
+    assert not selection.matches(other, ReplayState.UNRESOLVED)
