@@ -12,7 +12,7 @@ import itertools
 import json
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +21,17 @@ import click
 from pipeline.app import logs
 from pipeline.app.cli_support import run
 from pipeline.app.settings import load_settings
-from pipeline.core.contract import ledger_topic, parse_coordinates
+from pipeline.core.contract import parse_coordinates
 from pipeline.core.ledger_codec import encode_ledger_entry
 from pipeline.errors import EXIT_OK, ConfigError, PartialSuccess
 from pipeline.kafka import dlqio
 from pipeline.kafka.clients import KAFKA_LOG
-from reprocessor import exporter, grouping, index_query, indexed, render
+from reprocessor import exporter, grouping, index_query, indexed, render, replay_run
 from reprocessor.deadletters import from_record, to_kcat_json
 from reprocessor.exporter import DEFAULT_PORT
-from reprocessor.ledger import STATE_ENV, Plan, load_plan, new_run_id, save_plan
-from reprocessor.ledger import state_dir as plan_folder
+from reprocessor.ledger import STATE_ENV, Plan, new_run_id
 from reprocessor.options import (
     INSPECT_DEFAULT_LIMIT,
-    PLAN_OPTIONS,
     WHERE_GRAMMAR,
     Env,
     FixCommand,
@@ -46,23 +44,11 @@ from reprocessor.options import (
     selection_options,
     window,
 )
-from reprocessor.replay import (
-    Copy,
-    Pacer,
-    Recipe,
-    Refusal,
-    Run,
-    Tally,
-    Target,
-    TargetMode,
-    count_targets,
-    prepare_all,
-    transactional_id,
-)
+from reprocessor.replay import Refused, Tally
 from reprocessor.stats import (
     Item,
     TopicStats,
-    planned_items,
+    Window,
     read_ledger,
     scan,
     unresolved_items,
@@ -93,10 +79,15 @@ def items_of(env: Env, opts: dict[str, Any], *, decode: bool = False) -> Iterato
     conf, win = env.conf(), window(opts, decode=decode)
     if not opts.get("scan_topic", True) and index_query.answerable(win):
         return itertools.islice(indexed.items(conf, env.topics(), win, env.payloads), opts["limit"])
-    chained = itertools.chain.from_iterable(
-        scan(conf, topic, win, env.payloads, read_ledger(conf, topic)) for topic in env.topics()
-    )
+    chained = itertools.chain.from_iterable(_scanned(env, topic, win) for topic in env.topics())
     return itertools.islice(chained, opts["limit"])
+
+
+def _scanned(env: Env, topic: str, win: Window) -> Iterator[Item]:
+    """One DLQ topic's scan, with a progress bar when it takes more than a second."""
+    conf = env.conf()
+    with render.progress(None, f"read {topic}", quiet=env.quiet) as bar:
+        yield from scan(conf, topic, win, env.payloads, read_ledger(conf, topic), bar)
 
 
 def kcat(item: Item, *, decoded: bool) -> dict[str, object]:
@@ -206,8 +197,7 @@ def stats(env: Env, /, scan_topic: bool, **opts: Any) -> int:
         found = indexed.stats(conf, env.topics(), win, opts["limit"])
     for topic in env.topics() if scan_topic or not index_query.answerable(win) else ():
         topic_stats = TopicStats(topic)
-        items = scan(conf, topic, win, env.payloads, read_ledger(conf, topic))
-        for item in itertools.islice(items, opts["limit"]):
+        for item in itertools.islice(_scanned(env, topic, win), opts["limit"]):
             topic_stats.add(item)
         found.append(topic_stats)
     now = render.now_ms()
@@ -228,14 +218,30 @@ def stats(env: Env, /, scan_topic: bool, **opts: Any) -> int:
     default=None,
     help="A diff per record (the default up to 10 records), or a summary.",
 )
+@click.option(
+    "--save",
+    is_flag=True,
+    help="Store this preview as a plan (its id is printed): `dlq replay --plan ID` replays "
+    "exactly these dead letters with exactly these fixed values.",
+)
 @click.pass_obj
-def fix(env: Env, /, per_record: bool | None, **opts: Any) -> int:
-    """Preview a fix, writing nothing: the diff, and whether each fixed record passes the
-    pipeline's own validation. Exit 3 when some do not (they would not be replayed)."""
+def fix(env: Env, /, per_record: bool | None, save: bool, **opts: Any) -> int:
+    """Preview a fix, writing nothing to Kafka: the diff, and whether each fixed record passes
+    the pipeline's own validation. Exit 3 when some do not (they would not be replayed)."""
     found = change_of(fix_pairs(opts), opts["fix_with"])
     if found is None:
         raise click.UsageError("give a fix: --set, --delete, --rename, --default, --cast or --with")
-    results = [(item.dl, env.payloads.fix(item.dl, found[0])) for item in items_of(env, opts)]
+    items = list(items_of(env, opts))
+    results = [(item.dl, env.payloads.fix(item.dl, found[0])) for item in items]
+    if save:
+        open_ = [
+            pair for item, pair in zip(items, results, strict=True) if item.decision.entry is None
+        ]
+        stored = replay_run.save_preview(env, opts, open_)
+        render.note(
+            f"plan {stored.plan.run} stored ({stored.plan.selected} unresolved dead letters): "
+            f"`dlq replay --plan {stored.plan.run}` replays exactly this preview"
+        )
     if env.as_json:
         for dl, fixed in results:
             render.json_line(render.fix_json(dl, fixed))
@@ -263,120 +269,62 @@ def fix(env: Env, /, per_record: bool | None, **opts: Any) -> int:
     is_flag=True,
     help="Copies of Connect/Spring/Streams/arroyo dead letters keep those tools' error headers.",
 )
-@click.option("--resume", metavar="RUN", help="Continue the stored plan of RUN.")
+@click.option("--resume", metavar="RUN", help="Continue the stored plan of RUN as it is.")
+@click.option(
+    "--plan",
+    "plan_id",
+    metavar="ID",
+    help="Replay exactly the stored plan ID (from `fix --save` or a --dry-run), to --to, "
+    "--to-source or the redrive topic.",
+)
 @click.option(
     "--state-dir",
     type=click.Path(path_type=Path, file_okay=False),
     envvar=STATE_ENV,
-    help="Where plans are stored (default ~/.local/state/lazarus).",
+    help="Where plans are stored, per cluster (default ~/.local/state/lazarus).",
 )
 @click.pass_obj
-def replay(env: Env, /, resume: str | None, state_dir: Path | None, **opts: Any) -> int:
+def replay(
+    env: Env, /, resume: str | None, plan_id: str | None, state_dir: Path | None, **opts: Any
+) -> int:
     """Re-publish dead letters, optionally fixed, exactly once: each copy and its ledger entry
-    in one transaction. Default target: the failing pipeline's redrive topic. Exit 3 when some
-    selected dead letters are refused (listed)."""
-    topic, folder = env.topic(), plan_folder(state_dir)
-    if resume is not None:
-        plan = _resumed_plan(topic, resume, folder, opts)
-        items, missing = planned_items(env.conf(), topic, plan.coordinates, env.payloads)
-        if missing:
-            render.warn(f"{len(missing)} dead letters of run {resume} left the DLQ: {missing[0]}…")
-    else:
-        plan, win = _new_plan(env, topic, opts), window(opts)  # bad options fail before any I/O
-        items = unresolved_items(env.conf(), topic, win, env.payloads, opts["limit"])
-        plan = replace(plan, coordinates=tuple(item.dl.coordinates for item in items))
-    copies, refused = _prepare(env, plan, items)
-    planned = count_targets(copies)
-    if refused and not env.as_json:
-        render.refusals(refused)
-    if opts["dry_run"] or not copies:
-        _report(env, plan, planned, None, refused, dry_run=opts["dry_run"])
-        return _finish(refused, len(items))
-    if not opts["yes"]:
-        text = render.plan_text("Replay", len(copies), topic, planned)
-        click.confirm(text + "?", abort=True, err=True)
-    if resume is None:
-        path = save_plan(plan, folder)
-        render.note(f"run {plan.run}: plan stored in {path} (--resume {plan.run} continues it)")
-    tally = _execute(env, plan, copies, opts["rate"])
-    _report(env, plan, planned, tally, refused, dry_run=False)
-    return _finish(refused, len(items))
-
-
-def _resumed_plan(topic: str, run_id: str, folder: Path, opts: dict[str, Any]) -> Plan:
-    """The stored plan; the options that would change it are refused (exit 2)."""
-    if any(opts[name] for name in PLAN_OPTIONS):
-        raise click.UsageError(
-            "--resume replays the stored plan as it is: drop selection, target and fix options"
+    in one transaction. Default target: the failing pipeline's redrive topic. The plan is
+    stored first (its id is printed) and replayed as it is read back, in bounded memory; a
+    dead letter that changed since its plan was made is refused. Exit 3 when some selected
+    dead letters are refused (listed)."""
+    if resume and plan_id:
+        raise click.UsageError("--resume and --plan contradict each other: give one")
+    topic = env.topic()
+    if resume or plan_id:
+        folder = replay_run.runs_dir(env, state_dir)
+        stored = replay_run.stored_plan(
+            env, topic, resume or plan_id or "", folder, opts, resume=bool(resume)
         )
-    plan = load_plan(run_id, folder)
-    if plan.dlq_topic != topic:
-        raise click.UsageError(f"run {run_id} replays {plan.dlq_topic}, not {topic}")
-    return plan
-
-
-def _new_plan(env: Env, topic: str, opts: dict[str, Any]) -> Plan:
-    """A plan from the options, its coordinates still empty; bad options raise (exit 2)."""
-    if opts["to_topic"] and opts["to_source"]:
-        raise click.UsageError("--to and --to-source contradict each other")
-    change_of(fix_pairs(opts), opts["fix_with"])
-    mode = TargetMode.TO if opts["to_topic"] else TargetMode.REDRIVE
-    mode = TargetMode.SOURCE if opts["to_source"] else mode
-    return Plan(
-        run=new_run_id(),
-        dlq_topic=topic,
-        created_ms=render.now_ms(),
-        operator=env.operator,
-        target_mode=mode.value,
-        target_topic=opts["to_topic"],
-        coordinates=(),
-        fix=tuple(fix_pairs(opts)),
-        fix_with=opts["fix_with"],
-        force=opts["force"],
-        where=opts["where"] or "",
-        keep_foreign_headers=opts["keep_foreign_headers"],
-    )
-
-
-def _prepare(env: Env, plan: Plan, items: Sequence[Item]) -> tuple[list[Copy], list[Refusal]]:
-    """Copies and refusals per the plan; ConfigError (exit 2) before anything is written when
-    the target cannot place the selection or a target topic does not exist."""
-    letters = [item.dl for item in items]
-    target = Target(TargetMode(plan.target_mode), plan.target_topic)
-    target.check(letters)
-    found = change_of(plan.fix, plan.fix_with)
-    recipe = Recipe(
-        run=plan.run,
-        target=target,
-        fix=None if found is None else env.payloads.fixer(found[0]),
-        fix_description=() if found is None else found[1],
-        max_replays=env.max_replays,
-        force=plan.force,
-        keep_foreign_headers=plan.keep_foreign_headers,
-    )
-    copies, refused = prepare_all(letters, recipe)
-    targets = sorted({copy.topic for copy in copies})
-    missing = dlqio.missing_topics(env.conf(), targets) if targets else []
-    if missing:
-        raise ConfigError(f"target topic {', '.join(missing)} does not exist: create it first")
-    return copies, refused
-
-
-def _execute(env: Env, plan: Plan, copies: Sequence[Copy], rate: float | None) -> Tally:
-    """Fence earlier runs, read the ledger, replay chunk by chunk (`reprocessor.replay`)."""
-    job = _job(env, plan.dlq_topic, plan.run)
-    ledger = job.start(lambda: read_ledger(env.conf(), plan.dlq_topic))
-    with render.progress(len(copies), f"replay {plan.run}") as advance:
-        return job.replay(copies, ledger, Pacer(rate), advance)
-
-
-def _job(env: Env, dlq_topic: str, run_id: str) -> Run:
-    """A run on the DLQ's one transactional id; creates the (compacted) ledger topic when the
-    DLQ never had one (a foreign DLQ)."""
-    conf = env.conf("producer")
-    dlqio.ensure_compacted(conf, ledger_topic(dlq_topic))
-    sink = dlqio.TxnProducer(conf, transactional_id(dlq_topic))
-    return Run(sink, ledger_topic(dlq_topic), run_id, env.operator)
+        summary = replay_run.summary_of(stored)
+    else:
+        plan = replay_run.new_plan(env, topic, opts)  # bad options fail before any I/O
+        recipe = replay_run.recipe_of(env, plan)
+        folder = replay_run.runs_dir(env, state_dir)
+        stored, summary = replay_run.write_plan(env, plan, folder, opts, recipe)
+        replay_run.check_targets(env, set(summary.planned))
+    plan, selected = stored.plan, summary.selected
+    if summary.refused and not env.as_json:
+        render.refusals(summary.refused, total=summary.refused_count)
+    if opts["dry_run"] or not summary.replayable:
+        _report(env, plan, summary.planned, None, summary.refused, dry_run=opts["dry_run"])
+        if summary.replayable:
+            render.note(f"plan {plan.run} stored: `dlq replay --plan {plan.run}` replays it")
+        return replay_run.finish(summary.refused_count, selected)
+    if not opts["yes"]:
+        text = render.plan_text("Replay", summary.replayable, topic, summary.planned)
+        click.confirm(text + "?", abort=True, err=True)
+    render.note(f"run {plan.run}: plan in {stored.folder} (--resume {plan.run} continues it)")
+    tally, late = replay_run.execute(env, stored, replay_run.recipe_of(env, plan), opts["rate"])
+    if late.refusals and not env.as_json:
+        render.refusals(late.refusals, total=late.refused_count)
+    refused = [*summary.refused, *late.refusals]
+    _report(env, plan, summary.planned, tally, refused, dry_run=False)
+    return replay_run.finish(summary.refused_count + late.refused_count, selected)
 
 
 def _report(
@@ -384,7 +332,7 @@ def _report(
     plan: Plan,
     planned: dict[str, int],
     tally: Tally | None,
-    refused: Sequence[Refusal],
+    refused: Sequence[Refused],
     *,
     dry_run: bool,
 ) -> None:
@@ -398,12 +346,6 @@ def _report(
         refused=refused,
         dry_run=dry_run,
     )
-
-
-def _finish(refused: Sequence[Refusal], selected: int) -> int:
-    if refused:
-        raise PartialSuccess(f"{len(refused)} of {selected} selected dead letters not replayed")
-    return EXIT_OK
 
 
 @cli.command()
@@ -424,7 +366,7 @@ def discard(env: Env, /, reason: str, dry_run: bool, yes: bool, **opts: Any) -> 
         return EXIT_OK
     if not yes:
         click.confirm(text + "?", abort=True, err=True)
-    job = _job(env, topic, new_run_id())
+    job = replay_run._job(env, topic, new_run_id())
     ledger = job.start(lambda: read_ledger(env.conf(), topic))
     with render.progress(len(items), f"discard {job.run}") as advance:
         tally = job.discard([item.dl for item in items], reason, ledger, advance)

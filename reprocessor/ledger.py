@@ -180,6 +180,9 @@ class Plan:
     force: bool = False
     where: str = ""
     keep_foreign_headers: bool = False
+    selected: int = 0
+    refused: int = 0
+    cluster: str = ""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -190,7 +193,7 @@ class Plan:
         data = json.loads(text)
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
-        data["coordinates"] = tuple(data["coordinates"])
+        data["coordinates"] = tuple(data.get("coordinates", ()))
         data["fix"] = tuple((str(kind), str(arg)) for kind, arg in data.get("fix", ()))
         return cls(**data)
 

@@ -15,7 +15,8 @@ from pipeline.app.settings import KafkaValue, ReprocessorSpec, Settings, load_se
 from pipeline.errors import ConfigError
 from pipeline.kafka.clients import KAFKA_LOG
 from reprocessor import fixes, render, selection
-from reprocessor.ledger import operator_name
+from reprocessor.ledger import operator_name, state_dir
+from reprocessor.ledger_guard import check_ledger
 from reprocessor.payloads import Change, Payloads
 from reprocessor.stats import Window
 from reprocessor.timeparse import parse_when
@@ -61,9 +62,13 @@ class Env:
         props: dict[str, str],
         as_json: bool,
         operator: str | None,
+        quiet: bool = False,
+        recreate_ledger: bool = False,
     ) -> None:
         self.config, self.bootstrap, self.topic_overrides = config, bootstrap, topics
         self.props, self.as_json, self.operator_option = props, as_json, operator
+        self.quiet, self.recreate_ledger = quiet, recreate_ledger
+        self._ledgers_checked: set[str] = set()
 
     @cached_property
     def settings(self) -> Settings | None:
@@ -83,9 +88,24 @@ class Env:
         return conf
 
     def topics(self) -> list[str]:
+        """The DLQ topics, each checked for a deleted ledger (`reprocessor.ledger_guard`)."""
         if self.topic_overrides or self.settings is None:
-            return list(self.topic_overrides)
-        return [self.settings.dlq.topic]
+            names = list(self.topic_overrides)
+        else:
+            names = [self.settings.dlq.topic]
+        for name in names:
+            self.check_ledger(name)
+        return names
+
+    def check_ledger(self, topic: str) -> None:
+        """Refuse a DLQ whose ledger topic was deleted (`LedgerMissing`, exit 2), once per
+        topic and command, unless --recreate-ledger."""
+        if topic in self._ledgers_checked:
+            return
+        expected = self.settings is not None and topic == self.settings.dlq.topic
+        folder = state_dir()
+        check_ledger(self.conf(), topic, folder, expected=expected, recreate=self.recreate_ledger)
+        self._ledgers_checked.add(topic)
 
     def topic(self) -> str:
         """The one DLQ topic a writing command works on."""
@@ -118,8 +138,8 @@ class Env:
             self.topic_overrides = value
         elif name == "props" and isinstance(value, dict):
             self.props = {**self.props, **value}
-        elif name == "as_json":
-            self.as_json = bool(value)
+        elif name in ("as_json", "quiet", "recreate_ledger"):
+            setattr(self, name, bool(value))
         elif name in ("bootstrap", "operator") and isinstance(value, str):
             setattr(self, "bootstrap" if name == "bootstrap" else "operator_option", value)
 
@@ -157,6 +177,14 @@ GLOBAL_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
     ),
     (("--json", "as_json"), {"is_flag": True, "help": "JSON lines: kcat -J fields plus error."}),
     (("--operator",), {"help": "Who decides, for the ledger (default: the OS user)."}),
+    (("--quiet", "-q"), {"is_flag": True, "help": "No progress bars."}),
+    (
+        ("--recreate-ledger",),
+        {
+            "is_flag": True,
+            "help": "Create the ledger topic again after it was deleted (every decision is lost).",
+        },
+    ),
     (("--debug",), {"is_flag": True, "help": "Show tracebacks for unexpected errors."}),
 )
 """`dlq`'s global options. Each is accepted before the command name (`dlq --json inspect`) and

@@ -12,21 +12,30 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 from reprocessor.deadletters import DeadLetter, jsonable
 from reprocessor.grouping import GroupRow
 from reprocessor.ledger import Decision
 from reprocessor.payloads import Fixed
-from reprocessor.replay import Refusal, Tally
+from reprocessor.replay import Refusal, Refused, Tally
 from reprocessor.stats import Item, TopicStats
 from reprocessor.timeparse import format_age
 
@@ -288,31 +297,78 @@ def plan_text(action: str, count: int, dlq_topic: str, by_target: Mapping[str, i
     return f"{action} {count} dead letters of {dlq_topic}" + (f": {where}" if where else "")
 
 
-def refusals(items: Sequence[Refusal], *, limit: int = 50) -> None:
-    """The dead letters that will not be (or were not) replayed, and why, on stderr."""
+def refusals(
+    items: Sequence[Refusal | Refused], *, total: int | None = None, limit: int = 50
+) -> None:
+    """The dead letters that will not be (or were not) replayed, and why, on stderr. `total`
+    counts them when `items` holds only the first ones."""
     out = console(err=True)
-    out.print(f"[red]{len(items)} selected dead letters not replayed:[/red]")
+    count = len(items) if total is None else total
+    out.print(f"[red]{count} selected dead letters not replayed:[/red]")
     for refusal in items[:limit]:
-        out.print(f"  {escape(refusal.dl.coordinates)}: {escape(refusal.reason)}")
-    if len(items) > limit:
-        out.print(f"  … and {len(items) - limit} more (--json lists them all)")
+        out.print(f"  {escape(refusal.coordinates)}: {escape(refusal.reason)}")
+    if count > limit:
+        out.print(f"  … and {count - limit} more (--json lists them)")
+
+
+class _Rate(ProgressColumn):
+    """Records per second."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None else f"{speed:,.0f}/s")
+
+
+class Bar:
+    """A progress bar on stderr that appears only once its work has taken `delay_s` (so quick
+    commands print nothing), and never off a terminal or when `quiet`. Call it with a count to
+    advance it; `expect(total)` sets the total once it is known (a scan learns it after opening
+    its partitions)."""
+
+    def __init__(self, what: str, total: int | None, *, quiet: bool, delay_s: float = 1.0):
+        err = console(err=True)
+        self._live = not quiet and err.is_terminal
+        self._bar = Progress(
+            TextColumn(escape(what)),
+            BarColumn(),
+            MofNCompleteColumn(),
+            _Rate(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=err,
+            disable=not self._live,
+        )
+        self._task = self._bar.add_task(what, total=total)
+        self._show_at = time.monotonic() + delay_s
+        self._shown = False
+
+    def __call__(self, count: int) -> None:
+        if not self._live:
+            return
+        self._bar.advance(self._task, count)
+        if not self._shown and time.monotonic() >= self._show_at:
+            self._shown = True
+            self._bar.start()
+
+    def expect(self, total: int) -> None:
+        if self._live:
+            self._bar.update(self._task, total=total)
+
+    def close(self) -> None:
+        if self._shown:
+            self._bar.stop()
+            self._shown = False
 
 
 @contextmanager
-def progress(total: int, what: str) -> Iterator[Callable[[int], None]]:
-    """A progress bar with counts on stderr (only on a terminal); yields `advance(n)`."""
-    err = console(err=True)
-    bar = Progress(
-        TextColumn(escape(what)),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        disable=not err.is_terminal,
-    )
-    task = bar.add_task(what, total=total)
-    with bar:
-        yield lambda n: bar.advance(task, n)
+def progress(total: int | None, what: str, *, quiet: bool = False) -> Iterator[Bar]:
+    """A `Bar` (records, rate, ETA) on stderr for work that takes more than a second; off a
+    terminal or with `quiet`, nothing. Yields the bar: `advance(n)` is calling it."""
+    bar = Bar(what, total, quiet=quiet)
+    try:
+        yield bar
+    finally:
+        bar.close()
 
 
 def replay_report(
@@ -323,7 +379,7 @@ def replay_report(
     planned: Mapping[str, int],
     done: Mapping[str, int] | None,
     skipped: int,
-    refused: Sequence[Refusal],
+    refused: Sequence[Refusal | Refused],
     dry_run: bool,
 ) -> None:
     """What a replay did (`done`: copies per target) or, for a dry run, would do (`planned`).
@@ -338,7 +394,7 @@ def replay_report(
                 "replayed": sum((done or {}).values()),
                 "targets": dict(done or {}),
                 "skipped": skipped,
-                "refused": [{"coordinates": r.dl.coordinates, "reason": r.reason} for r in refused],
+                "refused": [{"coordinates": r.coordinates, "reason": r.reason} for r in refused],
             }
         )
         return

@@ -17,7 +17,7 @@ Kafka stays behind `TxnSink`: the real one is `pipeline.kafka.dlqio.TxnProducer`
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -81,16 +81,19 @@ class Target:
         """Refuse, before anything is written, dead letters this target cannot place.
         Raises ConfigError (exit 2) saying which option would work."""
         homeless = [dl for dl in letters if self.topic_for(dl) is None]
-        if not homeless:
-            return
-        dialects = ", ".join(sorted({dl.dialect for dl in homeless}))
+        if homeless:
+            raise self.homeless(len(homeless), {dl.dialect for dl in homeless})
+
+    def homeless(self, count: int, dialects: set[str]) -> ConfigError:
+        """The error for `count` selected dead letters (of `dialects`) this target cannot place."""
+        names = ", ".join(sorted(dialects))
         if self.mode is TargetMode.REDRIVE:
-            raise ConfigError(
-                f"{len(homeless)} selected dead letters ({dialects}) name no Lazarus pipeline, "
+            return ConfigError(
+                f"{count} selected dead letters ({names}) name no Lazarus pipeline, "
                 "so they have no redrive topic: replay them with --to TOPIC or --to-source"
             )
-        raise ConfigError(
-            f"{len(homeless)} selected dead letters ({dialects}) name no source topic "
+        return ConfigError(
+            f"{count} selected dead letters ({names}) name no source topic "
             "(arroyo's carry only a partition and an offset): replay them with --to TOPIC"
         )
 
@@ -112,6 +115,18 @@ class Refusal:
     """A selected dead letter that will not be replayed, and why (exit 3)."""
 
     dl: DeadLetter
+    reason: str
+
+    @property
+    def coordinates(self) -> str:
+        return self.dl.coordinates
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A refusal without its dead letter (a stored plan's, or one that left the DLQ)."""
+
+    coordinates: str
     reason: str
 
 
@@ -179,6 +194,13 @@ class Tally:
 Progress = Callable[[int], None]
 
 
+class StreamHooks(Protocol):
+    """What `Run.replay_stream` reports to, and asks, its caller."""
+
+    def refused(self, refusal: Refusal | Refused) -> None: ...
+    def check_targets(self, topics: set[str]) -> None: ...
+
+
 @dataclass
 class Pacer:
     """Chunk sizes and pauses for `--rate N/s`: small chunks spaced so the run averages `rate`
@@ -234,7 +256,52 @@ class Run:
             pacer.after(len(chunk))
         return tally
 
-    def _replay_chunk(self, chunk: Sequence[Copy], ledger: Ledger, tally: Tally) -> None:
+    def replay_stream(
+        self,
+        results: Iterable[Copy | Refusal | Refused],
+        ledger: Ledger,
+        pacer: Pacer,
+        progress: Progress,
+        hooks: StreamHooks,
+    ) -> Tally:
+        """`replay` for a stream of copies (a stored plan read back): at most one chunk of
+        copies in memory. Refusals go to `hooks.refused`; each chunk's target topics to
+        `hooks.check_targets` before its transaction begins. Decisions are not kept in
+        `ledger` (a plan holds each dead letter once), so memory stays bounded."""
+        tally, chunk = Tally(), []
+        for result in results:
+            if isinstance(result, Refusal | Refused):
+                hooks.refused(result)
+                progress(1)
+            elif ledger.decision(result.dl).entry is not None:
+                tally.skipped += 1
+                progress(1)
+            else:
+                chunk.append(result)
+            if len(chunk) >= pacer.chunk:
+                self._stream_chunk(chunk, ledger, tally, pacer, progress, hooks)
+                chunk = []
+        if chunk:
+            self._stream_chunk(chunk, ledger, tally, pacer, progress, hooks)
+        return tally
+
+    def _stream_chunk(
+        self,
+        chunk: list[Copy],
+        ledger: Ledger,
+        tally: Tally,
+        pacer: Pacer,
+        progress: Progress,
+        hooks: StreamHooks,
+    ) -> None:
+        hooks.check_targets({copy.topic for copy in chunk})
+        self._replay_chunk(chunk, ledger, tally, remember=False)
+        progress(len(chunk))
+        pacer.after(len(chunk))
+
+    def _replay_chunk(
+        self, chunk: Sequence[Copy], ledger: Ledger, tally: Tally, *, remember: bool = True
+    ) -> None:
         self.sink.begin()
         for copy in chunk:
             self.sink.send(copy.topic, copy.key, copy.value, copy.headers)
@@ -250,7 +317,8 @@ class Run:
             entries.append((copy, entry))
         self.sink.commit()
         for copy, entry in entries:
-            ledger.record(copy.dl.coordinates, entry)
+            if remember:
+                ledger.record(copy.dl.coordinates, entry)
             tally.by_target[copy.topic] = tally.by_target.get(copy.topic, 0) + 1
         tally.done += len(chunk)
 

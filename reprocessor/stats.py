@@ -10,8 +10,9 @@ headers, so it happens only when the selection, the grouping or the output needs
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from pipeline.core.contract import ledger_topic
 from pipeline.kafka import dlqio
@@ -73,15 +74,37 @@ def read_ledger(conf: KafkaConf, dlq_topic: str) -> Ledger:
         return Ledger.from_records(dlq_topic, (c.record for c in reader.records()))
 
 
+class ScanProgress(Protocol):
+    """A progress bar a scan reports to: `expect(total)` once the partitions are open (an
+    upper bound: markers take offsets), then a count of records read, now and then."""
+
+    def __call__(self, count: int) -> None: ...
+    def expect(self, total: int) -> None: ...
+
+
+PROGRESS_EVERY = 1000
+"""Records read between two progress reports (a report per record would cost more than it
+shows)."""
+
+
 def scan(
-    conf: KafkaConf, dlq_topic: str, window: Window, payloads: Payloads, ledger: Ledger
+    conf: KafkaConf,
+    dlq_topic: str,
+    window: Window,
+    payloads: Payloads,
+    ledger: Ledger,
+    progress: ScanProgress | None = None,
 ) -> Iterator[Item]:
     """Every dead letter of `dlq_topic` that the window and selection keep, in each
     partition's offset order. Raises ConfigError when the topic does not exist."""
     spec = dlqio.ReadSpec(tail=window.tail, since_ms=window.since_ms)
     decode = window.decode or window.selection.needs_payload
     with dlqio.TopicReader(conf, dlq_topic, spec) as reader:
-        for consumed in reader.records():
+        if progress is not None:
+            progress.expect(reader.expected)
+        for read, consumed in enumerate(reader.records(), start=1):
+            if progress is not None and read % PROGRESS_EVERY == 0:
+                progress(PROGRESS_EVERY)
             r = consumed.record
             dl = from_record(
                 r.topic, r.partition, r.offset, r.timestamp_ms, r.key, r.value, r.headers
@@ -103,20 +126,6 @@ def unresolved_items(
     found = scan(conf, topic, window, payloads, read_ledger(conf, topic))
     chosen = itertools.islice((i for i in found if i.decision.entry is None), limit)
     return sorted(chosen, key=lambda item: (item.dl.partition, item.dl.offset))
-
-
-def planned_items(
-    conf: KafkaConf, topic: str, coordinates: Sequence[str], payloads: Payloads
-) -> tuple[list[Item], list[str]]:
-    """The still unresolved dead letters at `coordinates`, in that order, and the coordinates
-    no longer in the DLQ (expired by retention, or the topic was recreated)."""
-    only = Window(only=frozenset(coordinates))
-    found = {
-        i.dl.coordinates: i for i in scan(conf, topic, only, payloads, read_ledger(conf, topic))
-    }
-    missing = [c for c in coordinates if c not in found]
-    kept = [found[c] for c in coordinates if c in found and found[c].decision.entry is None]
-    return kept, missing
 
 
 @dataclass

@@ -7,6 +7,7 @@
 |   | mismatch) |
 | 2 | usage or configuration error (click's `UsageError` convention) |
 | 3 | partial success (e.g. some selected dead letters could not be replayed) |
+| 130 | interrupted (Ctrl-C) |
 
 A traceback is printed only with `--debug`.
 """
@@ -28,6 +29,9 @@ from pipeline.errors import (
     LazarusError,
     PartialSuccess,
 )
+
+EXIT_INTERRUPTED = 130
+"""Ctrl-C (SIGINT), as shells report a process that SIGINT ended (128 + 2)."""
 
 
 def exit_code_for(exc: BaseException) -> int:
@@ -60,12 +64,15 @@ def run(command: click.Command, prog: str, argv: Sequence[str] | None = None) ->
         result = command.main(args=args, prog_name=prog, standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__context__, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+            click.echo(f"{prog}: interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
         click.echo(f"{prog}: aborted", err=True)
         sys.exit(EXIT_FAILED)
     except KeyboardInterrupt:
         click.echo(f"{prog}: interrupted", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except Exception as exc:
         if debug:
             raise

@@ -129,8 +129,8 @@ def test_resume_continues_exactly_the_frozen_plan(
     )
     wait_until(lambda: copies_landed(bootstrap, target) >= 6, 60, "the first copies")
     first.kill9()
-    (plan_file,) = (tmp_path / "runs").glob("*.json")
-    run_id = plan_file.stem
+    (plan_file,) = (tmp_path / "runs").glob("*/*/plan.json")  # runs/<cluster id>/<run>/
+    run_id = plan_file.parent.name
 
     fill(bootstrap, dlq_topic, letters(10, start=200))  # matches the selection, not the plan
 

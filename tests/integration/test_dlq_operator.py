@@ -5,24 +5,32 @@ saved plans, the ledger never silently recreated, oversize dead letters, and the
 from __future__ import annotations
 
 import json
+import re
+import signal
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+from confluent_kafka.admin import AdminClient
+
+from pipeline.core import contract
 from pipeline.errors import Category
+from tests.conftest import create_topics
 from tests.dlq_kit import (
+    DlqProcess,
     Letter,
     connect_headers,
     dlq,
     failure,
     fill,
     lazarus_letter,
+    ledger_of,
     replays_of,
     spring_headers,
 )
-from tests.kit import REPO, Pipeline, good_payment
+from tests.kit import REPO, Pipeline, good_payment, wait_until
 
 TopicFactory = Callable[..., str]
 
@@ -168,3 +176,121 @@ def test_foreign_pipelines_categories_and_replayed_headers(
             assert names[0] == "trace" and len(foreign) == 10, names
         else:
             assert names[0] == "tenant" and not foreign, names
+
+
+def payment_letters(pipe: Pipeline, start: int, count: int, *, bad: int = -1) -> list[Letter]:
+    """Payments with a lower-case currency (fixed by `--set currency=EUR`); `bad` gets a negative
+    amount, which the fix does not mend (not replayable)."""
+    letters = []
+    for i in range(start, start + count):
+        payment = {**good_payment(i), "currency": "eur"}
+        if i == bad:
+            payment["amount"] = -5.0
+        value = json.dumps(payment).encode()
+        why = failure(pipeline=pipe.name)
+        letters.append(lazarus_letter(pipe.payments, i, f"p{i}".encode(), value, why))
+    return letters
+
+
+def plan_id(text: str) -> str:
+    found = re.search(r"plan (r-[0-9a-z-]+) stored", text)
+    assert found is not None, text
+    return found.group(1)
+
+
+def test_fix_save_then_replay_plan_replays_exactly_the_preview(
+    bootstrap: str, tmp_path: Path
+) -> None:
+    pipe = Pipeline(bootstrap, tmp_path).create()
+    fill(bootstrap, pipe.dlq, payment_letters(pipe, 0, 30, bad=29))
+    state = {"LAZARUS_STATE_DIR": str(tmp_path / "state")}
+    config = ("--config", str(pipe.config))
+
+    preview = dlq(*config, "fix", "--set", "currency=EUR", "--save", env=state)
+    assert preview.code == 3, preview.output  # one of 30 stays invalid
+    plan = plan_id(preview.stderr)
+    fill(bootstrap, pipe.dlq, payment_letters(pipe, 30, 5))  # after the preview: not in it
+
+    mixed = dlq(*config, "replay", "--plan", plan, "--to-source", "--where", "x=1", env=state)
+    assert mixed.code == 2 and "drop selection" in mixed.stderr, mixed.output
+    done = dlq(*config, "replay", "--plan", plan, "--to-source", "--yes", env=state)
+    assert done.code == 3, done.output
+    assert "1 of 30 selected dead letters not replayed" in done.stderr
+    copies = replays_of(bootstrap, pipe.payments)
+    assert len(copies) == 29
+    assert all(json.loads(c.value or b"")["currency"] == "EUR" for (c,) in copies.values())
+    ledger = ledger_of(bootstrap, pipe.dlq)
+    assert set(ledger) == set(copies)
+    assert {tuple(e["fix"]) for e in ledger.values()} == {("set currency='EUR'",)}
+
+    again = dlq(*config, "replay", "--resume", plan, "--yes", env=state)
+    assert again.code == 3, again.output  # the same refusal; nothing replayed twice
+    assert len(replays_of(bootstrap, pipe.payments)) == 29
+
+
+def test_a_plan_refuses_dead_letters_that_changed_since(
+    bootstrap: str, topic_factory: TopicFactory, tmp_path: Path
+) -> None:
+    topic, target = topic_factory(), topic_factory()
+    fill(bootstrap, topic, [lazarus_letter("orders", i, b"k", b"{}", failure()) for i in range(4)])
+    state = {"LAZARUS_STATE_DIR": str(tmp_path / "state")}
+    base = ("-b", bootstrap, "-t", topic)
+    dry = dlq(*base, "replay", "--to", target, "--dry-run", env=state)
+    assert dry.code == 0, dry.output
+    plan = plan_id(dry.stderr)
+    assert replays_of(bootstrap, target) == {}
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.delete_topics([topic], operation_timeout=30)[topic].result(60)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            create_topics(bootstrap, [topic], 1)
+            break
+        except Exception:  # the deletion is still under way
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+    other = failure(Category.PROCESSING, "KeyError", "missing key 'sku'", ())
+    fill(bootstrap, topic, [lazarus_letter("orders", i, b"k", b"{}", other) for i in range(3)])
+
+    done = dlq(*base, "replay", "--plan", plan, "--yes", "--json", env=state)
+    assert done.code == 3, done.output
+    (report,) = done.json_lines()
+    reasons = {r["coordinates"]: r["reason"] for r in report["refused"]}
+    assert set(reasons) == {f"{topic}/0/{i}" for i in range(4)}
+    assert all("changed since plan" in reasons[f"{topic}/0/{i}"] for i in range(3))
+    assert "no longer in the DLQ" in reasons[f"{topic}/0/3"]
+    assert replays_of(bootstrap, target) == {}
+
+
+def test_a_deleted_ledger_is_never_silently_recreated(bootstrap: str, tmp_path: Path) -> None:
+    pipe = Pipeline(bootstrap, tmp_path).create()
+    fill(bootstrap, pipe.dlq, payment_letters(pipe, 0, 3))
+    state = {"LAZARUS_STATE_DIR": str(tmp_path / "state")}
+    config = ("--config", str(pipe.config))
+    first = dlq(*config, "replay", "--to-source", "--yes", env=state)
+    assert first.code == 0, first.output
+
+    ledger = contract.ledger_topic(pipe.dlq)
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.delete_topics([ledger], operation_timeout=30)[ledger].result(60)
+    for command in (("stats",), ("inspect",), ("group",), ("replay", "--to-source", "--yes")):
+        refused = dlq(*config, *command, env=state)
+        assert refused.code == 2, (command, refused.output)
+        assert f"the ledger topic {ledger} was deleted" in refused.stderr, refused.output
+    assert len(replays_of(bootstrap, pipe.payments)) == 3  # nothing replayed a second time
+
+    accepted = dlq(*config, "--json", "stats", "--recreate-ledger", env=state)
+    assert accepted.code == 0, accepted.output
+    assert accepted.json_lines()[0]["unresolved"] == 3
+
+
+def test_ctrl_c_exits_130(bootstrap: str, topic_factory: TopicFactory, tmp_path: Path) -> None:
+    topic, target = topic_factory(), topic_factory()
+    fill(bootstrap, topic, [lazarus_letter("orders", i, b"k", b"{}", failure()) for i in range(50)])
+    args = ("-b", bootstrap, "-t", topic, "replay", "--to", target, "--yes", "--rate", "2/s")
+    proc = DlqProcess(tmp_path / "dlq.log", *args, env={"LAZARUS_STATE_DIR": str(tmp_path)})
+    wait_until(lambda: len(replays_of(bootstrap, target)) >= 1, 60, "a first copy")
+    proc.proc.send_signal(signal.SIGINT)
+    assert proc.wait(60) == 130, proc.text()
+    assert "dlq: interrupted" in proc.text()

@@ -39,7 +39,7 @@ def test_dlq_globals_in_either_place(seen: list[Env], args: list[str]) -> None:
     result = CliRunner().invoke(dlq_cli.cli, [*args, "-X", "acks=all"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     (env,) = seen
-    assert env.as_json and env.bootstrap == "h:1" and env.topics() == ["dlq"]
+    assert env.as_json and env.bootstrap == "h:1" and env.topic_overrides == ("dlq",)
     assert env.conf()["acks"] == "all"
     assert result.output == ""  # --json streams lines: no table, no "0 dead letters" note
 
@@ -49,7 +49,7 @@ def test_dlq_global_after_the_command_wins(seen: list[Env]) -> None:
     result = CliRunner().invoke(dlq_cli.cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     (env,) = seen
-    assert env.bootstrap == "second:2" and env.topics() == ["a"]
+    assert env.bootstrap == "second:2" and env.topic_overrides == ("a",)
     assert (env.conf()["x"], env.conf()["y"]) == ("1", "2")
 
 

@@ -1,0 +1,204 @@
+"""Stored plans: what a replay (or a saved `dlq fix` preview) selected, on disk, so that a replay
+streams in bounded memory and replays exactly what was previewed.
+
+A plan lives in `<state>/runs/<cluster id>/<run>/` (plans of different clusters never mix):
+
+- `plan.json`: the `ledger.Plan` header (DLQ topic, target, fix, who, when, counts);
+- `p<partition>.jsonl`: one line per selected dead letter of that partition, in offset order,
+  `{"o": offset, "h": sha256 of the value to replay (fixed, when there is a fix), "f":
+  fingerprint, "t": failure time}`: what `dlq replay --plan` checks again before it writes, so a
+  dead letter that changed since the preview (a recreated topic, a different fix function) is
+  refused instead of replayed;
+- `refused.jsonl`: `{"c": coordinates, "r": reason}` of the selected dead letters refused at
+  planning time.
+
+Lines are written as the selection is read and read back partition by partition, so neither the
+plan nor the replay holds the selection in memory. This module never talks to Kafka.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+from pipeline.errors import ConfigError
+from reprocessor.deadletters import DeadLetter
+from reprocessor.ledger import Plan
+from reprocessor.replay import Refused
+
+SHOWN_REFUSALS = 1000
+"""Refusals a summary keeps in memory for display; the plan's file keeps all of them."""
+_RUN_ID = re.compile(r"[A-Za-z0-9._-]{1,100}")
+_PARTITION_FILE = re.compile(r"p([0-9]+)\.jsonl")
+
+
+def value_hash(value: bytes | None) -> str:
+    """sha256 hex of a value to replay; `null` for a tombstone."""
+    return "null" if value is None else hashlib.sha256(value).hexdigest()
+
+
+def runs_folder(state: Path, cluster_id: str) -> Path:
+    """Where one cluster's plans live: `<state>/runs/<cluster id>`."""
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in cluster_id) or "unknown"
+    return state / "runs" / safe
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One planned dead letter: where it is and what the plan saw there."""
+
+    partition: int
+    offset: int
+    value_sha256: str
+    fingerprint: str
+    failed_at_ms: int
+
+    def same(self, dl: DeadLetter, value: bytes | None) -> bool:
+        """Whether `dl`, about to be replayed with `value`, is what the plan saw. A plan made
+        from the index without a fix has no value hash (the records were not read): the
+        failure time and fingerprint identify the dead letter then."""
+        return (
+            self.value_sha256 in ("", value_hash(value))
+            and dl.fingerprint == self.fingerprint
+            and dl.seen_ms == self.failed_at_ms
+        )
+
+
+@dataclass
+class Summary:
+    """What a plan holds: selected dead letters, copies per target topic (known when the target
+    is), refusals (the first `SHOWN_REFUSALS` kept here, all counted), and the dead letters no
+    target could place (with their dialects)."""
+
+    selected: int = 0
+    planned: dict[str, int] = field(default_factory=dict)
+    refused: list[Refused] = field(default_factory=list)
+    refused_count: int = 0
+    homeless: int = 0
+    homeless_dialects: set[str] = field(default_factory=set)
+
+    @property
+    def replayable(self) -> int:
+        return self.selected - self.refused_count
+
+
+class PlanWriter:
+    """Writes a plan's lines as the selection is read. Use as a context manager; on an error
+    the partial plan is removed."""
+
+    def __init__(self, folder: Path, plan: Plan) -> None:
+        self.folder = folder / plan.run
+        self.plan = plan
+        self.summary = Summary()
+        self._files: dict[int, IO[str]] = {}
+        self.folder.mkdir(parents=True, exist_ok=False)
+        self._refused = (self.folder / "refused.jsonl").open("w", encoding="utf-8")
+
+    def __enter__(self) -> PlanWriter:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for handle in (*self._files.values(), self._refused):
+            handle.close()
+        if kind is not None:
+            for path in self.folder.iterdir():
+                path.unlink()
+            self.folder.rmdir()
+            return
+        save_header(self.folder, self.plan)
+
+    def add(
+        self, dl: DeadLetter, value: bytes | None, target: str | None, *, hashed: bool = True
+    ) -> None:
+        """A dead letter to replay with `value` (to `target`, when the target is known);
+        without `hashed`, the value was not read (see `Entry.same`)."""
+        handle = self._files.get(dl.partition)
+        if handle is None:
+            path = self.folder / f"p{dl.partition}.jsonl"
+            handle = self._files[dl.partition] = path.open("w", encoding="utf-8")
+        digest = value_hash(value) if hashed else ""
+        line = {"o": dl.offset, "h": digest, "f": dl.fingerprint, "t": dl.seen_ms}
+        handle.write(json.dumps(line, separators=(",", ":")) + "\n")
+        self.summary.selected += 1
+        if target is not None:
+            self.summary.planned[target] = self.summary.planned.get(target, 0) + 1
+
+    def refuse(self, dl: DeadLetter, reason: str, *, homeless: bool = False) -> None:
+        """A selected dead letter that will not be replayed."""
+        refused = Refused(dl.coordinates, reason)
+        self._refused.write(json.dumps({"c": refused.coordinates, "r": reason}) + "\n")
+        summary = self.summary
+        summary.selected += 1
+        summary.refused_count += 1
+        if len(summary.refused) < SHOWN_REFUSALS:
+            summary.refused.append(refused)
+        if homeless:
+            summary.homeless += 1
+            summary.homeless_dialects.add(dl.dialect)
+
+    @property
+    def counts(self) -> tuple[int, int]:
+        return self.summary.selected, self.summary.refused_count
+
+
+def save_header(folder: Path, plan: Plan) -> None:
+    """Write `plan.json` atomically (a crash leaves the previous one or none)."""
+    partial = folder / "plan.json.partial"
+    partial.write_text(plan.to_json(), encoding="utf-8")
+    partial.replace(folder / "plan.json")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPlan:
+    """A plan on disk: its header and its folder."""
+
+    plan: Plan
+    folder: Path
+
+    def partitions(self) -> list[int]:
+        found = (_PARTITION_FILE.fullmatch(path.name) for path in self.folder.iterdir())
+        return sorted(int(match.group(1)) for match in found if match)
+
+    def entries(self, partition: int) -> Iterator[Entry]:
+        """The planned dead letters of `partition`, in offset order, read line by line."""
+        with (self.folder / f"p{partition}.jsonl").open(encoding="utf-8") as lines:
+            for line in lines:
+                data = json.loads(line)
+                yield Entry(partition, int(data["o"]), str(data["h"]), str(data["f"]), data["t"])
+
+    def refused(self) -> Iterator[Refused]:
+        path = self.folder / "refused.jsonl"
+        if not path.exists():
+            return
+        with path.open(encoding="utf-8") as lines:
+            for line in lines:
+                data = json.loads(line)
+                yield Refused(str(data["c"]), str(data["r"]))
+
+    def save(self, plan: Plan) -> StoredPlan:
+        """The same plan with a new header (a target chosen when a saved preview is replayed)."""
+        save_header(self.folder, plan)
+        return StoredPlan(plan, self.folder)
+
+
+def load(folder: Path, run: str) -> StoredPlan:
+    """The stored plan `run` of one cluster's runs folder; ConfigError (exit 2) when there is
+    none, or it is unreadable."""
+    if not _RUN_ID.fullmatch(run):
+        raise ConfigError(f"{run!r} is not a plan id")
+    path = folder / run / "plan.json"
+    try:
+        plan = Plan.from_json(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"no stored plan {run} in {folder} (plans are kept per cluster)") from exc
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"the plan {run} ({path}) is unreadable: {exc}") from exc
+    return StoredPlan(plan, path.parent)

@@ -1,0 +1,297 @@
+"""`dlq replay` and `dlq fix --save` around stored plans (`reprocessor.plans`): select, write the
+plan to disk as it is computed, then replay it by reading it back a partition at a time, so the
+selection is never held in memory.
+
+Planning reads the selection from the DLQ index when it can (no fix, a selection the index
+answers: nothing but header fields is needed) and otherwise scans the topic, decoding and fixing
+each dead letter once to record the sha256 of the value it will be replayed with. Replaying
+fences earlier runs (`init_transactions`) and reads the ledger to its end, as the contract says;
+then, partition by partition, it reads the planned dead letters again from the DLQ (from the
+first planned offset, stopping after the last), checks each is what the plan saw, and writes the
+copies and their ledger entries a chunk per transaction. The index selects; the ledger decides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pipeline.core.contract import ledger_topic
+from pipeline.errors import EXIT_OK, ConfigError, PartialSuccess
+from pipeline.kafka import dlqio
+from pipeline.kafka.follow import Cluster
+from reprocessor import index_query, indexed, plans, render
+from reprocessor.deadletters import DeadLetter, ReplayState, from_record
+from reprocessor.ledger import Plan, new_run_id, state_dir
+from reprocessor.options import PLAN_OPTIONS, Env, change_of, fix_pairs, window
+from reprocessor.payloads import Fixed
+from reprocessor.plans import SHOWN_REFUSALS, StoredPlan, Summary
+from reprocessor.replay import (
+    Copy,
+    Pacer,
+    Recipe,
+    Refusal,
+    Refused,
+    Run,
+    Tally,
+    Target,
+    TargetMode,
+    prepare,
+    transactional_id,
+)
+from reprocessor.stats import Window, read_ledger, scan
+
+
+def runs_dir(env: Env, explicit: Path | None) -> Path:
+    """This cluster's plans folder (`<state>/runs/<cluster id>`)."""
+    return plans.runs_folder(state_dir(explicit), Cluster(env.conf()).cluster_id())
+
+
+def new_plan(env: Env, topic: str, opts: dict[str, Any], *, target: bool = True) -> Plan:
+    """A plan from the command line; bad options raise (exit 2) before any I/O. Without
+    `target` (a saved `fix` preview) the target is chosen when the plan is replayed."""
+    mode = ""
+    if target:
+        if opts["to_topic"] and opts["to_source"]:
+            raise click.UsageError("--to and --to-source contradict each other")
+        mode = _mode(opts).value
+    change_of(fix_pairs(opts), opts["fix_with"])
+    return Plan(
+        run=new_run_id(),
+        dlq_topic=topic,
+        created_ms=render.now_ms(),
+        operator=env.operator,
+        target_mode=mode,
+        target_topic=opts.get("to_topic"),
+        coordinates=(),
+        fix=tuple(fix_pairs(opts)),
+        fix_with=opts["fix_with"],
+        force=bool(opts.get("force")),
+        where=opts["where"] or "",
+        keep_foreign_headers=bool(opts.get("keep_foreign_headers")),
+    )
+
+
+def _mode(opts: dict[str, Any]) -> TargetMode:
+    if opts["to_source"]:
+        return TargetMode.SOURCE
+    return TargetMode.TO if opts["to_topic"] else TargetMode.REDRIVE
+
+
+def recipe_of(env: Env, plan: Plan) -> Recipe:
+    """How the plan's dead letters become copies (a preview plan's target: redrive)."""
+    found = change_of(plan.fix, plan.fix_with)
+    return Recipe(
+        run=plan.run,
+        target=Target(TargetMode(plan.target_mode or "redrive"), plan.target_topic),
+        fix=None if found is None else env.payloads.fixer(found[0]),
+        fix_description=() if found is None else found[1],
+        max_replays=env.max_replays,
+        force=plan.force,
+        keep_foreign_headers=plan.keep_foreign_headers,
+    )
+
+
+def stored_plan(
+    env: Env, topic: str, run: str, folder: Path, opts: dict[str, Any], *, resume: bool
+) -> StoredPlan:
+    """A stored plan to replay. `--resume` takes it as it is; `--plan` may also choose the
+    target of a saved preview. Selection and fix options are refused (exit 2): the plan fixed
+    them once and for all."""
+    flag = "--resume" if resume else "--plan"
+    given = [name for name in PLAN_OPTIONS if opts.get(name)]
+    targets = {"to_topic", "to_source"}
+    if given and (resume or not set(given) <= targets):
+        raise click.UsageError(
+            f"{flag} replays the stored plan as it is: drop selection"
+            + (", target" if resume else "")
+            + " and fix options"
+        )
+    stored = plans.load(folder, run)
+    plan = stored.plan
+    if plan.dlq_topic != topic:
+        raise click.UsageError(f"plan {run} replays {plan.dlq_topic}, not {topic}")
+    if given and plan.target_mode:
+        raise click.UsageError(f"plan {run} already replays to its target: drop --to/--to-source")
+    if not plan.target_mode:
+        if opts["to_topic"] and opts["to_source"]:
+            raise click.UsageError("--to and --to-source contradict each other")
+        chosen = replace(plan, target_mode=_mode(opts).value, target_topic=opts["to_topic"])
+        stored = stored.save(chosen)
+    return stored
+
+
+def summary_of(stored: StoredPlan) -> Summary:
+    """What a stored plan holds, its refusals read back (the first ones kept)."""
+    plan = stored.plan
+    shown: list[Refused] = []
+    for refused in stored.refused():
+        if len(shown) >= SHOWN_REFUSALS:
+            break
+        shown.append(refused)
+    planned = {plan.target_topic: plan.selected - plan.refused} if plan.target_topic else {}
+    return Summary(plan.selected, planned, shown, plan.refused)
+
+
+def write_plan(
+    env: Env, plan: Plan, folder: Path, opts: dict[str, Any], recipe: Recipe
+) -> tuple[StoredPlan, Summary]:
+    """Select the unresolved dead letters (at most --limit) and write the plan as they are
+    read. ConfigError (exit 2), with no plan left behind, when the target cannot place some."""
+    win, limit = window(opts), opts["limit"]
+    hashed = recipe.fix is not None or not index_query.answerable(win)
+    with plans.PlanWriter(folder, plan) as writer:
+        for count, dl in enumerate(_unresolved(env, plan.dlq_topic, win, hashed), start=1):
+            result = prepare(dl, recipe)
+            if isinstance(result, Copy):
+                writer.add(dl, result.value, result.topic, hashed=hashed)
+            else:
+                writer.refuse(dl, result.reason, homeless=recipe.target.topic_for(dl) is None)
+            if count == limit:
+                break
+        summary = writer.summary
+        if summary.homeless:
+            raise recipe.target.homeless(summary.homeless, summary.homeless_dialects)
+        writer.plan = replace(plan, selected=summary.selected, refused=summary.refused_count)
+    return StoredPlan(writer.plan, writer.folder), summary
+
+
+def save_preview(
+    env: Env, opts: dict[str, Any], results: Iterable[tuple[DeadLetter, Fixed]]
+) -> StoredPlan:
+    """Store a `dlq fix` preview as a plan without a target: each unresolved dead letter with
+    the sha256 of its fixed value, or refused with the reason its fix fails."""
+    plan = new_plan(env, env.topic(), opts, target=False)
+    with plans.PlanWriter(runs_dir(env, None), plan) as writer:
+        for dl, fixed in results:
+            if fixed.error is None:
+                writer.add(dl, fixed.value, None)
+            else:
+                writer.refuse(dl, fixed.error)
+        summary = writer.summary
+        writer.plan = replace(plan, selected=summary.selected, refused=summary.refused_count)
+    return StoredPlan(writer.plan, writer.folder)
+
+
+def _unresolved(env: Env, topic: str, win: Window, read_values: bool) -> Iterator[DeadLetter]:
+    """The selected dead letters no ledger entry decided, in each partition's offset order:
+    from the index when the values are not needed and it can answer, else from a scan."""
+    conf = env.conf()
+    if not read_values:
+        shown = render.progress(None, f"index {topic}", quiet=env.quiet)
+        with shown as advance, indexed.caught_up(conf, topic, progress=advance) as index:
+            for dl, state in index_query.letters(index, win, None):
+                if state is ReplayState.UNRESOLVED:
+                    yield dl
+        return
+    with render.progress(None, f"read {topic}", quiet=env.quiet) as bar:
+        for item in scan(conf, topic, win, env.payloads, read_ledger(conf, topic), bar):
+            if item.decision.entry is None:
+                yield item.dl
+
+
+def check_targets(env: Env, topics: set[str]) -> None:
+    """ConfigError (exit 2) when a target topic does not exist."""
+    missing = dlqio.missing_topics(env.conf(), sorted(topics)) if topics else []
+    if missing:
+        raise ConfigError(f"target topic {', '.join(missing)} does not exist: create it first")
+
+
+@dataclass
+class _Hooks:
+    """What a streaming replay reports: refusals (the first ones kept, all counted) and target
+    topics, checked once each before the first transaction writing to them."""
+
+    env: Env
+    checked: set[str] = field(default_factory=set)
+    refusals: list[Refused] = field(default_factory=list)
+    refused_count: int = 0
+
+    def refused(self, refusal: Refusal | Refused) -> None:
+        self.refused_count += 1
+        if len(self.refusals) < SHOWN_REFUSALS:
+            self.refusals.append(Refused(refusal.coordinates, refusal.reason))
+
+    def check_targets(self, topics: set[str]) -> None:
+        new = topics - self.checked
+        if new:
+            check_targets(self.env, new)
+            self.checked |= new
+
+
+def execute(
+    env: Env, stored: StoredPlan, recipe: Recipe, rate: float | None
+) -> tuple[Tally, _Hooks]:
+    """Fence earlier runs, read the ledger to its end, then replay the plan as it is read
+    back (`Run.replay_stream`)."""
+    plan = stored.plan
+    job = _job(env, plan.dlq_topic, plan.run)
+    ledger = job.start(lambda: read_ledger(env.conf(), plan.dlq_topic))
+    hooks = _Hooks(env)
+    todo = plan.selected - plan.refused
+    with render.progress(todo, f"replay {plan.run}", quiet=env.quiet) as bar:
+        results = planned_results(env, stored, recipe)
+        tally = job.replay_stream(results, ledger, Pacer(rate), bar, hooks)
+    return tally, hooks
+
+
+def _job(env: Env, dlq_topic: str, run_id: str) -> Run:
+    """A run on the DLQ's one transactional id; creates the (compacted) ledger topic when the
+    DLQ never had one (a foreign DLQ), or the operator passed --recreate-ledger."""
+    conf = env.conf("producer")
+    dlqio.ensure_compacted(conf, ledger_topic(dlq_topic))
+    sink = dlqio.TxnProducer(conf, transactional_id(dlq_topic))
+    return Run(sink, ledger_topic(dlq_topic), run_id, env.operator)
+
+
+def planned_results(env: Env, stored: StoredPlan, recipe: Recipe) -> Iterator[Copy | Refused]:
+    """The plan's copies (or refusals), read back partition by partition: the DLQ is read from
+    the first planned offset and merged with the plan's lines, both in offset order."""
+    topic = stored.plan.dlq_topic
+    for partition in stored.partitions():
+        entries = stored.entries(partition)
+        entry = next(entries, None)
+        if entry is None:
+            continue
+        spec = dlqio.ReadSpec(partitions=(partition,), offset=entry.offset)
+        with dlqio.TopicReader(env.conf(), topic, spec) as reader:
+            for consumed in reader.records():
+                r = consumed.record
+                while entry is not None and entry.offset < r.offset:
+                    yield _gone(topic, entry)
+                    entry = next(entries, None)
+                if entry is None:
+                    break
+                if entry.offset == r.offset:
+                    dl = from_record(
+                        r.topic, r.partition, r.offset, r.timestamp_ms, r.key, r.value, r.headers
+                    )
+                    yield _checked(dl, entry, recipe, stored.plan.run)
+                    entry = next(entries, None)
+        while entry is not None:
+            yield _gone(topic, entry)
+            entry = next(entries, None)
+
+
+def _gone(topic: str, entry: plans.Entry) -> Refused:
+    where = f"{topic}/{entry.partition}/{entry.offset}"
+    return Refused(where, "no longer in the DLQ (deleted by retention, or the topic recreated)")
+
+
+def _checked(dl: DeadLetter, entry: plans.Entry, recipe: Recipe, run: str) -> Copy | Refused:
+    result = prepare(dl, recipe)
+    if isinstance(result, Refusal):
+        return Refused(dl.coordinates, result.reason)
+    if not entry.same(dl, result.value):
+        return Refused(dl.coordinates, f"changed since plan {run} was made: not replayed")
+    return result
+
+
+def finish(refused: int, selected: int) -> int:
+    if refused:
+        raise PartialSuccess(f"{refused} of {selected} selected dead letters not replayed")
+    return EXIT_OK
