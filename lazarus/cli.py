@@ -34,10 +34,12 @@ def sample(obj: dict[str, object], config: Path | None) -> int:
     metavar="HOST:PORT",
     help="Run the story on a real broker (exactly-once) instead of the in-process mock cluster.",
 )
-def demo(bootstrap: str | None) -> int:
-    """The whole story in under a minute: bad records in, dead letters out, fixed, replayed."""
+@click.option("--keep-topics", is_flag=True, help="With --bootstrap: leave the demo's topics.")
+def demo(bootstrap: str | None, keep_topics: bool) -> int:
+    """The whole story in under a minute: bad records in, dead letters out, fixed, replayed.
+    On a real broker, the topics it created are removed at the end (unless --keep-topics)."""
     logs.setup("text", logging.ERROR)
-    if run_demo(bootstrap) != 0:
+    if run_demo(bootstrap, keep_topics=keep_topics) != 0:
         raise RuntimeFailure("the demo's accounting did not hold")
     return EXIT_OK
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from lazarus import demo_cluster, demo_data
@@ -59,6 +60,10 @@ class Names:
     @property
     def redrive(self) -> str:
         return f"{self.pipeline}.redrive"
+
+    def topics(self, ledger: str) -> list[str]:
+        """Every topic the demo uses, `ledger` (the DLQ's ledger topic) included."""
+        return [self.orders, self.payments, self.output, self.dlq, self.redrive, ledger]
 
 
 def write_config(folder: Path, names: Names, bootstrap: str, mock: bool) -> Path:
@@ -123,7 +128,8 @@ class Story:
         from reprocessor.cli import cli
 
         shown = " ".join(shlex.quote(a) for a in args)
-        self.console.print(f"\n[bold]$ dlq --config demo.toml {shown}[/]")
+        config = shlex.quote(str(self.config))
+        self.console.print(f"\n[bold]$ dlq --config {escape(config)} {escape(shown)}[/]")
         try:
             result = cli.main(
                 args=["--config", str(self.config), *args], prog_name="dlq", standalone_mode=False
@@ -194,8 +200,11 @@ def produce_sample(settings: Settings) -> list[str]:
     return lines
 
 
-def run_demo(bootstrap: str | None, console: Console | None = None) -> int:
-    """The story; returns the exit code (0 only if the final accounting holds)."""
+def run_demo(
+    bootstrap: str | None, console: Console | None = None, *, keep_topics: bool = False
+) -> int:
+    """The story; returns the exit code (0 only if the final accounting holds). On a real
+    broker the topics it created are deleted at the end, unless `keep_topics`."""
     console = console or Console()
     started = time.monotonic()
     with _cluster(bootstrap) as (address, mock):
@@ -229,8 +238,24 @@ def run_demo(bootstrap: str | None, console: Console | None = None) -> int:
         story.say("The worker picks the replays up from its redrive topic.")
         run_worker_until_done(settings, [names.redrive], console)
         ok = demo_cluster.final_accounting(console, names, address, records)
+        if not mock:
+            _tidy(story, address, config, names.topics(settings.ledger_topic), keep_topics)
     console.print(f"\n[dim]demo finished in {time.monotonic() - started:.1f}s[/]")
     return 0 if ok else 1
+
+
+def _tidy(story: Story, address: str, config: Path, topics: list[str], keep: bool) -> None:
+    """Delete the demo's topics from the real broker, or say where they were left."""
+    if keep:
+        story.say(
+            f"Left the demo's topics on {address}: {', '.join(topics)} "
+            f"(config: {config}; without --keep-topics the demo removes them)."
+        )
+        return
+    demo_cluster.delete_topics(address, topics)
+    story.say(
+        f"Removed the demo's topics from {address} ({len(topics)}); --keep-topics keeps them."
+    )
 
 
 def _intro(story: Story, address: str, mock: bool) -> None:

@@ -84,6 +84,16 @@ def create_sources(bootstrap: str, names: Sequence[str], partitions: int = 3) ->
     return missing
 
 
+def delete_topics(bootstrap: str, names: Sequence[str]) -> None:
+    """Delete the named topics (those that exist), waiting for the deletions."""
+    admin = AdminClient(with_logger({"bootstrap.servers": bootstrap}))
+    existing = admin.list_topics(timeout=15).topics
+    doomed = [n for n in names if n in existing]
+    if doomed:
+        for future in admin.delete_topics(doomed, operation_timeout=30).values():
+            future.result(60)
+
+
 def produce(bootstrap: str, topics: Mapping[str, str], records: Sequence[DemoRecord]) -> None:
     """Produce the stream; `topics` maps the stream's "orders"/"payments" to real topic names."""
     producer = Producer(

@@ -31,7 +31,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from reprocessor.deadletters import DeadLetter, jsonable
+from reprocessor.deadletters import NO_DIALECT, UNKNOWN, DeadLetter, jsonable
 from reprocessor.grouping import GroupRow
 from reprocessor.ledger import Decision
 from reprocessor.payloads import Fixed
@@ -80,11 +80,23 @@ def when(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def cut(text: str | None, limit: int = CELL) -> str:
+def cut(text: str | None, limit: int | None = CELL) -> str:
+    """`text` on one line, cut to `limit` characters with `…` (None: never cut)."""
     if text is None:
         return "-"
     flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+    return flat if limit is None or len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def plural(count: int, noun: str) -> str:
+    """`1 group`, `2 groups`, `1,000 dead letters`."""
+    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
+
+
+def message_cell(limit: int) -> int | None:
+    """How much of an error message a table cell shows: cut on a terminal, whole when piped
+    (a script or a ticket must see the field or rule at its end; the column folds it)."""
+    return limit if console().is_terminal else None
 
 
 def show_bytes(data: bytes | None) -> str:
@@ -129,7 +141,7 @@ def inspect_table(items: Sequence[Item], *, decoded: bool, audit: bool) -> None:
             _source(dl),
             cut(show_bytes(dl.key), 24),
             dl.category or dl.dialect,
-            cut(error),
+            cut(error, message_cell(CELL)),
             "-" if dl.attempts is None else str(dl.attempts),
             state_text(item.decision),
         ]
@@ -181,8 +193,13 @@ def show_item(item: Item) -> None:
         ("origin (lineage)", dl.origin or "-"),
         ("replay count", str(dl.replay_count)),
     )
+    if dl.dialect == UNKNOWN and dl.foreign is None:
+        out.print(f"[yellow]not a dead letter:[/yellow] {escape(NO_DIALECT)}")
     for name, value in fields:
         out.print(f"[bold]{name:>17}[/bold]  {escape(value)}")
+    omitted = None if dl.meta is None else dl.meta.value_omitted
+    if omitted is not None:
+        out.print(f"[bold]{'value':>17}[/bold]  {escape(omitted_text(dl))}")
     for problem in dl.problems:
         out.print(f"[yellow]{'problem':>17}[/yellow]  {escape(problem)}")
     out.print("[bold]headers[/bold]")
@@ -192,6 +209,21 @@ def show_item(item: Item) -> None:
     if dl.stacktrace:
         out.print("[bold]stack trace[/bold]")
         out.print(escape(dl.stacktrace))
+
+
+def omitted_text(dl: DeadLetter) -> str:
+    """Where the value of an oversize dead letter still is (the contract's "Oversize records":
+    the DLQ copy has none), and how `dlq replay` proves it found the same bytes."""
+    omitted = None if dl.meta is None else dl.meta.value_omitted
+    if omitted is None:
+        return "-"
+    where = "an unknown record (no dlq.source.* headers)"
+    if dl.source_topic is not None:
+        where = f"{dl.source_topic}/{dl.source_partition}/{dl.source_offset}"
+    return (
+        f"omitted (oversize: {omitted.size:,} bytes, sha256 {omitted.sha256[:16]}…); the "
+        f"original is at {where} while its retention keeps it, and `dlq replay` re-reads it there"
+    )
 
 
 def _show_payload(out: Console, item: Item) -> None:
@@ -221,11 +253,11 @@ def group_table(rows: Sequence[GroupRow], by: str, now: int) -> None:
             str(row.unresolved),
             str(row.replayed),
             str(row.discarded),
-            escape(cut(example, 90)),
+            escape(cut(example, message_cell(90))),
         )
     console().print(table)
     total = sum(row.count for row in rows)
-    note(f"{total} dead letters in {len(rows)} groups by {by}")
+    note(f"{plural(total, 'dead letter')} in {plural(len(rows), 'group')} by {by}")
 
 
 def stats_table(stats: Sequence[TopicStats], now: int) -> None:
@@ -273,12 +305,21 @@ def fix_summary(results: Sequence[tuple[DeadLetter, Fixed]]) -> None:
         f"{len(results)} records: [green]{ok} pass validation[/green], "
         f"[red]{len(failed)} fail[/red], {unchecked} not validated"
     )
-    changes = _count(line.split(":")[0] for _, f in results for line in f.diff)
+    changes = _count(line.partition(": ")[0] for _, f in results for line in f.diff)
+    examples: dict[str, list[str]] = {}
+    for _, f in results:
+        for line in f.diff:
+            where, _, what = line.partition(": ")
+            seen = examples.setdefault(where, [])
+            if what and what not in seen and len(seen) < 2:
+                seen.append(what)
     table = Table(header_style="bold", title="changes")
     table.add_column("change")
     table.add_column("records", justify="right")
+    table.add_column("for example", overflow="fold")
     for change, count in changes:
-        table.add_row(escape(change), str(count))
+        shown = "; ".join(cut(what, 60) for what in examples.get(change, [])) or "-"
+        table.add_row(escape(change), str(count), escape(shown))
     out.print(table)
     for reason, count in _count(f.error or "" for _, f in failed)[:20]:
         out.print(f"  [red]{count}x {escape(cut(reason, 140))}[/red]")

@@ -145,12 +145,12 @@ def write_plan(
     win, limit = window(opts), opts["limit"]
     hashed = recipe.fix is not None or not index_query.answerable(win)
     with plans.PlanWriter(folder, plan) as writer:
-        for count, dl in enumerate(_unresolved(env, plan.dlq_topic, win, hashed), start=1):
-            result = prepare(dl, recipe)
-            if isinstance(result, Copy):
-                writer.add(dl, result.value, result.topic, hashed=hashed)
+        for count, letter in enumerate(_unresolved(env, plan.dlq_topic, win, hashed), start=1):
+            found = restored(env, letter) if hashed else letter
+            if isinstance(found, Refused):
+                writer.refuse(letter, found.reason)
             else:
-                writer.refuse(dl, result.reason, homeless=recipe.target.topic_for(dl) is None)
+                _plan_one(writer, found, recipe, hashed=hashed)
             if count == limit:
                 break
         summary = writer.summary
@@ -158,6 +158,14 @@ def write_plan(
             raise recipe.target.homeless(summary.homeless, summary.homeless_dialects)
         writer.plan = replace(plan, selected=summary.selected, refused=summary.refused_count)
     return StoredPlan(writer.plan, writer.folder), summary
+
+
+def _plan_one(writer: plans.PlanWriter, dl: DeadLetter, recipe: Recipe, *, hashed: bool) -> None:
+    result = prepare(dl, recipe)
+    if isinstance(result, Copy):
+        writer.add(dl, result.value, result.topic, hashed=hashed)
+    else:
+        writer.refuse(dl, result.reason, homeless=recipe.target.topic_for(dl) is None)
 
 
 def save_preview(
@@ -270,11 +278,35 @@ def planned_results(env: Env, stored: StoredPlan, recipe: Recipe) -> Iterator[Co
                     dl = from_record(
                         r.topic, r.partition, r.offset, r.timestamp_ms, r.key, r.value, r.headers
                     )
-                    yield _checked(dl, entry, recipe, stored.plan.run)
+                    found = restored(env, dl)
+                    yield found if isinstance(found, Refused) else _checked(found, entry, recipe)
                     entry = next(entries, None)
         while entry is not None:
             yield _gone(topic, entry)
             entry = next(entries, None)
+
+
+def restored(env: Env, dl: DeadLetter) -> DeadLetter | Refused:
+    """An oversize dead letter (null value, `dlq.value.omitted`) with its value re-read from
+    its `dlq.source.*` coordinates, when the record there is the original (same size and
+    sha256); a refusal saying why otherwise. Any other dead letter as it is."""
+    omitted = None if dl.meta is None else dl.meta.value_omitted
+    if omitted is None or dl.value is not None:
+        return dl
+    topic, partition, offset = dl.source_topic, dl.source_partition, dl.source_offset
+    why = f"its value was omitted (oversize, {omitted.size:,} bytes)"
+    if topic is None or partition is None or offset is None:
+        return Refused(dl.coordinates, f"{why} and it names no source record to re-read")
+    where = f"{topic}/{partition}/{offset}"
+    try:
+        found = dlqio.read_one(env.conf(), topic, partition, offset)
+    except ConfigError as exc:
+        return Refused(dl.coordinates, f"{why}; its source {where} cannot be read: {exc}")
+    if found is None:
+        return Refused(dl.coordinates, f"{why}; the original at {where} is gone (retention)")
+    if not omitted.matches(found.record.value):
+        return Refused(dl.coordinates, f"{why}; the record at {where} is not the original")
+    return replace(dl, value=found.record.value)
 
 
 def _gone(topic: str, entry: plans.Entry) -> Refused:
@@ -282,12 +314,12 @@ def _gone(topic: str, entry: plans.Entry) -> Refused:
     return Refused(where, "no longer in the DLQ (deleted by retention, or the topic recreated)")
 
 
-def _checked(dl: DeadLetter, entry: plans.Entry, recipe: Recipe, run: str) -> Copy | Refused:
+def _checked(dl: DeadLetter, entry: plans.Entry, recipe: Recipe) -> Copy | Refused:
     result = prepare(dl, recipe)
     if isinstance(result, Refusal):
         return Refused(dl.coordinates, result.reason)
     if not entry.same(dl, result.value):
-        return Refused(dl.coordinates, f"changed since plan {run} was made: not replayed")
+        return Refused(dl.coordinates, f"changed since plan {recipe.run} was made: not replayed")
     return result
 
 

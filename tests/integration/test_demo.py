@@ -3,8 +3,12 @@ broker (exactly-once). It exits 0 only when its own accounting, re-read from the
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
+
+from confluent_kafka.admin import AdminClient
 
 
 def run_demo(*args: str) -> subprocess.CompletedProcess[str]:
@@ -22,12 +26,10 @@ def assert_story(result: subprocess.CompletedProcess[str]) -> None:
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
     assert "Traceback" not in out + result.stderr
-    for step in (
-        "$ dlq --config demo.toml stats",
-        "$ dlq --config demo.toml group",
-        "fix",
-        "replay",
-    ):
+    config = re.search(r"\$ dlq --config (\S+/demo\.toml) stats", out)
+    assert config is not None, out
+    assert Path(config.group(1)).is_file()  # the demo wrote the config its commands name
+    for step in (f"$ dlq --config {config.group(1)} group", "fix", "replay"):
         assert step in out
     assert "inputs 90 · forwarded 71 · dead-lettered 19 · replayed 4 · DLQ depth now 15" in out
     assert out.count("✓") >= 5 and "✗" not in out
@@ -43,3 +45,14 @@ def test_demo_on_the_real_broker_is_exactly_once(bootstrap: str) -> None:
     result = run_demo("--bootstrap", bootstrap)
     assert_story(result)
     assert "exactly-once" in result.stdout
+    assert "Removed the demo's topics" in result.stdout
+    pipeline = re.search(r"pipeline = \"(demo-[0-9a-f]+)\"", Path(_config(result)).read_text())
+    assert pipeline is not None
+    left = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=15).topics
+    assert not [t for t in left if t.startswith(pipeline.group(1))]
+
+
+def _config(result: subprocess.CompletedProcess[str]) -> str:
+    found = re.search(r"\$ dlq --config (\S+/demo\.toml) stats", result.stdout)
+    assert found is not None
+    return found.group(1)

@@ -30,7 +30,7 @@ from tests.dlq_kit import (
     replays_of,
     spring_headers,
 )
-from tests.kit import REPO, Pipeline, good_payment, wait_until
+from tests.kit import REPO, Pipeline, good_payment, read_all, wait_until
 
 TopicFactory = Callable[..., str]
 
@@ -294,3 +294,60 @@ def test_ctrl_c_exits_130(bootstrap: str, topic_factory: TopicFactory, tmp_path:
     proc.proc.send_signal(signal.SIGINT)
     assert proc.wait(60) == 130, proc.text()
     assert "dlq: interrupted" in proc.text()
+
+
+def test_oversize_dead_letters_are_shown_and_replayed_from_their_source(
+    bootstrap: str, topic_factory: TopicFactory, tmp_path: Path
+) -> None:
+    source, topic, target = topic_factory(), topic_factory(), topic_factory()
+    original = bytes(range(256)) * 12  # 3,072 bytes
+    fill(bootstrap, source, [Letter(b"k", original, [])])
+
+    def oversize(offset: int, omitted_of: bytes) -> Letter:
+        built = lazarus_letter(source, offset, b"k", original, failure())
+        return Letter(b"k", None, [*built.headers, contract.omitted_value_header(omitted_of)])
+
+    fill(bootstrap, topic, [oversize(0, original), oversize(5, original), oversize(0, b"x" * 9)])
+    base = ("-b", bootstrap, "-t", topic)
+    state = {"LAZARUS_STATE_DIR": str(tmp_path)}
+
+    shown = dlq(*base, "show", f"{topic}/0/0", env=state)
+    assert shown.code == 0, shown.output
+    assert "omitted (oversize: 3,072 bytes" in shown.stdout
+    assert f"the original is at {source}/0/0" in " ".join(shown.stdout.split())
+
+    done = dlq(*base, "replay", "--to", target, "--yes", "--json", env=state)
+    assert done.code == 3, done.output
+    (report,) = done.json_lines()
+    reasons = {r["coordinates"]: r["reason"] for r in report["refused"]}
+    assert "is gone (retention)" in reasons[f"{topic}/0/1"]
+    assert "is not the original" in reasons[f"{topic}/0/2"]
+    (copy,) = read_all(bootstrap, target)
+    assert copy.value == original and copy.text(contract.REPLAY_OF) == f"{topic}/0/0"
+
+
+def test_the_small_ones(bootstrap: str, tmp_path: Path, topic_factory: TopicFactory) -> None:
+    plain = topic_factory()
+    fill(bootstrap, plain, [Letter(b"k", b"just a record", [("tenant", b"a")])])
+    shown = dlq("-b", bootstrap, "-t", plain, "show", f"{plain}/0/0")
+    assert shown.code == 0, shown.output
+    assert "not a dead letter: carries neither dlq.* headers" in " ".join(shown.stdout.split())
+
+    pipe = Pipeline(bootstrap, tmp_path).create()
+    long = "1 validation error for Payment, checked after enrichment and currency lookup: currency"
+    letters = payment_letters(pipe, 0, 12)
+    letters[0] = lazarus_letter(
+        pipe.payments, 0, b"p0", letters[0].value, failure(message=long, pipeline=pipe.name)
+    )
+    fill(bootstrap, pipe.dlq, letters)
+    config = ("--config", str(pipe.config))
+    one = dlq(*config, "group", "--where", "key=p0")
+    assert one.code == 0, one.output
+    assert "1 dead letter in 1 group by fingerprint" in one.stderr
+    piped = dlq(*config, "inspect", "--where", "key=p0")
+    assert piped.code == 0, piped.output
+    assert "currency lookup: currency" in " ".join(piped.stdout.split())  # not cut when piped
+    summary = dlq(*config, "fix", "--set", "currency=EUR", "--summary")
+    assert summary.code == 0, summary.output
+    (row,) = [line for line in summary.stdout.splitlines() if "~ currency" in line]
+    assert "12" in row and "'eur' -> 'EUR'" in row
