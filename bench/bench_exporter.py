@@ -111,13 +111,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bootstrap")
     parser.add_argument("--count", type=int, default=1_000_000)
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--topic", help="A DLQ this bench filled before (with --bootstrap).")
     args = parser.parse_args(argv)
     with broker(args.bootstrap) as bootstrap, tempfile.TemporaryDirectory() as folder:
-        topic = f"bench-exporter-{uuid.uuid4().hex[:6]}.dlq"
+        topic = args.topic or f"bench-exporter-{uuid.uuid4().hex[:6]}.dlq"
         source = f"{topic}-source"
-        create_topics(bootstrap, [topic, source], args.partitions)
-        filled = fill_dlq(bootstrap, topic, args.count)
-        print(f"filled {topic}: {args.count:,} dead letters, {filled:.1f}s", file=sys.stderr)
+        if args.topic is None:
+            create_topics(bootstrap, [topic, source], args.partitions)
+            filled = fill_dlq(bootstrap, topic, args.count)
+            print(f"filled {topic}: {args.count:,} dead letters, {filled:.1f}s", file=sys.stderr)
         state = Path(folder)
         os.environ["LAZARUS_STATE_DIR"] = str(state / "cli")
         raw_count, raw_s = raw_consume(bootstrap, topic)

@@ -151,9 +151,10 @@ class Exporter:
         for target in self.targets:
             try:
                 self._follow(target)
-            except LazarusError as exc:
+            except Exception as exc:  # a long-running exporter reports, then tries again
                 problems.append(f"{target.settings.pipeline}: {exc}")
-                log.warning("pipeline %s: %s", target.settings.pipeline, exc)
+                expected = isinstance(exc, LazarusError)
+                log.warning("pipeline %s: %s", target.settings.pipeline, exc, exc_info=not expected)
                 if target.label is not None:
                     self.snapshots.set_up(target.label, False)
         waiting = [t.settings.pipeline for t in self.targets if not t.caught_up]
