@@ -141,9 +141,12 @@ def apply(ops: Sequence[FixOp], event: object) -> Event:
     """A new dict (containers copied, see `to_plain`) with `ops` applied in order; `event` is
     never changed. Raises FixError when an operation cannot apply, or when `event` is not a
     record (a mapping or a pydantic model)."""
-    result = _as_event(event, "the event")
-    for op in ops:
-        _APPLY[op.kind](op, result)
+    try:
+        result = _as_event(event, "the event")
+        for op in ops:
+            _APPLY[op.kind](op, result)
+    except RecursionError:
+        raise FixError("the event nests too deeply to be fixed") from None
     return result
 
 

@@ -425,12 +425,19 @@ def _compile(
     return Term(name, op, values, column, test)
 
 
+MAX_DIGITS = 4000
+"""Integer literals longer than this are refused (numeric fields) or compared as text
+(`value.*`): Python's int() refuses more than 4,300 digits, and no offset has that many."""
+
+
 def _integer(value: Literal, now_ms: int, *, when: bool) -> int | None:
     """The number a numeric term compares with (None for null). Time fields also take what
     `--since` takes: an ISO-8601 time, or a duration counted back from `now_ms`."""
     if value.is_null:
         return None
     if _INTEGER.fullmatch(value.text):
+        if len(value.text.lstrip("+-0")) > MAX_DIGITS:
+            raise SelectionError(f"{value.text[:24]}... is too large a number", value.column)
         return int(value.text)
     if when:
         try:
@@ -550,4 +557,7 @@ def _payload_order(actual: object, compare: Callable[[Any, Any], bool], lit: Lit
 def _number(literal: Literal) -> int | float | None:
     if literal.quoted or not _NUMBER.fullmatch(literal.text):
         return None
-    return int(literal.text) if _INTEGER.fullmatch(literal.text) else float(literal.text)
+    if _INTEGER.fullmatch(literal.text):
+        # past Python's int() digit limit: compare as text, never raise
+        return int(literal.text) if len(literal.text) <= MAX_DIGITS else None
+    return float(literal.text)

@@ -47,6 +47,8 @@ HEADER_SIZE = 5
 """Magic byte plus the 4-byte schema id of the Confluent wire format."""
 MAX_SCHEMA_ID = 2**31 - 1
 """Registry ids are Java ints."""
+MAX_VARINT_BYTES = 10
+"""A 64-bit zig-zag varint takes at most 10 bytes."""
 
 _SAFE_WRITER_MESSAGES = re.compile(
     r"^(record contains more fields than the schema specifies: [\w, ]+"
@@ -166,10 +168,28 @@ def failing_field(body: bytes, schema: AvroSchema) -> str | None:
     try:
         from fastavro import _read_py
 
-        _read_py.schemaless_reader(io.BytesIO(body), schema)
+        _read_py.schemaless_reader(_BoundedVarints(body), schema)
     except Exception as exc:
         return _field_path(exc.__traceback__)
     return None
+
+
+class _BoundedVarints(io.BytesIO):
+    """The pure-Python reader builds a varint's value as a Python int, so a long run of
+    continuation bytes (1 MB of 0xff) costs quadratic time: a 1 MB record took a minute to be
+    classified. A varint longer than 10 bytes (64 bits) is malformed: stop there."""
+
+    _run = 0
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        data = super().read(size)
+        if size == 1 and data and data[0] & 0x80:
+            self._run += 1
+            if self._run > MAX_VARINT_BYTES:
+                raise OverflowError("an Avro varint longer than 10 bytes")
+        else:
+            self._run = 0
+        return data
 
 
 def _field_path(tb: TracebackType | None) -> str | None:
