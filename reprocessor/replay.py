@@ -66,6 +66,17 @@ class TargetMode(StrEnum):
 class Target:
     mode: TargetMode
     topic: str | None = None
+    allowed: frozenset[str] | None = None
+    """Topics the configured pipeline owns (its redrive topic and sources): the only ones a
+    replay without `--to` may write to, since `--to-source` and the redrive topic come from
+    the dead letter's own headers, which whoever can write to the DLQ controls. None (no
+    config, only --bootstrap and --topic): no limit."""
+
+    def outside(self, topic: str) -> str | None:
+        """Why a copy may not go to `topic` without `--to` naming it; None when it may."""
+        if self.mode is TargetMode.TO or self.allowed is None or topic in self.allowed:
+            return None
+        return f"target {topic} is outside the configured pipeline (name it with --to {topic})"
 
     def topic_for(self, dl: DeadLetter) -> str | None:
         """The topic a copy of `dl` goes to; None when the dead letter names none (foreign
@@ -155,6 +166,9 @@ def prepare(dl: DeadLetter, recipe: Recipe) -> Copy | Refusal:
     topic = recipe.target.topic_for(dl)
     if topic is None:
         return Refusal(dl, "no target topic (use --to TOPIC)")
+    outside = recipe.target.outside(topic)
+    if outside is not None:
+        return Refusal(dl, outside)
     value, problem = (dl.value, None) if recipe.fix is None else recipe.fix(dl)
     if problem is not None:
         return Refusal(dl, problem)

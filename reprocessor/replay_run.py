@@ -82,12 +82,22 @@ def _mode(opts: dict[str, Any]) -> TargetMode:
     return TargetMode.TO if opts["to_topic"] else TargetMode.REDRIVE
 
 
+def allowed_targets(env: Env) -> frozenset[str] | None:
+    """The topics the configured pipeline owns, which a replay may write to without `--to`."""
+    settings = env.settings
+    if settings is None:
+        return None
+    return frozenset({settings.redrive_topic, *settings.sources})
+
+
 def recipe_of(env: Env, plan: Plan) -> Recipe:
     """How the plan's dead letters become copies (a preview plan's target: redrive)."""
     found = change_of(plan.fix, plan.fix_with)
     return Recipe(
         run=plan.run,
-        target=Target(TargetMode(plan.target_mode or "redrive"), plan.target_topic),
+        target=Target(
+            TargetMode(plan.target_mode or "redrive"), plan.target_topic, allowed_targets(env)
+        ),
         fix=None if found is None else env.payloads.fixer(found[0]),
         fix_description=() if found is None else found[1],
         max_replays=env.max_replays,

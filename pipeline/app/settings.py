@@ -29,6 +29,7 @@ SECRET_WORDS = (
     "user.info",
     "key.pem",
     "keystore.key",
+    "oauthbearer.config",  # sasl.oauthbearer.config carries clientSecret=...
 )
 KafkaValue = str | int | float | bool
 # Left to right: plain values stay plain; only what `_hide_secrets` wrapped stays a SecretStr.
@@ -131,6 +132,7 @@ class RegistrySpec(Frozen):
 class ReprocessorSpec(Frozen):
     max_replays: int = Field(default=3, ge=0)
     operator: str | None = None
+    index: bool = True
 
 
 class Settings(BaseSettings):
