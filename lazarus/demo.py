@@ -66,6 +66,12 @@ class Names:
         return [self.orders, self.payments, self.output, self.dlq, self.redrive, ledger]
 
 
+MOCK_REPROCESSOR = """
+[reprocessor]
+index = false  # librdkafka's mock cluster cannot describe itself: dlq scans instead
+"""
+
+
 def write_config(folder: Path, names: Names, bootstrap: str, mock: bool) -> Path:
     expires = (datetime.now(UTC) + timedelta(days=7)).strftime("%Y-%m-%dT%H:%M:%SZ")
     holds = folder / "holds.toml"
@@ -109,6 +115,7 @@ retry_budget_ms = 5000
 "transaction.timeout.ms" = 20000
 "message.timeout.ms" = 15000
 """
+        + (MOCK_REPROCESSOR if mock else "")
     )
     return config
 

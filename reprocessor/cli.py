@@ -77,7 +77,7 @@ def items_of(env: Env, opts: dict[str, Any], *, decode: bool = False) -> Iterato
     index when the command offers `--scan` and it was not given, unless the selection needs
     what only a scan reads."""
     conf, win = env.conf(), window(opts, decode=decode)
-    if not opts.get("scan_topic", True) and index_query.answerable(win):
+    if not opts.get("scan_topic", True) and env.use_index and index_query.answerable(win):
         return itertools.islice(indexed.items(conf, env.topics(), win, env.payloads), opts["limit"])
     chained = itertools.chain.from_iterable(_scanned(env, topic, win) for topic in env.topics())
     return itertools.islice(chained, opts["limit"])
@@ -166,6 +166,7 @@ def show(env: Env, /, coordinates: str) -> int:
 @click.pass_obj
 def group(env: Env, /, by: str, scan_topic: bool, **opts: Any) -> int:
     """Count dead letters by cause: count, first/last seen, example, decided counts."""
+    scan_topic = scan_topic or not env.use_index
     try:
         grouper = grouping.Grouper(by)
     except ValueError as exc:
@@ -191,6 +192,7 @@ def group(env: Env, /, by: str, scan_topic: bool, **opts: Any) -> int:
 @click.pass_obj
 def stats(env: Env, /, scan_topic: bool, **opts: Any) -> int:
     """Per DLQ topic: total, unresolved (the real depth), by category, oldest unresolved age."""
+    scan_topic = scan_topic or not env.use_index
     conf, win = env.conf(), window(opts)
     found = []
     if not scan_topic and index_query.answerable(win):

@@ -124,6 +124,11 @@ class Env:
         return operator_name(self.operator_option, configured)
 
     @property
+    def use_index(self) -> bool:
+        """Whether stats, group and inspect may answer from the local index (`--scan` aside)."""
+        return (self.settings.reprocessor if self.settings else ReprocessorSpec()).index
+
+    @property
     def max_replays(self) -> int:
         return (self.settings.reprocessor if self.settings else ReprocessorSpec()).max_replays
 

@@ -37,6 +37,8 @@ NOTES = {
     "commit_interval_ms": "at-least-once: how often safe offsets are committed",
     "policy.crash_limit": "a record on which this many processes died in a row is dead-lettered "
     "as `crashed`, unprocessed (0: never)",
+    "reprocessor.index": "answer `dlq stats`, `group` and `inspect --where` from the local index "
+    "(false: always read the topic)",
     "metrics_port": "serve `/metrics`, `/livez` and `/readyz` on this port (with `--processes N`, "
     "member i serves on port + i)",
     "metrics_host": "the address that port binds to (loopback by default; 0.0.0.0 in containers)",

@@ -87,14 +87,22 @@ class Cluster:
             raise ConfigError(f"librdkafka rejected the configuration: {_text(exc)}") from exc
 
     def cluster_id(self) -> str:
-        """The cluster id (KRaft's, or ZooKeeper's); RuntimeFailure when unreachable."""
+        """The cluster id (KRaft's, or ZooKeeper's), from a metadata request: every broker,
+        librdkafka's mock cluster included, answers one; RuntimeFailure when unreachable."""
         found = self._call(
-            lambda: self._admin.describe_cluster(request_timeout=self.timeout_s).result(
-                timeout=self.timeout_s
-            ),
-            "describe the cluster",
+            lambda: self._admin.list_topics(timeout=self.timeout_s), "describe the cluster"
         )
         return str(found.cluster_id or "unknown")
+
+    def _has_controller(self) -> bool:
+        """Whether the cluster answers the controller's admin requests (describe topics and
+        configs). librdkafka's mock cluster names a controller that is not one of its brokers
+        and never answers them: topics there have no id (recreation goes unnoticed) and no
+        retention settings."""
+        found = self._call(
+            lambda: self._admin.list_topics(timeout=self.timeout_s), "describe the cluster"
+        )
+        return found.controller_id in found.brokers
 
     def topics(self, names: Iterable[str]) -> dict[str, TopicMeta]:
         """The named topics that exist, with their ids and retention configs."""
@@ -103,6 +111,8 @@ class Cluster:
         present = [n for n in wanted if n in known]
         if not present:
             return {}
+        if not self._has_controller():
+            return {n: TopicMeta(n, "unknown", known[n], None, None, None) for n in present}
         described = self._call(
             lambda: {
                 n: f.result(timeout=self.timeout_s)

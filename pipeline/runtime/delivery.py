@@ -56,6 +56,8 @@ class Delivery(ABC):
         self.clock = clock
         self.wall = wall
         self.dlq_topic = dlq_topic
+        self.last_committed: dict[TP, int] = {}
+        """The positions this member committed last (progress commits carry no metadata)."""
 
     def pending(self) -> int:
         """Records produced and not yet acknowledged (for the in-flight gauge)."""
@@ -199,6 +201,7 @@ class AtLeastOnce(Delivery):
             log.warning("offset commit failed (will retry): %s", exc.error.reason)
             return
         self.tracker.mark_committed(offsets)
+        self.last_committed.update(offsets)
         self._committed_now()
 
     def in_flight(self) -> int:
@@ -302,6 +305,7 @@ class Transactions(Delivery):
             return self._failed(exc.error)
         self._open = False
         self.positions.clear()
+        self.last_committed.update(offsets)
         tally, self._tally = self._tally, Tally()
         tally.ack_seconds.append(max(0.0, self.clock() - self._started))
         self.metrics.pending.add(tally)

@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pipeline.core import crashes
 from pipeline.core.contract import SourceRecord
 from pipeline.core.crashes import CrashGuard
 from pipeline.core.handler import Handler, RetryAfter, Routed
@@ -103,6 +102,7 @@ class Worker:
         self._last_tick = 0.0
         self._last_step = clock()
         self._joined = False
+        self._marks: dict[TP, int] = {}  # crash marks this member wrote, by partition
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> None:
@@ -232,6 +232,7 @@ class Worker:
     def _commit_mark(self, tp: TP, offset: int, metadata: str) -> None:
         try:
             self.source.commit({tp: Committed(offset, metadata)}, wait=True)
+            self._marks[tp] = offset
         except SinkFailure as exc:
             log.warning("could not mark %s/%d at %d: %s", tp[0], tp[1], offset, exc.error.reason)
 
@@ -261,25 +262,28 @@ class Worker:
         if marks:
             try:
                 self.source.commit(marks, wait=True)
+                self._marks.update({tp: c.offset for tp, c in marks.items()})
             except SinkFailure as exc:
                 log.warning("could not mark the start positions: %s", exc.error.reason)
 
     def _clear_marks(self, tps: list[TP]) -> None:
-        """A clean stop: no mark may stay behind to make the next member suspicious."""
-        if self.crashes is None or not tps:
+        """A clean stop: no mark may stay behind to make the next member suspicious. A progress
+        commit past a mark replaced it already; a mark with no progress since is committed
+        again without its metadata (no read from the broker: the member knows both)."""
+        if self.crashes is None:
             return
-        try:
-            committed = self.source.committed(tps, self.options.shutdown_deadline_s)
-            marked = {
-                tp: Committed(c.offset)
-                for tp, c in committed.items()
-                if c.offset >= 0 and crashes.parse_mark(c.metadata) is not None
-            }
-            if marked:
-                self.source.commit(marked, wait=True)
-        except SinkFailure as exc:
-            log.warning("could not clear the crash marks: %s", exc.error.reason)
+        unmoved = {
+            tp: Committed(offset)
+            for tp, offset in self._marks.items()
+            if tp in tps and self.delivery.last_committed.get(tp, -1) <= offset
+        }
+        if unmoved:
+            try:
+                self.source.commit(unmoved, wait=True)
+            except SinkFailure as exc:
+                log.warning("could not clear the crash marks: %s", exc.error.reason)
         for tp in tps:
+            self._marks.pop(tp, None)
             self.crashes.revoked(tp)
 
     def _send(self, rec: SourceRecord, routed: Routed) -> bool:
