@@ -5,14 +5,18 @@ produce of the same records, in the same run, on the same broker.
     python -m bench.bench_replay [--bootstrap HOST:PORT] [--count N] [--partitions P]
 
 Without --bootstrap a broker is started with `scripts/kafka_broker.py` (and stopped after).
-`dlq` runs in this process through its real entry point; its time includes reading the DLQ and
-the ledger, planning and the confirmation-free replay (`--yes`).
+`dlq replay` runs as its own process (its time includes indexing the DLQ, writing the plan,
+fencing, reading the ledger and replaying the plan read back; `--yes`), so its peak RSS
+(getrusage of the child) is its own. The raw transactional copy consumes and produces the same
+records in transactions of the same size (`reprocessor.replay.CHUNK`).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +31,16 @@ from pipeline.errors import Category
 from pipeline.kafka import dlqio
 from reprocessor.cli import main as dlq_main
 from reprocessor.payloads import Payloads
-from reprocessor.replay import Pacer, Recipe, Run, Target, TargetMode, prepare_all, transactional_id
+from reprocessor.replay import (
+    CHUNK,
+    Pacer,
+    Recipe,
+    Run,
+    Target,
+    TargetMode,
+    prepare_all,
+    transactional_id,
+)
 from reprocessor.stats import Window, read_ledger, unresolved_items
 from scripts.kafka_broker import Broker
 from tests.conftest import create_topics
@@ -137,6 +150,73 @@ def raw_copy(bootstrap: str, source: str, target: str) -> tuple[int, float]:
     return copied, time.monotonic() - started
 
 
+def raw_txn_copy(bootstrap: str, source: str, target: str, chunk: int = CHUNK) -> tuple[int, float]:
+    """`raw_copy` in producer transactions of `chunk` records (begin, produce, commit), reading
+    `read_committed`: what an exactly-once copy costs without any dead-letter logic."""
+    started = time.monotonic()
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "bench-raw-txn",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "partitioner": "murmur2_random",
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            "transactional.id": f"bench-raw-{uuid.uuid4().hex[:6]}",
+        }
+    )
+    producer.init_transactions(30)
+    parts = list(consumer.list_topics(source, timeout=15).topics[source].partitions)
+    ends = {
+        p: consumer.get_watermark_offsets(TopicPartition(source, p), timeout=15)[1] for p in parts
+    }
+    consumer.assign([TopicPartition(source, p, 0) for p in parts])
+    todo, copied, open_ = {p for p in parts if ends[p] > 0}, 0, 0
+    producer.begin_transaction()
+    while todo:
+        for msg in consumer.consume(1000, timeout=1.0):
+            if msg.error():
+                continue
+            while True:
+                try:
+                    producer.produce(target, msg.value(), msg.key(), headers=msg.headers())
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            copied, open_ = copied + 1, open_ + 1
+            if open_ >= chunk:
+                producer.commit_transaction(60)
+                producer.begin_transaction()
+                open_ = 0
+            if (msg.offset() or 0) + 1 >= ends[msg.partition() or 0]:
+                todo.discard(msg.partition())
+        producer.poll(0)
+    producer.commit_transaction(60)
+    consumer.close()
+    return copied, time.monotonic() - started
+
+
+def dlq_process(state: str, *args: str) -> tuple[float, float]:
+    """`dlq ARGS` as a child process: (seconds, its peak RSS in MB)."""
+    started = time.monotonic()
+    env = {**os.environ, "LAZARUS_STATE_DIR": state}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "reprocessor.cli", *args], env=env, stdout=subprocess.DEVNULL
+    )
+    _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.monotonic() - started
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise RuntimeError(f"dlq {' '.join(args)} exited with {child.returncode}")
+    return seconds, usage.ru_maxrss / 1024
+
+
 def run_dlq(*args: str) -> float:
     started = time.monotonic()
     try:
@@ -175,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bootstrap")
     parser.add_argument("--count", type=int, default=100_000)
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument(
+        "--no-phase", action="store_true", help="Skip the in-process transactional-phase run."
+    )
     args = parser.parse_args(argv)
     with broker(args.bootstrap) as bootstrap:
         stem = f"bench-replay-{uuid.uuid4().hex[:6]}"
@@ -186,19 +269,27 @@ def main(argv: list[str] | None = None) -> int:
                 f"filled {dlq_topic}: {args.count:,} dead letters, {filled:.1f}s", file=sys.stderr
             )
         copied, raw_s = raw_copy(bootstrap, names[0], names[2])
+        create_topics(bootstrap, [f"{stem}.rawtxn"], args.partitions)
+        txn_copied, txn_s = raw_txn_copy(bootstrap, names[0], f"{stem}.rawtxn")
         state = tempfile.mkdtemp(prefix="lazarus-bench-state-")
-        command = ("-b", bootstrap, "-t", names[0], "replay", "--to", names[1], "--yes")
-        replay_s = run_dlq(*command, "--state-dir", state)
-        phased, phase_s = replay_phase(bootstrap, names[3], names[4])
+        where = ("-q", "-b", bootstrap, "-t", names[0])
+        stats_s, stats_rss = dlq_process(state, *where, "stats")  # builds the index (cold)
+        replay_s, replay_rss = dlq_process(state, *where, "replay", "--to", names[1], "--yes")
+        phased, phase_s = (0, 0.0) if args.no_phase else replay_phase(bootstrap, names[3], names[4])
         table(
             [
                 ("raw consume -> produce (confluent-kafka)", copied, raw_s),
-                ("dlq replay, whole command", args.count, replay_s),
-                ("dlq replay, transactional phase only", phased, phase_s),
+                (f"raw transactional copy ({CHUNK:,}/txn)", txn_copied, txn_s),
+                ("dlq stats, cold index (the first scan)", args.count, stats_s),
+                ("dlq replay, whole command (warm index)", args.count, replay_s),
+                *([] if args.no_phase else [("dlq replay, transactional phase", phased, phase_s)]),
             ]
         )
-        print(f"dlq replay, whole command: {raw_s / replay_s:.2f} x the raw throughput")
-        print(f"transactional phase only:  {raw_s / phase_s:.2f} x the raw throughput")
+        print(f"dlq replay peak RSS: {replay_rss:,.0f} MB for {args.count:,} dead letters")
+        print(f"dlq stats (cold index) peak RSS: {stats_rss:,.0f} MB")
+        print(f"dlq replay, whole command: {txn_s / replay_s:.2f} x the raw transactional copy")
+        print(f"dlq replay, whole command: {raw_s / replay_s:.2f} x the raw (idempotent) copy")
+        print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
 
 

@@ -126,10 +126,11 @@ def _checked_path(path: str, flag: str) -> str:
 
 
 def parse_value(text: str) -> object:
-    """JSON when `text` is valid JSON (NaN and Infinity are not), else `text` itself."""
+    """JSON when `text` is valid JSON (NaN and Infinity are not), else `text` itself (also when
+    it nests deeper than the JSON parser recurses)."""
     try:
         return json.loads(text, parse_constant=_reject)
-    except ValueError:
+    except (ValueError, RecursionError):
         return text
 
 

@@ -157,18 +157,11 @@ class Recipe:
 def prepare(dl: DeadLetter, recipe: Recipe) -> Copy | Refusal:
     """The copy of `dl` per `recipe`, or why it is refused: its lineage was already replayed
     `max_replays` times (unless forced), or its fixed value fails validation."""
-    if dl.replay_count >= recipe.max_replays and not recipe.force:
-        return Refusal(
-            dl,
-            f"loop protection: already replayed {dl.replay_count} times "
-            f"(max_replays {recipe.max_replays}; --force to override)",
-        )
+    reason = refusal(dl, recipe)
+    if reason is not None:
+        return Refusal(dl, reason)
     topic = recipe.target.topic_for(dl)
-    if topic is None:
-        return Refusal(dl, "no target topic (use --to TOPIC)")
-    outside = recipe.target.outside(topic)
-    if outside is not None:
-        return Refusal(dl, outside)
+    assert topic is not None  # refusal() said so
     value, problem = (dl.value, None) if recipe.fix is None else recipe.fix(dl)
     if problem is not None:
         return Refusal(dl, problem)
@@ -179,6 +172,21 @@ def prepare(dl: DeadLetter, recipe: Recipe) -> Copy | Refusal:
         run_id=recipe.run,
     )
     return Copy(dl, topic, dl.key, value, headers, recipe.fix_description)
+
+
+def refusal(dl: DeadLetter, recipe: Recipe) -> str | None:
+    """Why `dl` is refused before its value is looked at (loop protection, no target topic);
+    None when it is not. `prepare` checks this first; a plan made from the index checks only
+    this (the value is read, fixed and checked when the plan is replayed)."""
+    if dl.replay_count >= recipe.max_replays and not recipe.force:
+        return (
+            f"loop protection: already replayed {dl.replay_count} times "
+            f"(max_replays {recipe.max_replays}; --force to override)"
+        )
+    topic = recipe.target.topic_for(dl)
+    if topic is None:
+        return "no target topic (use --to TOPIC)"
+    return recipe.target.outside(topic)
 
 
 def prepare_all(letters: Sequence[DeadLetter], recipe: Recipe) -> tuple[list[Copy], list[Refusal]]:

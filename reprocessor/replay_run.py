@@ -20,12 +20,13 @@ from typing import Any
 
 import click
 
-from pipeline.core.contract import ledger_topic
+from pipeline.core.contract import VALUE_OMITTED, SourceRecord, ledger_topic
 from pipeline.errors import EXIT_OK, ConfigError, PartialSuccess
 from pipeline.kafka import dlqio
 from pipeline.kafka.follow import Cluster
 from reprocessor import index_query, indexed, plans, render
 from reprocessor.deadletters import DeadLetter, ReplayState, from_record
+from reprocessor.index_rows import fast_row, letter_of
 from reprocessor.ledger import Plan, new_run_id, state_dir
 from reprocessor.options import PLAN_OPTIONS, Env, change_of, fix_pairs, window
 from reprocessor.payloads import Fixed
@@ -41,6 +42,7 @@ from reprocessor.replay import (
     Target,
     TargetMode,
     prepare,
+    refusal,
     transactional_id,
 )
 from reprocessor.stats import Window, read_ledger, scan
@@ -171,6 +173,13 @@ def write_plan(
 
 
 def _plan_one(writer: plans.PlanWriter, dl: DeadLetter, recipe: Recipe, *, hashed: bool) -> None:
+    if not hashed:  # from the index: no value to fix or hash; the replay checks it
+        reason = refusal(dl, recipe)
+        if reason is None:
+            writer.add(dl, None, recipe.target.topic_for(dl), hashed=False)
+        else:
+            writer.refuse(dl, reason, homeless=recipe.target.topic_for(dl) is None)
+        return
     result = prepare(dl, recipe)
     if isinstance(result, Copy):
         writer.add(dl, result.value, result.topic, hashed=hashed)
@@ -285,10 +294,7 @@ def planned_results(env: Env, stored: StoredPlan, recipe: Recipe) -> Iterator[Co
                 if entry is None:
                     break
                 if entry.offset == r.offset:
-                    dl = from_record(
-                        r.topic, r.partition, r.offset, r.timestamp_ms, r.key, r.value, r.headers
-                    )
-                    found = restored(env, dl)
+                    found = restored(env, _letter(r))
                     yield found if isinstance(found, Refused) else _checked(found, entry, recipe)
                     entry = next(entries, None)
         while entry is not None:
@@ -317,6 +323,17 @@ def restored(env: Env, dl: DeadLetter) -> DeadLetter | Refused:
     if not omitted.matches(found.record.value):
         return Refused(dl.coordinates, f"{why}; the record at {where} is not the original")
     return replace(dl, value=found.record.value)
+
+
+def _letter(r: SourceRecord) -> DeadLetter:
+    """The dead letter of a DLQ record: the index's fast path for a well-formed Lazarus one
+    (one pass over its headers, no details JSON), `from_record` for anything else (foreign,
+    malformed, or oversize: its `dlq.value.omitted` needs the full reading)."""
+    ts = r.timestamp_ms if r.timestamp_ms >= 0 else 0
+    row = fast_row(r.partition, r.offset, ts, r.value, r.headers) if r.headers else None
+    if row is None or (r.value is None and any(n == VALUE_OMITTED for n, _ in r.headers)):
+        return from_record(r.topic, r.partition, r.offset, ts, r.key, r.value, r.headers)
+    return replace(letter_of(r.topic, row), key=r.key, value=r.value, headers=r.headers)
 
 
 def _gone(topic: str, entry: plans.Entry) -> Refused:
