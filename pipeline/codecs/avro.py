@@ -144,12 +144,14 @@ def read_record(body: bytes, writer: ParsedSchema, reader: ParsedSchema | None) 
 
 
 def _undecodable(exc: Exception, body: bytes, writer: ParsedSchema) -> DeserializationError:
-    """Describe a decoder failure by its kind and field, never by fastavro's text."""
-    field = failing_field(body, writer.schema)
+    """Describe a decoder failure by its kind and field, never by fastavro's text. The kind is
+    the pure-Python re-read's: fastavro's compiled reader raises IndexError where the bytes
+    merely end early, which split one corruption (truncation) into two causes."""
+    field, kind = reread(body, writer.schema)
     where = f" reading field '{field}'" if field else ""
-    if isinstance(exc, UnicodeDecodeError):
+    if isinstance(exc, UnicodeDecodeError) or kind is UnicodeDecodeError:
         return DeserializationError(f"invalid UTF-8 in an Avro string{where}")
-    if isinstance(exc, EOFError):
+    if isinstance(exc, EOFError) or kind is EOFError:
         detail = f"expected more bytes{where}" if field else "ended early"
         return DeserializationError(f"truncated Avro record ({detail}; writer schema {writer.ref})")
     return DeserializationError(
@@ -159,7 +161,13 @@ def _undecodable(exc: Exception, body: bytes, writer: ParsedSchema) -> Deseriali
 
 def failing_field(body: bytes, schema: AvroSchema) -> str | None:
     """Best effort, on the failure path only: the dotted path of the field being read when
-    decoding fails (e.g. `customer.email`), or `None`.
+    decoding fails (e.g. `customer.email`), or `None`."""
+    return reread(body, schema)[0]
+
+
+def reread(body: bytes, schema: AvroSchema) -> tuple[str | None, type[BaseException] | None]:
+    """The failing field's dotted path and the exception type of a pure-Python re-read (None,
+    None when it decodes).
 
     fastavro's compiled reader reports no position, so this re-reads with its pure-Python
     reader (private, hence the blanket guard) and takes the `field` of each `read_record` frame
@@ -170,8 +178,8 @@ def failing_field(body: bytes, schema: AvroSchema) -> str | None:
 
         _read_py.schemaless_reader(_BoundedVarints(body), schema)
     except Exception as exc:
-        return _field_path(exc.__traceback__)
-    return None
+        return _field_path(exc.__traceback__), type(exc)
+    return None, None
 
 
 class _BoundedVarints(io.BytesIO):

@@ -104,9 +104,12 @@ class LocalCatalog:
         other = self._by_id.setdefault(parsed.schema_id, parsed)
         if other is not parsed and other.schema != parsed.schema:
             raise ConfigError(
-                f"{parsed.ref.removeprefix('file:')}: schema id {parsed.schema_id} already holds "
-                f"a different schema ({other.ref})"
+                f"{self._path_of(parsed)}: schema id {parsed.schema_id} already holds "
+                f"a different schema ({self._path_of(other)})"
             )
+
+    def _path_of(self, parsed: ParsedSchema) -> Path:
+        return self._folder / parsed.ref.removeprefix("file:").split("#")[0]
 
 
 def _schema_files(folder: Path) -> list[Path]:
@@ -133,7 +136,9 @@ def _parse(file: _SchemaFile, version: int) -> ParsedSchema:
         schema = parse_avro(file.text)
     except SchemaError as exc:
         raise ConfigError(f"{file.path}: {exc.message}") from exc
-    ref = f"file:{file.path.as_posix()}#{file.digest}"
+    # relative to the catalog: a fingerprint must not depend on where it is installed, and a
+    # server's paths have no business in a dead letter
+    ref = f"file:{file.subject}/{file.path.name}#{file.digest}"
     return ParsedSchema(schema, file.schema_id, file.subject, version, ref)
 
 

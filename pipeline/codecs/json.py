@@ -196,6 +196,8 @@ def _undecodable(data: bytes, title: str, problem: str) -> DeserializationError:
     except UnicodeDecodeError as exc:
         return DeserializationError(f"invalid UTF-8 at byte {exc.start}: not a JSON document")
     problem = problem.removeprefix("Invalid JSON: ")
+    if problem.startswith("EOF while parsing"):  # a string, a value, an object...: one cause
+        return DeserializationError(f"truncated JSON for {title}: the document ends early")
     return DeserializationError(f"malformed JSON for {title}: {problem}")
 
 

@@ -47,10 +47,18 @@ def test_versions_are_ids_in_ascending_order(folder: Path) -> None:
     assert catalog.by_id(40).subject == "audit-value"
 
 
-def test_ref_names_the_file_and_its_digest(folder: Path) -> None:
+def test_ref_names_the_file_relative_to_the_catalog_and_its_digest(
+    folder: Path, tmp_path: Path
+) -> None:
+    """The ref ends up in dead letters and their fingerprints: it must be the same on every host
+    (no absolute path, which would also leak the server's layout)."""
     path = folder / "users-value" / "3.avsc"
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-    assert LocalCatalog(folder).by_id(3).ref == f"file:{path.as_posix()}#{digest}"
+    assert LocalCatalog(folder).by_id(3).ref == f"file:users-value/3.avsc#{digest}"
+    elsewhere = tmp_path / "installed" / "elsewhere"
+    (elsewhere / "users-value").mkdir(parents=True)
+    (elsewhere / "users-value" / "3.avsc").write_bytes(path.read_bytes())
+    assert LocalCatalog(elsewhere).by_id(3).ref == LocalCatalog(folder).by_id(3).ref
 
 
 def test_the_repository_schemas_load() -> None:
