@@ -9,7 +9,8 @@
 
 `and`, `or` and `not` are words in any case. Fields: `category`, `fingerprint` (`=` matches a
 prefix), `type`, `message`, `stacktrace`, `source.topic`, `topic` (the DLQ topic), `origin`,
-`pipeline`, `dialect`, `rule` (the hold rule that parked a `held` dead letter), `key`, `state`;
+`pipeline`, `dialect`, `rule` (the hold rule that parked a `held` dead letter), `trace` (the
+request's W3C trace id, from `traceparent`), `key`, `state`;
 the numbers `partition`, `offset`, `source.partition`, `source.offset`, `attempts`,
 `replay_count`; the times `ts` (the DLQ record's timestamp) and `failed_at`, which take epoch
 ms, an ISO-8601 time or a duration meaning that long ago (`failed_at>2h`: in the last two
