@@ -47,6 +47,10 @@ from reprocessor.replay import (
 )
 from reprocessor.stats import Window, read_ledger, scan
 
+READ_AHEAD = {"queued.max.messages.kbytes": 16384, "fetch.max.bytes": 16 * 1024 * 1024}
+"""What the replay's reader fetches ahead of the transactions (librdkafka's defaults, 64 MB
+queued and 50 MB per fetch, only grow memory: the producer is the bottleneck); -X overrides."""
+
 
 def runs_dir(env: Env, explicit: Path | None) -> Path:
     """This cluster's plans folder (`<state>/runs/<cluster id>`)."""
@@ -285,7 +289,7 @@ def planned_results(env: Env, stored: StoredPlan, recipe: Recipe) -> Iterator[Co
         if entry is None:
             continue
         spec = dlqio.ReadSpec(partitions=(partition,), offset=entry.offset)
-        with dlqio.TopicReader(env.conf(), topic, spec) as reader:
+        with dlqio.TopicReader({**READ_AHEAD, **env.conf()}, topic, spec) as reader:
             for consumed in reader.records():
                 r = consumed.record
                 while entry is not None and entry.offset < r.offset:
