@@ -9,6 +9,7 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
 from confluent_kafka.admin import AdminClient
 
 from pipeline.core import contract
@@ -30,11 +31,18 @@ def delete_topic(bootstrap: str, topic: str) -> None:
     time.sleep(1.0)  # the deletion reaches every metadata cache
 
 
-def test_ledger_topic_deleted_between_runs(broker: Broker, tmp_path: Path) -> None:
+@pytest.mark.parametrize("ledger", ["created-by-the-first-replay", "created-up-front"])
+def test_ledger_topic_deleted_between_runs(broker: Broker, tmp_path: Path, ledger: str) -> None:
+    """Either the second run refuses (one line, non-zero exit) or it replays nothing again.
+    The ledger exists before the first run (as `lazarus topics --create` makes it) or is
+    created by it (a DLQ that had none)."""
     count = size(records=300, faults=1).records
     stem = f"f{uuid.uuid4().hex[:8]}"
     dlq_topic, target = f"{stem}.dlq", f"{stem}.to"
     create_topics(broker.bootstrap, [dlq_topic, target], 2)
+    if ledger == "created-up-front":
+        compact = {"cleanup.policy": "compact"}
+        create_topics(broker.bootstrap, [contract.ledger_topic(dlq_topic)], 1, compact)
     why = failure()
     fill(
         broker.bootstrap,
@@ -66,7 +74,7 @@ def test_ledger_topic_deleted_between_runs(broker: Broker, tmp_path: Path) -> No
         [],
         1,
     )
-    RESULTS.append(("replay, ledger topic deleted", 1, report))
+    RESULTS.append((f"replay, ledger deleted ({ledger})", 1, report))
     print("\n" + report.summary() + f"; second run: {second.output}")
     assert not extra, (
         f"{len(extra)} dead letters replayed twice after the ledger topic was deleted "

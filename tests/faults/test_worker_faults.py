@@ -36,7 +36,7 @@ def record(name: str, reports: list[Report]) -> Report:
     """Add the runs of one scenario to the suite's table, then assert each run."""
     first = reports[0]
     merged = Report(
-        name,
+        first.scenario,
         first.mode,
         sum(r.records for r in reports),
         [x for r in reports for x in r.lost],
@@ -89,10 +89,14 @@ def scenario(
         with fleet(pipe, pipe.workdir) as f:
             for worker in ("a", "b")[: opts.get("starting", 2)]:
                 f.start(worker)
-            for _ in range(plan.faults):
-                wait_progress(check, f, f"progress before a fault ({name})")
-                inject(check, f)
-            settle(check, f, 180)
+            try:
+                for _ in range(plan.faults):
+                    wait_progress(check, f, f"progress before a fault ({name})")
+                    inject(check, f)
+                settle(check, f, 150)
+            except AssertionError:  # the table still shows where the stuck run stands
+                RESULTS.append((f"{name} ({mode}) STUCK", run + 1, check.check(name, mode, 0)))
+                raise
         reports.append(check.check(name, mode, plan.faults))
     record(f"{name} ({mode})", reports)
 

@@ -256,6 +256,7 @@ def test_dlq_writes_refused_for_a_while(users: Broker, tmp_path: Path) -> None:
     assert code == 0, worker.text()[-3000:]
     report = check.check("DLQ writes refused (ACL)", "at-least-once", 1)
     RESULTS.append(("DLQ writes refused, ACL (at-least-once)", 1, report))
+    print("\n" + report.summary())
     dead = [r.header("test.seq") for r in read_all(users.bootstrap, pipe.dlq)]
     assert len(dead) == len(set(dead)) == total // 20, "a record dead-lettered twice or never"
     report.assert_holds()
