@@ -7,6 +7,7 @@ counts back as `Ack` values.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -172,6 +173,8 @@ class KafkaSink:
     """A `Sink` on a confluent-kafka `Producer` (idempotent; transactional when configured)."""
 
     def __init__(self, base: KafkaConf, transactional_id: str | None = None) -> None:
+        self._base = base
+        self._transactional_id = transactional_id
         self._producer = make_producer(base, transactional_id)
         self._batch: _BatchAcks | None = None
         self._report: Callable[[KafkaError | None, Message], None] | None = None
@@ -196,15 +199,23 @@ class KafkaSink:
                 ) from exc
 
     def poll(self, timeout_s: float) -> list[Ack]:
-        self._producer.poll(timeout_s)
+        self._call(lambda: self._producer.poll(timeout_s), "polling the producer")
         return self._collect()
 
     def pending(self) -> int:
         return len(self._producer)
 
     def flush(self, timeout_s: float) -> list[Ack]:
-        self._producer.flush(timeout_s)
+        self._call(lambda: self._producer.flush(timeout_s), "flushing the producer")
         return self._collect()
+
+    def reset(self, timeout_s: float) -> None:
+        with contextlib.suppress(KafkaException):  # a fatal producer may refuse; it goes anyway
+            self._producer.purge()
+        self.changed.clear()
+        self._batch = None
+        self._producer = make_producer(self._base, self._transactional_id)
+        self.init_transactions(timeout_s)
 
     def _collect(self) -> list[Ack]:
         if not self.changed:
@@ -227,8 +238,15 @@ class KafkaSink:
     def begin_transaction(self) -> None:
         self._call(self._producer.begin_transaction, "beginning a transaction")
 
-    def send_offsets(self, offsets: Mapping[TP, int], group: object, timeout_s: float) -> None:
-        parts = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+    def send_offsets(
+        self, offsets: Mapping[TP, Committed], group: object, timeout_s: float
+    ) -> None:
+        parts = [
+            TopicPartition(t, p, c.offset, metadata=c.metadata)
+            if c.metadata
+            else TopicPartition(t, p, c.offset)
+            for (t, p), c in offsets.items()
+        ]
         self._call(
             lambda: self._producer.send_offsets_to_transaction(parts, group, timeout_s),
             "sending offsets to the transaction",

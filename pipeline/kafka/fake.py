@@ -161,10 +161,11 @@ class FakeSink:
         self.stalled = False
         self.in_transaction = False
         self.txn_records: list[Output] = []
-        self.txn_offsets: dict[TP, int] = {}
+        self.txn_offsets: dict[TP, Committed] = {}
         self.fail_commit: SinkError | None = None
         self.transactions = 0
         self.aborts = 0
+        self.resets = 0
 
     def produce(self, out: Output, batch: int) -> None:
         refusal = self.refuse_at_once.get(out.topic)
@@ -212,8 +213,16 @@ class FakeSink:
     def begin_transaction(self) -> None:
         self.in_transaction = True
 
-    def send_offsets(self, offsets: Mapping[TP, int], group: object, timeout_s: float) -> None:
+    def send_offsets(
+        self, offsets: Mapping[TP, Committed], group: object, timeout_s: float
+    ) -> None:
         self.txn_offsets.update(offsets)
+
+    def reset(self, timeout_s: float) -> None:
+        self.queue.clear()
+        self._end()
+        self.fail_commit = None
+        self.resets += 1
 
     def commit_transaction(self, timeout_s: float) -> None:
         acks = self.poll(timeout_s)
@@ -221,8 +230,7 @@ class FakeSink:
             raise SinkFailure(self.fail_commit or SinkError("delivery failed", abortable=True))
         for out in self.txn_records:
             self._append(out)
-        for tp, offset in self.txn_offsets.items():
-            self.cluster.committed[tp] = Committed(offset)
+        self.cluster.committed.update(self.txn_offsets)
         self._end()
         self.transactions += 1
 

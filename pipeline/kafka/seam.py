@@ -137,8 +137,16 @@ class Sink(Protocol):
     def init_transactions(self, timeout_s: float) -> None: ...
     def begin_transaction(self) -> None: ...
 
-    def send_offsets(self, offsets: Mapping[TP, int], group: object, timeout_s: float) -> None:
-        """Add consumed positions to the open transaction."""
+    def send_offsets(
+        self, offsets: Mapping[TP, Committed], group: object, timeout_s: float
+    ) -> None:
+        """Add consumed positions (with their metadata) to the open transaction."""
+        ...
+
+    def reset(self, timeout_s: float) -> None:
+        """A new producer with the same transactional id (after a fatal error such as being
+        fenced when a transaction outlived `transaction.timeout.ms`): the broker bumps the
+        epoch and aborts whatever the old one left open."""
         ...
 
     def commit_transaction(self, timeout_s: float) -> None: ...

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,6 +24,10 @@ from pipeline.core.offsets import Batch, BatchTracker
 from pipeline.errors import RuntimeFailure
 from pipeline.kafka.seam import TP, Ack, Committed, Sink, SinkError, SinkFailure, Source
 from pipeline.runtime.metrics import Tally, WorkerMetrics
+
+MAX_RENEWALS = 3
+RENEWAL_WINDOW_S = 300.0
+"""At most this many new transactional producers in this many seconds, then exit 1."""
 
 log = logging.getLogger("lazarus.worker")
 
@@ -82,6 +87,10 @@ class Delivery(ABC):
     @abstractmethod
     def end(self, now: float, tally: Tally) -> Polled:
         """The batch is routed; `tally` counts once the broker has it all."""
+
+    @abstractmethod
+    def commit_marks(self, marks: dict[TP, Committed]) -> None:
+        """Commit positions with metadata (crash marks) now, durably; `SinkFailure` if not."""
 
     @abstractmethod
     def settle(self, deadline: float) -> None:
@@ -158,6 +167,9 @@ class AtLeastOnce(Delivery):
     def settle(self, deadline: float) -> None:
         self._fold(self.sink.flush(max(0.0, deadline - self.clock())), self.clock())
         self.commit(self.clock(), wait=True)
+
+    def commit_marks(self, marks: dict[TP, Committed]) -> None:
+        self.source.commit(marks, wait=True)
 
     def poll(self, now: float) -> Polled:
         state = self._fold(self.sink.poll(0), now)
@@ -266,6 +278,7 @@ class Transactions(Delivery):
         self._started = 0.0
         self._rewind_all = False
         self._abort_pending = False
+        self._renewals: deque[float] = deque()
         try:
             sink.init_transactions(timeout_s)
         except SinkFailure as exc:
@@ -293,13 +306,20 @@ class Transactions(Delivery):
         self._tally.add(tally)
         if not self._open:
             return self.poll(now)
-        failure = self._delivery_failure(self.sink.poll(0))
+        try:
+            failure = self._delivery_failure(self.sink.poll(0))
+        except SinkFailure as exc:
+            failure = exc.error
         if failure is not None:
             return self._failed(failure)
         offsets = {tp: o for tp, o in self.positions.items() if tp in self.assigned}
         try:
             if offsets:
-                self.sink.send_offsets(offsets, self.source.group_metadata(), self.timeout_s)
+                self.sink.send_offsets(
+                    {tp: Committed(o) for tp, o in offsets.items()},
+                    self.source.group_metadata(),
+                    self.timeout_s,
+                )
             self.sink.commit_transaction(self.timeout_s)
         except SinkFailure as exc:
             return self._failed(exc.error)
@@ -315,6 +335,25 @@ class Transactions(Delivery):
     def settle(self, deadline: float) -> None:
         return None  # `end` committed the transaction, offsets included
 
+    def commit_marks(self, marks: dict[TP, Committed]) -> None:
+        """In a transaction of their own (never a plain commit beside open transactional
+        offsets, which the coordinator holds back until the transaction ends)."""
+        if self._abort_pending:
+            raise SinkFailure(SinkError("an aborted transaction is not confirmed yet"))
+        if self._open:
+            state = self.end(self.clock(), Tally())
+            if state.failure is not None:
+                raise SinkFailure(SinkError(state.failure))
+        try:
+            self.sink.begin_transaction()
+            self._open = True
+            self.sink.send_offsets(marks, self.source.group_metadata(), self.timeout_s)
+            self.sink.commit_transaction(self.timeout_s)
+            self._open = False
+        except SinkFailure as exc:
+            self._failed(exc.error)
+            raise
+
     def _delivery_failure(self, acks: list[Ack]) -> SinkError | None:
         failure = None
         for ack in acks:
@@ -326,22 +365,48 @@ class Transactions(Delivery):
         return failure
 
     def _failed(self, error: SinkError) -> Polled:
-        if error.fatal or not (error.abortable or error.retriable):
-            raise RuntimeFailure(f"transactional producer failed fatally (fenced?): {error.reason}")
+        if error.fatal:
+            return self._renew(error)
+        if not (error.abortable or error.retriable):
+            raise RuntimeFailure(f"transactional producer failed: {error.reason}")
         self._abort_pending = True
         self._rewind_all = True
         self._tally = Tally()  # nothing of the aborted transaction counts
         self._try_abort()
         return Polled(f"transaction failed, aborting: {error.reason}")
 
+    def _renew(self, error: SinkError) -> Polled:
+        """A fatal producer error, typically fenced after a transaction outlived
+        `transaction.timeout.ms` while the broker was away (it aborts it and bumps the epoch).
+        A new producer with the same id recovers; the worker rewinds to the committed offsets.
+        Instance ids are unique among live workers, so a real zombie fight is bounded by the
+        renewal budget and then stops the worker."""
+        now = self.clock()
+        while self._renewals and now - self._renewals[0] > RENEWAL_WINDOW_S:
+            self._renewals.popleft()
+        if len(self._renewals) >= MAX_RENEWALS:
+            raise RuntimeFailure(f"transactional producer failed fatally (fenced?): {error.reason}")
+        self._renewals.append(now)
+        log.warning("transactional producer failed fatally, starting a new one: %s", error.reason)
+        try:
+            self.sink.reset(self.timeout_s)
+        except SinkFailure as exc:
+            raise RuntimeFailure(f"cannot start a new producer: {exc.error.reason}") from exc
+        self._open = False
+        self._abort_pending = False
+        self._rewind_all = True
+        self.positions.clear()
+        self._tally = Tally()
+        self.metrics.pending.aborts += 1
+        return Polled(f"transactional producer renewed after: {error.reason}")
+
     def _try_abort(self) -> None:
         try:
             self.sink.abort_transaction(self.timeout_s)
         except SinkFailure as exc:
             if exc.error.fatal:
-                raise RuntimeFailure(
-                    f"transactional producer failed fatally: {exc.error.reason}"
-                ) from exc
+                self._renew(exc.error)
+                return
             log.warning("abort not confirmed yet (will retry): %s", exc.error.reason)
             return
         self._abort_pending = False
@@ -350,7 +415,10 @@ class Transactions(Delivery):
         self.metrics.pending.aborts += 1
 
     def poll(self, now: float) -> Polled:
-        acks = self.sink.poll(0)
+        try:
+            acks = self.sink.poll(0)
+        except SinkFailure as exc:
+            return self._failed(exc.error)
         if self._abort_pending:
             self._try_abort()
             return IDLE

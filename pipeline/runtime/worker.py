@@ -231,7 +231,7 @@ class Worker:
 
     def _commit_mark(self, tp: TP, offset: int, metadata: str) -> None:
         try:
-            self.source.commit({tp: Committed(offset, metadata)}, wait=True)
+            self.delivery.commit_marks({tp: Committed(offset, metadata)})
             self._marks[tp] = offset
         except SinkFailure as exc:
             log.warning("could not mark %s/%d at %d: %s", tp[0], tp[1], offset, exc.error.reason)
@@ -261,7 +261,7 @@ class Worker:
                 )
         if marks:
             try:
-                self.source.commit(marks, wait=True)
+                self.delivery.commit_marks(marks)
                 self._marks.update({tp: c.offset for tp, c in marks.items()})
             except SinkFailure as exc:
                 log.warning("could not mark the start positions: %s", exc.error.reason)
@@ -279,7 +279,7 @@ class Worker:
         }
         if unmoved:
             try:
-                self.source.commit(unmoved, wait=True)
+                self.delivery.commit_marks(unmoved)
             except SinkFailure as exc:
                 log.warning("could not clear the crash marks: %s", exc.error.reason)
         for tp in tps:

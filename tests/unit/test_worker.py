@@ -21,6 +21,7 @@ from pipeline.core.crashes import CrashGuard, parse_mark
 from pipeline.core.handler import Handler
 from pipeline.core.holds import parse_rules
 from pipeline.core.policy import BreakerState, CircuitBreaker, FloodGuard, RetryPolicy
+from pipeline.errors import RuntimeFailure
 from pipeline.kafka.fake import FakeCluster, FakeSink, FakeSource
 from pipeline.kafka.seam import Committed, SinkError
 from pipeline.runtime.delivery import AtLeastOnce, Delivery, Transactions
@@ -226,12 +227,25 @@ def test_exactly_once_counts_dead_letters_only_when_their_transaction_commits() 
     assert r.sample("lazarus_dead_letters_total", category="validation") == 1
 
 
-def test_a_fatal_transactional_error_stops_the_worker() -> None:
+def test_a_fatal_transactional_error_renews_the_producer_then_stops_the_worker() -> None:
+    """Fenced after a transaction outlived its timeout (the broker was away): a new producer
+    and a rewind recover, exactly once; a producer that keeps failing fatally stops the worker."""
     r = rig(exactly_once=True)
-    r.cluster.append(SOURCE, good(1))
+    for i in range(3):
+        r.cluster.append(SOURCE, good(i))
     r.sink.fail_commit = SinkError("fenced", fatal=True)
-    with pytest.raises(Exception, match="fenced"):
-        r.steps(1)
+    r.steps(1)
+    assert r.sink.resets == 1 and values(r, OUTPUT) == []
+    r.clock.advance(2.0)
+    r.steps(4)
+    assert values(r, OUTPUT) == [good(i) for i in range(3)]
+    assert r.cluster.committed[(SOURCE, 0)] == Committed(3)
+    with pytest.raises(RuntimeFailure, match="fenced"):
+        for i in range(10):
+            r.cluster.append(SOURCE, good(10 + i))
+            r.sink.fail_commit = SinkError("fenced", fatal=True)
+            r.clock.advance(2.0)
+            r.steps(2)
 
 
 @pytest.mark.parametrize("exactly_once", [False, True])
