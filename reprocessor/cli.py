@@ -139,6 +139,7 @@ def show(env: Env, /, coordinates: str) -> int:
         topic, partition, offset = parse_coordinates(coordinates)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+    env.check_ledger(topic)
     conf = env.conf()
     consumed = dlqio.read_one(conf, topic, partition, offset)
     if consumed is None:
