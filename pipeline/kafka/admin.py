@@ -9,7 +9,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 from pipeline.errors import RuntimeFailure
-from pipeline.kafka.clients import with_logger
+from pipeline.kafka.clients import authentication_failure, with_logger
 
 KafkaConf = Mapping[str, str | int | float | bool]
 WATCHED_CONFIGS = ("max.message.bytes", "retention.ms", "cleanup.policy", "min.insync.replicas")
@@ -38,12 +38,22 @@ def admin_client(conf: KafkaConf) -> AdminClient:
     return AdminClient(with_logger(dict(allowed)))
 
 
+def unreachable(admin: AdminClient, reason: str) -> RuntimeFailure:
+    """The one-line error for a cluster that did not answer: a refused login says so (the
+    failed call itself only says "transport failure" or times out)."""
+    admin.poll(0.5)  # serve the error callbacks that name the cause
+    refused = authentication_failure()
+    if refused is not None:
+        return RuntimeFailure(f"authentication failed (check the SASL credentials): {refused}")
+    return RuntimeFailure(f"cannot reach the Kafka cluster: {reason}")
+
+
 def existing_topics(admin: AdminClient, timeout_s: float = 15.0) -> dict[str, int]:
     """Topic name -> partition count, for every topic the cluster lists."""
     try:
         meta = admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
-        raise RuntimeFailure(f"cannot reach the Kafka cluster: {exc.args[0].str()}") from exc
+        raise unreachable(admin, exc.args[0].str()) from exc
     return {name: len(t.partitions) for name, t in meta.topics.items() if t.error is None}
 
 

@@ -37,9 +37,29 @@ CONSUMER_DEFAULTS: dict[str, str | int | float | bool] = {
 KAFKA_LOG = logging.getLogger("lazarus.kafka")
 
 
+_AUTHENTICATION_CODES = frozenset(
+    {KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED}
+)
+_authentication_failures: list[str] = []
+
+
+def _record_error(err: KafkaError) -> None:
+    """Every client's `error_cb`: librdkafka reports a refused login here (and only here: the
+    call that then fails says "transport failure" or times out)."""
+    if err.code() in _AUTHENTICATION_CODES:
+        _authentication_failures[:] = [err.str()]
+
+
+def authentication_failure() -> str | None:
+    """The last authentication failure any client of this process reported (served by polls)."""
+    return _authentication_failures[-1] if _authentication_failures else None
+
+
 def with_logger(conf: dict[str, Any]) -> dict[str, Any]:
-    """librdkafka's own log lines go through Python logging, not straight to stderr."""
+    """librdkafka's own log lines go through Python logging, not straight to stderr, and its
+    errors through `_record_error`."""
     conf.setdefault("logger", KAFKA_LOG)
+    conf.setdefault("error_cb", _record_error)
     return conf
 
 

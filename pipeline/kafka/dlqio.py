@@ -45,6 +45,16 @@ READER_GROUP = "lazarus-dlq-reader"
 BATCH = 1000
 STALL_S = 60.0
 """A partition whose position has not moved for this long, short of its end, fails the read."""
+_DENIED_CODES = frozenset(
+    {
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+        KafkaError.GROUP_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    }
+)
+_WHY_ELSEWHERE = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT, KafkaError._STATE})
+"""Delivery failures whose cause is the transaction's own error (e.g. a refused partition)."""
 _FENCED_CODES = frozenset(
     {
         KafkaError._FENCED,
@@ -283,6 +293,7 @@ class TxnProducer:
 
     def __init__(self, conf: KafkaConf, transactional_id: str, timeout_s: float = 60.0) -> None:
         self.transactional_id = transactional_id
+        self._topics: set[str] = set()
         self.timeout_s = timeout_s
         try:
             self._producer = Producer(producer_config(conf, transactional_id))
@@ -306,6 +317,7 @@ class TxnProducer:
         sends (for `flush()`'s answer)."""
         index = len(self._reports)
         self._reports.append(None)
+        self._topics.add(topic)
 
         def report(err: KafkaError | None, msg: Message) -> None:
             if err is not None:
@@ -327,6 +339,11 @@ class TxnProducer:
         """Wait for every send of the chunk; their `topic/partition/offset`s in send order."""
         left = self._call(lambda: self._producer.flush(self.timeout_s), "flush")
         failed = [r for r in self._reports if isinstance(r, KafkaError)]
+        reasons = [self._cause(e) if e.code() in _WHY_ELSEWHERE else e.str() for e in failed[:1]]
+        denied = [e for e in failed if e.code() in _DENIED_CODES]
+        if denied or any("authoriz" in r.lower() for r in reasons):
+            self.abort()
+            raise RuntimeFailure(self._denied_message(denied[0].str() if denied else reasons[0]))
         if any(self._is_fenced(err) for err in failed):
             raise Fenced(self._fenced_message())
         if left or failed or any(r is None for r in self._reports):
@@ -373,8 +390,14 @@ class TxnProducer:
                 raise RuntimeFailure(f"transaction {what} timed out")
 
     def _fail(self, err: KafkaError, what: str, exc: KafkaException) -> NoReturn:
+        reason = self._cause(err) if err.code() == KafkaError._STATE else err.str()
+        if err.code() in _DENIED_CODES or "authoriz" in reason.lower():
+            self.abort()
+            raise RuntimeFailure(self._denied_message(reason)) from exc
         if self._is_fenced(err):
             raise Fenced(self._fenced_message()) from exc
+        if err.fatal():
+            raise RuntimeFailure(f"transaction {what} failed fatally: {reason}") from exc
         if err.txn_requires_abort():
             self.abort()
             raise TransactionAborted(
@@ -383,9 +406,30 @@ class TxnProducer:
             ) from exc
         raise RuntimeFailure(f"transaction {what} failed: {err.str()}") from exc
 
+    def _cause(self, err: KafkaError) -> str:
+        """librdkafka answers "Erroneous state" once the transaction failed; the transaction's
+        own error (e.g. a topic authorization failure adding a partition) says why."""
+        try:
+            self._producer.commit_transaction(1)
+        except KafkaException as exc:
+            cause = exc.args[0] if exc.args else None
+            if isinstance(cause, KafkaError):
+                return str(cause.str())
+        return str(err.str())
+
+    def _denied_message(self, reason: str) -> str:
+        topics = ", ".join(sorted(self._topics)) or "the target"
+        return (
+            f"not authorized to write to {topics} (or to use transactional id "
+            f"{self.transactional_id}): {reason}; nothing was replayed and the ledger is unchanged"
+        )
+
     @staticmethod
     def _is_fenced(err: KafkaError) -> bool:
-        return err.code() in _FENCED_CODES or bool(err.fatal())
+        """Fenced by a newer producer with our id; other fatal errors say what they are."""
+        if err.code() in _FENCED_CODES:
+            return True
+        return bool(err.fatal()) and "fenced" in str(err.str()).lower()
 
     def _fenced_message(self) -> str:
         return (

@@ -36,7 +36,7 @@ from confluent_kafka.admin import ConfigResource, OffsetSpec, ResourceType
 from pipeline.core.contract import Header, SourceRecord
 from pipeline.errors import ConfigError, RuntimeFailure
 from pipeline.kafka import admin
-from pipeline.kafka.clients import consumer_config, is_retriable
+from pipeline.kafka.clients import authentication_failure, consumer_config, is_retriable
 from pipeline.kafka.dlqio import TSTYPES, Consumed
 
 KafkaConf = Mapping[str, str | int | float | bool]
@@ -194,9 +194,13 @@ class Cluster:
             try:
                 return action()
             except Exception as exc:  # futures raise KafkaException, or a timeout
-                if is_retriable(exc) and time.monotonic() < deadline:
+                self._admin.poll(0)  # serve error callbacks: a refused login ends the retries
+                refused = authentication_failure() is not None
+                if is_retriable(exc) and not refused and time.monotonic() < deadline:
                     time.sleep(0.2)
                     continue
+                if refused:
+                    raise admin.unreachable(self._admin, _text(exc)) from exc
                 raise RuntimeFailure(f"cannot {what}: {_text(exc)}") from exc
 
 
