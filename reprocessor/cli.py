@@ -323,6 +323,7 @@ def replay(
         click.confirm(text + "?", abort=True, err=True)
     render.note(f"run {plan.run}: plan in {stored.folder} (--resume {plan.run} continues it)")
     tally, late = replay_run.execute(env, stored, replay_run.recipe_of(env, plan), opts["rate"])
+    env.remember_ledger(topic)  # a ledger this run created is known from now on
     if late.refusals and not env.as_json:
         render.refusals(late.refusals, total=late.refused_count)
     refused = [*summary.refused, *late.refusals]
@@ -373,6 +374,7 @@ def discard(env: Env, /, reason: str, dry_run: bool, yes: bool, **opts: Any) -> 
     ledger = job.start(lambda: read_ledger(env.conf(), topic))
     with render.progress(len(items), f"discard {job.run}") as advance:
         tally = job.discard([item.dl for item in items], reason, ledger, advance)
+    env.remember_ledger(topic)  # a ledger this run created is known from now on
     render.discard_report(env.as_json, topic, text, job.run, tally, dry_run=False)
     return EXIT_OK
 

@@ -107,6 +107,12 @@ class Env:
         check_ledger(self.conf(), topic, folder, expected=expected, recreate=self.recreate_ledger)
         self._ledgers_checked.add(topic)
 
+    def remember_ledger(self, topic: str) -> None:
+        """After a command wrote the ledger: remember its topic id (the first replay or discard
+        of a DLQ creates it), so that deleting it later is noticed like any other."""
+        self._ledgers_checked.discard(topic)
+        self.check_ledger(topic)
+
     def topic(self) -> str:
         """The one DLQ topic a writing command works on."""
         topics = self.topics()
