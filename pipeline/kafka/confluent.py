@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TypeVar
@@ -37,6 +38,9 @@ from pipeline.kafka.seam import (
 
 log = logging.getLogger("lazarus.worker")
 T = TypeVar("T")
+
+STUCK_GRACE_S = 5.0
+"""How long past its own timeout a transactional call may take before it counts as stuck."""
 
 _TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_MSG_SIZE})
 
@@ -247,16 +251,46 @@ class KafkaSink:
             else TopicPartition(t, p, c.offset)
             for (t, p), c in offsets.items()
         ]
-        self._call(
-            lambda: self._producer.send_offsets_to_transaction(parts, group, timeout_s),
+        producer = self._producer
+        self._bounded(
+            lambda: producer.send_offsets_to_transaction(parts, group, timeout_s),
             "sending offsets to the transaction",
+            timeout_s,
         )
 
     def commit_transaction(self, timeout_s: float) -> None:
-        self._call(lambda: self._producer.commit_transaction(timeout_s), "committing")
+        producer = self._producer
+        self._bounded(lambda: producer.commit_transaction(timeout_s), "committing", timeout_s)
 
     def abort_transaction(self, timeout_s: float) -> None:
-        self._call(lambda: self._producer.abort_transaction(timeout_s), "aborting")
+        producer = self._producer
+        self._bounded(lambda: producer.abort_transaction(timeout_s), "aborting", timeout_s)
+
+    def _bounded(self, call: Callable[[], object], what: str, timeout_s: float) -> None:
+        """A transactional call that must return within its own timeout (plus a grace): seen
+        here, librdkafka's send_offsets_to_transaction waited for minutes after a broker
+        restart despite its timeout. A call that overruns is a fatal `SinkFailure`: the caller
+        starts a new producer (which fences the stuck one) instead of hanging with it."""
+        outcome: list[BaseException | None] = []
+
+        def run() -> None:
+            try:
+                self._call(call, what)
+                outcome.append(None)
+            except BaseException as exc:  # handed to the caller's thread below
+                outcome.append(exc)
+
+        worker = threading.Thread(target=run, name=f"txn-{what}", daemon=True)
+        worker.start()
+        worker.join(timeout_s + STUCK_GRACE_S)
+        if not outcome:
+            raise SinkFailure(
+                SinkError(
+                    f"{what} did not return within {timeout_s + STUCK_GRACE_S:.0f}s", fatal=True
+                )
+            )
+        if outcome[0] is not None:
+            raise outcome[0]
 
     @staticmethod
     def _call(call: Callable[[], object], what: str) -> None:

@@ -71,6 +71,23 @@ def wait_progress(check: Checker, f: Fleet, what: str) -> None:
         raise AssertionError(f"{exc}\n{f.logs()}") from None
 
 
+def wait_recovered(check: Checker, f: Fleet, what: str) -> None:
+    """After an outage: wait until the group committed up to where the workers had got when
+    progress resumed. Until then a delivery the outage failed can still rewind a partition, and
+    at-least-once re-produces from there (records already produced included); once the commits
+    pass that point every such rewind is behind us, so the fault's window ends here."""
+    resumed = check.position()
+
+    def caught_up() -> bool:
+        committed = check.committed()
+        return check.all_committed() or all(committed.get(tp, 0) >= o for tp, o in resumed.items())
+
+    try:
+        wait_until(lambda: f.check_alive() and caught_up(), 90, what)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{f.logs()}") from None
+
+
 Inject = Callable[[Checker, Fleet], None]
 
 
@@ -133,6 +150,7 @@ def test_broker_restarted_mid_transaction(
         pause(rng, 1.0, 5.0)
         broker.start()
         wait_progress(check, f, "progress after the restart")
+        wait_recovered(check, f, "commits past the restart")
         check.mark("broker restart", low)
 
     scenario("broker restart", broker, workdir, mode, size(records=4000, faults=1), restart)
@@ -154,6 +172,7 @@ def test_broker_frozen_then_continued(
         finally:
             broker.resume()
         wait_progress(check, f, "progress after the freeze")
+        wait_recovered(check, f, "commits past the freeze")
         check.mark("broker frozen", low)
 
     scenario("broker SIGSTOP/SIGCONT", broker, workdir, mode, size(4000, 1), freeze)
