@@ -17,16 +17,14 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from socketserver import ThreadingMixIn
 from types import FrameType
-from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
+from pipeline.app.health_http import HealthServer
 from pipeline.app.settings import Settings
 from pipeline.errors import LazarusError
 from pipeline.kafka.follow import Cluster
@@ -43,7 +41,6 @@ from reprocessor.ledger import state_dir
 
 log = logging.getLogger("lazarus.dlq.exporter")
 DEFAULT_PORT = 9465
-StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,41 +99,21 @@ class Exporter:
             Target(s, Cluster(s.client_properties("consumer")), LagTracker(options.stall_window_s))
             for s in settings
         ]
-        self.server = make_server(
-            options.host, options.port, self.app, _ThreadingServer, _QuietHandler
-        )
+        self.server = HealthServer(options.host, options.port, self.registry, ready=self.health.get)
 
     @property
     def port(self) -> int:
-        return int(self.server.server_address[1])
-
-    def app(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "")
-        if path == "/metrics":
-            return _reply(
-                start_response, "200 OK", generate_latest(self.registry), CONTENT_TYPE_LATEST
-            )
-        if path == "/livez":
-            return _reply(start_response, "200 OK", b"ok\n")
-        if path == "/readyz":
-            reason = self.health.get()
-            if reason is None:
-                return _reply(start_response, "200 OK", b"ready\n")
-            return _reply(start_response, "503 Service Unavailable", f"{reason}\n".encode())
-        return _reply(start_response, "404 Not Found", b"not found\n")
+        return self.server.port
 
     def serve(self) -> None:
-        thread = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
-        thread.start()
-        log.info("dlq exporter serving on http://%s:%d/metrics", self.options.host, self.port)
+        self.server.start()
         try:
             while not self.stopping.is_set():
                 started = time.monotonic()
                 self.round()
                 self.stopping.wait(max(0.0, self.options.interval_s - (time.monotonic() - started)))
         finally:
-            self.server.shutdown()
-            self.server.server_close()
+            self.server.stop()
             for target in self.targets:
                 if target.index is not None:
                     target.index.close()
@@ -210,19 +187,3 @@ def run(settings: Sequence[Settings], options: Options) -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     exporter.serve()
-
-
-def _reply(
-    start_response: StartResponse, status: str, body: bytes, kind: str = "text/plain; charset=utf-8"
-) -> list[bytes]:
-    start_response(status, [("Content-Type", kind), ("Content-Length", str(len(body)))])
-    return [body]
-
-
-class _ThreadingServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug(format, *args)

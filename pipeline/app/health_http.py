@@ -60,7 +60,7 @@ class HealthServer:
             return reply(start_response, "404 Not Found", b"not found\n")
         reason = probe()
         if reason is None:
-            return reply(start_response, "200 OK", b"ok\n")
+            return reply(start_response, "200 OK", b"ok\n" if path == "/livez" else b"ready\n")
         return reply(start_response, "503 Service Unavailable", f"{reason}\n".encode())
 
     def start(self) -> HealthServer:
