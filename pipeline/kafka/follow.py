@@ -89,29 +89,26 @@ class Cluster:
     def cluster_id(self) -> str:
         """The cluster id (KRaft's, or ZooKeeper's), from a metadata request: every broker,
         librdkafka's mock cluster included, answers one; RuntimeFailure when unreachable."""
-        found = self._call(
-            lambda: self._admin.list_topics(timeout=self.timeout_s), "describe the cluster"
-        )
-        return str(found.cluster_id or "unknown")
+        return str(self._metadata().cluster_id or "unknown")
 
-    def _has_controller(self) -> bool:
-        """Whether the cluster answers the controller's admin requests (describe topics and
-        configs). librdkafka's mock cluster names a controller that is not one of its brokers
-        and never answers them: topics there have no id (recreation goes unnoticed) and no
-        retention settings."""
-        found = self._call(
+    def _metadata(self) -> Any:
+        return self._call(
             lambda: self._admin.list_topics(timeout=self.timeout_s), "describe the cluster"
         )
-        return found.controller_id in found.brokers
 
     def topics(self, names: Iterable[str]) -> dict[str, TopicMeta]:
-        """The named topics that exist, with their ids and retention configs."""
+        """The named topics that exist, with their ids and retention configs.
+
+        librdkafka's mock cluster names a controller that is not one of its brokers and never
+        answers the controller's requests (describe topics and configs): there, topics have no
+        id (recreation goes unnoticed) and no retention settings."""
         wanted = list(dict.fromkeys(names))
-        known = admin.existing_topics(self._admin, self.timeout_s)
+        meta = self._metadata()
+        known = {n: len(t.partitions) for n, t in meta.topics.items() if t.error is None}
         present = [n for n in wanted if n in known]
         if not present:
             return {}
-        if not self._has_controller():
+        if meta.controller_id not in meta.brokers:
             return {n: TopicMeta(n, "unknown", known[n], None, None, None) for n in present}
         described = self._call(
             lambda: {
