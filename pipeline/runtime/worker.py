@@ -179,8 +179,7 @@ class Worker:
                 self._flood_pause(rec)
                 return
             self.flood.record(dead)
-        if self._send(rec, outcome):
-            self._account(rec, outcome)
+        self._send(rec, outcome)
 
     # -- the crash-loop poison pill (core/crashes.py) -------------------------------------------
     def _guarded(self, rec: SourceRecord, guard: CrashGuard, careful: dict[TP, int]) -> None:
@@ -211,8 +210,7 @@ class Worker:
                 rec.offset,
                 verdict.attempts,
             )
-            if self._send(rec, routed):
-                self._account(rec, routed)
+            self._send(rec, routed)
         else:
             self._commit_mark(tp, rec.offset, verdict.metadata)
             self._route(rec)
@@ -286,30 +284,28 @@ class Worker:
             self._marks.pop(tp, None)
             self.crashes.revoked(tp)
 
-    def _send(self, rec: SourceRecord, routed: Routed) -> bool:
-        """Produce the route. A record refused as too large is re-routed without its value or
-        as a dead letter (a property of the record); any other refusal is an outage."""
+    def _send(self, rec: SourceRecord, routed: Routed, *, shrink: bool = True) -> None:
+        """Produce the route and count it. A record refused as too large is re-routed once
+        without its value or as a dead letter (a property of the record); any other refusal,
+        or a second one, is an outage: the batch stops at `rec`."""
         try:
             self.delivery.send(rec, routed)
-            return True
         except SinkFailure as exc:
-            if not exc.error.too_large:
+            if not (exc.error.too_large and shrink):
                 self._delivery_failed(exc.error.reason)
                 self._interrupt(rec, exc.error.reason)
-                return False
-            reason = exc.error.reason
-        smaller = self.handler.too_large(rec, routed, self.wall(), reason)
-        log.warning(
-            "%s/%d/%d refused as too large: %s", rec.topic, rec.partition, rec.offset, reason
-        )
-        try:
-            self.delivery.send(rec, smaller)
-        except SinkFailure as exc:
-            self._delivery_failed(exc.error.reason)
-            self._interrupt(rec, exc.error.reason)
-            return False
-        self._account(rec, smaller)
-        return False
+                return
+            log.warning(
+                "%s/%d/%d refused as too large: %s",
+                rec.topic,
+                rec.partition,
+                rec.offset,
+                exc.error.reason,
+            )
+            smaller = self.handler.too_large(rec, routed, self.wall(), exc.error.reason)
+            self._send(rec, smaller, shrink=False)
+            return
+        self._account(rec, routed)
 
     def _account(self, rec: SourceRecord, routed: Routed) -> None:
         failure = routed.failure
