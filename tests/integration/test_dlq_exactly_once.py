@@ -88,7 +88,9 @@ def test_two_concurrent_replays_publish_each_dead_letter_once(
     command = ("-b", bootstrap, "-t", dlq_topic, "replay", "--to", target, "--yes")
     state = ("--state-dir", str(tmp_path))
 
-    slow = DlqProcess(tmp_path / "slow.log", *command, *state, "--rate", "30/s")
+    # slow enough that the fast run, started once the slow one is under way, fences it even
+    # on a loaded machine (at 30/s the slow run could finish first)
+    slow = DlqProcess(tmp_path / "slow.log", *command, *state, "--rate", "10/s")
     wait_until(lambda: copies_landed(bootstrap, target) >= 20, 60, "the slow run's first copies")
     fast = DlqProcess(tmp_path / "fast.log", *command, *state)
     assert fast.wait() == 0, fast.text()
