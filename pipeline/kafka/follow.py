@@ -293,12 +293,17 @@ class Follower:
                         continue
                     raise RuntimeFailure(f"reading {self.topic} failed: {err.str()}")
                 p, o = msg.partition() or 0, msg.offset() or 0
-                if p not in todo or o >= ends[p]:
+                if p not in todo:
+                    continue
+                if o >= ends[p]:
+                    # a record past the end: the partition is done, even when a marker sat
+                    # just before the end (a topic written to meanwhile never polls idle)
+                    positions[p] = ends[p]
                     continue
                 positions[p] = o + 1
                 headers = cast(list[tuple[str, bytes | None]] | None, msg.headers())
                 out.append((p, o, msg.timestamp()[1], msg.key(), msg.value(), headers))
-            done = self._finished(todo, positions, bool(messages))
+            done = self._finished(todo, positions)
             if out or done:
                 last_move = time.monotonic()
                 positions.update(done)
@@ -306,16 +311,17 @@ class Follower:
             elif time.monotonic() - last_move > self._stall_s:
                 raise RuntimeFailure(f"reading {self.topic} stalled short of its end")
 
-    def _finished(self, todo: set[int], positions: dict[int, int], busy: bool) -> dict[int, int]:
+    def _finished(self, todo: set[int], positions: dict[int, int]) -> dict[int, int]:
         """Partitions that reached their end in this batch: their next offset is the end, so a
-        marker at the end is never read again."""
+        marker at the end is never read again. A partition without a record in this batch asks
+        where the consumer stands (a local call): only markers may be left before its end."""
         done = {p: ends for p, o in positions.items() if o >= (ends := self._ends[p])}
-        if not busy:  # only markers left, or an idle poll: ask where the consumer stands
-            tps = self._consumer.position([TopicPartition(self.topic, p) for p in todo])
+        quiet = [TopicPartition(self.topic, p) for p in todo if p not in positions]
+        if quiet:
             done.update(
                 {
                     tp.partition: self._ends[tp.partition]
-                    for tp in tps
+                    for tp in self._consumer.position(quiet)
                     if tp.offset >= self._ends[tp.partition]
                 }
             )

@@ -5,6 +5,7 @@ expired; `dlq stats`, `group` and `inspect --where` answer from the index what a
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,7 @@ from confluent_kafka.admin import AdminClient
 
 from pipeline.core.contract import ledger_topic
 from pipeline.errors import Category
-from pipeline.kafka.follow import Cluster
+from pipeline.kafka.follow import Cluster, Follower
 from reprocessor.index import DlqIndex
 from reprocessor.index_query import depth
 from tests.conftest import create_topics
@@ -171,3 +172,42 @@ def _comparable(rows: list[dict[str, object]]) -> list[dict[str, object]]:
             kept["by_category"] = dict(sorted(kept["by_category"].items()))  # type: ignore[union-attr]
         out.append(kept)
     return sorted(out, key=repr)
+
+
+def test_a_follower_ending_at_a_marker_finishes_while_the_topic_keeps_growing(
+    bootstrap: str, topic_factory: Callable[..., str]
+) -> None:
+    """The last record before the end is a commit marker and new records keep arriving behind
+    it (a replay writing its ledger): the follower stops at the end while the writes go on. It
+    used to wait for a poll that returned nothing, which a busy topic never gives."""
+    topic = topic_factory(partitions=1, suffix="ledger-")
+    fill_in_transaction(bootstrap, topic, letters(5), commit=True)  # offsets 0-4, marker at 5
+    cluster = Cluster({"bootstrap.servers": bootstrap})
+    ends = {p: m.end for p, m in cluster.marks(topic, 1).items()}
+    assert ends == {0: 6}
+
+    done, quiet = threading.Event(), threading.Event()
+
+    def keep_writing() -> None:  # a record every 0.1 s for up to 30 s: never an idle poll
+        writer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
+        for _ in range(300):
+            if done.is_set():
+                return
+            writer.produce(topic, b"more")
+            writer.flush(5)
+            time.sleep(0.1)
+        quiet.set()
+
+    thread = threading.Thread(target=keep_writing, daemon=True)
+    thread.start()
+    seen: list[int] = []
+    last: dict[int, int] = {}
+    with Follower(cluster.conf, topic, {0: 0}, ends, stall_s=60) as follower:
+        for batch, positions in follower.batches():
+            seen.extend(offset for _, offset, *_ in batch)
+            last.update(positions)
+    done.set()
+    thread.join()
+    assert not quiet.is_set(), "the follower only stopped once the topic fell quiet"
+    assert seen == [0, 1, 2, 3, 4]
+    assert last == {0: 6}
