@@ -5,6 +5,7 @@ the scenario ends, whatever happened."""
 from __future__ import annotations
 
 import random
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -66,6 +67,9 @@ def checker(pipe: Pipeline) -> Checker:
     return Checker(pipe.bootstrap, pipe.name, [pipe.orders], pipe.output, pipe.dlq, pipe.partitions)
 
 
+REBALANCE = re.compile(r"lazarus\.worker: (?:assigned|revoked|lost) ")
+
+
 @dataclass
 class Fleet:
     """The scenario's workers by name; `--instance` is left to the default derivation."""
@@ -97,6 +101,14 @@ class Fleet:
                 worker.proc.send_signal(signal.SIGKILL)
             worker.proc.wait(30)
             worker.out.close()
+
+    def rebalances(self) -> int:
+        """Assignments, revocations and losses the workers logged so far (every run of every
+        worker of this scenario run)."""
+        return sum(
+            len(REBALANCE.findall(p.read_text(errors="replace")))
+            for p in self.workdir.glob("*.log")
+        )
 
     def logs(self) -> str:
         return "\n".join(

@@ -88,6 +88,27 @@ def wait_recovered(check: Checker, f: Fleet, what: str) -> None:
         raise AssertionError(f"{exc}\n{f.logs()}") from None
 
 
+# longer than the workers' session timeout (3 s): a rebalance a fault caused has begun by then
+QUIET_S = 5.0
+
+
+def wait_settled(check: Checker, f: Fleet, what: str) -> None:
+    """`wait_recovered`, then no assignment, revocation or loss for QUIET_S; a rebalance in
+    the meantime (a member the fault expired, rejoining late) starts the wait over. A fault's
+    consequences reach as far as the rebalances it causes: a member that loses its partitions
+    without committing hands them over at the last commit, and at-least-once produces the
+    records after it again. The window ends only once they are behind us."""
+    deadline = time.monotonic() + 180
+    while True:
+        before = f.rebalances()
+        wait_recovered(check, f, what)
+        time.sleep(QUIET_S)
+        if f.rebalances() == before or check.all_committed():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: the group never settled\n{f.logs()}")
+
+
 Inject = Callable[[Checker, Fleet], None]
 
 
@@ -135,7 +156,7 @@ def test_kill_9_at_random_points(
         # The kill costs two rebalances (the victim's session expires, then it joins again);
         # a rebalance can hand a partition over before its last commit lands, so the window
         # runs from the commit before the kill until the group committed past the recovery.
-        wait_recovered(check, f, f"commits past the restart of {victim}")
+        wait_settled(check, f, f"commits past the restart of {victim}")
         check.mark(f"kill {victim}", low)
 
     scenario("worker kill -9", broker, workdir, mode, size(records=6000, faults=3), kill)
@@ -155,7 +176,7 @@ def test_broker_restarted_mid_transaction(
         pause(rng, 1.0, 5.0)
         broker.start()
         wait_progress(check, f, "progress after the restart")
-        wait_recovered(check, f, "commits past the restart")
+        wait_settled(check, f, "commits past the restart")
         check.mark("broker restart", low)
 
     scenario("broker restart", broker, workdir, mode, size(records=4000, faults=1), restart)
@@ -177,7 +198,7 @@ def test_broker_frozen_then_continued(
         finally:
             broker.resume()
         wait_progress(check, f, "progress after the freeze")
-        wait_recovered(check, f, "commits past the freeze")
+        wait_settled(check, f, "commits past the freeze")
         check.mark("broker frozen", low)
 
     scenario("broker SIGSTOP/SIGCONT", broker, workdir, mode, size(4000, 1), freeze)
