@@ -9,6 +9,8 @@ offset tracker, or inside a transaction.
 from __future__ import annotations
 
 import logging
+import re
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -35,6 +37,38 @@ CONSUMER_DEFAULTS: dict[str, str | int | float | bool] = {
 
 
 KAFKA_LOG = logging.getLogger("lazarus.kafka")
+
+
+class _Quieter(logging.Filter):
+    """librdkafka logs a refused login or a dead connection once per client, broker and retry
+    (a worker with wrong credentials printed the same line 40 times before its one error):
+    keep the first line of each text (client names aside) per `every_s`, and drop refused
+    logins altogether, since `error_cb` records them and the command reports them in one line."""
+
+    _CLIENT = re.compile(r"\[rdkafka#[a-z]+-\d+\] ")
+
+    def __init__(self, every_s: float = 60.0) -> None:
+        super().__init__()
+        self.every_s = every_s
+        self._seen: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno <= logging.DEBUG:  # `-X debug=...` asked for every line
+            return True
+        text = record.getMessage()
+        if "SASL authentication error" in text or "Authentication failed" in text:
+            return False
+        key, now = self._CLIENT.sub("", text), time.monotonic()
+        last = self._seen.get(key)
+        if last is not None and now - last < self.every_s:
+            return False
+        if len(self._seen) > 1000:
+            self._seen.clear()
+        self._seen[key] = now
+        return True
+
+
+KAFKA_LOG.addFilter(_Quieter())
 
 
 _AUTHENTICATION_CODES = frozenset(
