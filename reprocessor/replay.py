@@ -24,9 +24,16 @@ from typing import Protocol
 
 from pipeline.core.contract import Header, build_replay, redrive_topic
 from pipeline.core.dialects import without_foreign
+from pipeline.core.ledger_codec import LedgerEntry
 from pipeline.errors import ConfigError
 from reprocessor.deadletters import DeadLetter
-from reprocessor.ledger import Ledger, discarded_entry, ledger_record, replayed_entry
+from reprocessor.ledger import (
+    Ledger,
+    ReplayedRecords,
+    discarded_entry,
+    ledger_record,
+    replayed_entry,
+)
 from reprocessor.payloads import origin_topic
 
 CHUNK = 2000
@@ -329,20 +336,33 @@ class Run:
             self.sink.send(copy.topic, copy.key, copy.value, copy.headers)
         targets = self.sink.flush()
         at = self.clock()
-        entries = []
-        for copy, target in zip(chunk, targets, strict=True):
-            entry = replayed_entry(
-                copy.dl, run=self.run, operator=self.operator, target=target, at_ms=at, fix=copy.fix
-            )
-            key, value = ledger_record(copy.dl, entry)
+        for key, value in self._ledger_records(chunk, targets, at):
             self.sink.send(self.ledger_topic, key, value, [])
-            entries.append((copy, entry))
         self.sink.commit()
-        for copy, entry in entries:
+        for copy, target in zip(chunk, targets, strict=True):
             if remember:
-                ledger.record(copy.dl.coordinates, entry)
+                ledger.record(copy.dl.coordinates, self._entry(copy, target, at))
             tally.by_target[copy.topic] = tally.by_target.get(copy.topic, 0) + 1
         tally.done += len(chunk)
+
+    def _ledger_records(
+        self, chunk: Sequence[Copy], targets: Sequence[str], at: int
+    ) -> list[tuple[bytes, bytes]]:
+        """The chunk's ledger records, encoded per chunk (`ReplayedRecords`) when its copies
+        share one fix, as a run's copies do."""
+        fixes = {copy.fix for copy in chunk}
+        if len(fixes) == 1:
+            batch = ReplayedRecords(self.run, self.operator, at, fixes.pop())
+            return batch.records([copy.dl for copy in chunk], targets)
+        return [
+            ledger_record(copy.dl, self._entry(copy, target, at))
+            for copy, target in zip(chunk, targets, strict=True)
+        ]
+
+    def _entry(self, copy: Copy, target: str, at: int) -> LedgerEntry:
+        return replayed_entry(
+            copy.dl, run=self.run, operator=self.operator, target=target, at_ms=at, fix=copy.fix
+        )
 
     def discard(
         self, letters: Sequence[DeadLetter], reason: str, ledger: Ledger, progress: Progress

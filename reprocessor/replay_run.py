@@ -280,30 +280,58 @@ def _job(env: Env, dlq_topic: str, run_id: str) -> Run:
 
 
 def planned_results(env: Env, stored: StoredPlan, recipe: Recipe) -> Iterator[Copy | Refused]:
-    """The plan's copies (or refusals), read back partition by partition: the DLQ is read from
-    the first planned offset and merged with the plan's lines, both in offset order."""
+    """The plan's copies (or refusals), read back with one reader over every planned partition
+    (each from its first planned offset, so their fetches overlap), each partition's records
+    merged with its plan lines, both in offset order. Partitions interleave; each keeps its
+    order, hence each key's. Holds one plan line per partition."""
     topic = stored.plan.dlq_topic
-    for partition in stored.partitions():
-        entries = stored.entries(partition)
-        entry = next(entries, None)
-        if entry is None:
-            continue
-        spec = dlqio.ReadSpec(partitions=(partition,), offset=entry.offset)
+    cursors = {p: c for p in stored.partitions() if (c := _Cursor.open(stored, p)) is not None}
+    if cursors:
+        starts = tuple((p, c.entry.offset) for p, c in cursors.items() if c.entry is not None)
+        spec = dlqio.ReadSpec(partitions=tuple(cursors), starts=starts)
         with dlqio.TopicReader({**READ_AHEAD, **env.conf()}, topic, spec) as reader:
             for consumed in reader.records():
                 r = consumed.record
-                while entry is not None and entry.offset < r.offset:
-                    yield _gone(topic, entry)
-                    entry = next(entries, None)
-                if entry is None:
-                    break
-                if entry.offset == r.offset:
-                    found = restored(env, _letter(r))
-                    yield found if isinstance(found, Refused) else _checked(found, entry, recipe)
-                    entry = next(entries, None)
-        while entry is not None:
-            yield _gone(topic, entry)
-            entry = next(entries, None)
+                cursor = cursors[r.partition]
+                yield from cursor.gone_before(topic, r.offset)
+                if cursor.entry is not None and cursor.entry.offset == r.offset:
+                    yield _planned(env, r, cursor.entry, recipe)
+                    cursor.advance()
+                if cursor.entry is None:
+                    reader.finish(r.partition)
+    for cursor in cursors.values():
+        yield from cursor.gone_before(topic, None)
+
+
+def _planned(env: Env, r: SourceRecord, entry: plans.Entry, recipe: Recipe) -> Copy | Refused:
+    """The copy of the planned record `r`, or why it is refused."""
+    found = restored(env, _letter(r))
+    return found if isinstance(found, Refused) else _checked(found, entry, recipe)
+
+
+@dataclass
+class _Cursor:
+    """One partition's plan lines, read one at a time: `entry` is the next one (None at the
+    end)."""
+
+    entries: Iterator[plans.Entry]
+    entry: plans.Entry | None
+
+    @classmethod
+    def open(cls, stored: StoredPlan, partition: int) -> _Cursor | None:
+        entries = stored.entries(partition)
+        first = next(entries, None)
+        return None if first is None else cls(entries, first)
+
+    def advance(self) -> None:
+        self.entry = next(self.entries, None)
+
+    def gone_before(self, topic: str, offset: int | None) -> Iterator[Refused]:
+        """Refusals for the planned offsets below `offset` (all that are left, for None): the
+        read passed them, so the DLQ no longer holds them."""
+        while self.entry is not None and (offset is None or self.entry.offset < offset):
+            yield _gone(topic, self.entry)
+            self.advance()
 
 
 def restored(env: Env, dl: DeadLetter) -> DeadLetter | Refused:
@@ -337,7 +365,17 @@ def _letter(r: SourceRecord) -> DeadLetter:
     row = fast_row(r.partition, r.offset, ts, r.value, r.headers) if r.headers else None
     if row is None or (r.value is None and any(n == VALUE_OMITTED for n, _ in r.headers)):
         return from_record(r.topic, r.partition, r.offset, ts, r.key, r.value, r.headers)
-    return replace(letter_of(r.topic, row), key=r.key, value=r.value, headers=r.headers)
+    return _completed(letter_of(r.topic, row), r)
+
+
+def _completed(dl: DeadLetter, r: SourceRecord) -> DeadLetter:
+    """`dl` (an index row's letter, made just now for `r`) with `r`'s key, value and headers.
+    Set in place: `dataclasses.replace` rebuilds all 26 fields through `__init__`, a fifth of
+    a replayed record's cost, and nothing else holds `dl` yet, so no one sees it change."""
+    object.__setattr__(dl, "key", r.key)
+    object.__setattr__(dl, "value", r.value)
+    object.__setattr__(dl, "headers", r.headers)
+    return dl
 
 
 def _gone(topic: str, entry: plans.Entry) -> Refused:

@@ -84,14 +84,16 @@ class Consumed:
 @dataclass(frozen=True, slots=True)
 class ReadSpec:
     """Where a read starts: every partition's beginning by default, its last `tail` records,
-    the first record at or after `since_ms` (by timestamp), or `offset`. It always ends at the
-    end offsets captured when the read starts."""
+    the first record at or after `since_ms` (by timestamp), `offset`, or per partition
+    `starts` ((partition, offset) pairs). It always ends at the end offsets captured when the
+    read starts."""
 
     tail: int | None = None
     since_ms: int | None = None
     partitions: tuple[int, ...] | None = None
     offset: int | None = None
     isolation: Isolation = "read_committed"
+    starts: tuple[tuple[int, int], ...] = ()
 
 
 def topic_partitions(conf: KafkaConf, topic: str, timeout_s: float = 15.0) -> int:
@@ -158,6 +160,7 @@ class TopicReader:
         self._consumer = _consumer(conf, spec.isolation)
         self.ends: dict[int, int] = {}
         self.starts: dict[int, int] = {}
+        self._todo: set[int] = set()
 
     def __enter__(self) -> TopicReader:
         self._open()
@@ -200,6 +203,9 @@ class TopicReader:
             start = max(start, high - spec.tail)
         if spec.offset is not None:
             start = max(start, spec.offset)
+        for wanted, offset in spec.starts:
+            if wanted == partition:
+                start = max(start, offset)
         return start
 
     @property
@@ -209,7 +215,7 @@ class TopicReader:
 
     def records(self) -> Iterator[Consumed]:
         """Every record between the start and the captured end, partition order kept."""
-        todo = {p for p in self.ends if self.starts[p] < self.ends[p]}
+        todo = self._todo = {p for p in self.ends if self.starts[p] < self.ends[p]}
         progress = _Progress(self._consumer, self.topic, self.ends)
         while todo:
             batch = self._consumer.consume(BATCH, timeout=0.5)
@@ -218,6 +224,13 @@ class TopicReader:
                 if consumed is not None:
                     yield consumed
             progress.check(todo, bool(batch))
+
+    def finish(self, partition: int) -> None:
+        """Read no more of `partition` (the caller has what it wanted from it): it is paused,
+        and `records()` ends once the other partitions reach their ends."""
+        if partition in self._todo:
+            self._todo.discard(partition)
+            self._consumer.pause([TopicPartition(self.topic, partition)])
 
     def _accept(self, msg: Message, todo: set[int]) -> Consumed | None:
         err = msg.error()
@@ -326,11 +339,14 @@ class TxnProducer:
                 where = (msg.partition() or 0, msg.offset() or 0)
                 self._reports[index] = format_coordinates(topic, *where)
 
-        wire: list[tuple[str, str | bytes | None]] = list(headers)
-        self._call(
-            lambda: self._producer.produce(topic, value, key, headers=wire, on_delivery=report),
-            "produce",
-        )
+        wire = cast(list[tuple[str, str | bytes | None]], headers)
+        try:  # the common case without a lambda; a full queue or an error: `_call` decides
+            self._producer.produce(topic, value, key, headers=wire, on_delivery=report)
+        except (BufferError, KafkaException):
+            self._call(
+                lambda: self._producer.produce(topic, value, key, headers=wire, on_delivery=report),
+                "produce",
+            )
         if index % 256 == 255:  # serve delivery reports now and then; flush() serves the rest
             self._call(lambda: self._producer.poll(0), "produce")
         return index

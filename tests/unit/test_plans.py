@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import io
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from rich.console import Console
 
 from pipeline.core.contract import Failure, SourceRecord, build_dead_letter
 from pipeline.errors import Category, ConfigError
 from reprocessor import plans, render
 from reprocessor.deadletters import DeadLetter, from_record
-from reprocessor.ledger import Plan
+from reprocessor.ledger import Plan, ReplayedRecords, ledger_record, replayed_entry
 
 
 def letter(partition: int, offset: int, value: bytes = b"{}") -> DeadLetter:
@@ -54,6 +57,37 @@ def test_a_changed_failure_is_not_the_planned_dead_letter(tmp_path: Path) -> Non
     other = Failure(Category.SCHEMA, "E", "other cause", 5_000, "orders-app")
     changed = from_record("orders.dlq", 0, 1, 6_000, b"k", b"{}", build_dead_letter(record, other))
     assert not entry.same(changed, b"v")
+
+
+def test_a_plan_line_reads_back_what_was_written(tmp_path: Path) -> None:
+    dl = replace(letter(2, 11), fingerprint='odd "fp" \\ é')  # a formatted line: JSON-escaped
+    with plans.PlanWriter(tmp_path, header()) as writer:
+        writer.add(dl, b"v", "out")
+    (entry,) = plans.load(tmp_path, "r-1").entries(2)
+    assert (entry.offset, entry.fingerprint, entry.failed_at_ms) == (11, dl.fingerprint, 5_000)
+    assert entry.same(dl, b"v")
+
+
+@given(
+    operator=st.text(max_size=30) | st.just("lazarus-sentinel-fingerprint"),
+    run=st.text(min_size=1, max_size=20),
+    fix=st.lists(st.text(max_size=10), max_size=3).map(tuple),
+    fingerprint=st.text(max_size=20) | st.just("lazarus-sentinel-target/0/0"),
+    failed_at=st.integers(min_value=0, max_value=2**63),
+    target=st.from_regex(r"[A-Za-z0-9._-]{1,20}/[0-9]{1,5}/[0-9]{1,12}", fullmatch=True),
+)
+def test_a_chunks_ledger_records_are_the_codecs_bytes(
+    operator: str, run: str, fix: tuple[str, ...], fingerprint: str, failed_at: int, target: str
+) -> None:
+    """Encoding the common fields once per chunk must give exactly what encoding each entry
+    gives, whatever the operator, run, fix, fingerprint (placeholder look-alikes included)."""
+    dl = replace(letter(3, 42), fingerprint=fingerprint, failed_at_ms=failed_at)
+    batch = ReplayedRecords(run, operator, 1, fix)
+    expected = ledger_record(
+        dl,
+        replayed_entry(dl, run=run, operator=operator, target=target, at_ms=batch.at_ms, fix=fix),
+    )
+    assert batch.records([dl, dl], [target, target]) == [expected, expected]
 
 
 def test_a_failed_plan_leaves_nothing_behind(tmp_path: Path) -> None:
