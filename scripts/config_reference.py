@@ -37,6 +37,8 @@ NOTES = {
     "commit_interval_ms": "at-least-once: how often safe offsets are committed",
     "policy.crash_limit": "a record on which this many processes died in a row is dead-lettered "
     "as `crashed`, unprocessed (0: never)",
+    "reprocessor.mask": "fields `dlq` masks in everything it prints, as `--mask` "
+    "(`value.card.number`, `key`, `header.x-user`; see [Redaction](#redaction))",
     "reprocessor.index": "answer `dlq stats`, `group` and `inspect --where` from the local index "
     "(false: always read the topic)",
     "metrics_port": "serve `/metrics`, `/livez` and `/readyz` on this port (with `--processes N`, "
@@ -71,7 +73,11 @@ NOTES = {
     "policy.max_backoff_ms": "backoff cap",
     "policy.retry_budget_ms": "total retry time per record",
     "policy.tombstones": "`forward` or `dead-letter` records with a null value",
-    "policy.redact": "`module:function(str) -> str` applied to user exception messages",
+    "policy.redact": "`module:function(str) -> str` applied to the messages kept by "
+    '`policy.error_messages = "keep"`',
+    "policy.error_messages": "`redact`: a processor's exception text and custom validator "
+    "messages are withheld from dead letters and logs (type kept); `keep`: recorded through "
+    "`policy.redact` (see [Redaction](#redaction))",
     "policy.breaker_threshold": "consecutive dependency failures that open the circuit",
     "policy.breaker_open_ms": "first open delay before a half-open probe (doubles, capped)",
     "policy.breaker_max_open_ms": "cap of the open delay",

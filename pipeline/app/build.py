@@ -77,6 +77,7 @@ class Schemas:
         self.settings = settings
         self._source: SchemaSource | None = None
         self._catalog: LocalCatalog | None = None
+        self.keep_messages = message_hook(settings)
 
     def catalog(self) -> LocalCatalog:
         if self._catalog is None:
@@ -117,14 +118,21 @@ class Schemas:
         if spec.format == "json":
             if model is None:
                 raise ConfigError('a json topic needs `model = "module:Model"`')
-            return JsonCodec(model, strict=spec.strict)
+            return JsonCodec(model, strict=spec.strict, keep_messages=self.keep_messages)
         reader = self.file_schema(spec.reader_schema) if spec.reader_schema else None
+        writer = None
         if spec.format == "avro-schemaless":
             if spec.writer_schema is None:
                 raise ConfigError('an avro-schemaless topic needs `writer_schema = "file.avsc"`')
             writer = self.file_schema(spec.writer_schema)
-            return AvroCodec(writer=writer, reader=reader, model=model, strict=spec.strict)
-        return AvroCodec(source=self.source(), reader=reader, model=model, strict=spec.strict)
+        return AvroCodec(
+            source=self.source() if writer is None else None,
+            writer=writer,
+            reader=reader,
+            model=model,
+            strict=spec.strict,
+            keep_messages=self.keep_messages,
+        )
 
     def output_codec(self, spec: SchemaSpec | None) -> Codec | None:
         if spec is None:
@@ -152,16 +160,35 @@ def load_callable(spec: str, what: str) -> Callable[..., object]:
     return found  # type: ignore[no-any-return]
 
 
+def message_hook(settings: Settings) -> Redactor | None:
+    """How the text of the user's own exceptions and validators is recorded: None withholds it
+    (`policy.error_messages = "redact"`, the default); with "keep", through `policy.redact`
+    (the identity when unset)."""
+    policy = settings.policy
+    if policy.error_messages == "redact":
+        return None
+    if policy.redact:
+        return load_callable(policy.redact, "policy.redact")  # type: ignore[return-value]
+    return _identity
+
+
+def _identity(text: str) -> str:
+    return text
+
+
 def build_handler(
     settings: Settings, schemas: Schemas, holds: HoldRules, worker_id: str
 ) -> Handler:
     policy = settings.policy
+    if policy.redact and policy.error_messages == "redact":
+        log.warning(
+            'policy.redact is set but policy.error_messages is "redact": exception and '
+            "validator messages are withheld and the hook is unused (set "
+            'policy.error_messages = "keep" to record them through it)'
+        )
     processor: Processor | None = None
     if settings.processor:
         processor = load_callable(settings.processor, "processor")
-    redact: Redactor = (
-        load_callable(policy.redact, "policy.redact") if policy.redact else (lambda text: text)  # type: ignore[assignment]
-    )
     return Handler(
         pipeline=settings.pipeline,
         output_topic=settings.output.topic,
@@ -172,7 +199,7 @@ def build_handler(
         processor=processor,
         retry=retry_policy(settings),
         retryable=load_exception_types(policy.retryable),
-        redact=redact,
+        redact=schemas.keep_messages,
         tombstones=policy.tombstones,
         stacktraces=settings.dlq.stacktraces,
         worker_id=worker_id,

@@ -106,6 +106,7 @@ class PolicySpec(Frozen):
     retry_budget_ms: int = Field(default=30_000, ge=0)
     tombstones: Literal["forward", "dead-letter"] = "forward"
     redact: str | None = None
+    error_messages: Literal["redact", "keep"] = "redact"
     breaker_threshold: int = Field(default=5, ge=1)
     breaker_open_ms: int = Field(default=1000, ge=1)
     breaker_max_open_ms: int = Field(default=30_000, ge=1)
@@ -133,6 +134,7 @@ class ReprocessorSpec(Frozen):
     max_replays: int = Field(default=3, ge=0)
     operator: str | None = None
     index: bool = True
+    mask: tuple[str, ...] = ()
 
 
 class Settings(BaseSettings):

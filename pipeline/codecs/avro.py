@@ -30,6 +30,7 @@ from pydantic import BaseModel
 from pipeline.codecs.base import Decoded
 from pipeline.codecs.finite import compile_model_check
 from pipeline.codecs.json import holds_non_finite, model_ref, summarise, validate_python
+from pipeline.codecs.locations import Redactor
 from pipeline.errors import (
     ConfigError,
     DeserializationError,
@@ -260,11 +261,21 @@ class AvroCodec:
     the frame) or schemaless (`writer=`: one configured writer schema). Exactly one of the two.
 
     `reader=` resolves every writer schema to that reader schema (Avro schema evolution).
-    `model=` also validates the decoded dict against a pydantic model (`strict=` as for
-    `JsonCodec`); `Decoded.event` stays the dict, so that re-encoding keeps Avro's types.
+    `model=` also validates the decoded dict against a pydantic model (`strict=` and
+    `keep_messages=` as for `JsonCodec`); `Decoded.event` stays the dict, so that re-encoding
+    keeps Avro's types.
     """
 
-    __slots__ = ("_finite", "_model", "_reader", "_refs", "_source", "_strict", "_writer")
+    __slots__ = (
+        "_finite",
+        "_keep",
+        "_model",
+        "_reader",
+        "_refs",
+        "_source",
+        "_strict",
+        "_writer",
+    )
 
     def __init__(
         self,
@@ -274,6 +285,7 @@ class AvroCodec:
         reader: ParsedSchema | None = None,
         model: type[BaseModel] | None = None,
         strict: bool = False,
+        keep_messages: Redactor | None = None,
     ) -> None:
         if (source is None) == (writer is None):
             raise ConfigError(
@@ -285,6 +297,7 @@ class AvroCodec:
         self._reader = reader
         self._model = model
         self._strict = strict
+        self._keep = keep_messages
         self._finite = None if model is None else compile_model_check(model, holds_non_finite)
         self._refs: dict[int, str] = {}  # per writer schema object: built once
 
@@ -299,7 +312,13 @@ class AvroCodec:
         writer = self._writer_for(schema_id)
         event = read_record(body, writer, self._reader)
         if self._model is not None:
-            validate_python(self._model, event, strict=self._strict, may_be_non_finite=self._finite)
+            validate_python(
+                self._model,
+                event,
+                strict=self._strict,
+                may_be_non_finite=self._finite,
+                keep_messages=self._keep,
+            )
         key = id(writer.schema)
         ref = self._refs.get(key)
         if ref is None:
@@ -338,7 +357,7 @@ class AvroCodec:
         if not isinstance(event, Mapping):
             raise ValidationFailed(f"cannot encode a {type(event).__name__} as an Avro record")
         if self._model is not None:
-            validate_python(self._model, event, strict=self._strict)
+            validate_python(self._model, event, strict=self._strict, keep_messages=self._keep)
         return dict(event)
 
     def _ref(self, writer: ParsedSchema) -> str:

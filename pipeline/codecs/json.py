@@ -3,7 +3,9 @@ into `RecordError`s that the Avro codec shares.
 
 Why the care: `str(ValidationError)` embeds the raw input, and dead-letter headers must hold no
 payload values, so messages and details are built only from
-`errors(include_input=False, include_context=False, include_url=False)`. pydantic reports
+`errors(include_input=False, include_url=False)`, with the input's own parts of each location
+(dict keys, extra field names, union tags) and of each message (a validator's own text) taken
+out by `pipeline.codecs.locations`. pydantic reports
 undecodable bytes (bad UTF-8, malformed JSON, nesting past its recursion limit, numbers past
 its size limit) as a `ValidationError` of type `json_invalid`: those are deserialization
 failures, not validation ones. And pydantic accepts NaN and infinities (`NaN`, `Infinity`,
@@ -27,6 +29,7 @@ from pydantic_core import PydanticSerializationError
 
 from pipeline.codecs.base import Decoded
 from pipeline.codecs.finite import compile_model_check
+from pipeline.codecs.locations import EXTRA, KEY, WITHHELD, Redactor, safe_location, safe_message
 from pipeline.errors import DeserializationError, RecordError, ValidationFailed
 
 M = TypeVar("M", bound=BaseModel)
@@ -52,6 +55,7 @@ def validate_python(
     *,
     strict: bool = False,
     may_be_non_finite: Callable[[object], bool] | None = None,
+    keep_messages: Redactor | None = None,
 ) -> M:
     """Validate an already decoded value (e.g. the Avro codec's dict) against `model`.
 
@@ -59,14 +63,15 @@ def validate_python(
     crash with something other than `ValueError` (whose messages may quote the input).
     `may_be_non_finite`, a check of the validated event compiled per model
     (`pipeline.codecs.finite`), replaces the walk of all of `data`; the event is walked in full
-    only when it says so.
+    only when it says so. A validator's own message is recorded only through `keep_messages`
+    (the pipeline's `policy.redact` hook when it keeps them), else withheld.
     """
     try:
         event = model.model_validate(data, strict=strict)
     except ValidationError as exc:
-        raise validation_failed(exc, model.__name__) from exc
+        raise validation_failed(exc, model, keep_messages) from exc
     except Exception as exc:
-        raise validator_crashed(model, exc) from exc
+        raise validator_crashed(model, exc, keep_messages) from exc
     if may_be_non_finite is None:
         if plain_may_be_non_finite(data):
             reject_non_finite(event, model.__name__)
@@ -75,13 +80,18 @@ def validate_python(
     return event
 
 
-def error_details(exc: ValidationError) -> list[dict[str, str]]:
-    """`[{"loc": "items.0.qty", "msg": ..., "type": ...}]`, free of input values."""
-    errors = exc.errors(include_url=False, include_context=False, include_input=False)
+def error_details(
+    exc: ValidationError, model: type[BaseModel], keep_messages: Redactor | None = None
+) -> list[dict[str, str]]:
+    """`[{"loc": "items.0.qty", "msg": ..., "type": ...}]`, free of input values: user-chosen
+    location parts become `<key>`, `<extra field>` or `<tag>` (`locations.safe_location`) and
+    messages that quote the input are rebuilt or withheld (`locations.safe_message`). The
+    context is read (a union's expected tags) but never copied."""
+    errors = exc.errors(include_url=False, include_input=False)
     return [
         {
-            "loc": ".".join(str(part) for part in error["loc"]),
-            "msg": error["msg"],
+            "loc": safe_location(model, error["loc"]),
+            "msg": safe_message(error, keep_messages),
             "type": error["type"],
         }
         for error in errors[:MAX_DETAILS]
@@ -96,18 +106,23 @@ def summarise(title: str, details: list[dict[str, str]], total: int) -> str:
     return f"{total} validation {noun} for {title}: {named}{more}"
 
 
-def validation_failed(exc: ValidationError, title: str) -> ValidationFailed:
+def validation_failed(
+    exc: ValidationError, model: type[BaseModel], keep_messages: Redactor | None = None
+) -> ValidationFailed:
     """The `ValidationFailed` for a pydantic `ValidationError` (whose own text is never used)."""
-    details = error_details(exc)
-    return ValidationFailed(summarise(title, details, exc.error_count()), details=details)
+    details = error_details(exc, model, keep_messages)
+    return ValidationFailed(summarise(model.__name__, details, exc.error_count()), details=details)
 
 
-def validator_crashed(model: type[BaseModel], exc: Exception) -> ValidationFailed:
-    """A validator raised something pydantic does not convert (not a `ValueError`)."""
-    return ValidationFailed(
-        f"a validator of {model.__name__} raised {type(exc).__name__} "
-        "(its message is withheld: it may quote the input)"
-    )
+def validator_crashed(
+    model: type[BaseModel], exc: Exception, keep_messages: Redactor | None = None
+) -> ValidationFailed:
+    """A validator raised something pydantic does not convert (not a `ValueError`): its
+    message only through `keep_messages`, since it may quote the input."""
+    prefix = f"a validator of {model.__name__} raised {type(exc).__name__}"
+    if keep_messages is None:
+        return ValidationFailed(f"{prefix} ({WITHHELD})")
+    return ValidationFailed(f"{prefix}: {keep_messages(str(exc))}")
 
 
 def reject_non_finite(event: object, title: str) -> None:
@@ -174,19 +189,20 @@ def _non_finite(value: object, loc: tuple[str, ...]) -> Iterator[tuple[str, ...]
         for field in dataclasses.fields(value):
             yield from _non_finite(getattr(value, field.name), (*loc, field.name))
     elif isinstance(value, Mapping):
-        for key, item in value.items():
-            yield from _non_finite(item, (*loc, str(key)))
+        for item in value.values():
+            yield from _non_finite(item, (*loc, KEY))  # a key is the record's, never shown
     elif isinstance(value, list | tuple | set | frozenset):
         for index, item in enumerate(value):
             yield from _non_finite(item, (*loc, str(index)))
 
 
 def _non_finite_fields(model: BaseModel, loc: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
-    """A model's fields under their aliases (as pydantic's `loc` names them), then its extras."""
+    """A model's fields under their aliases (as pydantic's `loc` names them), then its extras
+    (as `<extra field>`: their names are the record's)."""
     for name, info in type(model).model_fields.items():
         yield from _non_finite(getattr(model, name), (*loc, info.alias or name))
-    for key, item in (model.model_extra or {}).items():
-        yield from _non_finite(item, (*loc, key))
+    for item in (model.model_extra or {}).values():
+        yield from _non_finite(item, (*loc, EXTRA))
 
 
 def _undecodable(data: bytes, title: str, problem: str) -> DeserializationError:
@@ -203,13 +219,22 @@ def _undecodable(data: bytes, title: str, problem: str) -> DeserializationError:
 
 class JsonCodec:
     """JSON values validated by a pydantic v2 model (`strict=True` turns off type coercion,
-    e.g. `"2"` for an int). `Decoded.event` is the model instance."""
+    e.g. `"2"` for an int). `Decoded.event` is the model instance. `keep_messages` records a
+    validator's own message through that hook (`policy.error_messages = "keep"`); by default it
+    is withheld."""
 
-    __slots__ = ("_finite", "_model", "_ref", "_strict")
+    __slots__ = ("_finite", "_keep", "_model", "_ref", "_strict")
 
-    def __init__(self, model: type[BaseModel], *, strict: bool = False) -> None:
+    def __init__(
+        self,
+        model: type[BaseModel],
+        *,
+        strict: bool = False,
+        keep_messages: Redactor | None = None,
+    ) -> None:
         self._model = model
         self._strict = strict
+        self._keep = keep_messages
         self._ref = model_ref(model)
         self._finite = compile_model_check(model, holds_non_finite)
 
@@ -227,7 +252,7 @@ class JsonCodec:
         except ValidationError as exc:
             raise self._translate(exc, data) from exc
         except Exception as exc:
-            raise validator_crashed(self._model, exc) from exc
+            raise validator_crashed(self._model, exc, self._keep) from exc
         if self._finite(event):
             reject_non_finite(event, self._model.__name__)
         return Decoded(event=event, schema_ref=self._ref)
@@ -240,7 +265,9 @@ class JsonCodec:
             reject_non_finite(event, title)
             model = event
         elif isinstance(event, Mapping):
-            model = validate_python(self._model, event, strict=self._strict)
+            model = validate_python(
+                self._model, event, strict=self._strict, keep_messages=self._keep
+            )
         else:
             raise ValidationFailed(f"cannot encode a {type(event).__name__} as {title}")
         try:
@@ -255,4 +282,4 @@ class JsonCodec:
         undecodable = [error["msg"] for error in errors if error["type"] in UNDECODABLE]
         if undecodable:
             return _undecodable(bytes(data), title, undecodable[0])
-        return validation_failed(exc, title)
+        return validation_failed(exc, self._model, self._keep)

@@ -1,8 +1,11 @@
 """Exception -> contract category, error type, safe message and details (pure).
 
 Messages that reach the `dlq.error.*` headers never carry payload values: errors Lazarus raises
-(`RecordError` and its kinds) build their messages from field paths and rules only, and the
-messages of the user's own exceptions pass through the configurable redaction hook.
+(`RecordError` and its kinds) build their messages from field paths and rules only. The text of
+the user's own exceptions (a processor's `ValueError(f"bad card {card}")`) is withheld by default:
+the dead letter, its stack trace and every log line name the exception type and say the message
+was redacted. A pipeline that opts in (`policy.error_messages = "keep"`) records the text through
+its redaction hook (`policy.redact`, the identity when unset).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from dataclasses import dataclass
 from pipeline.errors import Category, RecordError, Retryable
 
 Redactor = Callable[[str], str]
+"""A user exception's message in, the message to record out."""
+WITHHELD = 'message redacted; set policy.error_messages = "keep" to record it'
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +49,18 @@ def reported_type(exc: BaseException) -> str:
     return qualified_type(exc)
 
 
+def user_message(exc: BaseException, keep: Redactor | None) -> str:
+    """What a dead letter or a log line says of a user exception: its text through `keep` when
+    the pipeline records messages (the type's name if that leaves nothing), else a stable
+    sentence naming the type (one fingerprint per exception type, whatever the input)."""
+    if keep is None:
+        return f"{qualified_type(exc)} raised by the processor ({WITHHELD})"
+    return keep(str(exc)) or qualified_type(exc)
+
+
 def safe_stacktrace(exc: BaseException, message: str) -> str:
-    """Frames plus the sanitised message: never the exception's raw text, which can hold input."""
+    """Frames (file, line, function and the code line, never locals) plus the sanitised
+    message: never the exception's raw text, which can hold input."""
     frames = "".join(traceback.format_tb(exc.__traceback__))
     return f"Traceback (most recent call last):\n{frames}{qualified_type(exc)}: {message}"
 
@@ -54,14 +69,15 @@ def is_retryable(exc: BaseException, retryable: tuple[type[BaseException], ...])
     return isinstance(exc, (Retryable, *retryable))
 
 
-def classify(exc: BaseException, redact: Redactor, *, with_stack: bool = True) -> Classified:
-    """Classify a failure that ends a record's journey now (no retry left)."""
+def classify(exc: BaseException, redact: Redactor | None, *, with_stack: bool = True) -> Classified:
+    """Classify a failure that ends a record's journey now (no retry left). `redact` is the
+    hook a user exception's text goes through; None (the default policy) withholds it."""
     if isinstance(exc, RecordError):
         message = exc.message
         category = exc.category
         details = tuple(exc.details)
     else:
-        message = redact(str(exc)) or qualified_type(exc)
+        message = user_message(exc, redact)
         category = Category.PROCESSING
         details = ()
     stack = safe_stacktrace(exc, message) if with_stack else None
@@ -69,7 +85,12 @@ def classify(exc: BaseException, redact: Redactor, *, with_stack: bool = True) -
 
 
 def exhausted(
-    exc: BaseException, attempts: int, elapsed_s: float, redact: Redactor, *, with_stack: bool
+    exc: BaseException,
+    attempts: int,
+    elapsed_s: float,
+    redact: Redactor | None,
+    *,
+    with_stack: bool,
 ) -> Classified:
     """A retryable error that outlived its retry budget."""
     last = classify(exc, redact, with_stack=with_stack)

@@ -11,7 +11,14 @@ from dataclasses import dataclass, field
 
 from pipeline.codecs.base import Codec, Decoded
 from pipeline.core import contract
-from pipeline.core.classify import Classified, Redactor, classify, exhausted, is_retryable
+from pipeline.core.classify import (
+    Classified,
+    Redactor,
+    classify,
+    exhausted,
+    is_retryable,
+    user_message,
+)
 from pipeline.core.contract import Failure, Header, SourceRecord
 from pipeline.core.holds import HoldRules, hold_details, match, policy_rule_header
 from pipeline.core.policy import RetryPolicy
@@ -74,7 +81,11 @@ Outcome = Routed | RetryAfter
 
 @dataclass
 class Handler:
-    """Everything needed to decide one record's route. Built once at start-up."""
+    """Everything needed to decide one record's route. Built once at start-up.
+
+    `redact` is the hook the text of the user's own exceptions goes through before it reaches a
+    dead letter or a log line; None (the default, `policy.error_messages = "redact"`) withholds
+    the text and keeps only the exception type (`classify.user_message`)."""
 
     pipeline: str
     output_topic: str
@@ -85,7 +96,7 @@ class Handler:
     processor: Processor | None
     retry: RetryPolicy
     retryable: tuple[type[BaseException], ...]
-    redact: Redactor
+    redact: Redactor | None = None
     tombstones: str = "forward"
     stacktraces: bool = True
     dlq_max_bytes: int = 1_048_588
@@ -251,7 +262,7 @@ class Handler:
             )
         delay = self.retry.next_retry(attempt, first_at, now, self.rng)
         if delay is not None:
-            return RetryAfter(delay, self.redact(str(exc)) or type(exc).__name__)
+            return RetryAfter(delay, user_message(exc, self.redact))
         failure = exhausted(exc, attempt, now - first_at, self.redact, with_stack=self.stacktraces)
         return self._dead_letter(rec, failure, now_ms, decoded, attempts=attempt)
 

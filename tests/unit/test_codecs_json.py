@@ -161,7 +161,7 @@ def test_a_5000_digit_number_is_a_deserialization_error() -> None:
         (b'{"amount": 1e999}', "amount"),
         (b'{"amount": ' + b"9" * 400 + b"}", "amount"),
         (b'{"amount": 1, "scores": [1, NaN]}', "scores.1"),
-        (b'{"amount": 1, "extra_info": {"k": "-inf"}}', "extra_info.k"),
+        (b'{"amount": 1, "extra_info": {"k": "-inf"}}', "extra_info.<key>"),  # key redacted
     ],
 )
 def test_non_finite_numbers_are_refused(data: bytes, loc: str) -> None:

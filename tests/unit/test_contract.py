@@ -696,6 +696,39 @@ GOLDEN = [
         "35ee0c2bbc588250",
     ),
     (Category.HELD, "pipeline.policy.Held", "", [], "b504d72339404ccd"),
+    # This release's one change to what the fingerprint covers (README, "One cause, one
+    # fingerprint"): locations name no key the record chose, so `tags.<key>` is one cause, not
+    # one per key (`pipeline.codecs.locations`), and a processor's exception text is withheld
+    # by default, so one exception type is one cause (`classify.user_message`).
+    (
+        Category.VALIDATION,
+        VALIDATION_ERROR,
+        "1 validation error for Account: tags.<key> (int_parsing)",
+        ["tags.<key>"],
+        "73209370bf219343",
+    ),
+    (
+        Category.VALIDATION,
+        VALIDATION_ERROR,
+        "1 validation error for Payment: <extra field> (extra_forbidden)",
+        ["<extra field>"],
+        "0447bcc3cdda9b80",
+    ),
+    (
+        Category.VALIDATION,
+        VALIDATION_ERROR,
+        "1 validation error for Account: pets.0.<tag>.barks (int_parsing)",
+        ["pets.0.<tag>.barks"],
+        "4c9107e54f9d6420",
+    ),
+    (
+        Category.PROCESSING,
+        "app.CardDeclined",
+        "app.CardDeclined raised by the processor "
+        '(message redacted; set policy.error_messages = "keep" to record it)',
+        [],
+        "f320ba910b6b7ab1",
+    ),
 ]
 
 

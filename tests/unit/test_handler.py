@@ -17,6 +17,7 @@ from pipeline.codecs.base import Decoded
 from pipeline.codecs.catalog import LocalCatalog
 from pipeline.codecs.json import JsonCodec
 from pipeline.core import contract
+from pipeline.core.classify import WITHHELD
 from pipeline.core.contract import DeadLetterMeta, Header, SourceRecord
 from pipeline.core.handler import Context, Handler, Output, RetryAfter, Routed
 from pipeline.core.holds import HoldRules, parse_rules
@@ -48,6 +49,11 @@ def redact_cards(text: str) -> str:
     return text.replace(SECRET, "<card>")
 
 
+def withheld(type_name: str) -> str:
+    """What the default policy (`error_messages = "redact"`) records of a user exception."""
+    return f"{type_name} raised by the processor ({WITHHELD})"
+
+
 def make(**changes: Any) -> Handler:
     values: dict[str, Any] = {
         "pipeline": PIPELINE,
@@ -59,7 +65,7 @@ def make(**changes: Any) -> Handler:
         "processor": None,
         "retry": RETRY,
         "retryable": (TimeoutError,),
-        "redact": redact_cards,
+        "redact": None,  # the default policy: user exception text withheld
         "worker_id": WORKER,
         "rng": random.Random(7),
     }
@@ -365,16 +371,36 @@ def test_a_topic_without_a_codec_is_a_schema_failure() -> None:
 # --- processing failures, retries --------------------------------------------------------------
 
 
-def test_a_non_retryable_error_is_dead_lettered_at_once_with_a_redacted_message() -> None:
+def test_a_non_retryable_error_is_dead_lettered_at_once_with_its_message_withheld() -> None:
     processor = raising(ValueError(f"card {SECRET} rejected"))
     out, meta = dead_letter(make(processor=processor).handle(record(), 1, NOW, NOW))
     assert meta.category is Category.PROCESSING
     assert meta.error_type == "ValueError"
-    assert meta.message == "card <card> rejected"
+    assert meta.message == withheld("ValueError")
     assert meta.attempts == 1
     assert meta.stacktrace is not None and "raise exc" in meta.stacktrace
+    assert meta.stacktrace.endswith(f"ValueError: {withheld('ValueError')}")
     assert meta.schema is not None and "orders-value/1.avsc" in meta.schema
+    assert all(b"rejected" not in (v or b"") for _, v in out.headers)
+
+
+def test_a_pipeline_that_keeps_messages_records_them_through_its_redaction_hook() -> None:
+    processor = raising(ValueError(f"card {SECRET} rejected"))
+    handler = make(processor=processor, redact=redact_cards)
+    out, meta = dead_letter(handler.handle(record(), 1, NOW, NOW))
+    assert meta.message == "card <card> rejected"
+    assert meta.stacktrace is not None and meta.stacktrace.endswith("card <card> rejected")
     assert all(SECRET.encode() not in (v or b"") for _, v in out.headers)
+
+
+def test_one_processor_exception_type_is_one_fingerprint_whatever_its_text() -> None:
+    first = routed(
+        make(processor=raising(ValueError("card 1 for alice"))).handle(record(), 1, NOW, NOW)
+    )
+    second = routed(
+        make(processor=raising(ValueError("bob's order"))).handle(record(), 1, NOW, NOW)
+    )
+    assert first.fingerprint == second.fingerprint
 
 
 def test_stacktraces_can_be_switched_off() -> None:
@@ -386,8 +412,16 @@ def test_stacktraces_can_be_switched_off() -> None:
     assert result.failure is not None and result.failure.stacktrace is None
 
 
-@pytest.mark.parametrize("error", [TimeoutError(f"slow for {SECRET}"), Retryable("busy")])
-def test_a_retryable_error_with_attempts_left_asks_for_a_retry(error: Exception) -> None:
+@pytest.mark.parametrize(
+    ("error", "type_name"),
+    [
+        (TimeoutError(f"slow for {SECRET}"), "TimeoutError"),
+        (Retryable("busy"), "pipeline.errors.Retryable"),
+    ],
+)
+def test_a_retryable_error_with_attempts_left_asks_for_a_retry(
+    error: Exception, type_name: str
+) -> None:
     handler = make(processor=raising(error), rng=random.Random(3))
     outcome = handler.handle(record(), 1, NOW - 1, NOW)
     assert isinstance(outcome, RetryAfter)
@@ -395,11 +429,19 @@ def test_a_retryable_error_with_attempts_left_asks_for_a_retry(error: Exception)
     assert outcome.delay_s == expected
     assert 0.0 <= outcome.delay_s <= RETRY.backoff_cap(1)
     assert SECRET not in outcome.error
-    assert outcome.error == redact_cards(str(error))
+    assert outcome.error == withheld(type_name)  # the text of the breaker and pause log lines
+
+
+def test_a_retry_of_a_pipeline_that_keeps_messages_has_the_hooks_text() -> None:
+    handler = make(processor=raising(TimeoutError(f"slow for {SECRET}")), redact=redact_cards)
+    outcome = handler.handle(record(), 1, NOW - 1, NOW)
+    assert isinstance(outcome, RetryAfter)
+    assert outcome.error == "slow for <card>"
 
 
 def test_a_retry_without_a_message_names_the_type() -> None:
-    outcome = make(processor=raising(TimeoutError())).handle(record(), 1, NOW, NOW)
+    handler = make(processor=raising(TimeoutError()), redact=redact_cards)
+    outcome = handler.handle(record(), 1, NOW, NOW)
     assert isinstance(outcome, RetryAfter)
     assert outcome.error == "TimeoutError"
 
@@ -417,7 +459,7 @@ def test_retries_exhausted_by_attempts_dead_letter_the_record() -> None:
     out, meta = dead_letter(handler.handle(record(), 3, NOW - 2.5, NOW))
     assert meta.category is Category.RETRIES_EXHAUSTED
     assert meta.error_type == "TimeoutError"
-    assert meta.message == "gave up after 3 attempts in 2.5s: slow for <card>"
+    assert meta.message == f"gave up after 3 attempts in 2.5s: {withheld('TimeoutError')}"
     assert meta.attempts == 3
     assert out.value == record().value
 
@@ -427,7 +469,9 @@ def test_retries_exhausted_by_the_budget_dead_letter_the_record() -> None:
     _, meta = dead_letter(handler.handle(record(), 2, NOW - 30.0, NOW))
     assert meta.category is Category.RETRIES_EXHAUSTED
     assert meta.attempts == 2
-    assert meta.message == "gave up after 2 attempts in 30.0s: busy"
+    assert meta.message == (
+        f"gave up after 2 attempts in 30.0s: {withheld('pipeline.errors.Retryable')}"
+    )
     assert meta.error_type == "pipeline.errors.Retryable"
 
 
@@ -651,5 +695,5 @@ def test_a_too_large_processing_failure_drops_its_stacktrace() -> None:
     small = make(processor=raising(ValueError("no")), dlq_max_bytes=size - 1)
     out, meta = dead_letter(small.handle(record(), 1, NOW, NOW))
     assert contract.ERROR_STACKTRACE not in header_names(out)
-    assert meta.message == "no"
+    assert meta.message == withheld("ValueError")
     assert meta.fingerprint is not None

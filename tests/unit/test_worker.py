@@ -106,7 +106,7 @@ def rig(
         processor=processor,
         retry=RetryPolicy(max_attempts=3, initial_backoff_s=0.5, max_backoff_s=1.0, budget_s=30),
         retryable=(TimeoutError,),
-        redact=lambda text: text,
+        redact=None,  # the default policy: user exception text withheld
         worker_id="test:1",
         dlq_max_bytes=dlq_max_bytes,
         rng=random.Random(1),
