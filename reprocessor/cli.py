@@ -114,11 +114,11 @@ def inspect(env: Env, /, decode: bool, **opts: Any) -> int:
     decided ones, who decided when, in which run, with which fix)."""
     if env.as_json:
         for item in items_of(env, opts, decode=decode):
-            render.json_line(kcat(item, decoded=decode))
+            render.json_line(kcat(env.masks.item(item), decoded=decode))
         return EXIT_OK
     capped = opts["limit"] is None
     limited = {**opts, "limit": opts["limit"] or INSPECT_DEFAULT_LIMIT}
-    listed = list(items_of(env, limited, decode=decode))
+    listed = [env.masks.item(item) for item in items_of(env, limited, decode=decode)]
     audit = any(item.decision.entry is not None for item in listed)
     render.inspect_table(listed, decoded=decode, audit=audit)
     more = (
@@ -147,7 +147,7 @@ def show(env: Env, /, coordinates: str) -> int:
     r = consumed.record
     dl = from_record(r.topic, r.partition, r.offset, r.timestamp_ms, r.key, r.value, r.headers)
     decision = read_ledger(conf, topic).decision(dl)
-    item = Item(dl, decision, env.payloads.decode(dl), consumed.tstype)
+    item = env.masks.item(Item(dl, decision, env.payloads.decode(dl), consumed.tstype))
     if env.as_json:
         render.json_line(kcat(item, decoded=True))
     else:
@@ -179,6 +179,7 @@ def group(env: Env, /, by: str, scan_topic: bool, **opts: Any) -> int:
         for item in items_of(env, {**opts, "scan_topic": True}, decode=grouper.needs_payload):
             grouper.add(item.dl, item.state, item.decoded)
         rows = grouper.rows()
+    rows = env.masks.rows(by, rows)
     if env.as_json:
         for row in rows:
             render.json_line({"by": by, **asdict(row)})
@@ -245,6 +246,7 @@ def fix(env: Env, /, per_record: bool | None, save: bool, **opts: Any) -> int:
             f"plan {stored.plan.run} stored ({stored.plan.selected} unresolved dead letters): "
             f"`dlq replay --plan {stored.plan.run}` replays exactly this preview"
         )
+    results = [(dl, env.masks.fixed(fixed)) for dl, fixed in results]  # display copies
     if env.as_json:
         for dl, fixed in results:
             render.json_line(render.fix_json(dl, fixed))

@@ -14,7 +14,7 @@ import click
 from pipeline.app.settings import KafkaValue, ReprocessorSpec, Settings, load_settings
 from pipeline.errors import ConfigError
 from pipeline.kafka.clients import KAFKA_LOG
-from reprocessor import fixes, render, selection
+from reprocessor import fixes, masking, render, selection
 from reprocessor.ledger import operator_name, state_dir
 from reprocessor.ledger_guard import check_ledger
 from reprocessor.payloads import Change, Payloads
@@ -64,10 +64,12 @@ class Env:
         operator: str | None,
         quiet: bool = False,
         recreate_ledger: bool = False,
+        masks: tuple[str, ...] = (),
     ) -> None:
         self.config, self.bootstrap, self.topic_overrides = config, bootstrap, topics
         self.props, self.as_json, self.operator_option = props, as_json, operator
         self.quiet, self.recreate_ledger = quiet, recreate_ledger
+        self.mask_options = masks
         self._ledgers_checked: set[str] = set()
 
     @cached_property
@@ -124,6 +126,15 @@ class Env:
     def payloads(self) -> Payloads:
         return Payloads(self.settings)
 
+    @cached_property
+    def masks(self) -> masking.Masks:
+        """What to mask in everything printed: the config's `reprocessor.mask`, then --mask.
+        The tag key is read (or made) only when something is masked."""
+        spec = self.settings.reprocessor if self.config is not None and self.settings else None
+        configured = spec.mask if spec is not None else ()
+        paths = masking.parse((*configured, *self.mask_options))
+        return masking.Masks(paths, masking.load_key(state_dir()) if paths else b"")
+
     @property
     def operator(self) -> str:
         configured = self.settings.reprocessor.operator if self.settings else None
@@ -145,10 +156,14 @@ class Env:
             self.config = value if isinstance(value, Path) else None
             self.__dict__.pop("settings", None)
             self.__dict__.pop("payloads", None)
+            self.__dict__.pop("masks", None)
         elif name == "topics" and isinstance(value, tuple):
             self.topic_overrides = value
         elif name == "props" and isinstance(value, dict):
             self.props = {**self.props, **value}
+        elif name == "masks" and isinstance(value, tuple):
+            self.mask_options = (*self.mask_options, *value)
+            self.__dict__.pop("masks", None)
         elif name in ("as_json", "quiet", "recreate_ledger"):
             setattr(self, name, bool(value))
         elif name in ("bootstrap", "operator") and isinstance(value, str):
@@ -188,6 +203,16 @@ GLOBAL_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
     ),
     (("--json", "as_json"), {"is_flag": True, "help": "JSON lines: kcat -J fields plus error."}),
     (("--operator",), {"help": "Who decides, for the ledger (default: the OS user)."}),
+    (
+        ("--mask", "masks"),
+        {
+            "multiple": True,
+            "metavar": "PATH",
+            "help": "Mask a field in everything printed (repeatable): key, value, "
+            "value.card.number (* for any key or index), header.NAME. Never changes what "
+            "is replayed.",
+        },
+    ),
     (("--quiet", "-q"), {"is_flag": True, "help": "No progress bars."}),
     (
         ("--recreate-ledger",),

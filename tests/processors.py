@@ -64,3 +64,12 @@ def dies_on_o13(event: Any, ctx: Context) -> Any:
     if event.get("order_id") == "o-13":
         os._exit(137)
     return event
+
+
+def leaky(event: dict[str, Any], ctx: Context) -> Any:
+    """Fails with the customer's e-mail address in its exception text: retryable on the first
+    attempt (the retry and breaker log lines), then a plain `ValueError` (the dead letter)."""
+    email = event["customer"]["email"]
+    if ctx.attempt < 2:
+        raise Retryable(f"pricing service timed out for {email}")
+    raise ValueError(f"cannot charge {email}")
