@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from itertools import repeat
+from operator import itemgetter, lshift, or_
+from typing import TypeAlias, cast
 
 from pipeline.core import contract as c
 from pipeline.core.contract import DeadLetterMeta, parse_coordinates
@@ -135,6 +137,69 @@ def fast_row(
         source_offset, origin, pipeline, schema_text, rule_text, attempts, replay_count,
         len(value) if value is not None else 0, LAZARUS,
     )  # fmt: skip
+
+
+_PICK = itemgetter(
+    c.VERSION, c.ERROR_FINGERPRINT, c.FAILED_AT, c.SOURCE_PARTITION, c.SOURCE_OFFSET, c.ATTEMPTS,
+    c.REPLAY_COUNT, c.ERROR_CATEGORY, c.ERROR_TYPE, c.ERROR_MESSAGE, c.SOURCE_TOPIC, c.ORIGIN,
+    c.PIPELINE,
+)  # fmt: skip
+_LAST, _NAME, _DECODE = itemgetter(-1), itemgetter(0), bytes.decode
+_BAD_BATCH = (KeyError, TypeError, ValueError, AttributeError, UnicodeDecodeError)
+
+
+def fast_rows(
+    partitions: Sequence[int],
+    offsets: Sequence[int],
+    timestamps: Sequence[int],
+    sizes: Sequence[int],
+    headers: Sequence[Headers],
+) -> list[Row] | None:
+    """`fast_row` of a whole batch at once, column by column (each column a loop in C, several
+    times cheaper than the same checks record by record), or None when any record of the batch
+    fails one of `fast_row`'s checks (the caller then takes them one by one). The checks are
+    `fast_row`'s, over columns; timestamps must not be negative."""
+    try:
+        if not all(map(str.startswith, map(_NAME, map(_LAST, headers)), repeat(c.PREFIX))):
+            return None
+        found = list(map(dict, headers))
+        picked = zip(*map(_PICK, found), strict=True)
+        (version, digest, failed, s_part, s_off, attempts, replays, category, error_type,
+         message, source_topic, origin, pipeline) = picked  # fmt: skip
+        if set(version) != {b"1"} or set(map(len, digest)) != {16}:
+            return None
+        if b"".join(digest).translate(None, _HEX):
+            return None
+        categories = list(map(_DECODE, category))
+        if not _CATEGORIES.issuperset(categories):
+            return None
+        failed_at = _numbers(failed)
+        schema = _texts(list(map(dict.get, found, repeat(c.SCHEMA))))
+        rule = _texts(list(map(dict.get, found, repeat(c.POLICY_RULE))))
+        ids = map(or_, map(lshift, partitions, repeat(OFFSET_BITS)), offsets)
+        return list(zip(
+            ids, partitions, offsets, timestamps, failed_at, failed_at, categories,
+            map(_DECODE, digest), map(_DECODE, error_type), map(_DECODE, message),
+            map(_DECODE, source_topic), _numbers(s_part), _numbers(s_off), map(_DECODE, origin),
+            map(_DECODE, pipeline), schema, rule, _numbers(attempts), _numbers(replays), sizes,
+            repeat(LAZARUS, len(offsets)), strict=True,
+        ))  # fmt: skip
+    except _BAD_BATCH:
+        return None
+
+
+def _numbers(column: Sequence[bytes]) -> list[int]:
+    """Non-negative decimal integers of 1 to 20 digits; ValueError (or TypeError) otherwise."""
+    lengths = set(map(len, column))
+    if min(lengths) < 1 or max(lengths) > 20 or not b"".join(column).isdigit():
+        raise ValueError("not a number")
+    return list(map(int, column))
+
+
+def _texts(column: Sequence[bytes | None]) -> list[str | None]:
+    if None not in column:
+        return list(map(_DECODE, cast(Sequence[bytes], column)))
+    return [None if raw is None else raw.decode() for raw in column]
 
 
 def row_of(dl: DeadLetter, value_size: int) -> Row:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, TypeAlias, cast
 
 from confluent_kafka import (
@@ -52,6 +53,9 @@ BATCH = 2000
 STALL_S = 60.0
 _TIMEOUT_S = 15.0
 _UNSET = -1001  # librdkafka's OFFSET_INVALID: no committed offset
+_ERROR, _PARTITION, _OFFSET = Message.error, Message.partition, Message.offset
+_TIMESTAMP, _KEY, _VALUE, _HEADERS = Message.timestamp, Message.key, Message.value, Message.headers
+_STAMP = itemgetter(1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,29 +284,11 @@ class Follower:
         self._consumer.close()
 
     def batches(self) -> Iterator[tuple[list[Fetched], dict[int, int]]]:
-        todo, ends, consumer = self._todo, self._ends, self._consumer
+        todo, consumer = self._todo, self._consumer
         last_move = time.monotonic()
         while todo:
             messages = consumer.consume(self._batch, timeout=0.5)
-            out: list[Fetched] = []
-            positions: dict[int, int] = {}
-            for msg in messages:
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        continue
-                    raise RuntimeFailure(f"reading {self.topic} failed: {err.str()}")
-                p, o = msg.partition() or 0, msg.offset() or 0
-                if p not in todo:
-                    continue
-                if o >= ends[p]:
-                    # a record past the end: the partition is done, even when a marker sat
-                    # just before the end (a topic written to meanwhile never polls idle)
-                    positions[p] = ends[p]
-                    continue
-                positions[p] = o + 1
-                headers = cast(list[tuple[str, bytes | None]] | None, msg.headers())
-                out.append((p, o, msg.timestamp()[1], msg.key(), msg.value(), headers))
+            out, positions = self._kept(messages, todo)
             done = self._finished(todo, positions)
             if out or done:
                 last_move = time.monotonic()
@@ -310,6 +296,53 @@ class Follower:
                 yield out, positions
             elif time.monotonic() - last_move > self._stall_s:
                 raise RuntimeFailure(f"reading {self.topic} stalled short of its end")
+
+    def _kept(
+        self, messages: list[Message], todo: set[int]
+    ) -> tuple[list[Fetched], dict[int, int]]:
+        """The records of one consume call before their partitions' ends, and the next offset
+        per partition read. Column by column (each a loop in C, a scan's largest saving) when
+        no message is an error and every partition's last offset is before its end (offsets
+        grow within a partition), else record by record."""
+        if messages and not any(map(_ERROR, messages)):
+            partitions = cast(list[int], list(map(_PARTITION, messages)))  # no error: set
+            offsets = cast(list[int], list(map(_OFFSET, messages)))
+            last = dict(zip(partitions, offsets, strict=True))
+            ends = self._ends
+            if all(p in todo and o < ends[p] for p, o in last.items()):
+                stamps = map(_STAMP, map(_TIMESTAMP, messages))
+                keys, values = map(_KEY, messages), map(_VALUE, messages)
+                headers = cast(
+                    Iterator[list[tuple[str, bytes | None]] | None], map(_HEADERS, messages)
+                )
+                out = list(zip(partitions, offsets, stamps, keys, values, headers, strict=True))
+                return out, {p: o + 1 for p, o in last.items()}
+        return self._kept_one_by_one(messages, todo)
+
+    def _kept_one_by_one(
+        self, messages: list[Message], todo: set[int]
+    ) -> tuple[list[Fetched], dict[int, int]]:
+        ends = self._ends
+        out: list[Fetched] = []
+        positions: dict[int, int] = {}
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise RuntimeFailure(f"reading {self.topic} failed: {err.str()}")
+            p, o = msg.partition() or 0, msg.offset() or 0
+            if p not in todo:
+                continue
+            if o >= ends[p]:
+                # a record past the end: the partition is done, even when a marker sat
+                # just before the end (a topic written to meanwhile never polls idle)
+                positions[p] = ends[p]
+                continue
+            positions[p] = o + 1
+            headers = cast(list[tuple[str, bytes | None]] | None, msg.headers())
+            out.append((p, o, msg.timestamp()[1], msg.key(), msg.value(), headers))
+        return out, positions
 
     def _finished(self, todo: set[int], positions: dict[int, int]) -> dict[int, int]:
         """Partitions that reached their end in this batch: their next offset is the end, so a

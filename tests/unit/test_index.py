@@ -97,6 +97,21 @@ def test_fast_rows_say_what_from_record_says(name: str) -> None:
     assert fast_row(headers) == slow_row(headers)
 
 
+@pytest.mark.parametrize("name", sorted(ODD_LETTERS))
+def test_a_batch_says_what_its_records_say(tmp_path: Path, name: str) -> None:
+    """`rows_of` reads a batch column by column unless one record needs the slow path; either
+    way each row is the record's own."""
+    good = [lazarus_headers(offset=i, policy_rule="hold:x" if i % 2 else None) for i in range(3)]
+    batch = [
+        (2, 40 + i, 1_760_000_001_000, b"k", b"payload", headers)
+        for i, headers in enumerate([*good, ODD_LETTERS[name], *good])
+    ]
+    rows = DlqIndex(tmp_path / "i.sqlite3", "orders.dlq", "c1").rows_of(batch)
+    expected = [dead_letter_row("orders.dlq", *record[:3], *record[4:]) for record in batch]
+    assert rows == expected
+    assert DlqIndex(tmp_path / "i.sqlite3", "orders.dlq", "c1").rows_of(batch[:3]) == expected[:3]
+
+
 @pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.glob("*.json")))
 def test_foreign_fixture_rows_say_what_from_record_says(name: str) -> None:
     data: dict[str, Any] = json.loads((FIXTURES / name).read_text())
