@@ -69,6 +69,7 @@ class Env:
         self.config, self.bootstrap, self.topic_overrides = config, bootstrap, topics
         self.props, self.as_json, self.operator_option = props, as_json, operator
         self.quiet, self.recreate_ledger = quiet, recreate_ledger
+        masking.parse(masks)  # a bad --mask fails now (exit 2), before any I/O
         self.mask_options = masks
         self._ledgers_checked: set[str] = set()
 
@@ -76,7 +77,9 @@ class Env:
     def settings(self) -> Settings | None:
         """The pipeline's settings; None when --bootstrap and --topic stand in for them."""
         if self.config is not None:
-            return load_settings(self.config)
+            settings = load_settings(self.config)
+            masking.parse(settings.reprocessor.mask)  # a bad mask fails with the config
+            return settings
         if self.bootstrap is None or not self.topic_overrides:
             raise ConfigError("give --config FILE, or --bootstrap HOST:PORT and --topic DLQ")
         return None
@@ -162,6 +165,7 @@ class Env:
         elif name == "props" and isinstance(value, dict):
             self.props = {**self.props, **value}
         elif name == "masks" and isinstance(value, tuple):
+            masking.parse(value)
             self.mask_options = (*self.mask_options, *value)
             self.__dict__.pop("masks", None)
         elif name in ("as_json", "quiet", "recreate_ledger"):

@@ -127,3 +127,28 @@ def test_the_key_is_made_once_and_readable_by_its_owner_only(tmp_path: Path) -> 
     assert load_key(tmp_path / "state") == key and len(key) == 32
     mode = (tmp_path / "state" / "mask.key").stat().st_mode
     assert stat.S_IMODE(mode) == 0o600
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_a_bad_mask_is_a_usage_error_before_any_io(where: str) -> None:
+    from tests.dlq_kit import dlq
+
+    target = ("--bootstrap", "127.0.0.1:1", "--topic", "t")
+    mask = ("--mask", "card.number")
+    args = (*mask, *target, "stats") if where == "before" else (*target, "stats", *mask)
+    result = dlq(*args)
+    assert result.code == 2, result.output
+    assert "mask 'card.number': expected key, value" in result.stderr
+
+
+def test_a_bad_mask_in_the_config_is_a_configuration_error(tmp_path: Path) -> None:
+    from tests.dlq_kit import dlq
+
+    config = tmp_path / "p.toml"
+    config.write_text(
+        'pipeline = "p"\nbootstrap = "127.0.0.1:1"\n[sources.t]\nformat = "bytes"\n'
+        '[output]\ntopic = "o"\n[dlq]\ntopic = "d"\n[reprocessor]\nmask = ["nope"]\n'
+    )
+    result = dlq("--config", str(config), "stats")
+    assert result.code == 2, result.output
+    assert "mask 'nope'" in result.stderr

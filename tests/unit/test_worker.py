@@ -21,7 +21,7 @@ from pipeline.core.crashes import CrashGuard, parse_mark
 from pipeline.core.handler import Handler
 from pipeline.core.holds import parse_rules
 from pipeline.core.policy import BreakerState, CircuitBreaker, FloodGuard, RetryPolicy
-from pipeline.errors import RuntimeFailure
+from pipeline.errors import Retryable, RuntimeFailure
 from pipeline.kafka.fake import FakeCluster, FakeSink, FakeSource
 from pipeline.kafka.seam import Committed, SinkError
 from pipeline.runtime.delivery import AtLeastOnce, Delivery, Transactions
@@ -449,3 +449,26 @@ def test_dead_letter_log_lines_carry_the_correlation_id(caplog: pytest.LogCaptur
     assert f"(correlation {trace})" in first.getMessage()
     assert getattr(first, "correlation_id", None) == trace
     assert f"1 more like shop.payments/0/0 (correlation {trace})" in more.getMessage()
+
+
+def test_retry_breaker_and_pause_log_lines_withhold_the_exception_text(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The default policy: a processor's exception text reaches no log line (it may quote the
+    record): the dead-letter line and the pause lines (the breaker's reason) name only its type."""
+    secret = "alice@example.com"
+
+    def down(event: object, ctx: Any) -> object:
+        raise Retryable(f"pricing down for {secret}")
+
+    r = rig(processor=down)
+    for i in range(5):
+        r.cluster.append(SOURCE, good(i))
+    with caplog.at_level(logging.DEBUG):
+        for _ in range(40):
+            r.steps(1)
+            r.clock.advance(0.5)
+        r.worker.dead_log.flush(r.clock.now, force=True)
+    messages = [rec.getMessage() for rec in caplog.records]
+    assert any("dependency failing" in m and "message redacted" in m for m in messages), messages
+    assert all(secret not in m for m in messages)
