@@ -31,6 +31,7 @@ from pydantic import BaseModel, Discriminator, RootModel, Tag
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 from pydantic_core.core_schema import ErrorType
+from typing_extensions import is_typeddict
 
 KEY = "<key>"
 """A dict key of the record (user-chosen, so never shown)."""
@@ -98,7 +99,9 @@ def _walk(slot: _Slot, loc: tuple[int | str, ...]) -> list[str]:
         return [_opaque(part) for part in loc]
     if isinstance(tp, type) and issubclass(tp, RootModel):
         return _walk(_fields(tp).get("root", _Slot(_UNKNOWN)), loc)
-    if isinstance(tp, type) and (issubclass(tp, BaseModel) or dataclasses.is_dataclass(tp)):
+    if isinstance(tp, type) and (
+        issubclass(tp, BaseModel) or dataclasses.is_dataclass(tp) or is_typeddict(tp)
+    ):
         field = _fields(tp).get(str(head))
         if field is None:
             return [EXTRA, *(_opaque(part) for part in rest)]
@@ -192,8 +195,8 @@ def _opaque(part: int | str) -> str:
 
 @functools.cache
 def _fields(tp: type) -> dict[str, _Slot]:
-    """A model's (or dataclass's) fields by every name pydantic may report: the field name,
-    its alias and its validation aliases."""
+    """A model's (or dataclass's, or TypedDict's) fields by every name pydantic may report:
+    the field name, its alias and its validation aliases."""
     found: dict[str, _Slot] = {}
     if isinstance(tp, type) and issubclass(tp, BaseModel):
         for name, info in tp.model_fields.items():
@@ -202,10 +205,9 @@ def _fields(tp: type) -> dict[str, _Slot]:
             for alias in (name, info.alias, *_validation_aliases(info)):
                 if isinstance(alias, str):
                     found.setdefault(alias, slot)
-    elif dataclasses.is_dataclass(tp):
+    elif dataclasses.is_dataclass(tp) or is_typeddict(tp):
         hints = typing.get_type_hints(tp, include_extras=True)
-        for field in dataclasses.fields(tp):
-            found[field.name] = _Slot(hints.get(field.name, _UNKNOWN))
+        found.update((name, _Slot(hint)) for name, hint in hints.items())
     return found
 
 

@@ -24,6 +24,7 @@ from pydantic import (
     field_validator,
 )
 from pydantic_core import PydanticCustomError
+from typing_extensions import TypedDict
 
 from pipeline.app.build import Schemas, build_handler, message_hook
 from pipeline.app.settings import Settings
@@ -66,6 +67,11 @@ class Point:
     labels: dict[str, int]
 
 
+class Address(TypedDict):
+    city: str
+    lines: dict[str, str]
+
+
 class Account(BaseModel):
     """Every kind of location part a record can choose."""
 
@@ -78,6 +84,7 @@ class Account(BaseModel):
     either: Left | Right | None = None
     pair: tuple[int, dict[str, int]] | None = None
     point: Point | None = None
+    address: Address | None = None
     nick: str = Field(default="n", validation_alias=AliasChoices("nick", "nickname"))
     name: str = "n"
 
@@ -143,6 +150,7 @@ def locations(model: type[BaseModel], data: object) -> list[str]:
         ({"either": {}}, ["either.Left.x", "either.Right.y"]),
         ({"pair": [1, {SECRET: "x"}]}, [f"pair.1.{KEY}"]),
         ({"point": {"x": "x", "labels": {SECRET: "y"}}}, ["point.x", f"point.labels.{KEY}"]),
+        ({"address": {"city": 1, "lines": {SECRET: 2}}}, ["address.city", f"address.lines.{KEY}"]),
         ({"nickname": 5}, ["nickname"]),
         ({"name": 5}, ["name"]),
     ],
