@@ -68,7 +68,14 @@ class _Slot:
 
 def safe_location(model: type[BaseModel], loc: Sequence[int | str]) -> str:
     """The dotted location of an error of `model` with user-chosen parts replaced."""
-    return ".".join(_walk(_Slot(model), tuple(loc)))
+    return _safe_location(model, tuple(loc))
+
+
+@functools.lru_cache(maxsize=4096)
+def _safe_location(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
+    """Cached, bounded: one cause repeats the same location (the dead-letter path of a bad
+    deploy), while locations holding keys vary per record and only cycle through."""
+    return ".".join(_walk(_Slot(model), loc))
 
 
 def safe_message(error: ErrorDetails, keep: Redactor | None) -> str:
