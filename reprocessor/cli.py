@@ -78,7 +78,8 @@ def items_of(env: Env, opts: dict[str, Any], *, decode: bool = False) -> Iterato
     what only a scan reads."""
     conf, win = env.conf(), window(opts, decode=decode)
     if not opts.get("scan_topic", True) and env.use_index and index_query.answerable(win):
-        return itertools.islice(indexed.items(conf, env.topics(), win, env.payloads), opts["limit"])
+        found = indexed.items(conf, env.topics(), win, env.payloads, quiet=env.quiet)
+        return itertools.islice(found, opts["limit"])
     chained = itertools.chain.from_iterable(_scanned(env, topic, win) for topic in env.topics())
     return itertools.islice(chained, opts["limit"])
 
@@ -174,7 +175,7 @@ def group(env: Env, /, by: str, scan_topic: bool, **opts: Any) -> int:
         raise click.UsageError(f"--by: {exc}") from exc
     win = window(opts)
     if not scan_topic and index_query.answerable(win, by):
-        rows = indexed.groups(env.conf(), env.topics(), by, win, opts["limit"])
+        rows = indexed.groups(env.conf(), env.topics(), by, win, opts["limit"], quiet=env.quiet)
     else:
         for item in items_of(env, {**opts, "scan_topic": True}, decode=grouper.needs_payload):
             grouper.add(item.dl, item.state, item.decoded)
@@ -198,7 +199,7 @@ def stats(env: Env, /, scan_topic: bool, **opts: Any) -> int:
     conf, win = env.conf(), window(opts)
     found = []
     if not scan_topic and index_query.answerable(win):
-        found = indexed.stats(conf, env.topics(), win, opts["limit"])
+        found = indexed.stats(conf, env.topics(), win, opts["limit"], quiet=env.quiet)
     for topic in env.topics() if scan_topic or not index_query.answerable(win) else ():
         topic_stats = TopicStats(topic)
         for item in itertools.islice(_scanned(env, topic, win), opts["limit"]):
