@@ -31,11 +31,12 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
+from typing import Protocol
 
 from pipeline.core.contract import ledger_topic
 from pipeline.errors import ConfigError
@@ -56,7 +57,15 @@ from reprocessor.index_rows import (
 
 log = logging.getLogger("lazarus.dlq.index")
 SCHEMA_VERSION = "2"
-Progress = Callable[[int], None]
+
+
+class Progress(Protocol):
+    """What a catch-up reports to (`render.Bar`): `expect(total)` once it knows how many
+    offsets it will read (an upper bound: markers take offsets), then counts of records read."""
+
+    def __call__(self, count: int) -> None: ...
+    def expect(self, total: int) -> None: ...
+
 
 _DDL = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -65,13 +74,22 @@ CREATE TABLE IF NOT EXISTS positions (
     PRIMARY KEY (kind, partition)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dl (
     id INTEGER PRIMARY KEY, {", ".join(COLUMNS[1:])}, state INTEGER NOT NULL DEFAULT 0);
-CREATE INDEX IF NOT EXISTS dl_state_category ON dl (state, category, dialect);
-CREATE INDEX IF NOT EXISTS dl_state_fingerprint ON dl (state, fingerprint, seen_ms);
-CREATE INDEX IF NOT EXISTS dl_state_seen ON dl (state, seen_ms, ts);
 CREATE TABLE IF NOT EXISTS ledger (
     id INTEGER PRIMARY KEY, partition INTEGER, offset INTEGER, action INTEGER,
     failed_at INTEGER, fingerprint TEXT, entry BLOB);
 """
+_INDEXES = {
+    "dl_state_category": "dl (state, category, dialect)",
+    "dl_state_fingerprint": "dl (state, fingerprint, seen_ms)",
+    "dl_state_seen": "dl (state, seen_ms, ts)",
+}
+_CREATE_INDEXES = "".join(
+    f"CREATE INDEX IF NOT EXISTS {n} ON {on};\n" for n, on in _INDEXES.items()
+)
+BULK_ROWS = 50_000
+"""A first scan of more records than this builds the secondary indexes once at its end (one
+sort) rather than row by row, which doubled what SQLite did per row. Until then the table has
+none: a crash in between leaves it without, and the next open creates them."""
 _INSERT = (
     f"INSERT OR IGNORE INTO dl ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 )
@@ -130,7 +148,8 @@ class DlqIndex:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA cache_size=-16384")  # 16 MiB, whatever the DLQ's size
-            self.db.executescript(_DDL)
+            self.db.execute("PRAGMA wal_autocheckpoint=8192")  # 32 MiB: fewer, larger checkpoints
+            self.db.executescript(_DDL + _CREATE_INDEXES)
             limit = self.db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         except sqlite3.Error as exc:
             raise ConfigError(f"cannot open the DLQ index {path}: {exc}") from exc
@@ -247,14 +266,15 @@ class DlqIndex:
 
     def _follow_dlq(self, conf: KafkaConf, ends: dict[int, int], progress: Progress | None) -> int:
         start = self._positions("dlq")
-        if all(start.get(p, 0) >= end for p, end in ends.items()):
+        todo = sum(max(0, end - start.get(p, 0)) for p, end in ends.items())
+        if not todo:
             return 0
+        bulk = todo > BULK_ROWS and self.db.execute("SELECT 1 FROM dl LIMIT 1").fetchone() is None
+        if progress is not None:
+            progress.expect(todo)
         read = 0
-        with (
-            _scanning(),
-            Follower(conf, self.topic, start, ends) as follower,
-            _Writer(self) as writer,
-        ):
+        follower = Follower(conf, self.topic, start, ends)
+        with _scanning(), _Bulk(self.db, bulk), follower, _Writer(self) as writer:
             for batch, positions in follower.batches():
                 writer.put(self.rows_of(batch), positions)
                 read += len(batch)
@@ -401,20 +421,48 @@ class _Writer:
 
     def _run(self) -> None:
         while (item := self.queue.get()) is not None:
-            if self.failure is not None:
-                continue  # drain: the caller raises at its next put or on leaving
-            try:
-                with self.index._transaction():
-                    self.index.store_rows(item[0])
-                    self.index._store_positions("dlq", item[1])
-            except BaseException as exc:
-                self.failure = exc
+            items, done = [item], False
+            while not done and not self.queue.empty():  # what waits goes in one transaction
+                more = self.queue.get()
+                if more is None:
+                    done = True
+                else:
+                    items.append(more)
+            if self.failure is None:
+                self._store(items)
+            if done:
+                return
+
+    def _store(self, items: list[tuple[list[Row], dict[int, int]]]) -> None:
+        try:
+            with self.index._transaction():
+                for rows, positions in items:
+                    self.index.store_rows(rows)
+                    self.index._store_positions("dlq", positions)
+        except BaseException as exc:
+            self.failure = exc  # the caller raises it at its next put or on leaving
 
     def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
         self.queue.put(None)
         self.thread.join()
         if kind is None and self.failure is not None:
             raise self.failure
+
+
+class _Bulk:
+    """Without the secondary indexes while a first scan fills the table, then with them again
+    (also when it fails: other commands read the table)."""
+
+    def __init__(self, db: sqlite3.Connection, bulk: bool) -> None:
+        self.db, self.bulk = db, bulk
+
+    def __enter__(self) -> None:
+        if self.bulk:
+            self.db.executescript("".join(f"DROP INDEX IF EXISTS {name};" for name in _INDEXES))
+
+    def __exit__(self, *_: object) -> None:
+        if self.bulk:
+            self.db.executescript(_CREATE_INDEXES)
 
 
 SWITCH_INTERVAL_S = 0.0005

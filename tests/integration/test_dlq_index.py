@@ -17,6 +17,7 @@ from confluent_kafka.admin import AdminClient
 from pipeline.core.contract import ledger_topic
 from pipeline.errors import Category
 from pipeline.kafka.follow import Cluster, Follower
+from reprocessor import index as index_module
 from reprocessor.index import DlqIndex
 from reprocessor.index_query import depth
 from tests.conftest import create_topics
@@ -77,6 +78,40 @@ def test_catch_up_reads_only_what_is_new_and_counts_what_read_committed_receives
     cluster, again = open_index(bootstrap, dlq_topic, tmp_path)
     with again:
         assert again.catch_up(cluster).records == 0
+
+
+class Recorder:
+    """A progress bar that remembers what it was told."""
+
+    def __init__(self) -> None:
+        self.total: int | None = None
+        self.counts: list[int] = []
+
+    def __call__(self, count: int) -> None:
+        self.counts.append(count)
+
+    def expect(self, total: int) -> None:
+        self.total = total
+
+
+def test_a_first_scan_in_bulk_builds_the_same_index_and_reports_progress(
+    bootstrap: str, dlq_topic: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first scan larger than BULK_ROWS fills the table without its secondary indexes and
+    creates them at the end; the catch-up tells its bar how many offsets it will read."""
+    fill(bootstrap, dlq_topic, letters(30))
+    fill_in_transaction(bootstrap, dlq_topic, letters(5, 100), commit=False)
+    monkeypatch.setattr(index_module, "BULK_ROWS", 10)
+    cluster, index = open_index(bootstrap, dlq_topic, tmp_path)
+    bar = Recorder()
+    with index:
+        assert index.catch_up(cluster, bar).records == 30
+        names = {row[0] for row in index.db.execute("SELECT name FROM sqlite_master")}
+        assert {"dl_state_category", "dl_state_fingerprint", "dl_state_seen"} <= names
+        got = depth(index)
+        assert (got.records, got.unresolved) == (30, 30)
+    assert bar.total is not None and bar.total >= 30  # an upper bound: markers take offsets
+    assert sum(bar.counts) == 30
 
 
 def test_a_recreated_topic_is_detected_by_its_topic_id(
