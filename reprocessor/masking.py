@@ -39,6 +39,7 @@ MARK = "***#"
 ANY = "*"
 """A path part matching any key or list index."""
 KEY_FILE = "mask.key"
+KEY_BYTES = 32
 TAG_CHARS = 8
 
 
@@ -64,23 +65,38 @@ def parse(paths: Iterable[str]) -> tuple[tuple[str, ...], ...]:
 
 
 def load_key(folder: Path) -> bytes:
-    """The HMAC key in `folder/mask.key`, made (0600) on first use. A folder that cannot be
-    written gives a key for this process only: tags then compare within one command."""
+    """The HMAC key in `folder/mask.key`, made (0600) on first use. The file appears whole or
+    not at all (written aside, then linked into place, so two processes agree on one key). A
+    folder that cannot be written, or a damaged file, gives a key for this process only: tags
+    then compare within one command."""
     path = folder / KEY_FILE
     try:
-        return bytes.fromhex(path.read_text().strip())
-    except (OSError, ValueError):
+        return _read_key(path)
+    except FileNotFoundError:
         pass
-    key = secrets.token_bytes(32)
+    except (OSError, ValueError):
+        return secrets.token_bytes(KEY_BYTES)
+    key = secrets.token_bytes(KEY_BYTES)
+    aside = folder / f".{KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(key.hex())
+        os.link(aside, path)  # fails if another process linked its key first
     except FileExistsError:
-        return load_key(folder)  # another process made it meanwhile
+        return load_key(folder)
     except OSError:
         return key
-    with os.fdopen(fd, "w") as out:
-        out.write(key.hex())
+    finally:
+        aside.unlink(missing_ok=True)
+    return key
+
+
+def _read_key(path: Path) -> bytes:
+    key = bytes.fromhex(path.read_text().strip())
+    if len(key) != KEY_BYTES:
+        raise ValueError(f"{path} does not hold a {KEY_BYTES}-byte key")
     return key
 
 

@@ -127,6 +127,7 @@ def test_the_key_is_made_once_and_readable_by_its_owner_only(tmp_path: Path) -> 
     assert load_key(tmp_path / "state") == key and len(key) == 32
     mode = (tmp_path / "state" / "mask.key").stat().st_mode
     assert stat.S_IMODE(mode) == 0o600
+    assert [p.name for p in (tmp_path / "state").iterdir()] == ["mask.key"]  # nothing aside
 
 
 @pytest.mark.parametrize("where", ["before", "after"])
@@ -152,3 +153,10 @@ def test_a_bad_mask_in_the_config_is_a_configuration_error(tmp_path: Path) -> No
     result = dlq("--config", str(config), "stats")
     assert result.code == 2, result.output
     assert "mask 'nope'" in result.stderr
+
+
+def test_a_damaged_key_file_gives_a_key_for_this_process_only(tmp_path: Path) -> None:
+    (tmp_path / "mask.key").write_text("not hex")
+    assert len(load_key(tmp_path)) == 32
+    assert (tmp_path / "mask.key").read_text() == "not hex"  # never overwritten
+    assert [p.name for p in tmp_path.iterdir()] == ["mask.key"]
