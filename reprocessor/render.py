@@ -276,31 +276,6 @@ def stats_table(stats: Sequence[TopicStats], now: int) -> None:
         for category, (total, open_) in sorted(s.by_category.items(), key=lambda kv: -kv[1][0]):
             table.add_row(escape(category), str(total), str(open_))
         out.print(table)
-        _cause_table(s, now)
-
-
-def _cause_table(s: TopicStats, now: int) -> None:
-    """The top causes (fingerprints) by unresolved count, with an example of each."""
-    causes, shown = s.all_causes(), s.top_causes()
-    if not shown:
-        return
-    table = Table(header_style="bold", title_justify="left")
-    for name in ("cause", "unresolved", "total", "first seen", "last seen"):
-        table.add_column(name, overflow="fold", justify="left" if name == "cause" else "right")
-    table.add_column("example", overflow="fold")
-    for row in shown:
-        example = f"{row.error_type or '-'}: {row.example} ({row.example_coordinates})"
-        table.add_row(
-            escape(row.key),
-            str(row.unresolved),
-            str(row.count),
-            f"{format_age(now - row.first_seen_ms)} ago",
-            f"{format_age(now - row.last_seen_ms)} ago",
-            escape(cut(example, message_cell(70))),
-        )
-    console().print(table)
-    more = f" (the {len(shown)} with the most unresolved shown)" if len(causes) > len(shown) else ""
-    note(f"{plural(len(causes), 'cause')} by fingerprint{more}")
 
 
 def fix_diffs(results: Sequence[tuple[DeadLetter, Fixed]]) -> None:
