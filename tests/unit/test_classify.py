@@ -1,5 +1,9 @@
 """Exception -> category, reported error type, payload-free message, details and stack trace; which
-errors are retryable; resolving the configured retryable exception names."""
+errors are retryable; resolving the configured retryable exception names.
+
+The hooks passed to `classify` here are a pipeline that keeps messages
+(`policy.error_messages = "keep"`, through `policy.redact`); the default, which withholds them,
+is proven in test_redaction.py."""
 
 from __future__ import annotations
 
