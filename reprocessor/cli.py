@@ -29,7 +29,7 @@ from pipeline.kafka.clients import KAFKA_LOG
 from reprocessor import exporter, grouping, index_query, indexed, render, replay_run
 from reprocessor.deadletters import from_record, to_kcat_json
 from reprocessor.exporter import DEFAULT_PORT
-from reprocessor.ledger import STATE_ENV, Plan, new_run_id
+from reprocessor.ledger import STATE_ENV, Plan
 from reprocessor.options import (
     INSPECT_DEFAULT_LIMIT,
     WHERE_GRAMMAR,
@@ -51,7 +51,6 @@ from reprocessor.stats import (
     Window,
     read_ledger,
     scan,
-    unresolved_items,
 )
 
 
@@ -194,7 +193,10 @@ def group(env: Env, /, by: str, scan_topic: bool, **opts: Any) -> int:
 @SCAN_OPTION
 @click.pass_obj
 def stats(env: Env, /, scan_topic: bool, **opts: Any) -> int:
-    """Per DLQ topic: total, unresolved (the real depth), by category, oldest unresolved age."""
+    """Per DLQ topic: total, unresolved (the real depth), by category and by cause.
+
+    Also the oldest unresolved age, and the top causes (fingerprints) by unresolved count, each
+    with its first and last failure and an example."""
     scan_topic = scan_topic or not env.use_index
     conf, win = env.conf(), window(opts)
     found = []
@@ -366,19 +368,20 @@ def discard(env: Env, /, reason: str, dry_run: bool, yes: bool, **opts: Any) -> 
     if not reason.strip():
         raise click.UsageError("--reason must say why")
     topic = env.topic()
-    items = unresolved_items(env.conf(), topic, window(opts), env.payloads, opts["limit"])
-    text = render.plan_text("Discard", len(items), topic, {}) + f" (reason: {reason})"
-    if dry_run or not items:
-        render.discard_report(env.as_json, topic, text, None, None, dry_run=dry_run)
-        return EXIT_OK
-    if not yes:
-        click.confirm(text + "?", abort=True, err=True)
-    job = replay_run._job(env, topic, new_run_id())
-    ledger = job.start(lambda: read_ledger(env.conf(), topic))
-    with render.progress(len(items), f"discard {job.run}") as advance:
-        tally = job.discard([item.dl for item in items], reason, ledger, advance)
+    with replay_run.discard_selection(env, topic, opts) as stored:
+        count, run = stored.plan.selected, stored.plan.run
+        text = render.plan_text("Discard", count, topic, {}) + f" (reason: {reason})"
+        if dry_run or not count:
+            render.discard_report(env.as_json, topic, text, None, None, dry_run=dry_run)
+            return EXIT_OK
+        if not yes:
+            click.confirm(text + "?", abort=True, err=True)
+        job = replay_run._job(env, topic, run)
+        ledger = job.start(lambda: read_ledger(env.conf(), topic))
+        with render.progress(count, f"discard {run}") as advance:
+            tally = job.discard(stored.letters(), reason, ledger, advance)
     env.remember_ledger(topic)  # a ledger this run created is known from now on
-    render.discard_report(env.as_json, topic, text, job.run, tally, dry_run=False)
+    render.discard_report(env.as_json, topic, text, run, tally, dry_run=False)
     return EXIT_OK
 
 

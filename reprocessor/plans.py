@@ -64,10 +64,22 @@ class Entry:
         from the index without a fix has no value hash (the records were not read): the
         failure time and fingerprint identify the dead letter then."""
         return (
-            self.value_sha256 in ("", value_hash(value))
+            (not self.value_sha256 or self.value_sha256 == value_hash(value))
             and dl.fingerprint == self.fingerprint
             and dl.seen_ms == self.failed_at_ms
         )
+
+    def letter(self, topic: str) -> DeadLetter:
+        """The planned dead letter as far as the ledger knows it (coordinates, failure time,
+        fingerprint): enough to check and write its ledger entry without reading it again."""
+        return DeadLetter(
+            topic=topic, partition=self.partition, offset=self.offset,
+            timestamp_ms=self.failed_at_ms, key=None, value=None, headers=(), dialect="",
+            meta=None, foreign=None, source_topic=None, source_partition=None,
+            source_offset=None, origin=None, category=None, error_type=None, message=None,
+            stacktrace=None, fingerprint=self.fingerprint, attempts=None,
+            failed_at_ms=self.failed_at_ms, pipeline=None, replay_count=0, problems=(),
+        )  # fmt: skip
 
 
 @dataclass
@@ -173,6 +185,13 @@ class StoredPlan:
             for line in lines:
                 data = json.loads(line)
                 yield Entry(partition, int(data["o"]), str(data["h"]), str(data["f"]), data["t"])
+
+    def letters(self) -> Iterator[DeadLetter]:
+        """Every planned dead letter (`Entry.letter`), partition by partition, in offset
+        order, read line by line."""
+        for partition in self.partitions():
+            for entry in self.entries(partition):
+                yield entry.letter(self.plan.dlq_topic)
 
     def refused(self) -> Iterator[Refused]:
         path = self.folder / "refused.jsonl"

@@ -299,10 +299,10 @@ class Run:
         `ledger` (a plan holds each dead letter once), so memory stays bounded."""
         tally, chunk = Tally(), []
         for result in results:
-            if isinstance(result, Refusal | Refused):
+            if not isinstance(result, Copy):
                 hooks.refused(result)
                 progress(1)
-            elif ledger.decision(result.dl).entry is not None:
+            elif ledger.entries and ledger.decision(result.dl).entry is not None:
                 tally.skipped += 1
                 progress(1)
             else:
@@ -365,23 +365,35 @@ class Run:
         )
 
     def discard(
-        self, letters: Sequence[DeadLetter], reason: str, ledger: Ledger, progress: Progress
+        self, letters: Iterable[DeadLetter], reason: str, ledger: Ledger, progress: Progress
     ) -> Tally:
-        """Write a discard entry for every dead letter not yet decided, chunk by chunk."""
-        tally = Tally()
-        todo = [dl for dl in letters if ledger.decision(dl).entry is None]
-        tally.skipped = len(letters) - len(todo)
-        for start in range(0, len(todo), CHUNK):
-            chunk = todo[start : start + CHUNK]
-            self.sink.begin()
-            at = self.clock()
-            for dl in chunk:
-                entry = discarded_entry(
-                    dl, run=self.run, operator=self.operator, reason=reason, at_ms=at
-                )
-                key, value = ledger_record(dl, entry)
-                self.sink.send(self.ledger_topic, key, value, [])
-            self.sink.commit()
-            tally.done += len(chunk)
-            progress(len(chunk))
+        """Write a discard entry for every dead letter not yet decided, a chunk (one
+        transaction) at a time as `letters` are read: at most one chunk in memory."""
+        tally, chunk = Tally(), []
+        for dl in letters:
+            if ledger.entries and ledger.decision(dl).entry is not None:
+                tally.skipped += 1
+                progress(1)
+                continue
+            chunk.append(dl)
+            if len(chunk) >= CHUNK:
+                self._discard_chunk(chunk, reason, tally, progress)
+                chunk = []
+        if chunk:
+            self._discard_chunk(chunk, reason, tally, progress)
         return tally
+
+    def _discard_chunk(
+        self, chunk: Sequence[DeadLetter], reason: str, tally: Tally, progress: Progress
+    ) -> None:
+        self.sink.begin()
+        at = self.clock()
+        for dl in chunk:
+            entry = discarded_entry(
+                dl, run=self.run, operator=self.operator, reason=reason, at_ms=at
+            )
+            key, value = ledger_record(dl, entry)
+            self.sink.send(self.ledger_topic, key, value, [])
+        self.sink.commit()
+        tally.done += len(chunk)
+        progress(len(chunk))

@@ -13,7 +13,10 @@ copies and their ledger entries a chunk per transaction. The index selects; the 
 
 from __future__ import annotations
 
+import itertools
+import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -47,9 +50,15 @@ from reprocessor.replay import (
 )
 from reprocessor.stats import Window, read_ledger, scan
 
-READ_AHEAD = {"queued.max.messages.kbytes": 16384, "fetch.max.bytes": 16 * 1024 * 1024}
-"""What the replay's reader fetches ahead of the transactions (librdkafka's defaults, 64 MB
-queued and 50 MB per fetch, only grow memory: the producer is the bottleneck); -X overrides."""
+READ_AHEAD = {
+    "queued.max.messages.kbytes": 1024,
+    "queued.min.messages": 5000,
+    "fetch.max.bytes": 2 << 20,
+}
+"""What the replay's reader fetches ahead of the transactions: per partition 1 MB or 5,000
+records (a chunk or two), 2 MB per fetch. librdkafka's defaults (64 MB or 100,000 records per
+partition, 50 MB per fetch) cost 150 MB of RSS on 4 partitions and buy nothing: the
+transactions are the bottleneck. -X overrides."""
 
 
 def runs_dir(env: Env, explicit: Path | None) -> Path:
@@ -189,6 +198,23 @@ def _plan_one(writer: plans.PlanWriter, dl: DeadLetter, recipe: Recipe, *, hashe
         writer.add(dl, result.value, result.topic, hashed=hashed)
     else:
         writer.refuse(dl, result.reason, homeless=recipe.target.topic_for(dl) is None)
+
+
+@contextmanager
+def discard_selection(env: Env, topic: str, opts: dict[str, Any]) -> Iterator[StoredPlan]:
+    """The unresolved dead letters `opts` select (at most --limit), in a plan in a temporary
+    folder, removed afterwards: a discard counts them, asks, then decides exactly those,
+    reading them back, so the selection is never held in memory. From the index when it can
+    answer the selection (no value is needed), else from a scan."""
+    win = window(opts)
+    plan = Plan(new_run_id(), topic, render.now_ms(), env.operator, "", None, ())
+    letters = _unresolved(env, topic, win, not index_query.answerable(win))
+    with tempfile.TemporaryDirectory(prefix="lazarus-discard-") as folder:
+        with plans.PlanWriter(Path(folder), plan) as writer:
+            for dl in itertools.islice(letters, opts["limit"]):
+                writer.add(dl, None, None, hashed=False)
+            writer.plan = replace(plan, selected=writer.summary.selected)
+        yield StoredPlan(writer.plan, writer.folder)
 
 
 def save_preview(

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import AdminClient
+
 from pipeline.core import contract
 from tests.dlq_kit import (
     DlqProcess,
@@ -155,3 +158,37 @@ def _by_coordinates(bootstrap: str, topic: str) -> dict[str, bytes]:
     return {
         f"{r.topic}/{r.partition}/{r.offset}": r.value or b"" for r in read_all(bootstrap, topic)
     }
+
+
+def test_a_plan_over_several_partitions_replays_each_in_order_and_refuses_what_is_gone(
+    bootstrap: str, topic_factory, tmp_path: Path
+) -> None:
+    """The stored plan is read back with one reader over all its partitions: each partition
+    still replays in its DLQ order, a planned record deleted since (by delete_records, as
+    retention would) is refused, and records appended after the plan are not replayed."""
+    dlq_topic = topic_factory(partitions=3, suffix="dlq-")
+    target = topic_factory(partitions=2, suffix="to-")
+    fill(bootstrap, dlq_topic, letters(90))
+    base = ("-b", bootstrap, "-t", dlq_topic)
+    state = ("--state-dir", str(tmp_path))
+    dry = dlq(*base, "replay", "--to", target, "--dry-run", *state)
+    assert dry.code == 0, dry.output
+    (plan_file,) = (tmp_path / "runs").glob("*/*/plan.json")
+    records = read_all(bootstrap, dlq_topic)
+    partitions = {rec.partition for rec in records}
+    assert len(partitions) == 3  # (13 keys spread over every partition)
+    deleted = min(partitions)
+    first_two = sorted((r.offset, r.value) for r in records if r.partition == deleted)[:2]
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.delete_records([TopicPartition(dlq_topic, deleted, 2)]).values():
+        future.result(30)  # its first two dead letters are gone
+    fill(bootstrap, dlq_topic, letters(20, start=500))  # after the plan: not in it
+
+    replayed = dlq(*base, "replay", "--plan", plan_file.parent.name, "--yes", *state)
+    assert replayed.code == 3, replayed.output  # two refused: a partial success
+    assert replayed.output.count("no longer in the DLQ") == 2, replayed.output
+    copies = read_all(bootstrap, target)
+    gone = {value for _, value in first_two}
+    assert {c.value for c in copies} == {f"value-{i}".encode() for i in range(90)} - gone
+    assert len(copies) == 88
+    assert_per_key_order(bootstrap, target)

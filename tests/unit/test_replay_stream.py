@@ -1,0 +1,103 @@
+"""`Run` against a recording sink: discards and replays stream their input a chunk at a time
+(never the whole selection in memory), and each chunk's ledger entries are the codec's."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from pipeline.core.contract import Failure, SourceRecord, build_dead_letter
+from pipeline.core.ledger_codec import decode_ledger_entry
+from pipeline.errors import Category
+from reprocessor.deadletters import DeadLetter, from_record
+from reprocessor.ledger import Ledger
+from reprocessor.replay import CHUNK, Copy, Pacer, Recipe, Refused, Run, Target, TargetMode, prepare
+
+
+class RecordingSink:
+    """A TxnSink that logs what happens, and how many inputs had been pulled at each commit."""
+
+    def __init__(self, pulled: list[int]) -> None:
+        self.pulled = pulled
+        self.events: list[tuple[str, object]] = []
+        self.open: list[str] = []
+
+    def init(self) -> None:
+        self.events.append(("init", None))
+
+    def begin(self) -> None:
+        self.open = []
+
+    def send(self, topic: str, key: bytes | None, value: bytes | None, headers: list) -> int:
+        self.events.append(("send", (topic, key, value)))
+        self.open.append(topic)
+        return len(self.open) - 1
+
+    def flush(self) -> list[str]:
+        return [f"{topic}/0/{i}" for i, topic in enumerate(self.open)]
+
+    def commit(self) -> None:
+        self.events.append(("commit", self.pulled[0]))
+
+
+def letter(offset: int) -> DeadLetter:
+    record = SourceRecord("orders", 0, offset, 1_000, b"k", b"{}", ())
+    why = Failure(Category.VALIDATION, "E", "bad", 5_000, "orders-app")
+    headers = build_dead_letter(record, why)
+    return from_record("orders.dlq", offset % 2, offset, 6_000, b"k", b"v", headers)
+
+
+def counted(count: int, pulled: list[int]) -> Iterator[DeadLetter]:
+    for offset in range(count):
+        pulled[0] += 1
+        yield letter(offset)
+
+
+def ignore(count: int) -> None:
+    """A progress callback that shows nothing."""
+
+
+def commits(sink: RecordingSink) -> list[int]:
+    return [int(str(pulled)) for kind, pulled in sink.events if kind == "commit"]
+
+
+def test_a_discard_pulls_at_most_one_chunk_ahead_of_its_transactions() -> None:
+    pulled = [0]
+    sink = RecordingSink(pulled)
+    run = Run(sink, "orders.dlq.ledger", "r-1", "ops", clock=lambda: 7)
+    tally = run.discard(counted(2 * CHUNK + 5, pulled), "never valid", Ledger("orders.dlq"), ignore)
+    assert tally.done == 2 * CHUNK + 5
+    assert commits(sink) == [CHUNK, 2 * CHUNK, 2 * CHUNK + 5]
+
+
+def test_a_streamed_replay_writes_a_chunk_then_its_ledger_entries() -> None:
+    pulled = [0]
+    sink = RecordingSink(pulled)
+    run = Run(sink, "orders.dlq.ledger", "r-1", "ops", clock=lambda: 7)
+    recipe = Recipe(run="r-1", target=Target(TargetMode.TO, "out"), fix_description=("set a",))
+
+    def copies() -> Iterator[Copy | Refused]:
+        for dl in counted(CHUNK + 3, pulled):
+            result = prepare(dl, recipe)
+            assert isinstance(result, Copy)
+            yield result
+
+    class Hooks:
+        def refused(self, refusal: object) -> None:
+            raise AssertionError(refusal)
+
+        def check_targets(self, topics: set[str]) -> None:
+            assert topics == {"out"}
+
+    tally = run.replay_stream(copies(), Ledger("orders.dlq"), Pacer(None), ignore, Hooks())
+    assert tally.done == CHUNK + 3 and commits(sink) == [CHUNK, CHUNK + 3]
+    entries = [e for kind, e in sink.events if kind == "send" and e[0] == "orders.dlq.ledger"]
+    key, value = entries[0][1], entries[0][2]
+    assert key == b"orders.dlq/0/0"
+    decoded = decode_ledger_entry(value)
+    assert (decoded.action, decoded.target, decoded.fix, decoded.at) == (
+        "replayed",
+        "out/0/0",
+        ("set a",),
+        7,
+    )
+    assert (decoded.failed_at, decoded.fingerprint) == (5_000, letter(0).fingerprint)
