@@ -8,6 +8,7 @@ first, then one function per command.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -27,7 +28,7 @@ from pipeline.errors import EXIT_OK, ConfigError, PartialSuccess
 from pipeline.kafka import dlqio
 from pipeline.kafka.clients import KAFKA_LOG
 from reprocessor import exporter, grouping, index_query, indexed, render, replay_run
-from reprocessor.deadletters import from_record, to_kcat_json
+from reprocessor.deadletters import DeadLetter, from_record, to_kcat_json
 from reprocessor.exporter import DEFAULT_PORT
 from reprocessor.ledger import STATE_ENV, Plan
 from reprocessor.options import (
@@ -44,6 +45,7 @@ from reprocessor.options import (
     selection_options,
     window,
 )
+from reprocessor.payloads import Fixed
 from reprocessor.replay import Refused, Tally
 from reprocessor.stats import (
     Item,
@@ -238,28 +240,34 @@ def fix(env: Env, /, per_record: bool | None, save: bool, **opts: Any) -> int:
     found = change_of(fix_pairs(opts), opts["fix_with"])
     if found is None:
         raise click.UsageError("give a fix: --set, --delete, --rename, --default, --cast or --with")
-    items = list(items_of(env, opts))
-    results = [(item.dl, env.payloads.fix(item.dl, found[0])) for item in items]
-    if save:
-        open_ = [
-            pair for item, pair in zip(items, results, strict=True) if item.decision.entry is None
-        ]
-        stored = replay_run.save_preview(env, opts, open_)
+    saving = replay_run.save_preview(env, opts) if save else contextlib.nullcontext(None)
+    with saving as preview:
+        kept: list[tuple[DeadLetter, Fixed]] = []
+        count = failed = 0
+        for item in items_of(env, opts):
+            pair = (item.dl, env.payloads.fix(item.dl, found[0]))
+            count, failed = count + 1, failed + (pair[1].error is not None)
+            if preview is not None and item.decision.entry is None:
+                preview.add(*pair)
+            if env.as_json:
+                render.json_line(render.fix_json(*pair))
+            elif per_record:
+                render.fix_diffs([pair])
+            else:  # the summary reads diffs and verdicts only: payloads are not kept
+                kept.append(pair if count <= 10 else replay_run.slim(pair))
+    if preview is not None and preview.stored is not None:
+        stored = preview.stored
         render.note(
             f"plan {stored.plan.run} stored ({stored.plan.selected} unresolved dead letters): "
             f"`dlq replay --plan {stored.plan.run}` replays exactly this preview"
         )
-    results = [(dl, env.masks.fixed(fixed)) for dl, fixed in results]  # display copies
-    if env.as_json:
-        for dl, fixed in results:
-            render.json_line(render.fix_json(dl, fixed))
-    elif per_record or (per_record is None and len(results) <= 10):
-        render.fix_diffs(results)
-    else:
-        render.fix_summary(results)
-    failed = sum(1 for _, fixed in results if fixed.error is not None)
+    if not env.as_json and not per_record:
+        if per_record is None and count <= 10:
+            render.fix_diffs(kept)
+        else:
+            render.fix_summary(kept)
     if failed:
-        raise PartialSuccess(f"{failed} of {len(results)} fixed records fail (not replayable)")
+        raise PartialSuccess(f"{failed} of {count} fixed records fail (not replayable)")
     return EXIT_OK
 
 

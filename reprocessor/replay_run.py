@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -217,21 +217,42 @@ def discard_selection(env: Env, topic: str, opts: dict[str, Any]) -> Iterator[St
         yield StoredPlan(writer.plan, writer.folder)
 
 
-def save_preview(
-    env: Env, opts: dict[str, Any], results: Iterable[tuple[DeadLetter, Fixed]]
-) -> StoredPlan:
-    """Store a `dlq fix` preview as a plan without a target: each unresolved dead letter with
-    the sha256 of its fixed value, or refused with the reason its fix fails."""
+@dataclass
+class PreviewPlan:
+    """A `dlq fix` preview being stored as a plan without a target, as it streams: each
+    unresolved dead letter with the sha256 of its fixed value, or refused with the reason its
+    fix fails. `stored` is set once the preview ends."""
+
+    writer: plans.PlanWriter
+    stored: StoredPlan | None = None
+
+    def add(self, dl: DeadLetter, fixed: Fixed) -> None:
+        if fixed.error is None:
+            self.writer.add(dl, fixed.value, None)
+        else:
+            self.writer.refuse(dl, fixed.error)
+
+
+@contextmanager
+def save_preview(env: Env, opts: dict[str, Any]) -> Iterator[PreviewPlan]:
+    """A `PreviewPlan` in this cluster's plans folder; removed again when the preview fails."""
     plan = new_plan(env, env.topic(), opts, target=False)
     with plans.PlanWriter(runs_dir(env, None), plan) as writer:
-        for dl, fixed in results:
-            if fixed.error is None:
-                writer.add(dl, fixed.value, None)
-            else:
-                writer.refuse(dl, fixed.error)
+        preview = PreviewPlan(writer)
+        yield preview
         summary = writer.summary
         writer.plan = replace(plan, selected=summary.selected, refused=summary.refused_count)
-    return StoredPlan(writer.plan, writer.folder)
+    preview.stored = StoredPlan(writer.plan, writer.folder)
+
+
+def slim(pair: tuple[DeadLetter, Fixed]) -> tuple[DeadLetter, Fixed]:
+    """A previewed fix without its payloads (key, value, headers, decoded events): what a
+    `dlq fix` summary reads, in a fraction of the memory."""
+    dl, fixed = pair
+    return (
+        replace(dl, key=None, value=None, headers=()),
+        replace(fixed, before=None, after=None, value=None),
+    )
 
 
 def _unresolved(env: Env, topic: str, win: Window, read_values: bool) -> Iterator[DeadLetter]:

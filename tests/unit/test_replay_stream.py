@@ -10,7 +10,9 @@ from pipeline.core.ledger_codec import decode_ledger_entry
 from pipeline.errors import Category
 from reprocessor.deadletters import DeadLetter, from_record
 from reprocessor.ledger import Ledger
+from reprocessor.payloads import Fixed
 from reprocessor.replay import CHUNK, Copy, Pacer, Recipe, Refused, Run, Target, TargetMode, prepare
+from reprocessor.replay_run import slim
 
 
 class RecordingSink:
@@ -101,3 +103,17 @@ def test_a_streamed_replay_writes_a_chunk_then_its_ledger_entries() -> None:
         7,
     )
     assert (decoded.failed_at, decoded.fingerprint) == (5_000, letter(0).fingerprint)
+
+
+def test_a_fix_summary_keeps_no_payloads() -> None:
+    """Past the first ten records, `dlq fix` keeps only what its summary reads."""
+    fixed = Fixed({"qty": 0}, {"qty": 1}, b'{"qty":1}', ["~ qty: 0 → 1"], None, True)
+    dl, kept = slim((letter(3), fixed))
+    assert (dl.key, dl.value, dl.headers) == (None, None, ())
+    assert (kept.before, kept.after, kept.value) == (None, None, None)
+    assert (dl.coordinates, kept.diff, kept.error, kept.checked) == (
+        "orders.dlq/1/3",
+        ["~ qty: 0 → 1"],
+        None,
+        True,
+    )
