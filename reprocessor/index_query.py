@@ -115,6 +115,7 @@ def topic_stats(index: DlqIndex, window: Window, limit: int | None) -> TopicStat
             else:
                 found.discarded += count
     found.by_category = dict(sorted(found.by_category.items(), key=lambda kv: -kv[1][0]))
+    found.cause_rows = group_rows(index, "fingerprint", window)
     where = f"{where} AND state=0" if where else "WHERE state=0"
     found.oldest_unresolved_ms = index.db.execute(
         f"SELECT min(seen_ms) FROM dl {where}", params

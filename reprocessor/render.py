@@ -245,17 +245,9 @@ def group_table(rows: Sequence[GroupRow], by: str, now: int) -> None:
         table.add_column(name, overflow="fold", justify="right" if name != by else "left")
     table.add_column("example", overflow="fold")
     for row in rows:
-        example = f"{row.error_type or '-'}: {row.example} ({row.example_coordinates})"
-        table.add_row(
-            escape(row.key),
-            str(row.count),
-            f"{format_age(now - row.first_seen_ms)} ago",
-            f"{format_age(now - row.last_seen_ms)} ago",
-            str(row.unresolved),
-            str(row.replayed),
-            str(row.discarded),
-            escape(cut(example, message_cell(90))),
-        )
+        first, last = _seen(row, now)
+        decided = [str(n) for n in (row.unresolved, row.replayed, row.discarded)]
+        table.add_row(escape(row.key), str(row.count), first, last, *decided, _example(row, 90))
     console().print(table)
     total = sum(row.count for row in rows)
     note(f"{plural(total, 'dead letter')} in {plural(len(rows), 'group')} by {by}")
@@ -276,6 +268,34 @@ def stats_table(stats: Sequence[TopicStats], now: int) -> None:
         for category, (total, open_) in sorted(s.by_category.items(), key=lambda kv: -kv[1][0]):
             table.add_row(escape(category), str(total), str(open_))
         out.print(table)
+        _cause_table(s, now)
+
+
+def _seen(row: GroupRow, now: int) -> tuple[str, str]:
+    """A group's first and last failure, as ages."""
+    return f"{format_age(now - row.first_seen_ms)} ago", f"{format_age(now - row.last_seen_ms)} ago"
+
+
+def _example(row: GroupRow, width: int) -> str:
+    example = f"{row.error_type or '-'}: {row.example} ({row.example_coordinates})"
+    return escape(cut(example, message_cell(width)))
+
+
+def _cause_table(s: TopicStats, now: int) -> None:
+    """The top causes (fingerprints) by unresolved count, with an example of each."""
+    causes, shown = s.all_causes(), s.top_causes()
+    if not shown:
+        return
+    table = Table(header_style="bold", title_justify="left")
+    for name in ("cause", "unresolved", "total", "first seen", "last seen"):
+        table.add_column(name, overflow="fold", justify="left" if name == "cause" else "right")
+    table.add_column("example", overflow="fold")
+    for row in shown:
+        counts = f"{row.unresolved}", f"{row.count}"
+        table.add_row(escape(row.key), *counts, *_seen(row, now), _example(row, 70))
+    console().print(table)
+    more = f" (the {len(shown)} with the most unresolved shown)" if len(causes) > len(shown) else ""
+    note(f"{plural(len(causes), 'cause')} by fingerprint{more}")
 
 
 def fix_diffs(results: Sequence[tuple[DeadLetter, Fixed]]) -> None:

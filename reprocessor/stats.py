@@ -18,6 +18,7 @@ from pipeline.core.contract import ledger_topic
 from pipeline.kafka import dlqio
 from pipeline.kafka.dlqio import KafkaConf
 from reprocessor.deadletters import DeadLetter, ReplayState, from_record
+from reprocessor.grouping import Grouper, GroupRow
 from reprocessor.ledger import Decision, Ledger
 from reprocessor.payloads import Payload, Payloads
 from reprocessor.selection import Selection
@@ -128,9 +129,19 @@ def unresolved_items(
     return sorted(chosen, key=lambda item: (item.dl.partition, item.dl.offset))
 
 
+TOP_CAUSES = 10
+"""Causes (fingerprints) `dlq stats` lists, those with the most unresolved dead letters first."""
+
+
+def _by_fingerprint() -> Grouper:
+    return Grouper("fingerprint")
+
+
 @dataclass
 class TopicStats:
-    """`dlq stats` for one DLQ topic. The depth is `unresolved`: what no ledger entry decided."""
+    """`dlq stats` for one DLQ topic. The depth is `unresolved`: what no ledger entry decided.
+    Causes are grouped by fingerprint as `add` sees dead letters, unless the index already
+    grouped them in SQL (`cause_rows`)."""
 
     topic: str
     total: int = 0
@@ -140,6 +151,16 @@ class TopicStats:
     by_category: dict[str, tuple[int, int]] = field(default_factory=dict)
     """category -> (total, unresolved); foreign dialects count under `foreign:<dialect>`."""
     oldest_unresolved_ms: int | None = None
+    cause_rows: list[GroupRow] | None = None
+    causes: Grouper = field(default_factory=_by_fingerprint, repr=False, compare=False)
+
+    def all_causes(self) -> list[GroupRow]:
+        return self.causes.rows() if self.cause_rows is None else self.cause_rows
+
+    def top_causes(self, top: int = TOP_CAUSES) -> list[GroupRow]:
+        """The causes with the most unresolved dead letters, then the most dead letters."""
+        ranked = sorted(self.all_causes(), key=lambda row: (-row.unresolved, -row.count, row.key))
+        return ranked[:top]
 
     def to_json(self, now_ms: int) -> dict[str, object]:
         oldest = self.oldest_unresolved_ms
@@ -154,6 +175,8 @@ class TopicStats:
             },
             "oldest_unresolved_ms": oldest,
             "oldest_unresolved_age_ms": None if oldest is None else now_ms - oldest,
+            "causes": len(self.all_causes()),
+            "by_cause": [cause_json(row) for row in self.top_causes()],
         }
 
     def add(self, item: Item) -> None:
@@ -168,6 +191,25 @@ class TopicStats:
             self.replayed += 1
         else:
             self.discarded += 1
+        self.causes.add(dl, state)
         category = dl.category or f"foreign:{dl.dialect}"
         total, open_ = self.by_category.get(category, (0, 0))
         self.by_category[category] = (total + 1, open_ + int(unresolved))
+
+
+def cause_json(row: GroupRow) -> dict[str, object]:
+    """One cause of `dlq --json stats`: its fingerprint, counts, first and last failure, and an
+    example (message and where that dead letter is)."""
+    return {
+        "fingerprint": row.key,
+        "total": row.count,
+        "unresolved": row.unresolved,
+        "replayed": row.replayed,
+        "discarded": row.discarded,
+        "first_seen_ms": row.first_seen_ms,
+        "last_seen_ms": row.last_seen_ms,
+        "category": row.category,
+        "error_type": row.error_type,
+        "example": row.example,
+        "example_coordinates": row.example_coordinates,
+    }

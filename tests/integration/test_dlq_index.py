@@ -195,6 +195,34 @@ def test_stats_group_and_inspect_answer_from_the_index_what_a_scan_answers(
     assert [row["ledger"]["reason"] for row in decided] == ["known", "known"]
 
 
+def test_stats_breaks_down_by_cause(bootstrap: str, dlq_topic: str, tmp_path: Path) -> None:
+    """`dlq stats` lists causes (fingerprints) by unresolved count, with first and last failure
+    and an example, from the index and from a scan alike; the table shows them too."""
+    topic = dlq_topic
+    broken = failure(Category.DESERIALIZATION, "pipeline.errors.DecodeError", "truncated", ())
+    fill(bootstrap, topic, [*letters(8), *letters(5, 50, SCHEMA), *letters(3, 80, broken)])
+    env = {"LAZARUS_STATE_DIR": str(tmp_path)}
+    base = ("-b", bootstrap, "-t", topic)
+    discard = dlq(*base, "discard", "--where", "category=validation", "--limit", "6",
+                  "--reason", "known", "-y", env=env)  # fmt: skip
+    assert discard.code == 0, discard.output
+    for how in ((), ("--scan",)):
+        found = dlq(*base, "--json", "stats", *how, env=env)
+        assert found.code == 0, found.output
+        [topic_stats] = found.json_lines()
+        causes = topic_stats["by_cause"]
+        assert topic_stats["causes"] == 3, how
+        assert [(c["category"], c["unresolved"], c["total"]) for c in causes] == [
+            ("schema", 5, 5), ("deserialization", 3, 3), ("validation", 2, 8)
+        ], how  # fmt: skip
+        assert causes[1]["example"] == "truncated" and causes[1]["first_seen_ms"] > 0
+        assert causes[0]["last_seen_ms"] >= causes[0]["first_seen_ms"]
+        assert len({c["fingerprint"] for c in causes}) == 3
+    shown = dlq(*base, "stats", env=env)
+    assert shown.code == 0, shown.output
+    assert "3 causes by fingerprint" in shown.output and "truncated" in shown.output
+
+
 _ORDER_OR_TIME = ("example", "example_coordinates", "oldest_unresolved_age_ms")
 
 
@@ -203,6 +231,8 @@ def _comparable(rows: list[dict[str, object]]) -> list[dict[str, object]]:
     out = []
     for row in rows:
         kept = {k: v for k, v in row.items() if k not in _ORDER_OR_TIME}
+        if isinstance(kept.get("by_cause"), list):
+            kept["by_cause"] = _comparable(kept["by_cause"])  # type: ignore[arg-type]
         if isinstance(kept.get("by_category"), dict):
             kept["by_category"] = dict(sorted(kept["by_category"].items()))  # type: ignore[union-attr]
         out.append(kept)
