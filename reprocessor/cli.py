@@ -249,12 +249,13 @@ def fix(env: Env, /, per_record: bool | None, save: bool, **opts: Any) -> int:
             count, failed = count + 1, failed + (pair[1].error is not None)
             if preview is not None and item.decision.entry is None:
                 preview.add(*pair)
+            shown = (pair[0], env.masks.fixed(pair[1]))  # --mask: a display copy only
             if env.as_json:
-                render.json_line(render.fix_json(*pair))
+                render.json_line(render.fix_json(*shown))
             elif per_record:
-                render.fix_diffs([pair])
+                render.fix_diffs([shown])
             else:  # the summary reads diffs and verdicts only: payloads are not kept
-                kept.append(pair if count <= 10 else replay_run.slim(pair))
+                kept.append(shown if count <= 10 else replay_run.slim(shown))
     if preview is not None and preview.stored is not None:
         stored = preview.stored
         render.note(

@@ -109,6 +109,13 @@ def test_no_payload_value_in_error_headers_or_logs_and_dlq_masks(
         if (line["partition"], line["offset"]) == where_bob
     ), "equal values show equal tags across commands"
 
+    email = ("--mask", "value.customer.email", "fix", "--where", "category=processing")
+    for form in ((), ("--json",), ("--summary",)):
+        fixed = dlq(*config, *email, "--set", "customer.email=new@example.com", *form, env=state)
+        assert fixed.code == 0, fixed.output
+        assert "customer.email" in fixed.stdout and "***#" in fixed.stdout, fixed.output
+        assert "example.com" not in fixed.stdout, fixed.output
+
     replayed = dlq(
         *config, "--mask", "value", "replay", "--where", "category=processing", "--yes", env=state
     )
