@@ -30,7 +30,7 @@ from pipeline.core.contract import Header
 from pipeline.errors import ConfigError
 from reprocessor.deadletters import DeadLetter, jsonable, text_of
 from reprocessor.fixes import diff
-from reprocessor.grouping import GroupRow
+from reprocessor.grouping import MISSING_KEY, NONE_KEY, GroupRow
 from reprocessor.payloads import Fixed, Payload
 from reprocessor.stats import Item
 
@@ -158,11 +158,17 @@ class Masks:
         return dataclasses.replace(fixed, before=None, after=None, value=None, diff=lines)
 
     def rows(self, by: str, rows: Sequence[GroupRow]) -> list[GroupRow]:
-        """Group rows by a masked `value.<path>` show tags as their keys."""
+        """Group rows by a masked `value.<path>` show tags as their keys (the `(missing)` and
+        `(none)` rows stay: they hold no value)."""
         parts = tuple(by.split("."))
         if parts[0] != "value" or not any(_covers(p, parts) for p in self._value_paths()):
             return list(rows)
-        return [dataclasses.replace(row, key=self.tag(row.key)) for row in rows]
+        return [
+            row
+            if row.key in (MISSING_KEY, NONE_KEY)
+            else dataclasses.replace(row, key=self.tag(row.key))
+            for row in rows
+        ]
 
     def _value_paths(self) -> list[tuple[str, ...]]:
         return [path[1:] for path in self.paths if path[0] == "value"]

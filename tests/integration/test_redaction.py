@@ -109,6 +109,12 @@ def test_no_payload_value_in_error_headers_or_logs_and_dlq_masks(
         if (line["partition"], line["offset"]) == where_bob
     ), "equal values show equal tags across commands"
 
+    by_email = ("--mask", "value.customer", "group", "--by", "value.customer.email")
+    for form in ((), ("--json",)):
+        grouped = dlq(*config, *by_email, *form, env=state)
+        assert grouped.code == 0, grouped.output
+        assert "***#" in grouped.stdout and "example.com" not in grouped.stdout, grouped.output
+
     email = ("--mask", "value.customer.email", "fix", "--where", "category=processing")
     for form in ((), ("--json",), ("--summary",)):
         fixed = dlq(*config, *email, "--set", "customer.email=new@example.com", *form, env=state)

@@ -118,6 +118,8 @@ def test_group_keys_of_a_masked_field_are_tags() -> None:
     m = masks("value.customer")
     (masked,) = m.rows("value.customer.id", [row])
     assert masked.key == m.tag("c-42") and masked.count == 2
+    missing = GroupRow("(missing)", 1, 1, 2, "m", "orders.dlq/0/2", None, None, 0, 0, 1)
+    assert m.rows("value.customer.id", [missing]) == [missing]
     assert m.rows("value.order_id", [row]) == [row]
     assert m.rows("fingerprint", [row]) == [row]
 
