@@ -1,14 +1,17 @@
 """Replay throughput: `dlq replay` (every chunk's copies and ledger entries in one Kafka
-transaction, after fencing and reading the ledger) against a raw confluent-kafka consume ->
-produce of the same records, in the same run, on the same broker.
+transaction, after fencing and reading the ledger) against a raw transactional copy of the same
+records (confluent-kafka consume -> produce, `read_committed`, one producer transaction per
+`reprocessor.replay.CHUNK` records), in the same run, on the same broker.
 
-    python -m bench.bench_replay [--bootstrap HOST:PORT] [--count N] [--partitions P]
+    python -m bench.bench_replay [--bootstrap HOST:PORT] [--count N] [--partitions P] [--reps R]
 
 Without --bootstrap a broker is started with `scripts/kafka_broker.py` (and stopped after).
-`dlq replay` runs as its own process (its time includes indexing the DLQ, writing the plan,
-fencing, reading the ledger and replaying the plan read back; `--yes`), so its peak RSS
-(the child's VmHWM) is its own. The raw transactional copy consumes and produces the same
-records in transactions of the same size (`reprocessor.replay.CHUNK`).
+Every `dlq` command runs as its own process, so its peak RSS (the child's VmHWM) is its own:
+`dlq stats` (the cold index), the whole `dlq replay --yes` (index catch-up, plan written to
+disk, fence, ledger read, the plan replayed as it is read back), and, on a second DLQ of the
+same records, the replay phase alone: `dlq replay --dry-run` stores the plan, then `dlq replay
+--plan ID --yes` (fence, ledger, stream the plan) is timed. Repetitions are interleaved: each
+fills fresh DLQs and runs every mode once, so a load spike hits one repetition of each.
 """
 
 from __future__ import annotations
@@ -16,32 +19,21 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from pipeline.core import contract
 from pipeline.errors import Category
-from pipeline.kafka import dlqio
-from reprocessor.cli import main as dlq_main
-from reprocessor.payloads import Payloads
-from reprocessor.replay import (
-    CHUNK,
-    Pacer,
-    Recipe,
-    Run,
-    Target,
-    TargetMode,
-    prepare_all,
-    transactional_id,
-)
-from reprocessor.stats import Window, read_ledger, unresolved_items
+from reprocessor.replay import CHUNK
 from scripts.kafka_broker import Broker
 from tests.conftest import create_topics
 
@@ -232,31 +224,52 @@ def _hwm_kb(pid: int) -> int:
     return 0
 
 
-def run_dlq(*args: str) -> float:
-    started = time.monotonic()
-    try:
-        dlq_main(list(args))
-    except SystemExit as exc:
-        if exc.code not in (0, None):
-            raise RuntimeError(f"dlq {' '.join(args)} exited with {exc.code}") from None
-    return time.monotonic() - started
+def stored_plan_id(state: str) -> str:
+    """The run id of the newest plan in the state folder (`runs/<cluster>/<run>/plan.json`)."""
+    newest = max(Path(state).glob("runs/*/*/plan.json"), key=lambda path: path.stat().st_mtime)
+    return newest.parent.name
 
 
-def replay_phase(bootstrap: str, dlq_topic: str, target: str) -> tuple[int, float]:
-    """Only the exactly-once part of a replay (fence, read the ledger, chunked transactions of
-    copies plus ledger entries), on dead letters already read and planned: what the ledger
-    transaction costs, apart from `dlq`'s parsing of every record's headers."""
-    conf = {"bootstrap.servers": bootstrap}
-    dlqio.ensure_compacted(conf, contract.ledger_topic(dlq_topic))
-    items = unresolved_items(conf, dlq_topic, Window(), Payloads(None), None)
-    recipe = Recipe(run="bench-phase", target=Target(TargetMode.TO, target))
-    copies, _ = prepare_all([item.dl for item in items], recipe)
-    started = time.monotonic()
-    sink = dlqio.TxnProducer(conf, transactional_id(dlq_topic))
-    job = Run(sink, contract.ledger_topic(dlq_topic), "bench-phase", "bench")
-    ledger = job.start(lambda: read_ledger(conf, dlq_topic))
-    tally = job.replay(copies, ledger, Pacer(None), lambda n: None)
-    return tally.done, time.monotonic() - started
+@dataclass
+class Rep:
+    """One repetition's figures: (records, seconds) per mode, peak RSS per `dlq` command."""
+
+    rows: list[tuple[str, int, float]] = field(default_factory=list)
+    rss: dict[str, float] = field(default_factory=dict)
+
+    def seconds(self, name: str) -> float:
+        return next(s for n, _, s in self.rows if n.startswith(name))
+
+
+def one_rep(bootstrap: str, count: int, partitions: int, phase: bool) -> Rep:
+    """Fill fresh DLQs, then time every mode once."""
+    stem = f"bench-replay-{uuid.uuid4().hex[:6]}"
+    names = [f"{stem}.{n}" for n in ("dlq", "replayed", "raw", "rawtxn", "dlq2", "replayed2")]
+    create_topics(bootstrap, names, partitions)
+    for dlq_topic in (names[0], names[4]) if phase else (names[0],):
+        filled = fill_dlq(bootstrap, dlq_topic, count)
+        print(f"filled {dlq_topic}: {count:,} dead letters, {filled:.1f}s", file=sys.stderr)
+    rep = Rep()
+    copied, raw_s = raw_copy(bootstrap, names[0], names[2])
+    rep.rows.append(("raw consume -> produce (idempotent)", copied, raw_s))
+    txn_copied, txn_s = raw_txn_copy(bootstrap, names[0], names[3])
+    rep.rows.append((f"raw transactional copy ({CHUNK:,}/txn)", txn_copied, txn_s))
+    state = tempfile.mkdtemp(prefix="lazarus-bench-state-")
+    where = ("-q", "-b", bootstrap, "-t", names[0])
+    stats_s, rep.rss["stats"] = dlq_process(state, *where, "stats")  # builds the index (cold)
+    rep.rows.append(("dlq stats, cold index (the first scan)", count, stats_s))
+    replay = ("replay", "--to", names[1], "--yes")
+    replay_s, rep.rss["replay"] = dlq_process(state, *where, *replay)
+    rep.rows.append(("dlq replay, whole command", count, replay_s))
+    if phase:
+        where = ("-q", "-b", bootstrap, "-t", names[4])
+        dlq_process(state, *where, "stats")
+        plan_s, _ = dlq_process(state, *where, "replay", "--to", names[5], "--dry-run")
+        run = stored_plan_id(state)
+        phase_s, rep.rss["phase"] = dlq_process(state, *where, "replay", "--plan", run, "--yes")
+        rep.rows.append(("dlq replay --dry-run (plan only)", count, plan_s))
+        rep.rows.append(("dlq replay --plan (replay phase alone)", count, phase_s))
+    return rep
 
 
 def table(rows: list[tuple[str, int, float]]) -> None:
@@ -265,46 +278,39 @@ def table(rows: list[tuple[str, int, float]]) -> None:
         print(f"{name:<44} {count:>10,} {seconds:>9.2f} {count / seconds:>11,.0f}")
 
 
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bootstrap")
     parser.add_argument("--count", type=int, default=100_000)
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--reps", type=int, default=1)
     parser.add_argument(
-        "--no-phase", action="store_true", help="Skip the in-process transactional-phase run."
+        "--no-phase", action="store_true", help="Skip the replay-phase-alone run (a second DLQ)."
     )
     args = parser.parse_args(argv)
     with broker(args.bootstrap) as bootstrap:
-        stem = f"bench-replay-{uuid.uuid4().hex[:6]}"
-        names = [f"{stem}.{n}" for n in ("dlq", "replayed", "raw", "dlq2", "replayed2")]
-        create_topics(bootstrap, names, args.partitions)
-        for dlq_topic in (names[0],) if args.no_phase else (names[0], names[3]):
-            filled = fill_dlq(bootstrap, dlq_topic, args.count)
-            print(
-                f"filled {dlq_topic}: {args.count:,} dead letters, {filled:.1f}s", file=sys.stderr
-            )
-        copied, raw_s = raw_copy(bootstrap, names[0], names[2])
-        create_topics(bootstrap, [f"{stem}.rawtxn"], args.partitions)
-        txn_copied, txn_s = raw_txn_copy(bootstrap, names[0], f"{stem}.rawtxn")
-        state = tempfile.mkdtemp(prefix="lazarus-bench-state-")
-        where = ("-q", "-b", bootstrap, "-t", names[0])
-        stats_s, stats_rss = dlq_process(state, *where, "stats")  # builds the index (cold)
-        replay_s, replay_rss = dlq_process(state, *where, "replay", "--to", names[1], "--yes")
-        phased, phase_s = (0, 0.0) if args.no_phase else replay_phase(bootstrap, names[3], names[4])
-        table(
-            [
-                ("raw consume -> produce (confluent-kafka)", copied, raw_s),
-                (f"raw transactional copy ({CHUNK:,}/txn)", txn_copied, txn_s),
-                ("dlq stats, cold index (the first scan)", args.count, stats_s),
-                ("dlq replay, whole command (warm index)", args.count, replay_s),
-                *([] if args.no_phase else [("dlq replay, transactional phase", phased, phase_s)]),
-            ]
+        ratios: list[float] = []
+        for number in range(1, args.reps + 1):
+            print(f"repetition {number}, load average {load()}", file=sys.stderr)
+            rep = one_rep(bootstrap, args.count, args.partitions, not args.no_phase)
+            txn_s = rep.seconds("raw transactional")
+            print(f"\nrepetition {number} of {args.reps} (load average at its end: {load()})")
+            table(rep.rows)
+            rss = ", ".join(f"{name} {mb:,.0f} MB" for name, mb in rep.rss.items())
+            print(f"peak RSS of each dlq process: {rss}")
+            ratios.append(txn_s / rep.seconds("dlq replay, whole"))
+            print(f"dlq replay, whole command: {ratios[-1]:.2f} x the raw transactional copy")
+            if not args.no_phase:
+                alone = txn_s / rep.seconds("dlq replay --plan")
+                print(f"dlq replay, replay phase alone: {alone:.2f} x the raw transactional copy")
+        print(
+            f"\nwhole command / raw transactional copy, median of {args.reps}: "
+            f"{statistics.median(ratios):.2f} (all: {', '.join(f'{r:.2f}' for r in ratios)})"
         )
-        print(f"dlq replay peak RSS: {replay_rss:,.0f} MB for {args.count:,} dead letters")
-        print(f"dlq stats (cold index) peak RSS: {stats_rss:,.0f} MB")
-        print(f"dlq replay, whole command: {txn_s / replay_s:.2f} x the raw transactional copy")
-        print(f"dlq replay, whole command: {raw_s / replay_s:.2f} x the raw (idempotent) copy")
-        print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
 
 

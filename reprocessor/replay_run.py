@@ -340,7 +340,8 @@ def planned_results(env: Env, stored: StoredPlan, recipe: Recipe) -> Iterator[Co
             for consumed in reader.records():
                 r = consumed.record
                 cursor = cursors[r.partition]
-                yield from cursor.gone_before(topic, r.offset)
+                if cursor.entry is not None and cursor.entry.offset < r.offset:
+                    yield from cursor.gone_before(topic, r.offset)
                 if cursor.entry is not None and cursor.entry.offset == r.offset:
                     yield _planned(env, r, cursor.entry, recipe)
                     cursor.advance()
