@@ -43,6 +43,7 @@ from pipeline.errors import ConfigError
 from pipeline.kafka.follow import Cluster, Fetched, Follower, KafkaConf, TopicMeta
 from reprocessor.index_rows import (
     COLUMNS,
+    LedgerRow,
     Observed,
     Row,
     Seen,
@@ -327,7 +328,7 @@ class DlqIndex:
         start = {p: max(m.low, self._positions("ledger").get(p, 0)) for p, m in marks.items()}
         read = 0
         if any(start[p] < ends[p] for p in ends):
-            with Follower(cluster.conf, meta.name, start, ends) as follower:
+            with _scanning(), Follower(cluster.conf, meta.name, start, ends) as follower:
                 for batch, positions in follower.batches():
                     with self._transaction():
                         self.store_decisions(batch)
@@ -338,18 +339,21 @@ class DlqIndex:
         return read
 
     def store_decisions(self, batch: list[Fetched]) -> None:
+        """Store a batch of ledger records and decide their dead letters: a statement per kind
+        of change, not per record. Only the last record of a key counts (each replaces what
+        the key's earlier ones did), so the batch's order is kept."""
+        last: dict[int, LedgerRow | None] = {}
         for record in batch:
             found = ledger_row(self.topic, record[3], record[4])
-            if found is None:
-                continue
-            partition, offset, row = found
-            key = row_id(partition, offset)
-            if row is None:
-                self.db.execute("DELETE FROM ledger WHERE id=?", (key,))
-                self.db.execute("UPDATE dl SET state=0 WHERE id=?", (key,))
-                continue
-            self.db.execute("INSERT OR REPLACE INTO ledger VALUES (?, ?, ?, ?, ?, ?, ?)", row)
-            self.db.execute(_DECIDE, (row[4], row[5], row[3], key))
+            if found is not None:
+                partition, offset, row = found
+                last[row_id(partition, offset)] = row
+        withdrawn = [(key,) for key, row in last.items() if row is None]
+        decided = [row for row in last.values() if row is not None]
+        self.db.executemany("DELETE FROM ledger WHERE id=?", withdrawn)
+        self.db.executemany("UPDATE dl SET state=0 WHERE id=?", withdrawn)
+        self.db.executemany("INSERT OR REPLACE INTO ledger VALUES (?, ?, ?, ?, ?, ?, ?)", decided)
+        self.db.executemany(_DECIDE, [(row[4], row[5], row[3], row[0]) for row in decided])
 
     # -- storage helpers ---------------------------------------------------------------------
 
