@@ -242,7 +242,13 @@ class Rep:
 
 
 def one_rep(bootstrap: str, count: int, partitions: int, phase: bool) -> Rep:
-    """Fill fresh DLQs, then time every mode once."""
+    """Fill fresh DLQs, then time every mode once; the `dlq` state folder (its index and
+    plans, hundreds of MB at 1,000,000) is removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="lazarus-bench-state-") as state:
+        return _timed_rep(bootstrap, count, partitions, phase, state)
+
+
+def _timed_rep(bootstrap: str, count: int, partitions: int, phase: bool, state: str) -> Rep:
     stem = f"bench-replay-{uuid.uuid4().hex[:6]}"
     names = [f"{stem}.{n}" for n in ("dlq", "replayed", "raw", "rawtxn", "dlq2", "replayed2")]
     create_topics(bootstrap, names, partitions)
@@ -254,7 +260,6 @@ def one_rep(bootstrap: str, count: int, partitions: int, phase: bool) -> Rep:
     rep.rows.append(("raw consume -> produce (idempotent)", copied, raw_s))
     txn_copied, txn_s = raw_txn_copy(bootstrap, names[0], names[3])
     rep.rows.append((f"raw transactional copy ({CHUNK:,}/txn)", txn_copied, txn_s))
-    state = tempfile.mkdtemp(prefix="lazarus-bench-state-")
     where = ("-q", "-b", bootstrap, "-t", names[0])
     stats_s, rep.rss["stats"] = dlq_process(state, *where, "stats")  # builds the index (cold)
     rep.rows.append(("dlq stats, cold index (the first scan)", count, stats_s))
