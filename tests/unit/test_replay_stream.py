@@ -4,15 +4,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
 
 from pipeline.core.contract import Failure, SourceRecord, build_dead_letter
 from pipeline.core.ledger_codec import decode_ledger_entry
 from pipeline.errors import Category
 from reprocessor.deadletters import DeadLetter, from_record
+from reprocessor.index_rows import fast_row, letter_of
 from reprocessor.ledger import Ledger
 from reprocessor.payloads import Fixed
 from reprocessor.replay import CHUNK, Copy, Pacer, Recipe, Refused, Run, Target, TargetMode, prepare
-from reprocessor.replay_run import slim
+from reprocessor.replay_run import _letter, slim
 
 
 class RecordingSink:
@@ -117,3 +121,18 @@ def test_a_fix_summary_keeps_no_payloads() -> None:
         None,
         True,
     )
+
+
+@pytest.mark.parametrize("rule", [None, "hold-eu"])
+def test_a_replayed_record_reads_as_the_index_letter_with_its_payload(rule: str | None) -> None:
+    """The replay's one-call dead letter equals the index's letter completed with the record's
+    key, value and headers (what it replaced), held ones (a policy rule) included."""
+    record = SourceRecord("orders", 2, 9, 1_000, b"k", b"{}", (("trace", b"t"),))
+    why = Failure(Category.VALIDATION, "E", "bad", 5_000, "orders-app", policy_rule=rule)
+    headers = tuple(build_dead_letter(record, why))
+    dlq_record = SourceRecord("orders.dlq", 1, 4, 6_000, b"k", b"{}", headers)
+    row = fast_row(1, 4, 6_000, b"{}", headers)
+    assert row is not None
+    expected = replace(letter_of("orders.dlq", row), key=b"k", value=b"{}", headers=headers)
+    assert _letter(dlq_record) == expected
+    assert (expected.meta is None) == (rule is None)
