@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -194,10 +195,13 @@ def raw_txn_copy(bootstrap: str, source: str, target: str, chunk: int = CHUNK) -
     return copied, time.monotonic() - started
 
 
-def dlq_process(state: str, *args: str) -> tuple[float, float]:
-    """`dlq ARGS` as a child process: (seconds, its peak RSS in MB). The peak is the child's own
-    `VmHWM` (its address space after exec), polled until it exits: getrusage's ru_maxrss would
-    also count the pages the child shared with this (large) process before its exec."""
+def dlq_process(state: str, *args: str) -> tuple[float, float, float]:
+    """`dlq ARGS` as a child process: (seconds, its peak RSS in MB, its CPU seconds). The peak
+    is the child's own `VmHWM` (its address space after exec), polled until it exits: getrusage's
+    ru_maxrss would also count the pages the child shared with this (large) process before its
+    exec. The CPU time (user + system) is the children's rusage after less before: one child
+    at a time."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     env = {**os.environ, "LAZARUS_STATE_DIR": state}
     child = subprocess.Popen(
@@ -208,9 +212,11 @@ def dlq_process(state: str, *args: str) -> tuple[float, float]:
         peak_kb = max(peak_kb, _hwm_kb(child.pid))
         time.sleep(0.05)
     seconds = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
     if child.returncode != 0:
         raise RuntimeError(f"dlq {' '.join(args)} exited with {child.returncode}")
-    return seconds, peak_kb / 1024
+    return seconds, peak_kb / 1024, cpu
 
 
 def _hwm_kb(pid: int) -> int:
@@ -232,10 +238,12 @@ def stored_plan_id(state: str) -> str:
 
 @dataclass
 class Rep:
-    """One repetition's figures: (records, seconds) per mode, peak RSS per `dlq` command."""
+    """One repetition's figures: (records, seconds) per mode, peak RSS and CPU seconds per `dlq`
+    command."""
 
     rows: list[tuple[str, int, float]] = field(default_factory=list)
     rss: dict[str, float] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)
 
     def seconds(self, name: str) -> float:
         return next(s for n, _, s in self.rows if n.startswith(name))
@@ -261,17 +269,18 @@ def _timed_rep(bootstrap: str, count: int, partitions: int, phase: bool, state: 
     txn_copied, txn_s = raw_txn_copy(bootstrap, names[0], names[3])
     rep.rows.append((f"raw transactional copy ({CHUNK:,}/txn)", txn_copied, txn_s))
     where = ("-q", "-b", bootstrap, "-t", names[0])
-    stats_s, rep.rss["stats"] = dlq_process(state, *where, "stats")  # builds the index (cold)
+    stats_s, rep.rss["stats"], rep.cpu["stats"] = dlq_process(state, *where, "stats")  # cold
     rep.rows.append(("dlq stats, cold index (the first scan)", count, stats_s))
     replay = ("replay", "--to", names[1], "--yes")
-    replay_s, rep.rss["replay"] = dlq_process(state, *where, *replay)
+    replay_s, rep.rss["replay"], rep.cpu["replay"] = dlq_process(state, *where, *replay)
     rep.rows.append(("dlq replay, whole command", count, replay_s))
     if phase:
         where = ("-q", "-b", bootstrap, "-t", names[4])
         dlq_process(state, *where, "stats")
-        plan_s, _ = dlq_process(state, *where, "replay", "--to", names[5], "--dry-run")
+        plan_s, _, _ = dlq_process(state, *where, "replay", "--to", names[5], "--dry-run")
         run = stored_plan_id(state)
-        phase_s, rep.rss["phase"] = dlq_process(state, *where, "replay", "--plan", run, "--yes")
+        phase = ("replay", "--plan", run, "--yes")
+        phase_s, rep.rss["phase"], rep.cpu["phase"] = dlq_process(state, *where, *phase)
         rep.rows.append(("dlq replay --dry-run (plan only)", count, plan_s))
         rep.rows.append(("dlq replay --plan (replay phase alone)", count, phase_s))
     return rep
@@ -307,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
             table(rep.rows)
             rss = ", ".join(f"{name} {mb:,.0f} MB" for name, mb in rep.rss.items())
             print(f"peak RSS of each dlq process: {rss}")
+            cpu = ", ".join(f"{name} {s * 1e6 / args.count:,.0f}" for name, s in rep.cpu.items())
+            print(f"CPU (user + system) per dead letter of each dlq process, µs: {cpu}")
             ratios.append(txn_s / rep.seconds("dlq replay, whole"))
             print(f"dlq replay, whole command: {ratios[-1]:.2f} x the raw transactional copy")
             if not args.no_phase:

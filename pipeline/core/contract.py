@@ -525,22 +525,56 @@ def build_replay(headers: Sequence[Header] | None, *, dead_letter: str, run_id: 
 
     Every other dlq header is dropped, `dlq.version` included: a replayed record is not a dead
     letter, and `parse_dead_letter` must not mistake it for one. Raises ValueError when
-    `dead_letter` is not `topic/partition/offset` or `run_id` is empty."""
-    parse_coordinates(dead_letter)
+    `dead_letter` is not `topic/partition/offset` or `run_id` is empty.
+
+    It runs once per replayed record, so it reads the headers in two passes, one in C: `dict()`
+    keeps each name's last value (the contract's rule for repeated dlq headers), and the
+    originals are kept as they are (tuples); `lineage` and `original_headers` agree with it."""
+    if not _is_coordinates(dead_letter):
+        parse_coordinates(dead_letter)  # raises, saying what is wrong
     if not run_id:
         raise ValueError("a replay needs a run id")
-    inherited = lineage(headers)
-    replayed = original_headers(headers)
-    if inherited.origin is not None:
-        replayed.append((ORIGIN, _utf8(inherited.origin)))
-        if inherited.origin_timestamp_ms is not None:
-            replayed.append((ORIGIN_TIMESTAMP, _number(inherited.origin_timestamp_ms)))
+    items = headers or ()
+    replayed = [header for header in items if not header[0].startswith(PREFIX)]
+    last = dict(items)
+    origin = last.get(ORIGIN)
+    if origin is not None and _is_coordinates(_text(origin)):
+        replayed.append((ORIGIN, origin))  # valid UTF-8: encoding its text gives these bytes
+        origin_ms = _integer(_text(last.get(ORIGIN_TIMESTAMP)), signed=True)
+        if origin_ms is not None:
+            replayed.append((ORIGIN_TIMESTAMP, _number(origin_ms)))
+    count = _integer(_text(last.get(REPLAY_COUNT)))
     replayed += [
-        (REPLAY_COUNT, _number((inherited.replay_count or 0) + 1)),
+        (REPLAY_COUNT, _number((count or 0) + 1)),
         (REPLAY_OF, _utf8(dead_letter)),
         (REPLAY_RUN, _utf8(run_id)),
     ]
     return replayed
+
+
+def _is_coordinates(text: str | None) -> bool:
+    """Whether `parse_coordinates(text)` would succeed, without its regexes for the numbers
+    (ASCII digits are what `[0-9]+` matches) and with the topic names seen before cached."""
+    if text is None:
+        return False
+    parts = text.rsplit("/", 2)
+    if len(parts) != 3:
+        return False
+    topic, partition, offset = parts
+    return (
+        len(partition) <= _MAX_DIGITS
+        and len(offset) <= _MAX_DIGITS
+        and partition.isascii()
+        and partition.isdigit()
+        and offset.isascii()
+        and offset.isdigit()
+        and _is_topic_name(topic)
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_topic_name(topic: str) -> bool:
+    return _TOPIC_NAME.fullmatch(topic) is not None
 
 
 def format_coordinates(topic: str, partition: int, offset: int) -> str:

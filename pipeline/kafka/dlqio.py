@@ -252,8 +252,9 @@ class TopicReader:
             timestamp if timestamp >= 0 else 0,
             msg.key(),
             msg.value(),
-            # consumed headers are a list of (str, bytes | None): no per-header conversion
-            cast(tuple[Header, ...], tuple(msg.headers() or ())),
+            # consumed headers are a list of (str, bytes | None): no per-header conversion; the
+            # cast's type is a string, not a generic alias built again for every record
+            cast("tuple[Header, ...]", tuple(msg.headers() or ())),
         )
         return Consumed(record, TSTYPES.get(kind, "unknown"))
 
@@ -339,7 +340,7 @@ class TxnProducer:
                 where = (msg.partition() or 0, msg.offset() or 0)
                 self._reports[index] = format_coordinates(topic, *where)
 
-        wire = cast(list[tuple[str, str | bytes | None]], headers)
+        wire = cast("list[tuple[str, str | bytes | None]]", headers)  # a string: not rebuilt
         try:  # the common case without a lambda; a full queue or an error: `_call` decides
             self._producer.produce(topic, value, key, headers=wire, on_delivery=report)
         except (BufferError, KafkaException):
