@@ -12,7 +12,7 @@ import contextlib
 import itertools
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -27,10 +27,20 @@ from pipeline.core.ledger_codec import encode_ledger_entry
 from pipeline.errors import EXIT_OK, ConfigError, PartialSuccess
 from pipeline.kafka import dlqio
 from pipeline.kafka.clients import KAFKA_LOG
-from reprocessor import exporter, grouping, index_query, indexed, render, replay_run
-from reprocessor.deadletters import DeadLetter, from_record, to_kcat_json
+from pipeline.kafka.dlqio import KafkaConf
+from reprocessor import (
+    exporter,
+    fix_preview,
+    grouping,
+    index_query,
+    indexed,
+    render,
+    replay_run,
+)
+from reprocessor.deadletters import from_record, to_kcat_json
 from reprocessor.exporter import DEFAULT_PORT
-from reprocessor.ledger import STATE_ENV, Plan
+from reprocessor.fix_tally import FIRST, FixTally
+from reprocessor.ledger import STATE_ENV, Ledger, Plan
 from reprocessor.options import (
     INSPECT_DEFAULT_LIMIT,
     WHERE_GRAMMAR,
@@ -45,15 +55,19 @@ from reprocessor.options import (
     selection_options,
     window,
 )
-from reprocessor.payloads import Fixed
+from reprocessor.payloads import Payloads
 from reprocessor.replay import Refused, Tally
 from reprocessor.stats import (
     Item,
+    ScanProgress,
     TopicStats,
     Window,
     read_ledger,
     scan,
 )
+
+Scan = Callable[[KafkaConf, str, Window, Payloads, Ledger, ScanProgress | None], Iterator[Item]]
+"""A whole-topic read of the selected dead letters (`stats.scan`, or `fix_preview.scan`)."""
 
 
 @click.group(
@@ -73,23 +87,25 @@ def cli(ctx: click.Context, /, debug: bool, **opts: Any) -> None:
     ctx.obj = Env(**opts)
 
 
-def items_of(env: Env, opts: dict[str, Any], *, decode: bool = False) -> Iterator[Item]:
+def items_of(
+    env: Env, opts: dict[str, Any], *, decode: bool = False, reader: Scan = scan
+) -> Iterator[Item]:
     """The selected dead letters of every DLQ topic, at most --limit in all: from the local
     index when the command offers `--scan` and it was not given, unless the selection needs
-    what only a scan reads."""
+    what only a scan reads; else each topic read by `reader`."""
     conf, win = env.conf(), window(opts, decode=decode)
     if not opts.get("scan_topic", True) and env.use_index and index_query.answerable(win):
         found = indexed.items(conf, env.topics(), win, env.payloads, quiet=env.quiet)
         return itertools.islice(found, opts["limit"])
-    chained = itertools.chain.from_iterable(_scanned(env, topic, win) for topic in env.topics())
-    return itertools.islice(chained, opts["limit"])
+    scans = (_scanned(env, topic, win, reader) for topic in env.topics())
+    return itertools.islice(itertools.chain.from_iterable(scans), opts["limit"])
 
 
-def _scanned(env: Env, topic: str, win: Window) -> Iterator[Item]:
+def _scanned(env: Env, topic: str, win: Window, reader: Scan = scan) -> Iterator[Item]:
     """One DLQ topic's scan, with a progress bar when it takes more than a second."""
     conf = env.conf()
     with render.progress(None, f"read {topic}", quiet=env.quiet) as bar:
-        yield from scan(conf, topic, win, env.payloads, read_ledger(conf, topic), bar)
+        yield from reader(conf, topic, win, env.payloads, read_ledger(conf, topic), bar)
 
 
 def kcat(item: Item, *, decoded: bool) -> dict[str, object]:
@@ -241,12 +257,10 @@ def fix(env: Env, /, per_record: bool | None, save: bool, **opts: Any) -> int:
     if found is None:
         raise click.UsageError("give a fix: --set, --delete, --rename, --default, --cast or --with")
     saving = replay_run.save_preview(env, opts) if save else contextlib.nullcontext(None)
+    tally = FixTally()  # the summary's counts and first examples: bounded, unlike the selection
     with saving as preview:
-        kept: list[tuple[DeadLetter, Fixed]] = []
-        count = failed = 0
-        for item in items_of(env, opts):
+        for item in items_of(env, opts, reader=fix_preview.scan):
             pair = (item.dl, env.payloads.fix(item.dl, found[0]))
-            count, failed = count + 1, failed + (pair[1].error is not None)
             if preview is not None and item.decision.entry is None:
                 preview.add(*pair)
             shown = (pair[0], env.masks.fixed(pair[1]))  # --mask: a display copy only
@@ -254,8 +268,7 @@ def fix(env: Env, /, per_record: bool | None, save: bool, **opts: Any) -> int:
                 render.json_line(render.fix_json(*shown))
             elif per_record:
                 render.fix_diffs([shown])
-            else:  # the summary reads diffs and verdicts only: payloads are not kept
-                kept.append(shown if count <= 10 else replay_run.slim(shown))
+            tally.add(*shown)
     if preview is not None and preview.stored is not None:
         stored = preview.stored
         render.note(
@@ -263,10 +276,11 @@ def fix(env: Env, /, per_record: bool | None, save: bool, **opts: Any) -> int:
             f"`dlq replay --plan {stored.plan.run}` replays exactly this preview"
         )
     if not env.as_json and not per_record:
-        if per_record is None and count <= 10:
-            render.fix_diffs(kept)
+        if per_record is None and tally.records <= FIRST:
+            render.fix_diffs(tally.first)
         else:
-            render.fix_summary(kept)
+            render.fix_summary(tally)
+    count, failed = tally.records, tally.failed
     if failed:
         raise PartialSuccess(f"{failed} of {count} fixed records fail (not replayable)")
     return EXIT_OK

@@ -29,6 +29,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import cast
 
 from pydantic import BaseModel
 
@@ -324,10 +325,20 @@ def bytes_from_json(value: object) -> bytes | None:
     raise ValueError(f"not an encoded header value: {type(value).__name__}")
 
 
+_JSON_SCALARS = frozenset({str, int, bool, type(None)})
+
+
 def jsonable(value: object) -> object:
     """`value` as plain JSON types: pydantic models dumped in JSON mode, bytes as
     `{"base64": ...}`, datetimes and dates as ISO-8601, Decimal and UUID as strings, enums as
     their value, tuples and sets as lists; anything else unknown as `str()`."""
+    kind = type(value)  # the plain types first, by identity: a fix preview calls this per value
+    if kind in _JSON_SCALARS:
+        return value
+    if kind is dict:
+        return {str(k): jsonable(v) for k, v in cast(dict[object, object], value).items()}
+    if kind is list:
+        return [jsonable(item) for item in cast(list[object], value)]
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)  # JSON has no NaN or Infinity
     if value is None or isinstance(value, str | bool | int | float):

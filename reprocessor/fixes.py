@@ -21,6 +21,7 @@ logs and summaries, payloads may hold personal data.
 from __future__ import annotations
 
 import copy
+import functools
 import importlib
 import json
 import math
@@ -143,11 +144,28 @@ def apply(ops: Sequence[FixOp], event: object) -> Event:
     never changed. Raises FixError when an operation cannot apply, or when `event` is not a
     record (a mapping or a pydantic model)."""
     try:
-        result = _as_event(event, "the event")
+        result = _copy_for(ops, event)
         for op in ops:
             _APPLY[op.kind](op, result)
     except RecursionError:
         raise FixError("the event nests too deeply to be fixed") from None
+    return result
+
+
+def _copy_for(ops: Sequence[FixOp], event: object) -> Event:
+    """What `ops` may change of `event`, copied: the top-level fields their paths start with
+    (as `to_plain` does); the other fields are shared with `event`, so that `diff` sees them
+    unchanged at once (`is`) and a preview of 100,000 records does not copy 100,000 payloads.
+    A decoded event is a dict of plain values (the codecs, `json.loads`); anything else, a
+    model or a mapping, is copied whole."""
+    if type(event) is not dict:
+        return _as_event(event, "the event")
+    result: Event = dict(event)
+    for op in ops:
+        for path in (op.path, op.new_path):
+            root = None if path is None else path.partition(".")[0]
+            if root is not None and root in result:
+                result[root] = to_plain(result[root])
     return result
 
 
@@ -377,17 +395,36 @@ def diff(before: object, after: object) -> list[str]:
     """Readable per-path changes: `~ path: old -> new`, `+ path: new`, `- path` (a removed
     value is not shown). Values of another type count as changed (12 -> 12.0)."""
     lines: list[str] = []
-    _diff(to_plain(before), to_plain(after), "", lines)
+    _diff(before, after, "", lines)
     return lines
 
 
+_PLAIN = frozenset({dict, list, str, int, float, bool, type(None)})
+
+
+def _plain(value: object) -> object:
+    """`to_plain` of one level: containers below are made plain as `_diff` reaches them."""
+    if type(value) in _PLAIN:
+        return value
+    if isinstance(value, BaseModel):
+        return to_plain(value)
+    if isinstance(value, Mapping):
+        return dict(value.items())
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
 def _diff(old: object, new: object, path: str, lines: list[str]) -> None:
+    if old is new and type(old) is not float:  # shared by `apply`: unchanged (NaN is not)
+        return
+    old, new = _plain(old), _plain(new)
     if isinstance(old, dict) and isinstance(new, dict):
         for key, value in old.items():
-            if key in new:
-                _diff(value, new[key], _join(path, key), lines)
-            else:
+            if key not in new:
                 lines.append(f"- {_join(path, key)}")
+            elif value is not new[key] or type(value) is float:  # the path only if it may differ
+                _diff(value, new[key], _join(path, key), lines)
         lines += [f"+ {_join(path, k)}: {show_value(v)}" for k, v in new.items() if k not in old]
     elif isinstance(old, list) and isinstance(new, list):
         for index, (a, b) in enumerate(zip(old, new, strict=False)):
@@ -405,5 +442,19 @@ def _join(path: str, key: object) -> str:
 def show_value(value: object) -> str:
     """A value as a diff or description shows it: text quoted ('x@y.z'), everything else as
     JSON-like text (12.5, true, null, {"a":1}); cut at SHOW_LIMIT characters with `…`."""
-    shown = repr(value) if isinstance(value, str) else text_of(value)
+    if type(value) in _SCALARS:  # the same few values over and over in a preview's diffs
+        return _show_scalar(type(value).__name__, value)
+    return _cut(repr(value) if isinstance(value, str) else text_of(value))
+
+
+_SCALARS = frozenset({bool, int, type(None)})
+
+
+@functools.lru_cache(maxsize=1024)
+def _show_scalar(kind: str, value: object) -> str:
+    """`show_value` of a bool, int or None (`kind` keeps True apart from 1)."""
+    return _cut(text_of(value))
+
+
+def _cut(shown: str) -> str:
     return shown if len(shown) <= SHOW_LIMIT else shown[: SHOW_LIMIT - 1] + "…"

@@ -33,6 +33,7 @@ from rich.table import Table
 from rich.text import Text
 
 from reprocessor.deadletters import NO_DIALECT, UNKNOWN, DeadLetter, jsonable
+from reprocessor.fix_tally import FixTally
 from reprocessor.grouping import GroupRow
 from reprocessor.ledger import Decision
 from reprocessor.payloads import Fixed
@@ -316,40 +317,26 @@ def _verdict(fixed: Fixed) -> str:
     return "[green]✓ passes validation[/green]"
 
 
-def fix_summary(results: Sequence[tuple[DeadLetter, Fixed]]) -> None:
+def fix_summary(tally: FixTally) -> None:
     """For many records: how many pass, the changes made, the reasons of the failures."""
-    ok = sum(1 for _, f in results if f.error is None and f.checked)
-    unchecked = sum(1 for _, f in results if f.error is None and not f.checked)
-    failed = [(dl, f) for dl, f in results if f.error is not None]
     out = console()
     out.print(
-        f"{len(results)} records: [green]{ok} pass validation[/green], "
-        f"[red]{len(failed)} fail[/red], {unchecked} not validated"
+        f"{tally.records} records: [green]{tally.passed} pass validation[/green], "
+        f"[red]{tally.failed} fail[/red], {tally.unchecked} not validated"
     )
-    changes = _count(line.partition(": ")[0] for _, f in results for line in f.diff)
-    examples: dict[str, list[str]] = {}
-    for _, f in results:
-        for line in f.diff:
-            where, _, what = line.partition(": ")
-            seen = examples.setdefault(where, [])
-            if what and what not in seen and len(seen) < 2:
-                seen.append(what)
     table = Table(header_style="bold", title="changes")
     table.add_column("change")
     table.add_column("records", justify="right")
     table.add_column("for example", overflow="fold")
-    for change, count in changes:
-        shown = "; ".join(cut(what, 60) for what in examples.get(change, [])) or "-"
+    for change, count in _sorted(tally.changes):
+        shown = "; ".join(cut(what, 60) for what in tally.examples.get(change, [])) or "-"
         table.add_row(escape(change), str(count), escape(shown))
     out.print(table)
-    for reason, count in _count(f.error or "" for _, f in failed)[:20]:
+    for reason, count in _sorted(tally.reasons)[:20]:
         out.print(f"  [red]{count}x {escape(cut(reason, 140))}[/red]")
 
 
-def _count(values: Iterator[str] | Sequence[str]) -> list[tuple[str, int]]:
-    counts: dict[str, int] = {}
-    for value in values:
-        counts[value] = counts.get(value, 0) + 1
+def _sorted(counts: Mapping[str, int]) -> list[tuple[str, int]]:
     return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
