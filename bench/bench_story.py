@@ -16,7 +16,7 @@ run as child processes, as an operator types them:
 3. `dlq replay --plan ID --to TARGET --yes`: replay exactly that preview;
 4. `dlq --json stats`: the depth, which must be 0.
 
-Prints a table (seconds per command, the load average before it) and writes
+Prints a table (seconds and CPU seconds per command, the load average before it) and writes
 `bench/results/story-<UTC time>.json`.
 """
 
@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -47,12 +48,15 @@ _PLAN = re.compile(r"plan (\S+) stored")
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """One timed `dlq` command: its words, seconds, and the 1-minute load average before it."""
+    """One timed `dlq` command: its words, seconds, and the 1-minute load average before it;
+    `cpu_s` is the CPU seconds (user + system) it used, which other work on a shared machine
+    changes less than the seconds."""
 
     name: str
     argv: list[str]
     seconds: float
     load_before: float
+    cpu_s: float = 0.0
 
 
 @dataclass
@@ -79,9 +83,16 @@ def load1() -> float:
     return float(Path("/proc/loadavg").read_text().split()[0])
 
 
-def dlq(state: Path, *args: str) -> tuple[float, str, str]:
-    """`dlq ARGS` as a child process with its own state folder; (seconds, stdout, stderr)."""
+def _children_cpu() -> float:
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def dlq(state: Path, *args: str) -> tuple[float, str, str, float]:
+    """`dlq ARGS` as a child process with its own state folder; (seconds, stdout, stderr,
+    CPU seconds)."""
     env = {**os.environ, "LAZARUS_STATE_DIR": str(state)}
+    cpu = _children_cpu()
     started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "reprocessor.cli", *args],
@@ -93,7 +104,7 @@ def dlq(state: Path, *args: str) -> tuple[float, str, str]:
     seconds = time.monotonic() - started
     if done.returncode != 0:
         raise RuntimeError(f"dlq {' '.join(args)} exited {done.returncode}: {done.stderr[-2000:]}")
-    return seconds, done.stdout, done.stderr
+    return seconds, done.stdout, done.stderr, _children_cpu() - cpu
 
 
 def story(bootstrap: str, mode: str, rep: int, count: int, partitions: int) -> Story:
@@ -113,8 +124,8 @@ def story(bootstrap: str, mode: str, rep: int, count: int, partitions: int) -> S
 
         def step(name: str, *args: str) -> str:
             load = load1()
-            seconds, out, err = dlq(state, *base, *args)
-            run.steps.append(Step(name, ["dlq", *base[2:], *args], seconds, load))
+            seconds, out, err, cpu = dlq(state, *base, *args)
+            run.steps.append(Step(name, ["dlq", *base[2:], *args], seconds, load, cpu))
             return out + err
 
         page = json.loads(step("stats (page: see the causes)", "--json", "stats"))
@@ -133,11 +144,11 @@ def story(bootstrap: str, mode: str, rep: int, count: int, partitions: int) -> S
 
 
 def print_table(runs: list[Story]) -> None:
-    print(f"{'mode':<5} {'rep':>3} {'command':<30} {'seconds':>8} {'load':>6}")
+    print(f"{'mode':<5} {'rep':>3} {'command':<30} {'seconds':>8} {'load':>6} {'cpu s':>6}")
     for run in runs:
         for step in run.steps:
             print(f"{run.mode:<5} {run.rep:>3} {step.name:<30} {step.seconds:>8.2f} "
-                  f"{step.load_before:>6.2f}")  # fmt: skip
+                  f"{step.load_before:>6.2f} {step.cpu_s:>6.2f}")  # fmt: skip
         print(f"{run.mode:<5} {run.rep:>3} {'= story total':<30} {run.total_s:>8.2f}")
         print(
             f"{run.mode:<5} {run.rep:>3} {'raw consume, same topic':<30} {run.raw_consume_s:>8.2f}"
