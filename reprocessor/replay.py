@@ -17,6 +17,7 @@ Kafka stays behind `TxnSink`: the real one is `pipeline.kafka.dlqio.TxnProducer`
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -164,11 +165,11 @@ class Recipe:
 def prepare(dl: DeadLetter, recipe: Recipe) -> Copy | Refusal:
     """The copy of `dl` per `recipe`, or why it is refused: its lineage was already replayed
     `max_replays` times (unless forced), or its fixed value fails validation."""
-    reason = refusal(dl, recipe)
+    topic = recipe.target.topic_for(dl)
+    reason = _refusal(dl, recipe, topic)
     if reason is not None:
         return Refusal(dl, reason)
-    topic = recipe.target.topic_for(dl)
-    assert topic is not None  # refusal() said so
+    assert topic is not None  # _refusal() said so
     value, problem = (dl.value, None) if recipe.fix is None else recipe.fix(dl)
     if problem is not None:
         return Refusal(dl, problem)
@@ -185,12 +186,16 @@ def refusal(dl: DeadLetter, recipe: Recipe) -> str | None:
     """Why `dl` is refused before its value is looked at (loop protection, no target topic);
     None when it is not. `prepare` checks this first; a plan made from the index checks only
     this (the value is read, fixed and checked when the plan is replayed)."""
+    return _refusal(dl, recipe, recipe.target.topic_for(dl))
+
+
+def _refusal(dl: DeadLetter, recipe: Recipe, topic: str | None) -> str | None:
+    """`refusal`, given the topic `recipe.target` chose for `dl` (asked once per record)."""
     if dl.replay_count >= recipe.max_replays and not recipe.force:
         return (
             f"loop protection: already replayed {dl.replay_count} times "
             f"(max_replays {recipe.max_replays}; --force to override)"
         )
-    topic = recipe.target.topic_for(dl)
     if topic is None:
         return "no target topic (use --to TOPIC)"
     return recipe.target.outside(topic)
@@ -297,7 +302,7 @@ class Run:
         copies in memory. Refusals go to `hooks.refused`; each chunk's target topics to
         `hooks.check_targets` before its transaction begins. Decisions are not kept in
         `ledger` (a plan holds each dead letter once), so memory stays bounded."""
-        tally, chunk = Tally(), []
+        tally, chunk, size = Tally(), [], pacer.chunk
         for result in results:
             if not isinstance(result, Copy):
                 hooks.refused(result)
@@ -307,7 +312,7 @@ class Run:
                 progress(1)
             else:
                 chunk.append(result)
-            if len(chunk) >= pacer.chunk:
+            if len(chunk) >= size:
                 self._stream_chunk(chunk, ledger, tally, pacer, progress, hooks)
                 chunk = []
         if chunk:
@@ -339,10 +344,11 @@ class Run:
         for key, value in self._ledger_records(chunk, targets, at):
             self.sink.send(self.ledger_topic, key, value, [])
         self.sink.commit()
-        for copy, target in zip(chunk, targets, strict=True):
-            if remember:
+        if remember:
+            for copy, target in zip(chunk, targets, strict=True):
                 ledger.record(copy.dl.coordinates, self._entry(copy, target, at))
-            tally.by_target[copy.topic] = tally.by_target.get(copy.topic, 0) + 1
+        for topic, count in Counter(copy.topic for copy in chunk).items():
+            tally.by_target[topic] = tally.by_target.get(topic, 0) + count
         tally.done += len(chunk)
 
     def _ledger_records(
