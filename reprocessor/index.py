@@ -30,12 +30,13 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from itertools import chain
+from operator import itemgetter
 from pathlib import Path
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from pipeline.core.contract import ledger_topic
 from pipeline.errors import ConfigError
@@ -50,13 +51,15 @@ from reprocessor.index_rows import (
     dead_letter_row,
     fast_row,
     fast_rows,
-    ledger_row,
+    ledger_rows,
     row_id,
     verdict,
 )
 
 log = logging.getLogger("lazarus.dlq.index")
 SCHEMA_VERSION = "2"
+T = TypeVar("T")
+_KEY, _VALUE = itemgetter(3), itemgetter(4)
 
 
 class Progress(Protocol):
@@ -274,7 +277,8 @@ class DlqIndex:
             progress.expect(todo)
         read = 0
         follower = Follower(conf, self.topic, start, ends)
-        with _scanning(), _Bulk(self.db, bulk), follower, _Writer(self) as writer:
+        writer = _Writer(self, "dlq", self.store_rows)
+        with _scanning(), _Bulk(self.db, bulk), follower, writer:
             for batch, positions in follower.batches():
                 writer.put(self.rows_of(batch), positions)
                 read += len(batch)
@@ -327,26 +331,28 @@ class DlqIndex:
         start = {p: max(m.low, self._positions("ledger").get(p, 0)) for p, m in marks.items()}
         read = 0
         if any(start[p] < ends[p] for p in ends):
-            with _scanning(), Follower(cluster.conf, meta.name, start, ends) as follower:
+            follower = Follower(cluster.conf, meta.name, start, ends)
+            with _scanning(), follower, _Writer(self, "ledger", self.store_decided) as writer:
                 for batch, positions in follower.batches():
-                    with self._transaction():
-                        self.store_decisions(batch)
-                        self._store_positions("ledger", positions)
+                    writer.put(self.decisions_of(batch), positions)
                     read += len(batch)
         with self._transaction():
             self._put_meta({"ledger_topic_id": meta.topic_id, "ledger_synced_ms": now_ms})
         return read
 
+    def decisions_of(self, batch: list[Fetched]) -> list[tuple[int, LedgerRow | None]]:
+        """The decisions of a batch of ledger records, in order: (row id, row), the row None
+        for a tombstone; unreadable records are left out (`index_rows.ledger_rows`)."""
+        return ledger_rows(self.topic, list(map(_KEY, batch)), list(map(_VALUE, batch)))
+
     def store_decisions(self, batch: list[Fetched]) -> None:
-        """Store a batch of ledger records and decide their dead letters: a statement per kind
-        of change, not per record. Only the last record of a key counts (each replaces what
-        the key's earlier ones did), so the batch's order is kept."""
-        last: dict[int, LedgerRow | None] = {}
-        for record in batch:
-            found = ledger_row(self.topic, record[3], record[4])
-            if found is not None:
-                partition, offset, row = found
-                last[row_id(partition, offset)] = row
+        self.store_decided(self.decisions_of(batch))
+
+    def store_decided(self, decisions: list[tuple[int, LedgerRow | None]]) -> None:
+        """Store a batch's decisions and decide their dead letters: a statement per kind of
+        change, not per record. Only the last decision of a key counts (each replaces what the
+        key's earlier ones did), so the batch's order is kept."""
+        last = dict(decisions)
         withdrawn = [(key,) for key, row in last.items() if row is None]
         decided = [row for row in last.values() if row is not None]
         self.db.executemany("DELETE FROM ledger WHERE id=?", withdrawn)
@@ -397,22 +403,25 @@ class DlqIndex:
                 yield from chunk
 
 
-class _Writer:
-    """Stores parsed batches on a thread of its own while the caller reads and parses the next
-    ones: SQLite works without the GIL. At most `depth` batches wait (bounded memory); leaving
-    the block waits for the last one and re-raises the writer's failure."""
+class _Writer(Generic[T]):
+    """Stores parsed batches (`store`, then the read positions of `kind`) on a thread of its
+    own while the caller reads and parses the next ones: SQLite works without the GIL. At most
+    `depth` batches wait (bounded memory); what waits is stored in one transaction, in order;
+    leaving the block waits for the last one and re-raises the writer's failure."""
 
-    def __init__(self, index: DlqIndex, depth: int = 4) -> None:
-        self.index = index
-        self.queue: queue.Queue[tuple[list[Row], dict[int, int]] | None] = queue.Queue(depth)
+    def __init__(
+        self, index: DlqIndex, kind: str, store: Callable[[T], None], depth: int = 4
+    ) -> None:
+        self.index, self.kind, self.store = index, kind, store
+        self.queue: queue.Queue[tuple[T, dict[int, int]] | None] = queue.Queue(depth)
         self.failure: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="index-writer", daemon=True)
 
-    def __enter__(self) -> _Writer:
+    def __enter__(self) -> _Writer[T]:
         self.thread.start()
         return self
 
-    def put(self, rows: list[Row], positions: dict[int, int]) -> None:
+    def put(self, rows: T, positions: dict[int, int]) -> None:
         while True:
             if self.failure is not None:
                 raise self.failure
@@ -436,12 +445,12 @@ class _Writer:
             if done:
                 return
 
-    def _store(self, items: list[tuple[list[Row], dict[int, int]]]) -> None:
+    def _store(self, items: list[tuple[T, dict[int, int]]]) -> None:
         try:
             with self.index._transaction():
                 for rows, positions in items:
-                    self.index.store_rows(rows)
-                    self.index._store_positions("dlq", positions)
+                    self.store(rows)
+                    self.index._store_positions(self.kind, positions)
         except BaseException as exc:
             self.failure = exc  # the caller raises it at its next put or on leaving
 

@@ -26,6 +26,7 @@ from reprocessor.index_rows import (
     Verdict,
     dead_letter_row,
     ledger_row,
+    ledger_rows,
     letter_of,
     row_id,
     row_of,
@@ -164,6 +165,93 @@ def test_ledger_rows() -> None:
     assert ledger_row("other.dlq", key, entry()) is None
     assert ledger_row("orders.dlq", key, b"{not json") is None
     assert ledger_row("orders.dlq", b"\xff", entry()) is None
+
+
+def reference(topic: str, records: list[tuple[bytes | None, bytes | None]]) -> list[Any]:
+    """What `ledger_rows` must say: `ledger_row` record by record."""
+    found = (ledger_row(topic, key, value) for key, value in records)
+    return [(row_id(f[0], f[1]), f[2]) for f in found if f is not None]
+
+
+def doc(**changes: object) -> bytes:
+    base: dict[str, object] = json.loads(entry())
+    base.update(changes)
+    return json.dumps({k: v for k, v in base.items() if v is not ...}).encode()
+
+
+ODD_KEYS = [
+    None, b"", b"\xff", b"orders.dlq", b"orders.dlq/1", b"orders.dlq/1/2/3", b"orders.dlq//2",
+    b"orders.dlq/1/", b"orders.dlq/+1/2", b"orders.dlq/ 1/2", b"orders.dlq/1/2\n",
+    b"orders.dlq/0001/002", "orders.dlq/\u0663/1".encode(), b"orders.dlq/1/" + b"9" * 20,
+    b"orders.dlq/1/" + b"9" * 21, b"other.dlq/1/2", b"x/orders.dlq/1/2", b"orders.dlqx/1/2",
+]  # fmt: skip
+ODD_VALUES = [
+    None, b"", b"{not json", b"[]", b"null", b"1", b'"s"', b"\xff\xfe", "\ufeff{}".encode(),
+    json.dumps(json.loads(entry())).encode("utf-16"), b"[" * 100_000, entry() + b" ",
+    doc(failed_at=True), doc(failed_at=1.5), doc(failed_at=...), doc(at="9"), doc(at=...),
+    doc(fingerprint=7), doc(operator=None), doc(run=...), doc(fix="x"), doc(fix=[1]),
+    doc(fix=...), doc(fix=["set a=1"]), doc(action="kept"), doc(action=None), doc(action=1),
+    doc(target=""), doc(target=...), doc(target="no coordinates"), doc(target=3),
+    doc(target="other.topic/0/7"), doc(reason=5), doc(reason="why"), doc(extra={"a": [1]}),
+    doc(action="discarded", target=..., reason="bad"), doc(action="discarded", reason=""),
+    doc(action="discarded", reason=...), doc(action="discarded", reason=None, target=...),
+    doc(action="discarded", target=5, reason="x"), doc(action="discarded", target="t/0/1"),
+    b'{"action":"replayed","action":"discarded","reason":"r","at":1,"operator":"o",'
+    b'"run":"r","failed_at":1,"fingerprint":"f"}',
+]  # fmt: skip
+
+
+def test_the_batch_ledger_parser_says_what_ledger_row_says() -> None:
+    key = ledger_key("orders.dlq", 3, 14)
+    records = [(k, v) for k in [key, *ODD_KEYS] for v in [entry(), None]]
+    records += [(key, v) for v in ODD_VALUES] + [(k, v) for k in ODD_KEYS for v in ODD_VALUES]
+    records += [(ledger_key("orders.dlq", 0, 1), entry("discarded", 5, "a" * 16))]
+    assert ledger_rows("orders.dlq", *zip(*records, strict=True)) == reference(
+        "orders.dlq", records
+    )
+    assert len(reference("orders.dlq", records)) > 20  # the corpus holds accepted records too
+    assert ledger_rows("bad/topic", [b"bad/topic/0/1"], [entry()]) == []
+    assert ledger_rows("orders.dlq", [], []) == []
+
+
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=5,
+)
+FIELDS = st.sampled_from(
+    ["action", "at", "operator", "run", "failed_at", "fingerprint", "reason", "fix", "target"]
+)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([ledger_key("orders.dlq", 0, 1), ledger_key("orders.dlq", 2, 9)])
+            | st.sampled_from(ODD_KEYS)
+            | st.binary(max_size=20),
+            st.dictionaries(FIELDS, JSONISH | st.sampled_from(["replayed", "discarded"])),
+            st.sampled_from(["replayed", "discarded"]),
+            st.integers(0, 3),
+        ),
+        max_size=12,
+    )
+)
+def test_the_batch_ledger_parser_holds_on_any_entry(
+    cases: list[tuple[bytes | None, dict[str, Any], str, int]],
+) -> None:
+    records: list[tuple[bytes | None, bytes | None]] = []
+    for key, changes, action, how in cases:
+        base: dict[str, object] = json.loads(entry(action))
+        if how == 0:
+            value: bytes | None = None
+        elif how == 1:
+            value = json.dumps(changes).encode()
+        else:
+            value = json.dumps({**base, **changes}).encode()[: None if how == 2 else -1]
+        records.append((key, value))
+    keys, values = [k for k, _ in records], [v for _, v in records]
+    assert ledger_rows("orders.dlq", keys, values) == reference("orders.dlq", records)
 
 
 NOW = Observed("c1", "t1", {0: 0, 1: 0}, "l1", 86_400_000, now_ms=1_000_000)
