@@ -10,6 +10,7 @@ always says what `from_record` says (the unit tests hold the two paths to that).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -335,13 +336,44 @@ def _fast_ledger(
     if value is None:
         return rid, None
     try:
-        obj = loads(value.decode())
+        text = value.decode()
+        written = _WRITTEN.fullmatch(value)
+        decided = (
+            _written_entry(written, targets)
+            if written is not None
+            else _fast_entry(obj, targets)
+            if type(obj := loads(text)) is dict
+            else None
+        )
     except (ValueError, RecursionError):
         return None
-    decided = _fast_entry(obj, targets) if type(obj) is dict else None
     if decided is None:
         return None
     return rid, (rid, partition, offset, decided[0], decided[1], decided[2], value)
+
+
+_TEXT = rb'"[^"\\\x00-\x1f]*"'  # a JSON string without escapes
+_WRITTEN = re.compile(
+    rb'\{"action":"(replayed|discarded)","at":-?(?:0|[1-9][0-9]*),"operator":' + _TEXT
+    + rb',"run":' + _TEXT + rb',"fix":\[(?:' + _TEXT + rb"(?:," + _TEXT + rb")*)?\]"
+    + rb',"failed_at":(-?(?:0|[1-9][0-9]*)),"fingerprint":"([^"\\\x00-\x1f]*)"'
+    + rb'(?:,"reason":"([^"\\\x00-\x1f]*)")?(?:,"target":"([^"\\\x00-\x1f]*)")?\}'
+)  # fmt: skip
+"""An entry exactly as `encode_ledger_entry` writes it, with no escaped character: read
+without `json.loads` (twice as fast); any other JSON takes `_fast_entry`."""
+
+
+def _written_entry(found: re.Match[bytes], targets: set[str]) -> tuple[int, int, str] | None:
+    action, failed_at, fingerprint, reason, target = found.groups()
+    if action == b"discarded":
+        return (2, int(failed_at), fingerprint.decode()) if reason else None
+    if target is None:
+        return None
+    text = target.decode()
+    if text not in targets:
+        parse_coordinates(text)  # ValueError when it is no coordinates
+        targets.add(text)
+    return 1, int(failed_at), fingerprint.decode()
 
 
 def _fast_entry(obj: dict[str, object], targets: set[str]) -> tuple[int, int, str] | None:

@@ -196,6 +196,12 @@ ODD_VALUES = [
     doc(action="discarded", target=..., reason="bad"), doc(action="discarded", reason=""),
     doc(action="discarded", reason=...), doc(action="discarded", reason=None, target=...),
     doc(action="discarded", target=5, reason="x"), doc(action="discarded", target="t/0/1"),
+    *(entry().replace(b'"at":9', b'"at":' + n) for n in (b"01", b"-0", b"9" * 30, b"1.0")),
+    *(entry().replace(b'"me"', m) for m in (b'"m\\u00e9"', b'"m\x7f\xc3\xa9"', b'"m\x01"')),
+    *(entry().replace(b'"me"', m) for m in (b'"m\xff"', b'"a\\"b"', b' "me"', b'"me" ')),
+    entry().replace(b"[]", b'["a","b"]'), entry().replace(b"[]", b'["a",]'),
+    entry().replace(b'"target"', b'"reason":"why","target"'), entry().replace(b"}", b",}"),
+    entry("discarded").replace(b'"reason":"bad"', b'"reason":""'),
     b'{"action":"replayed","action":"discarded","reason":"r","at":1,"operator":"o",'
     b'"run":"r","failed_at":1,"fingerprint":"f"}',
 ]  # fmt: skip
@@ -248,7 +254,8 @@ def test_the_batch_ledger_parser_holds_on_any_entry(
         elif how == 1:
             value = json.dumps(changes).encode()
         else:
-            value = json.dumps({**base, **changes}).encode()[: None if how == 2 else -1]
+            compact = json.dumps({**base, **changes}, ensure_ascii=False, separators=(",", ":"))
+            value = compact.encode()[: None if how == 2 else -1]
         records.append((key, value))
     keys, values = [k for k, _ in records], [v for _, v in records]
     assert ledger_rows("orders.dlq", keys, values) == reference("orders.dlq", records)
