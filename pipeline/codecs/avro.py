@@ -48,6 +48,7 @@ HEADER_SIZE = 5
 """Magic byte plus the 4-byte schema id of the Confluent wire format."""
 MAX_SCHEMA_ID = 2**31 - 1
 """Registry ids are Java ints."""
+TRUNCATED = "truncated Avro record"
 MAX_VARINT_BYTES = 10
 """A 64-bit zig-zag varint takes at most 10 bytes."""
 
@@ -135,7 +136,8 @@ def read_record(body: bytes, writer: ParsedSchema, reader: ParsedSchema | None) 
             f"writer schema {writer.ref} cannot be read as {target}: {reason}"
         ) from exc
     except Exception as exc:
-        raise _undecodable(exc, body, writer) from exc
+        error = _undecodable(exc, body, writer)
+        raise error from _reported_cause(exc, error)
     trailing = len(body) - fo.tell()
     if trailing:
         raise DeserializationError(
@@ -154,10 +156,21 @@ def _undecodable(exc: Exception, body: bytes, writer: ParsedSchema) -> Deseriali
         return DeserializationError(f"invalid UTF-8 in an Avro string{where}")
     if isinstance(exc, EOFError) or kind is EOFError:
         detail = f"expected more bytes{where}" if field else "ended early"
-        return DeserializationError(f"truncated Avro record ({detail}; writer schema {writer.ref})")
+        return DeserializationError(f"{TRUNCATED} ({detail}; writer schema {writer.ref})")
     return DeserializationError(
         f"malformed Avro record ({type(exc).__name__}{where}; writer schema {writer.ref})"
     )
+
+
+def _reported_cause(exc: Exception, error: DeserializationError) -> Exception:
+    """The cause a dead letter's `dlq.error.type` names (and its fingerprint covers): for a
+    truncated record always EOFError, which fastavro's compiled reader raises for some cut
+    points and IndexError for others; the original stays chained as the context."""
+    if isinstance(exc, EOFError) or not error.message.startswith(TRUNCATED):
+        return exc
+    eof = EOFError("the Avro record ends early")
+    eof.__context__ = exc
+    return eof
 
 
 def failing_field(body: bytes, schema: AvroSchema) -> str | None:

@@ -297,13 +297,16 @@ def test_truncation_is_one_cause_wherever_the_bytes_end() -> None:
     """fastavro's compiled reader raises EOFError or IndexError depending on where the bytes
     end; both are the same corruption and must read (and fingerprint) the same way."""
     from pipeline.codecs.catalog import LocalCatalog
+    from pipeline.core.classify import reported_type
     from tests.kit import avro_framed, good_order
 
     codec = AvroCodec(source=LocalCatalog(REPO / "schemas" / "avro"))
     whole = avro_framed(good_order(3))
-    kinds = set()
+    kinds, types = set(), set()
     for cut in range(6, len(whole)):
         with pytest.raises(DeserializationError) as caught:
             codec.decode(whole[:cut])
         kinds.add(caught.value.message.split(" (")[0])
+        types.add(reported_type(caught.value))
     assert kinds == {"truncated Avro record"}
+    assert types == {"EOFError"}  # the type is in the fingerprint too (IndexError split it)
