@@ -164,6 +164,7 @@ class Rec:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes | None]]
+    timestamp_ms: int = 0  # CreateTime: when the producer took the record in hand
 
     def header(self, name: str) -> bytes | None:
         found = [v for k, v in self.headers if k == name]
@@ -210,6 +211,7 @@ def read_all(bootstrap: str, topic: str, isolation: str = "read_committed") -> l
                 msg.key(),
                 msg.value(),
                 list(msg.headers() or []),
+                msg.timestamp()[1],
             )
         )
         if msg.offset() + 1 >= ends[msg.partition()][1]:

@@ -13,7 +13,9 @@ Terms as in Jepsen's queue checkers and Kafka's system tests (verifiable produce
 
 Each fault is recorded as a window: the group's committed offsets when it struck (`low`) and the
 position the workers had reached by then (`high`, one past the highest source offset routed,
-aborted transactions included). An at-least-once duplicate is legitimate only inside one window:
+aborted transactions included; at check time also every record a worker had produced by the
+window's end (its CreateTime) that landed later, e.g. a request in flight while the broker was
+frozen). An at-least-once duplicate is legitimate only inside one window:
 `low <= offset < high` on its source partition. Anything else is a bug, and `check` says which.
 """
 
@@ -51,6 +53,7 @@ class Window:
     kind: str
     low: dict[int, int]
     high: dict[int, int]
+    until_ms: int = 0  # wall clock when the fault's effects ended (0: `high` is final)
 
     def covers(self, at: Coordinates) -> bool:
         partition, offset = at
@@ -154,14 +157,36 @@ class Checker:
         struck) up to the position reached now."""
         low = self.committed() if low is None else low
         high = self.position()
+        until_ms = int(time.time() * 1000)
         for topic in self.sources:
             self.windows.append(
                 Window(
                     f"{kind}:{topic}",
                     {p: o for (t, p), o in low.items() if t == topic},
                     {p: o for (t, p), o in high.items() if t == topic},
+                    until_ms,
                 )
             )
+
+    def _final(self, windows: list[Window]) -> list[Window]:
+        """Each window's `high` as far as the workers had got by its end, whenever their
+        records landed: a produce request in flight when the broker froze can be delivered
+        (idempotently retried) after the window was marked, so `position()` at the mark missed
+        it. A routed record's CreateTime is when its worker produced it."""
+        inputs = self.inputs()
+        routed = [
+            (found, rec.timestamp_ms)
+            for rec in self.routed("read_uncommitted")
+            if (found := inputs.get(rec.header(SEQ) or b"")) is not None
+        ]
+        final = []
+        for w in windows:
+            high = dict(w.high)
+            for (topic, (partition, offset)), ts in routed:
+                if w.kind.endswith(f":{topic}") and 0 < ts <= w.until_ms:
+                    high[partition] = max(high.get(partition, 0), offset + 1)
+            final.append(Window(w.kind, w.low, high))
+        return final
 
     def all_committed(self) -> bool:
         """The group committed every input (offsets are dense in the non-transactional
@@ -186,12 +211,13 @@ class Checker:
             if seq not in copies:
                 (lost if at[1] < reached.get((topic, at[0]), -1) else unseen).append(at)
         duplicated = {inputs[seq][1]: n - 1 for seq, n in copies.items() if n > 1 and seq in inputs}
+        windows = self._final(self.windows) if duplicated else self.windows
         outside = [
             at
             for seq, n in copies.items()
             if n > 1 and seq in inputs
             for topic, at in [inputs[seq]]
-            if not any(w.kind.endswith(f":{topic}") and w.covers(at) for w in self.windows)
+            if not any(w.kind.endswith(f":{topic}") and w.covers(at) for w in windows)
         ]
         return Report(
             scenario,

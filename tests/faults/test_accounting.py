@@ -56,3 +56,15 @@ def test_a_routed_record_that_is_no_input_is_unexpected() -> None:
     assert report.unexpected == 1
     with pytest.raises(AssertionError, match="no input"):
         report.assert_holds()
+
+
+def test_a_record_produced_before_the_window_ended_but_landing_later_is_inside_it() -> None:
+    """A produce request in flight while the broker was frozen lands after the window was
+    marked: its CreateTime (when the worker produced it) puts it inside the window."""
+    check = Canned(5, [0, 1, 2, 3, 4, 3])
+    check.windows.append(Window("freeze:src", {0: 2}, {0: 3}, until_ms=1_000))
+    late = check._routed[3]
+    check._routed[3] = Rec(late.topic, 0, late.offset, None, b"", late.headers, 900)
+    assert check.check("s", "at-least-once", 1).outside == []
+    check._routed[3] = Rec(late.topic, 0, late.offset, None, b"", late.headers, 1_100)
+    assert check.check("s", "at-least-once", 1).outside == [(0, 3)]  # produced after the end
