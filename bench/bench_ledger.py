@@ -30,8 +30,9 @@ import time
 import uuid
 from pathlib import Path
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
+from bench.bench_group import raw_consume
 from bench.bench_replay import broker, fill_dlq
 from pipeline.core.contract import format_coordinates, ledger_topic
 from pipeline.core.ledger_codec import LedgerEntry, encode_ledger_entry, ledger_key
@@ -55,27 +56,6 @@ def dlq_stats(state: Path, bootstrap: str, topic: str) -> tuple[float, int]:
     argv += ["--json", "stats"]
     done = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
     return time.monotonic() - started, int(json.loads(done.stdout)["unresolved"])
-
-
-def raw_consume(bootstrap: str, topic: str) -> tuple[int, float]:
-    """Read every record of `topic` `read_committed` to its end (assign, no group), touching
-    key and value; (records, seconds). Unlike `bench_group.raw_consume` it ends on a
-    transaction marker: a partition is done when the consumer's position reaches its end."""
-    started = time.monotonic()
-    conf = {"bootstrap.servers": bootstrap, "group.id": "bench-raw"}
-    consumer = Consumer({**conf, "isolation.level": "read_committed"})
-    parts = list(consumer.list_topics(topic, timeout=15).topics[topic].partitions)
-    tps = [TopicPartition(topic, p) for p in parts]
-    ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=15)[1] for tp in tps}
-    consumer.assign([TopicPartition(topic, p, 0) for p in parts])
-    count = 0
-    while any(tp.offset < ends[tp.partition] for tp in consumer.position(tps)):
-        for msg in consumer.consume(1000, timeout=0.5):
-            if not msg.error():
-                msg.key(), msg.value()
-                count += 1
-    consumer.close()
-    return count, time.monotonic() - started
 
 
 def fill_ledger(bootstrap: str, topic: str, state: Path) -> float:
