@@ -1,11 +1,14 @@
 """The crash-loop poison pill: a record that kills the worker process itself (a processor calling
 `os._exit`, memory exhausted, a segfault in a C extension) must not crash-loop the group.
 
-A member marks where it starts in the committed offset's metadata: `lazarus.attempt=<offset>:<n>`
-(the n-th attempt from that offset). Progress commits carry no metadata, so the mark survives only
-when the process died before committing anything past it. A member that finds a mark on its
-committed offset treats the partition as suspect: it processes it one record at a time, marking
-each record before routing it and committing it after, so the next crash pins the exact offset.
+A member marks where it starts in the committed offset's metadata:
+`lazarus.attempt=<offset>:<n>@<process>` (the n-th attempt from that offset, by this process).
+Progress commits carry no metadata, so the mark survives only when the process died before
+committing anything past it, or lost the partition before a commit landed (a broker or network
+outage). A member that finds another process's mark on its committed offset treats the partition
+as suspect: it processes it one record at a time, marking each record before routing it and
+committing it after, so the next crash pins the exact offset. Its own mark (the partition lost
+and regained by the same living process) is no death.
 Once a record's mark says it was attempted `limit` times, it is dead-lettered as `crashed`, with
 its original bytes, without being processed again. Pure: the worker does the committing.
 """
@@ -13,21 +16,28 @@ its original bytes, without being processed again. Pure: the worker does the com
 from __future__ import annotations
 
 import re
+import secrets
 from dataclasses import dataclass, field
 
 TP = tuple[str, int]
 PREFIX = "lazarus.attempt="
-_MARK = re.compile(r"lazarus\.attempt=([0-9]{1,19}):([0-9]{1,9})")
+_MARK = re.compile(r"lazarus\.attempt=([0-9]{1,19}):([0-9]{1,9})(?:@([0-9a-f]{1,32}))?")
 
 
-def mark(offset: int, attempt: int) -> str:
-    return f"{PREFIX}{offset}:{attempt}"
+def mark(offset: int, attempt: int, process: str = "") -> str:
+    return f"{PREFIX}{offset}:{attempt}" + (f"@{process}" if process else "")
 
 
 def parse_mark(metadata: str) -> tuple[int, int] | None:
     """`(offset, attempt)` of a mark, None for any other metadata (never raises)."""
     found = _MARK.fullmatch(metadata or "")
     return None if found is None else (int(found.group(1)), int(found.group(2)))
+
+
+def mark_owner(metadata: str) -> str:
+    """The process that wrote a mark ('' for a mark of an older version or no mark)."""
+    found = _MARK.fullmatch(metadata or "")
+    return "" if found is None else found.group(3) or ""
 
 
 @dataclass(slots=True)
@@ -53,6 +63,8 @@ class CrashGuard:
 
     limit: int = 3
     careful_records: int = 500
+    process: str = field(default_factory=lambda: secrets.token_hex(8))
+    """Who this process is in its marks: a member never takes its own mark for a death."""
     suspects: dict[TP, Suspect] = field(default_factory=dict)
     unmarked: set[TP] = field(default_factory=set)
     """Partitions without a committed offset: marked at their first record (`first_seen`)."""
@@ -62,18 +74,20 @@ class CrashGuard:
         before anything is processed (None when suspect, or without a committed offset)."""
         found = parse_mark(metadata)
         if found is not None and found[0] == committed_offset:
-            self.suspects[tp] = Suspect(committed_offset, found[1], self.careful_records)
-            return None  # `before` marks each record while the partition is suspect
+            deaths = found[1] - 1 if mark_owner(metadata) == self.process else found[1]
+            if deaths > 0:
+                self.suspects[tp] = Suspect(committed_offset, deaths, self.careful_records)
+                return None  # `before` marks each record while the partition is suspect
         self.suspects.pop(tp, None)
         if committed_offset < 0:
             self.unmarked.add(tp)
             return None
-        return mark(committed_offset, 1)
+        return mark(committed_offset, 1, self.process)
 
     def first_seen(self, tp: TP, offset: int) -> str:
         """The first record of a partition that had no committed offset: the mark to commit."""
         self.unmarked.discard(tp)
-        return mark(offset, 1)
+        return mark(offset, 1, self.process)
 
     def is_suspect(self, tp: TP) -> bool:
         return tp in self.suspects
@@ -84,7 +98,7 @@ class CrashGuard:
         attempts = suspect.attempts if offset == suspect.offset else 0
         if attempts >= self.limit:
             return Verdict(True, attempts, "")
-        return Verdict(False, attempts, mark(offset, attempts + 1))
+        return Verdict(False, attempts, mark(offset, attempts + 1, self.process))
 
     def after(self, tp: TP) -> None:
         """A record of a suspect partition is routed and committed."""

@@ -71,6 +71,7 @@ class Report:
     unexpected: int
     outside: list[Coordinates]  # duplicates no fault window explains
     faults: int
+    evidence: str = ""  # for duplicates outside every window: the windows and each copy
 
     @property
     def copies(self) -> int:
@@ -94,7 +95,9 @@ class Report:
         if self.mode == "exactly-once" and self.duplicated:
             problems.append(f"duplicates under read_committed: {list(self.duplicated)[:10]}")
         if self.outside:
-            problems.append(f"duplicates outside every fault window: {self.outside[:10]}")
+            problems.append(
+                f"duplicates outside every fault window: {self.outside[:10]}\n{self.evidence}"
+            )
         assert not problems, self.summary() + ": " + "; ".join(problems)
 
 
@@ -229,4 +232,24 @@ class Checker:
             unexpected,
             sorted(outside),
             faults,
+            self._evidence(sorted(outside), windows) if outside else "",
         )
+
+    def _evidence(self, outside: list[Coordinates], windows: list[Window]) -> str:
+        """What a failing run needs explained: each window, and where and when (CreateTime)
+        every copy of the first and last duplicates outside them landed."""
+        inputs = self.inputs()
+        wanted = {outside[0], outside[-1]}
+        copies: dict[Coordinates, list[str]] = {at: [] for at in wanted}
+        for rec in self.routed("read_uncommitted"):
+            found = inputs.get(rec.header(SEQ) or b"")
+            if found is not None and found[1] in wanted:
+                copies[found[1]].append(
+                    f"{rec.topic}/{rec.partition}/{rec.offset}@{rec.timestamp_ms}"
+                )
+        lines = [
+            f"window {w.kind}: low {w.low} high {w.high} (at the mark {m.high}) until {m.until_ms}"
+            for w, m in zip(windows, self.windows, strict=True)
+        ]
+        lines += [f"copies of {at}: {', '.join(c)}" for at, c in sorted(copies.items())]
+        return "\n".join(lines)
