@@ -456,6 +456,23 @@ def test_a_suspect_partition_is_worked_through_in_one_batch(exactly_once: bool) 
         assert [m for m in marked if m] == pinned
 
 
+@pytest.mark.parametrize("exactly_once", [False, True])
+def test_the_end_of_careful_mode_mid_batch_duplicates_nothing(exactly_once: bool) -> None:
+    """Careful mode ends after `careful_records` (20 here) inside a batch of 50: the rest of the
+    batch is routed once. (It used to be routed, then read again after a seek back to the last
+    careful record: 99 duplicates per suspect partition in the fault suite, at every batch size
+    of 100, in exactly-once mode too.)"""
+    cluster = FakeCluster()
+    for i in range(50):
+        cluster.append(SOURCE, good(i))
+    cluster.committed[(SOURCE, 0)] = Committed(0, mark(0, 1, "0123456789abcdef"))
+    r = rig(exactly_once=exactly_once, cluster=cluster, crash_limit=3)
+    r.steps(30)
+    forwarded = [json.loads(v or b"{}")["payment_id"] for v in values(r, OUTPUT)]
+    assert forwarded == [f"p-{i}" for i in range(50)]
+    assert cluster.committed[(SOURCE, 0)] == Committed(50)
+
+
 def test_its_own_mark_on_a_regained_partition_is_no_death() -> None:
     """A partition lost while the broker was unreachable (no commit landed) and given back to
     the same living process: the mark there is its own, so nothing is suspect; another process's
