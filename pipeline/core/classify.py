@@ -36,6 +36,20 @@ def qualified_type(exc: BaseException) -> str:
     """`module.Qualname`, private module segments dropped (`pydantic_core._pydantic_core.X` ->
     `pydantic_core.X`) and builtins bare (`TimeoutError`)."""
     cls = type(exc)
+    name = _QUALIFIED.get(cls)
+    if name is None:
+        name = _qualified_name(cls)
+        if len(_QUALIFIED) < _QUALIFIED_MAX:
+            _QUALIFIED[cls] = name
+    return name
+
+
+_QUALIFIED: dict[type, str] = {}
+"""Once per exception class: a dead-letter path names the same few types again and again."""
+_QUALIFIED_MAX = 1024
+
+
+def _qualified_name(cls: type) -> str:
     module = ".".join(part for part in cls.__module__.split(".") if not part.startswith("_"))
     if module in ("", "builtins"):
         return cls.__qualname__

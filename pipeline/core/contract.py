@@ -312,51 +312,116 @@ def build_dead_letter(
     Other incoming dlq headers, `dlq.replay.of`/`.run` included, are replaced: a dead letter
     carries only the page's header table. Never raises on bad input headers, since the worker
     must always be able to dead-letter."""
-    inherited = lineage(record.headers)
-    origin = inherited.origin or format_coordinates(record.topic, record.partition, record.offset)
-    origin_ms = inherited.origin_timestamp_ms if inherited.origin else None
-    headers = original_headers(record.headers)
+    return dead_letter_headers(record, failure, include_stacktrace=include_stacktrace)[0]
+
+
+def dead_letter_headers(
+    record: SourceRecord, failure: Failure, *, include_stacktrace: bool = True
+) -> tuple[Headers, str]:
+    """`build_dead_letter`'s headers and the fingerprint among them, built per cause: the
+    `dlq.error.*` block (message cut, details JSON, fingerprint) and the pipeline's own headers
+    are encoded once per distinct failure and reused, so a dead letter of a known cause only
+    encodes its coordinates and times."""
+    if record.headers:
+        inherited = lineage(record.headers)
+        headers = original_headers(record.headers)
+        origin = inherited.origin
+        origin_ms = inherited.origin_timestamp_ms if origin else None
+        replay_count = inherited.replay_count or 0
+    else:
+        headers, origin, origin_ms, replay_count = [], None, None, 0
+    topic = _topic_bytes(record.topic)
+    partition = _number(record.partition)
+    offset = _number(record.offset)
+    timestamp = _number(record.timestamp_ms)
     headers += [
-        (VERSION, _number(CONTRACT_VERSION)),
-        (SOURCE_TOPIC, _utf8(record.topic)),
-        (SOURCE_PARTITION, _number(record.partition)),
-        (SOURCE_OFFSET, _number(record.offset)),
-        (SOURCE_TIMESTAMP, _number(record.timestamp_ms)),
-        (ORIGIN, _utf8(origin)),
-        (ORIGIN_TIMESTAMP, _number(record.timestamp_ms if origin_ms is None else origin_ms)),
+        (VERSION, _VERSION_BYTES),
+        (SOURCE_TOPIC, topic),
+        (SOURCE_PARTITION, partition),
+        (SOURCE_OFFSET, offset),
+        (SOURCE_TIMESTAMP, timestamp),
+        # format_coordinates' text, encoded piecewise: an int's digits are ASCII
+        (ORIGIN, topic + b"/" + partition + b"/" + offset if origin is None else _utf8(origin)),
+        (ORIGIN_TIMESTAMP, timestamp if origin_ms is None else _number(origin_ms)),
     ]
-    headers += _error_headers(failure, include_stacktrace=include_stacktrace)
+    block, digest = _error_block(failure, include_stacktrace)
+    headers += block
     headers += [
         (ATTEMPTS, _number(failure.attempts)),
         (FAILED_AT, _number(failure.failed_at_ms)),
-        (PIPELINE, _utf8(failure.pipeline)),
     ]
-    optional = (
-        (WORKER, failure.worker),
-        (SCHEMA, failure.schema),
-        (POLICY_RULE, failure.policy_rule),
-    )
-    headers += [(name, _utf8(value)) for name, value in optional if value is not None]
-    headers.append((REPLAY_COUNT, _number(inherited.replay_count or 0)))
-    return headers
+    headers += _own_headers(failure.pipeline, failure.worker, failure.schema, failure.policy_rule)
+    headers.append((REPLAY_COUNT, _number(replay_count)))
+    return headers, digest
 
 
-def _error_headers(failure: Failure, *, include_stacktrace: bool) -> Headers:
+_VERSION_BYTES = str(CONTRACT_VERSION).encode("ascii")
+
+
+@functools.lru_cache(maxsize=1024)
+def _topic_bytes(topic: str) -> bytes:
+    return _utf8(topic)
+
+
+@functools.lru_cache(maxsize=256)
+def _own_headers(
+    pipeline: str, worker: str | None, schema: str | None, policy_rule: str | None
+) -> tuple[Header, ...]:
+    """`dlq.pipeline` and the optional worker, schema and policy rule headers, in order."""
+    optional = ((WORKER, worker), (SCHEMA, schema), (POLICY_RULE, policy_rule))
+    present = [(name, _utf8(value)) for name, value in optional if value is not None]
+    return ((PIPELINE, _utf8(pipeline)), *present)
+
+
+def _error_block(failure: Failure, include_stacktrace: bool) -> tuple[tuple[Header, ...], str]:
+    """The dlq.error.* headers and the fingerprint, cached per cause (category, type, message,
+    details and the stack trace recorded)."""
+    stacktrace = failure.stacktrace if include_stacktrace else None
+    try:
+        details = tuple(tuple(entry.items()) for entry in failure.details)
+        return _cached_error_block(
+            failure.category, failure.error_type, failure.message, details, stacktrace
+        )
+    except TypeError:  # an unhashable detail value: build it afresh
+        return _error_headers(
+            failure.category, failure.error_type, failure.message, failure.details, stacktrace
+        )
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_error_block(
+    category: Category,
+    error_type: str,
+    message: str,
+    details: tuple[tuple[tuple[str, str], ...], ...],
+    stacktrace: str | None,
+) -> tuple[tuple[Header, ...], str]:
+    entries = tuple(dict(entry) for entry in details)
+    return _error_headers(category, error_type, message, entries, stacktrace)
+
+
+def _error_headers(
+    category: Category,
+    error_type: str,
+    message: str,
+    details: Sequence[Mapping[str, str]],
+    stacktrace: str | None,
+) -> tuple[tuple[Header, ...], str]:
     """The dlq.error.* headers. The fingerprint is taken over the whole message, not the cut one."""
-    locations = [entry["loc"] for entry in failure.details if "loc" in entry]
+    locations = [entry["loc"] for entry in details if "loc" in entry]
     headers: Headers = [
-        (ERROR_CATEGORY, _utf8(failure.category.value)),
-        (ERROR_TYPE, _utf8(failure.error_type)),
-        (ERROR_MESSAGE, truncate_utf8(failure.message, MESSAGE_LIMIT)),
+        (ERROR_CATEGORY, _utf8(category.value)),
+        (ERROR_TYPE, _utf8(error_type)),
+        (ERROR_MESSAGE, truncate_utf8(message, MESSAGE_LIMIT)),
     ]
-    details = details_json(failure.details)
-    if details is not None:
-        headers.append((ERROR_DETAILS, details))
-    if include_stacktrace and failure.stacktrace is not None:
-        headers.append((ERROR_STACKTRACE, truncate_utf8_tail(failure.stacktrace, STACKTRACE_LIMIT)))
-    digest = fingerprint(failure.category, failure.error_type, failure.message, locations)
+    details_header = details_json(details)
+    if details_header is not None:
+        headers.append((ERROR_DETAILS, details_header))
+    if stacktrace is not None:
+        headers.append((ERROR_STACKTRACE, truncate_utf8_tail(stacktrace, STACKTRACE_LIMIT)))
+    digest = fingerprint(category, error_type, message, locations)
     headers.append((ERROR_FINGERPRINT, _utf8(digest)))
-    return headers
+    return tuple(headers), digest
 
 
 def drop_optional(headers: Sequence[Header]) -> Headers:
@@ -406,10 +471,11 @@ def fit_dead_letter(
 def record_size(key: bytes | None, value: bytes | None, headers: Sequence[Header]) -> int:
     """An upper estimate of a record's size on the wire, compared with `max.message.bytes`:
     key, value, UTF-8 header names and values, plus RECORD_OVERHEAD and HEADER_OVERHEAD each."""
-    size = RECORD_OVERHEAD + len(key or b"") + len(value or b"")
+    size = RECORD_OVERHEAD + len(key or b"") + len(value or b"") + HEADER_OVERHEAD * len(headers)
     for name, header_value in headers:
-        named = len(name) if name.isascii() else len(_utf8(name))
-        size += HEADER_OVERHEAD + named + len(header_value or b"")
+        size += len(name) if name.isascii() else len(_utf8(name))
+        if header_value:
+            size += len(header_value)
     return size
 
 

@@ -313,8 +313,9 @@ class Handler:
             schema=decoded.schema_ref if decoded is not None else None,
             policy_rule=policy_rule,
         )
-        headers = contract.build_dead_letter(rec, full, include_stacktrace=self.stacktraces)
+        headers, digest = contract.dead_letter_headers(
+            rec, full, include_stacktrace=self.stacktraces
+        )
         fitted = contract.fit_dead_letter(rec.key, rec.value, headers, self.dlq_max_bytes)
         output = Output(self.dlq_topic, rec.key, fitted.value, tuple(fitted.headers))
-        fp = next((v for k, v in headers if k == contract.ERROR_FINGERPRINT and v), b"")
-        return Routed((output,), "dead_lettered", full, fp.decode())
+        return Routed((output,), "dead_lettered", full, digest)

@@ -57,6 +57,7 @@ from pipeline.core.contract import (
     SourceRecord,
     build_dead_letter,
     build_replay,
+    dead_letter_headers,
     details_json,
     drop_optional,
     fingerprint,
@@ -480,6 +481,28 @@ def test_build_returns_a_new_list_and_leaves_the_record_alone() -> None:
     first.append(("mutated", None))
     assert build_dead_letter(record, FAILURE) != first
     assert headers == [("a", b"1")]
+
+
+def test_a_cause_built_once_is_reused_only_for_the_same_cause() -> None:
+    """The dlq.error.* block is cached per cause: every part of the cause is in its key, and the
+    fingerprint returned is the header's."""
+    reference = built()
+    for _ in range(3):
+        headers, digest = dead_letter_headers(RECORD, FAILURE)
+        assert headers == reference
+        assert only(headers, ERROR_FINGERPRINT) == digest.encode()
+    other_loc = ({"loc": "items.1.qty", "msg": "Input should be greater than 0", "type": "gt"},)
+    assert only(built(details=other_loc), ERROR_DETAILS) != only(reference, ERROR_DETAILS)
+    assert only(built(stacktrace="other"), ERROR_STACKTRACE) == b"other"
+    assert ERROR_STACKTRACE not in names(
+        build_dead_letter(RECORD, FAILURE, include_stacktrace=False)
+    )
+    assert only(built(message="2 validation errors"), ERROR_MESSAGE) == b"2 validation errors"
+    assert only(built(category=Category.SCHEMA), ERROR_FINGERPRINT) != only(
+        reference, ERROR_FINGERPRINT
+    )
+    assert only(built(worker=None), PIPELINE) == b"billing"
+    assert WORKER not in names(built(worker=None))
 
 
 def test_incoming_dlq_headers_are_replaced_not_duplicated() -> None:
