@@ -241,11 +241,14 @@ class Worker:
                 marks[tp] = Committed(position.offset, metadata)
             elif self.crashes.is_suspect(tp):
                 log.warning(
-                    "%s/%d: a worker died before committing past offset %d; processing it one "
-                    "record at a time",
+                    "%s/%d: another worker died (or lost the partition in an outage) before "
+                    "committing past offset %d (%d time(s) in a row); processing the next %d "
+                    "records one at a time",
                     tp[0],
                     tp[1],
                     position.offset,
+                    self.crashes.suspects[tp].attempts,
+                    self.crashes.careful_records,
                 )
         if marks:
             try:
