@@ -259,7 +259,7 @@ def fix(env: Env, /, per_record: bool | None, save: bool, **opts: Any) -> int:
     saving = replay_run.save_preview(env, opts) if save else contextlib.nullcontext(None)
     tally = FixTally()  # the summary's counts and first examples: bounded, unlike the selection
     with saving as preview:
-        for item in items_of(env, opts, reader=fix_preview.scan):
+        for item in fix_preview.items(env, opts):
             pair = (item.dl, env.payloads.fix(item.dl, found[0]))
             if preview is not None and item.decision.entry is None:
                 preview.add(*pair)

@@ -1,5 +1,9 @@
-"""What `dlq fix` reads: every selected dead letter of a DLQ with its ledger decision, as
-`stats.scan` gives them, except that a well-formed Lazarus record is read by the index's
+"""What `dlq fix` reads: every selected dead letter of a DLQ with its value and ledger decision.
+
+When the DLQ index can answer the selection (header fields only, `index_query.answerable`), it
+selects, and only the selected records are fetched, by offset, for their key and value: the
+dead letter's other fields are the index's (no header is read again). Otherwise the topic is
+read as `stats.scan` reads it, except that a well-formed Lazarus record is read by the index's
 one-pass `fast_row` instead of `from_record`'s full header parse (the details JSON included),
 which took a third of a 100,000-record preview. The full parse stays for what `fast_row`
 refuses (foreign, malformed, oversize) and for a selection on the stack trace, the one
@@ -8,17 +12,66 @@ selectable field `fast_row` does not read."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import chain, islice
+from typing import Any
 
 from pipeline.core.contract import VALUE_OMITTED, DeadLetterMeta, SourceRecord
 from pipeline.kafka import dlqio
 from pipeline.kafka.dlqio import KafkaConf
+from pipeline.kafka.follow import Fetcher
+from reprocessor import index_query, indexed, render
 from reprocessor.deadletters import DeadLetter, from_record
 from reprocessor.index_rows import fast_row
 from reprocessor.ledger import Ledger
+from reprocessor.options import Env, window
 from reprocessor.payloads import Payloads
-from reprocessor.stats import PROGRESS_EVERY, Item, ScanProgress, Window
+from reprocessor.stats import PROGRESS_EVERY, Item, ScanProgress, Window, read_ledger
 
 Bar = ScanProgress | None
+
+
+def items(env: Env, opts: dict[str, Any]) -> Iterator[Item]:
+    """The dead letters `dlq fix` previews, at most --limit in all: selected by the index and
+    fetched by offset when it can answer the selection, else each topic scanned (`scan`)."""
+    conf, win = env.conf(), window(opts)
+    if env.use_index and index_query.answerable(win):
+        found = (fetch_selected(conf, topic, win, quiet=env.quiet) for topic in env.topics())
+    else:
+        found = (_scanned(env, topic, win) for topic in env.topics())
+    return islice(chain.from_iterable(found), opts["limit"])
+
+
+def fetch_selected(conf: KafkaConf, topic: str, win: Window, *, quiet: bool) -> Iterator[Item]:
+    """The dead letters of `topic` the index selects, in partition and offset order, each with
+    the key and value of its record, read by offset (one consumer, nearby offsets in one pass);
+    a record deleted since it was indexed is left out. The dead letter's other fields are its
+    index row's: no stack trace, details' problems nor headers (a fix reads none of them)."""
+    with indexed.caught_up(conf, topic, quiet=quiet) as index, Fetcher(conf, topic) as fetcher:
+        shown = render.progress(None, f"read {topic}", quiet=quiet)
+        with shown as bar:
+            for chunk in index_query.chunks(index_query.letters(index, win), 1000):
+                chosen = {(dl.partition, dl.offset): (dl, state) for dl, state in chunk}
+                for partition, offset, _, key, value, _ in fetcher.fetched(chosen):
+                    dl, state = chosen[(partition, offset)]
+                    yield Item(_with_record(dl, key, value), index_query.decision(index, dl, state))
+                bar(len(chunk))
+
+
+def _with_record(dl: DeadLetter, key: bytes | None, value: bytes | None) -> DeadLetter:
+    """`dl` (from an index row) with its record's key and value: one constructor call."""
+    return DeadLetter(
+        dl.topic, dl.partition, dl.offset, dl.timestamp_ms, key, value, (), dl.dialect, dl.meta,
+        dl.foreign, dl.source_topic, dl.source_partition, dl.source_offset, dl.origin,
+        dl.category, dl.error_type, dl.message, dl.stacktrace, dl.fingerprint, dl.attempts,
+        dl.failed_at_ms, dl.pipeline, dl.replay_count, dl.problems, dl.source_timestamp_ms,
+    )  # fmt: skip
+
+
+def _scanned(env: Env, topic: str, win: Window) -> Iterator[Item]:
+    """One DLQ topic's `scan`, with a progress bar when it takes more than a second."""
+    conf = env.conf()
+    with render.progress(None, f"read {topic}", quiet=env.quiet) as bar:
+        yield from scan(conf, topic, win, env.payloads, read_ledger(conf, topic), bar)
 
 
 def scan(

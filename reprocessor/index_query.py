@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
 
 from pipeline.core.ledger_codec import decode_ledger_entry
 from pipeline.kafka import follow
@@ -245,33 +246,41 @@ def select(index: DlqIndex, window: Window, limit: int | None = None) -> Iterato
 def items(
     index: DlqIndex, conf: KafkaConf, window: Window, limit: int | None = None
 ) -> Iterator[Item]:
-    """The selected dead letters in full: payloads fetched by offset, a chunk at a time, and
-    the deciding ledger entry from the index."""
-    chunk: list[tuple[DeadLetter, ReplayState]] = []
-    for found in letters(index, window, limit):
-        chunk.append(found)
-        if len(chunk) >= 500:
-            yield from fetch(index, conf, chunk)
-            chunk = []
-    yield from fetch(index, conf, chunk)
+    """The selected dead letters in full: payloads fetched by offset with one consumer, a chunk
+    at a time, and the deciding ledger entry from the index."""
+    with follow.Fetcher(conf, index.topic) as fetcher:
+        for chunk in chunks(letters(index, window, limit)):
+            yield from fetch(index, fetcher, chunk)
+
+
+def chunks(
+    found: Iterator[tuple[DeadLetter, ReplayState]], size: int = 500
+) -> Iterator[list[tuple[DeadLetter, ReplayState]]]:
+    """`found` in lists of at most `size`, none empty."""
+    while True:
+        chunk = list(islice(found, size))
+        if chunk:
+            yield chunk
+        if len(chunk) < size:
+            return
 
 
 def fetch(
-    index: DlqIndex, conf: KafkaConf, chosen: Sequence[tuple[DeadLetter, ReplayState]]
+    index: DlqIndex, fetcher: follow.Fetcher, chosen: Sequence[tuple[DeadLetter, ReplayState]]
 ) -> Iterator[Item]:
     """The records at the chosen dead letters' coordinates, read by offset, as Items (a dead
     letter deleted since it was indexed is left out)."""
-    if not chosen:
-        return
     states = {(dl.partition, dl.offset): state for dl, state in chosen}
-    for consumed in follow.fetch(conf, index.topic, list(states)):
+    for consumed in fetcher.consumed(states):
         r = consumed.record
         dl = from_record(r.topic, r.partition, r.offset, r.timestamp_ms, r.key, r.value, r.headers)
         state = states[(r.partition, r.offset)]
-        yield Item(dl, _decision(index, dl, state), None, consumed.tstype)
+        yield Item(dl, decision(index, dl, state), None, consumed.tstype)
 
 
-def _decision(index: DlqIndex, dl: DeadLetter, state: ReplayState) -> Decision:
+def decision(index: DlqIndex, dl: DeadLetter, state: ReplayState) -> Decision:
+    """The ledger's decision on an indexed dead letter in `state`: its entry read from the
+    index when it is decided."""
     if state is ReplayState.UNRESOLVED:
         return UNRESOLVED
     row = index.db.execute(

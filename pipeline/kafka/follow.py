@@ -9,7 +9,7 @@ returned: a partition is done when the consumer's position reaches its captured 
 
 `describe_cluster` and `describe_topics` give what the index checks before it trusts itself: the
 cluster id, each topic's id (a deleted and recreated topic gets a new one), partition count, low
-watermark and last stable offset, and the retention configs. `fetch` reads the records at given
+watermark and last stable offset, and the retention configs. `Fetcher` reads the records at given
 coordinates (the payloads of selected dead letters). Every failure leaves as `RuntimeFailure`
 (cluster unreachable) or `ConfigError` (a property librdkafka rejects).
 """
@@ -17,7 +17,7 @@ coordinates (the payloads of selected dead letters). Every failure leaves as `Ru
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, TypeAlias, cast
@@ -362,67 +362,95 @@ class Follower:
         return done
 
 
-def fetch(
-    conf: KafkaConf, topic: str, coordinates: Iterable[tuple[int, int]], gap: int = 500
-) -> Iterator[Consumed]:
-    """The records at (partition, offset) coordinates, in partition then offset order (offsets
-    that hold no record (deleted by retention, a marker, aborted) are skipped. Nearby offsets
-    are read in one pass, farther ones after a seek. Reads in bounded memory."""
-    wanted: dict[int, list[int]] = {}
-    for partition, offset in coordinates:
-        wanted.setdefault(partition, []).append(offset)
-    consumer = _consumer(conf)
-    try:
-        for partition in sorted(wanted):
-            yield from _fetch_partition(
-                consumer, topic, partition, sorted(set(wanted[partition])), gap
-            )
-    finally:
-        consumer.close()
+class Fetcher:
+    """Reads the records at given coordinates of one topic, `read_committed`, with one consumer
+    for as many calls as its caller makes: nearby offsets are read in one pass, farther ones
+    (more than `gap` ahead) after a seek. Asked in partition then offset order, as the index
+    lists them, every record is read once; an offset behind the read position seeks back.
+    Offsets that hold no record (deleted by retention, a marker, aborted) are skipped. Use as a
+    context manager; RuntimeFailure when a read stalls short of its partition's end."""
 
+    def __init__(self, conf: KafkaConf, topic: str, gap: int = 500) -> None:
+        self.topic, self.gap = topic, gap
+        self._consumer = _consumer(conf)
+        self._marks: dict[int, tuple[int, int]] = {}
+        self._partition = -1
+        self._start = self._read_to = 0  # offset assigned; offset after the last one read
+        self._buffer: list[Message] = []  # the last batch read, in offset order
+        self._next = 0  # index of the first buffered message not yet passed
 
-def _fetch_partition(
-    consumer: Consumer, topic: str, partition: int, offsets: list[int], gap: int
-) -> Iterator[Consumed]:
-    tp = TopicPartition(topic, partition)
-    low, high = consumer.get_watermark_offsets(tp, timeout=_TIMEOUT_S)
-    pending = [o for o in offsets if low <= o < high]
-    index = 0
-    while index < len(pending):
-        consumer.assign([TopicPartition(topic, partition, pending[index])])
-        index = yield from _read_run(consumer, tp, pending, index, (high, gap))
+    def __enter__(self) -> Fetcher:
+        return self
 
+    def __exit__(self, *_: object) -> None:
+        self._consumer.close()
 
-def _read_run(
-    consumer: Consumer, tp: TopicPartition, pending: list[int], index: int, bounds: tuple[int, int]
-) -> Generator[Consumed, None, int]:
-    """Read forward from the assigned offset, yielding the wanted records, until the next wanted
-    offset is more than `gap` ahead (the caller seeks), or the partition's end; returns where
-    it stopped in `pending`."""
-    high, gap = bounds
-    last_move = time.monotonic()
-    while index < len(pending):
-        messages = consumer.consume(BATCH, timeout=0.5)
-        if not messages:
-            if consumer.position([tp])[0].offset >= high:
-                return len(pending)
-            if time.monotonic() - last_move > STALL_S:
-                raise RuntimeFailure(f"reading {tp.topic}/{tp.partition} stalled")
-            continue
-        last_move = time.monotonic()
-        last = -1
-        for msg in messages:
-            if msg.error() is not None:
-                continue
-            last = msg.offset() or 0
-            while index < len(pending) and pending[index] < last:
-                index += 1  # no record there: a marker, aborted, or deleted
-            if index < len(pending) and pending[index] == last:
-                yield _consumed(tp.topic, msg)
+    def consumed(self, coordinates: Iterable[tuple[int, int]]) -> Iterator[Consumed]:
+        """The records at (partition, offset) `coordinates`, as `dlq` shows them."""
+        for msg in self._messages(coordinates):
+            yield _consumed(self.topic, msg)
+
+    def fetched(self, coordinates: Iterable[tuple[int, int]]) -> Iterator[Fetched]:
+        """The records at (partition, offset) `coordinates`, without their headers (None):
+        what a fix reads of a dead letter the index already knows."""
+        for msg in self._messages(coordinates):
+            ts = msg.timestamp()[1]
+            yield (msg.partition() or 0, msg.offset() or 0, ts, msg.key(), msg.value(), None)
+
+    def _messages(self, coordinates: Iterable[tuple[int, int]]) -> Iterator[Message]:
+        at = self._at
+        for partition, offset in coordinates:
+            low, high = self._watermarks(partition)
+            if low <= offset < high and (msg := at(partition, offset, high)) is not None:
+                yield msg
+
+    def _watermarks(self, partition: int) -> tuple[int, int]:
+        marks = self._marks.get(partition)
+        if marks is None:
+            tp = TopicPartition(self.topic, partition)
+            low, high = self._consumer.get_watermark_offsets(tp, timeout=_TIMEOUT_S)
+            marks = self._marks[partition] = (low, high)
+        return marks
+
+    def _at(self, partition: int, offset: int, high: int) -> Message | None:
+        """The message at `offset`, or None when that offset holds no record."""
+        if (
+            partition != self._partition
+            or offset < self._start
+            or (offset - self._read_to > self.gap)
+        ):
+            self._seek(partition, offset)
+        while True:
+            buffer, index = self._buffer, self._next
+            while index < len(buffer):
+                found = buffer[index].offset() or 0
+                if found >= offset:
+                    self._next = index + 1 if found == offset else index
+                    return buffer[index] if found == offset else None
                 index += 1
-        if index < len(pending) and pending[index] - last > gap:
-            return index
-    return index
+            if not self._read(high):
+                return None
+
+    def _seek(self, partition: int, offset: int) -> None:
+        self._consumer.assign([TopicPartition(self.topic, partition, offset)])
+        self._partition, self._start, self._read_to = partition, offset, offset
+        self._buffer, self._next = [], 0
+
+    def _read(self, high: int) -> bool:
+        """The next batch of the assigned partition into the buffer; False at its end."""
+        tp = TopicPartition(self.topic, self._partition)
+        last_move = time.monotonic()
+        while True:
+            messages = [m for m in self._consumer.consume(BATCH, timeout=0.5) if not m.error()]
+            if messages:
+                self._buffer, self._next = messages, 0
+                self._read_to = (messages[-1].offset() or 0) + 1
+                return True
+            if self._consumer.position([tp])[0].offset >= high:
+                self._buffer, self._next, self._read_to = [], 0, high
+                return False
+            if time.monotonic() - last_move > STALL_S:
+                raise RuntimeFailure(f"reading {self.topic}/{self._partition} stalled")
 
 
 def next_timestamps(
@@ -457,4 +485,4 @@ def next_timestamps(
     return found
 
 
-__all__ = ["Cluster", "Fetched", "Follower", "Marks", "TopicMeta", "fetch", "next_timestamps"]
+__all__ = ["Cluster", "Fetched", "Fetcher", "Follower", "Marks", "TopicMeta", "next_timestamps"]
