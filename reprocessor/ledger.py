@@ -102,6 +102,17 @@ class Ledger:
         state = ReplayState.REPLAYED if entry.action == "replayed" else ReplayState.DISCARDED
         return Decision(state, entry)
 
+    def decided(self, coordinates: str, seen_ms: int, fingerprint: str) -> bool:
+        """`decision(dl).entry is not None` for the dead letter at `coordinates` with this
+        failure time and fingerprint (what `identity` reads), without the dead letter."""
+        entry = self.entries.get(coordinates)
+        if entry is None:
+            return False
+        if is_stale(entry, DeadLetterMeta(failed_at_ms=seen_ms, fingerprint=fingerprint)):
+            self.stale.add(coordinates)
+            return False
+        return True
+
     def __len__(self) -> int:
         return len(self.entries)
 
@@ -167,6 +178,32 @@ class ReplayedRecords:
             value = f"{t0}{fill[a]}{t1}{fill[b]}{t2}{fill[c]}{t3}".encode()
             records.append((ledger_key(dl.topic, dl.partition, dl.offset), value))
         return records
+
+    def values(
+        self, seen_ms: Sequence[int], fingerprints: Sequence[str], targets: Sequence[str]
+    ) -> list[bytes]:
+        """The ledger values `records` makes, from the chunk's columns: each dead letter's
+        failure time and fingerprint and its copy's target."""
+        parts = self._parts()
+        if parts is None:
+            return [
+                encode_ledger_entry(self._entry_of(seen, fingerprint, target))
+                for seen, fingerprint, target in zip(seen_ms, fingerprints, targets, strict=True)
+            ]
+        (a, b, c), (t0, t1, t2, t3) = parts
+        text = encode_basestring
+        return [
+            f"{t0}{fill[a]}{t1}{fill[b]}{t2}{fill[c]}{t3}".encode()
+            for fill in zip(
+                map(str, seen_ms), map(text, fingerprints), map(text, targets), strict=True
+            )
+        ]
+
+    def _entry_of(self, seen_ms: int, fingerprint: str, target: str) -> LedgerEntry:
+        return LedgerEntry(
+            "replayed", self.at_ms, self.operator, self.run, seen_ms, fingerprint,
+            fix=self.fix, target=target,
+        )  # fmt: skip
 
     def entry(self, dl: DeadLetter, target: str) -> LedgerEntry:
         return replayed_entry(

@@ -24,12 +24,17 @@ Change = Callable[[object], dict[str, object]]
 
 def origin_topic(dl: DeadLetter) -> str | None:
     """The topic of the dead letter's first appearance (`dlq.origin`), else its source topic."""
-    if dl.origin is not None:
+    return origin_topic_of(dl.origin, dl.source_topic)
+
+
+def origin_topic_of(origin: str | None, source_topic: str | None) -> str | None:
+    """`origin_topic` of a dead letter with this `dlq.origin` and source topic."""
+    if origin is not None:
         try:
-            return parse_coordinates(dl.origin)[0]
+            return parse_coordinates(origin)[0]
         except ValueError:
             pass
-    return dl.source_topic
+    return source_topic
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,9 +19,10 @@ plan nor the replay holds the selection in memory. This module never talks to Ka
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -43,11 +44,29 @@ _PLAN_LINE = re.compile(
 """A plan line as `PlanWriter.add` writes it, when no field needs a JSON escape: read with one
 regex match instead of `json.loads` (a replay reads one per record). Anything else (an escaped
 fingerprint, an edited file) is read by `json.loads`, which gives the same values."""
+_PLAN_LINES = re.compile(
+    rf'^\{{"o":{_INT},"h":"([0-9a-z]*)","f":"([0-9A-Za-z._-]*)","t":{_INT}\}}$', re.MULTILINE
+)
+"""`_PLAN_LINE` over a block of lines at once (one match per line, or the block is read line
+by line)."""
+BLOCK = 2048
+"""Plan lines read at once by `StoredPlan.blocks`."""
 
 
 def value_hash(value: bytes | None) -> str:
     """sha256 hex of a value to replay; `null` for a tombstone."""
     return "null" if value is None else hashlib.sha256(value).hexdigest()
+
+
+def same(seen: tuple[str, str, int], value: bytes | None, fingerprint: str, seen_ms: int) -> bool:
+    """`Entry.same` for a plan line that saw `seen` (value sha256, fingerprint, failure time)
+    and a dead letter with this fingerprint and failure time, to be replayed with `value`."""
+    digest, planned_fingerprint, planned_ms = seen
+    return (
+        (not digest or digest == value_hash(value))
+        and fingerprint == planned_fingerprint
+        and seen_ms == planned_ms
+    )
 
 
 def runs_folder(state: Path, cluster_id: str) -> Path:
@@ -70,10 +89,11 @@ class Entry:
         """Whether `dl`, about to be replayed with `value`, is what the plan saw. A plan made
         from the index without a fix has no value hash (the records were not read): the
         failure time and fingerprint identify the dead letter then."""
-        return (
-            (not self.value_sha256 or self.value_sha256 == value_hash(value))
-            and dl.fingerprint == self.fingerprint
-            and dl.seen_ms == self.failed_at_ms
+        return same(
+            (self.value_sha256, self.fingerprint, self.failed_at_ms),
+            value,
+            dl.fingerprint,
+            dl.seen_ms,
         )
 
     def letter(self, topic: str) -> DeadLetter:
@@ -190,13 +210,21 @@ class StoredPlan:
         """The planned dead letters of `partition`, in offset order, read line by line."""
         with (self.folder / f"p{partition}.jsonl").open(encoding="utf-8") as lines:
             for line in lines:
-                found = _PLAN_LINE.fullmatch(line)
-                if found is not None:
-                    offset, digest, fingerprint, failed_at = found.groups()
-                    yield Entry(partition, int(offset), digest, fingerprint, int(failed_at))
-                    continue
-                data = json.loads(line)
-                yield Entry(partition, int(data["o"]), str(data["h"]), str(data["f"]), data["t"])
+                offset, digest, fingerprint, failed_at = _line_fields(line)
+                yield Entry(partition, int(offset), digest, fingerprint, int(failed_at))
+
+    def blocks(self, partition: int, size: int = BLOCK) -> Iterator[EntryBlock]:
+        """`entries(partition)` as columns, `size` lines at a time: one regex pass over a block
+        of lines as `PlanWriter.add` writes them, `entries`' reading for any other block."""
+        with (self.folder / f"p{partition}.jsonl").open(encoding="utf-8") as lines:
+            while block := list(itertools.islice(lines, size)):
+                found = _PLAN_LINES.findall("".join(block))
+                if len(found) != len(block):
+                    found = [_line_fields(line) for line in block]
+                offsets, digests, fingerprints, times = zip(*found, strict=True)
+                yield EntryBlock(
+                    list(map(int, offsets)), digests, fingerprints, list(map(int, times))
+                )
 
     def letters(self) -> Iterator[DeadLetter]:
         """Every planned dead letter (`Entry.letter`), partition by partition, in offset
@@ -218,6 +246,27 @@ class StoredPlan:
         """The same plan with a new header (a target chosen when a saved preview is replayed)."""
         save_header(self.folder, plan)
         return StoredPlan(plan, self.folder)
+
+
+def _line_fields(line: str) -> tuple[str | int, str, str, str | int]:
+    """(offset, value sha256, fingerprint, failure time) of one plan line."""
+    found = _PLAN_LINE.fullmatch(line)
+    if found is not None:
+        offset, digest, fingerprint, failed_at = found.groups()
+        return offset, digest, fingerprint, failed_at
+    data = json.loads(line)
+    return int(data["o"]), str(data["h"]), str(data["f"]), int(data["t"])
+
+
+@dataclass(frozen=True, slots=True)
+class EntryBlock:
+    """Consecutive plan lines of one partition, column by column (line `i` is index `i` of
+    every column): what `Entry` holds, without an object per line."""
+
+    offsets: list[int]
+    digests: Sequence[str]
+    fingerprints: Sequence[str]
+    failed_at: list[int]
 
 
 def load(folder: Path, run: str) -> StoredPlan:

@@ -35,7 +35,7 @@ from reprocessor.ledger import (
     ledger_record,
     replayed_entry,
 )
-from reprocessor.payloads import origin_topic
+from reprocessor.payloads import origin_topic_of
 
 CHUNK = 2000
 """Dead letters per transaction at full speed: big enough to amortise the flush and the commit
@@ -89,12 +89,19 @@ class Target:
     def topic_for(self, dl: DeadLetter) -> str | None:
         """The topic a copy of `dl` goes to; None when the dead letter names none (foreign
         dead letters name no pipeline, arroyo's not even a topic)."""
+        lazarus = dl.foreign is None  # a Spring consumer group has no redrive topic
+        return self.topic_of(dl.pipeline if lazarus else None, dl.origin, dl.source_topic)
+
+    def topic_of(
+        self, pipeline: str | None, origin: str | None, source_topic: str | None
+    ) -> str | None:
+        """`topic_for` a dead letter of this Lazarus pipeline (None: foreign), `dlq.origin`
+        and source topic."""
         if self.mode is TargetMode.TO:
             return self.topic
-        if self.mode is TargetMode.REDRIVE:  # a Spring consumer group has no redrive topic
-            lazarus = dl.pipeline is not None and dl.foreign is None
-            return redrive_topic(dl.pipeline) if lazarus and dl.pipeline else None
-        return origin_topic(dl)
+        if self.mode is TargetMode.REDRIVE:
+            return redrive_topic(pipeline) if pipeline else None
+        return origin_topic_of(origin, source_topic)
 
     def check(self, letters: Sequence[DeadLetter]) -> None:
         """Refuse, before anything is written, dead letters this target cannot place.
@@ -191,9 +198,15 @@ def refusal(dl: DeadLetter, recipe: Recipe) -> str | None:
 
 def _refusal(dl: DeadLetter, recipe: Recipe, topic: str | None) -> str | None:
     """`refusal`, given the topic `recipe.target` chose for `dl` (asked once per record)."""
-    if dl.replay_count >= recipe.max_replays and not recipe.force:
+    return refusal_of(dl.replay_count, recipe, topic)
+
+
+def refusal_of(replay_count: int, recipe: Recipe, topic: str | None) -> str | None:
+    """`refusal` of a dead letter replayed `replay_count` times before, whose copy would go
+    to `topic`."""
+    if replay_count >= recipe.max_replays and not recipe.force:
         return (
-            f"loop protection: already replayed {dl.replay_count} times "
+            f"loop protection: already replayed {replay_count} times "
             f"(max_replays {recipe.max_replays}; --force to override)"
         )
     if topic is None:

@@ -27,7 +27,7 @@ from pipeline.core.contract import VALUE_OMITTED, DeadLetterMeta, SourceRecord, 
 from pipeline.errors import EXIT_OK, ConfigError, PartialSuccess
 from pipeline.kafka import dlqio
 from pipeline.kafka.follow import Cluster
-from reprocessor import index_query, indexed, plans, render
+from reprocessor import index_query, indexed, plans, render, replay_batches
 from reprocessor.deadletters import DeadLetter, ReplayState, from_record
 from reprocessor.index_rows import Row, fast_row
 from reprocessor.ledger import Plan, new_run_id, state_dir
@@ -48,6 +48,7 @@ from reprocessor.replay import (
     refusal,
     transactional_id,
 )
+from reprocessor.replay_batches import Copies, PlanMatch, copies_of
 from reprocessor.stats import Window, read_ledger, scan
 
 READ_AHEAD = {
@@ -305,15 +306,16 @@ def execute(
     env: Env, stored: StoredPlan, recipe: Recipe, rate: float | None
 ) -> tuple[Tally, _Hooks]:
     """Fence earlier runs, read the ledger to its end, then replay the plan as it is read
-    back (`Run.replay_stream`)."""
+    back a batch at a time (`replay_batches`)."""
     plan = stored.plan
     job = _job(env, plan.dlq_topic, plan.run)
     ledger = job.start(lambda: read_ledger(env.conf(), plan.dlq_topic))
     hooks = _Hooks(env)
     todo = plan.selected - plan.refused
     with render.progress(todo, f"replay {plan.run}", quiet=env.quiet) as bar:
-        results = planned_results(env, stored, recipe)
-        tally = job.replay_stream(results, ledger, Pacer(rate), bar, hooks)
+        batches = planned_batches(env, stored, recipe)
+        pacer, fix = Pacer(rate), recipe.fix_description
+        tally = replay_batches.replay_batches(job, batches, ledger, pacer, bar, hooks, fix)
     return tally, hooks
 
 
@@ -326,60 +328,45 @@ def _job(env: Env, dlq_topic: str, run_id: str) -> Run:
     return Run(sink, ledger_topic(dlq_topic), run_id, env.operator)
 
 
-def planned_results(env: Env, stored: StoredPlan, recipe: Recipe) -> Iterator[Copy | Refused]:
-    """The plan's copies (or refusals), read back with one reader over every planned partition
-    (each from its first planned offset, so their fetches overlap), each partition's records
-    merged with its plan lines, both in offset order. Partitions interleave; each keeps its
-    order, hence each key's. Holds one plan line per partition."""
-    topic = stored.plan.dlq_topic
-    cursors = {p: c for p in stored.partitions() if (c := _Cursor.open(stored, p)) is not None}
-    if cursors:
-        starts = tuple((p, c.entry.offset) for p, c in cursors.items() if c.entry is not None)
-        spec = dlqio.ReadSpec(partitions=tuple(cursors), starts=starts)
-        with dlqio.TopicReader({**READ_AHEAD, **env.conf()}, topic, spec) as reader:
-            for consumed in reader.records():
-                r = consumed.record
-                cursor = cursors[r.partition]
-                if cursor.entry is not None and cursor.entry.offset < r.offset:
-                    yield from cursor.gone_before(topic, r.offset)
-                if cursor.entry is not None and cursor.entry.offset == r.offset:
-                    yield _planned(env, r, cursor.entry, recipe)
-                    cursor.advance()
-                if cursor.entry is None:
-                    reader.finish(r.partition)
-    for cursor in cursors.values():
-        yield from cursor.gone_before(topic, None)
+def planned_batches(
+    env: Env, stored: StoredPlan, recipe: Recipe
+) -> Iterator[tuple[Copies, list[Refused]]]:
+    """The plan's copies and refusals, a poll at a time (`replay_batches`), read back with one
+    reader over every planned partition (each from its first planned offset, so their fetches
+    overlap), each partition's records merged with its plan lines, both in offset order.
+    Partitions interleave; each keeps its order, hence each key's. Holds one poll's records
+    and a block of plan lines per partition."""
+    match = PlanMatch(stored)
+    if match.lines:
+        spec = dlqio.ReadSpec(partitions=tuple(match.lines), starts=match.starts())
+        slow = _Slow(env, recipe)
+        with dlqio.TopicReader({**READ_AHEAD, **env.conf()}, stored.plan.dlq_topic, spec) as reader:
+            for batch in reader.batches():
+                planned, done = match.match(batch)
+                for partition in done:
+                    reader.finish(partition)
+                copies, refused = copies_of(batch, planned, recipe, slow)
+                yield copies, planned.gone + refused
+    gone = match.rest()
+    while left := list(itertools.islice(gone, 1000)):
+        yield Copies(), left
+
+
+@dataclass(frozen=True, slots=True)
+class _Slow:
+    """The per-record path of a planned record (`replay_batches.Slow`)."""
+
+    env: Env
+    recipe: Recipe
+
+    def __call__(self, r: SourceRecord, entry: plans.Entry) -> Copy | Refused:
+        return _planned(self.env, r, entry, self.recipe)
 
 
 def _planned(env: Env, r: SourceRecord, entry: plans.Entry, recipe: Recipe) -> Copy | Refused:
-    """The copy of the planned record `r`, or why it is refused."""
+    """The copy of the planned record `r`, or why it is refused, one record at a time."""
     found = restored(env, _letter(r))
     return found if isinstance(found, Refused) else _checked(found, entry, recipe)
-
-
-@dataclass
-class _Cursor:
-    """One partition's plan lines, read one at a time: `entry` is the next one (None at the
-    end)."""
-
-    entries: Iterator[plans.Entry]
-    entry: plans.Entry | None
-
-    @classmethod
-    def open(cls, stored: StoredPlan, partition: int) -> _Cursor | None:
-        entries = stored.entries(partition)
-        first = next(entries, None)
-        return None if first is None else cls(entries, first)
-
-    def advance(self) -> None:
-        self.entry = next(self.entries, None)
-
-    def gone_before(self, topic: str, offset: int | None) -> Iterator[Refused]:
-        """Refusals for the planned offsets below `offset` (all that are left, for None): the
-        read passed them, so the DLQ no longer holds them."""
-        while self.entry is not None and (offset is None or self.entry.offset < offset):
-            yield _gone(topic, self.entry)
-            self.advance()
 
 
 def restored(env: Env, dl: DeadLetter) -> DeadLetter | Refused:
@@ -429,11 +416,6 @@ def _fast_letter(r: SourceRecord, row: Row) -> DeadLetter:
         source_topic, source_partition, source_offset, origin, category, error_type, message,
         None, fingerprint, attempts, failed_at, pipeline, replays, (),
     )  # fmt: skip
-
-
-def _gone(topic: str, entry: plans.Entry) -> Refused:
-    where = f"{topic}/{entry.partition}/{entry.offset}"
-    return Refused(where, "no longer in the DLQ (deleted by retention, or the topic recreated)")
 
 
 def _checked(dl: DeadLetter, entry: plans.Entry, recipe: Recipe) -> Copy | Refused:

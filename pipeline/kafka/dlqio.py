@@ -82,6 +82,38 @@ class Consumed:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordBatch:
+    """The records of one poll, column by column (record `i` is index `i` of every column), in
+    the order read: what a reader that works a batch at a time takes instead of one `Consumed`
+    per record. Timestamps are never negative (a missing one is 0); a record without headers
+    has an empty list."""
+
+    topic: str
+    partitions: list[int]
+    offsets: list[int]
+    timestamps: list[int]
+    keys: list[bytes | None]
+    values: list[bytes | None]
+    headers: list[list[Header]]
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    @classmethod
+    def of(cls, topic: str, records: Sequence[SourceRecord]) -> RecordBatch:
+        """The batch of these records (of `topic`)."""
+        return cls(
+            topic,
+            [r.partition for r in records],
+            [r.offset for r in records],
+            [r.timestamp_ms for r in records],
+            [r.key for r in records],
+            [r.value for r in records],
+            [list(r.headers) for r in records],
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class ReadSpec:
     """Where a read starts: every partition's beginning by default, its last `tail` records,
     the first record at or after `since_ms` (by timestamp), `offset`, or per partition
@@ -224,6 +256,51 @@ class TopicReader:
                 if consumed is not None:
                     yield consumed
             progress.check(todo, bool(batch))
+
+    def batches(self) -> Iterator[RecordBatch]:
+        """`records()` a poll at a time, as columns: the same records in the same order, with no
+        object per record. `finish()` takes effect from the next poll."""
+        todo = self._todo = {p for p in self.ends if self.starts[p] < self.ends[p]}
+        progress = _Progress(self._consumer, self.topic, self.ends)
+        while todo:
+            msgs = self._consumer.consume(BATCH, timeout=0.5)
+            if msgs:
+                batch = self._batch(msgs, todo)
+                if batch is not None:
+                    yield batch
+            progress.check(todo, bool(msgs))
+
+    def _batch(self, msgs: list[Message], todo: set[int]) -> RecordBatch | None:
+        """The records of `msgs` that `_accept` would return, as columns."""
+        if any(map(Message.error, msgs)):  # rare: an error or an EOF event, read one by one
+            accepted = [c.record for m in msgs if (c := self._accept(m, todo)) is not None]
+            return RecordBatch.of(self.topic, accepted) if accepted else None
+        partitions = cast("list[int]", list(map(Message.partition, msgs)))
+        offsets = cast("list[int]", list(map(Message.offset, msgs)))
+        ends, kept = self.ends, []
+        for i, (partition, offset) in enumerate(zip(partitions, offsets, strict=True)):
+            if partition not in todo or offset >= ends[partition]:
+                todo.discard(partition)
+                continue
+            if offset + 1 >= ends[partition]:
+                todo.discard(partition)
+            kept.append(i)
+        if not kept:
+            return None
+        if len(kept) < len(msgs):
+            msgs = [msgs[i] for i in kept]
+            partitions, offsets = [partitions[i] for i in kept], [offsets[i] for i in kept]
+        stamps = [ts if ts >= 0 else 0 for _, ts in map(Message.timestamp, msgs)]
+        return RecordBatch(
+            self.topic,
+            partitions,
+            offsets,
+            stamps,
+            list(map(Message.key, msgs)),
+            list(map(Message.value, msgs)),
+            # consumed headers are lists of (str, bytes | None), as in `_accept`
+            cast("list[list[Header]]", [h or [] for h in map(Message.headers, msgs)]),
+        )
 
     def finish(self, partition: int) -> None:
         """Read no more of `partition` (the caller has what it wanted from it): it is paused,
@@ -460,6 +537,7 @@ __all__ = [
     "Consumed",
     "Fenced",
     "ReadSpec",
+    "RecordBatch",
     "TopicReader",
     "TransactionAborted",
     "TxnProducer",

@@ -142,3 +142,27 @@ def test_the_bar_is_off_when_not_a_terminal() -> None:
     bar = render.Bar("scan", 3, quiet=False, delay_s=0)
     bar(3)
     bar.close()  # CliRunner-less pytest: stderr is captured, not a terminal; nothing raised
+
+
+@pytest.mark.parametrize("size", [1, 2, 5, 2048])
+def test_plan_blocks_read_what_entries_read(tmp_path: Path, size: int) -> None:
+    """`StoredPlan.blocks` (a regex over a block of lines) gives `entries`' values, also for a
+    block holding a line that needs `json.loads` (an escaped fingerprint)."""
+    with plans.PlanWriter(tmp_path, header()) as writer:
+        for offset in range(7):
+            dl = letter(0, offset)
+            if offset == 4:
+                dl = replace(dl, fingerprint='odd"print\\é')
+            writer.add(dl, b"v%d" % offset, "out", hashed=offset % 3 != 0)
+    stored = plans.load(tmp_path, "r-1")
+    columns = [
+        (offset, digest, fingerprint, failed_at)
+        for block in stored.blocks(0, size)
+        for offset, digest, fingerprint, failed_at in zip(
+            block.offsets, block.digests, block.fingerprints, block.failed_at, strict=True
+        )
+    ]
+    expected = [
+        (e.offset, e.value_sha256, e.fingerprint, e.failed_at_ms) for e in stored.entries(0)
+    ]
+    assert columns == expected and len(columns) == 7
