@@ -33,7 +33,6 @@ GROUP_COLUMNS = {
     "pipeline": "pipeline",
     "dialect": "dialect",
 }
-_CATEGORY = "coalesce(category, 'foreign:' || dialect)"
 
 
 def answerable(window: Window, by: str | None = None) -> bool:
@@ -62,29 +61,49 @@ class Depth:
     oldest_unresolved_ts_ms: int | None
 
 
-def depth(index: DlqIndex) -> Depth:
-    live = dict(index.db.execute("SELECT state, count(*) FROM dl GROUP BY state").fetchall())
-    gone = index.counters()
-    by_category = dict(
-        index.db.execute(
-            f"SELECT {_CATEGORY}, count(*) FROM dl WHERE state=0 GROUP BY category, dialect"
-        ).fetchall()
+Cause = tuple[int, str, str | None, str, int, int, int, int]
+"""(state, fingerprint, category, dialect, count, first and last seen, earliest DLQ timestamp):
+the dead letters of one state, fingerprint, category and dialect."""
+
+
+def causes(index: DlqIndex, window: Window | None = None) -> list[Cause]:
+    """The dead letters by state, fingerprint, category and dialect (in a time window): one
+    pass over the index's one secondary index, which holds every column read here."""
+    where, params = _window_sql(window or Window())
+    rows = index.db.execute(
+        "SELECT state, fingerprint, category, dialect, count(*), min(seen_ms), max(seen_ms), "
+        f"min(ts) FROM dl {where} GROUP BY state, fingerprint, category, dialect",
+        params,
     )
-    by_cause = index.db.execute(
-        "SELECT fingerprint, count(*) AS n FROM dl WHERE state=0 GROUP BY fingerprint "
-        "ORDER BY n DESC, fingerprint"
-    ).fetchall()
-    oldest, oldest_ts = index.db.execute(
-        "SELECT min(seen_ms), min(ts) FROM dl WHERE state=0"
-    ).fetchone()
+    return rows.fetchall()
+
+
+def _category(category: str | None, dialect: str) -> str:
+    """A dead letter's category as `stats` counts it: foreign dialects as `foreign:<dialect>`."""
+    return f"foreign:{dialect}" if category is None else category
+
+
+def depth(index: DlqIndex) -> Depth:
+    gone = index.counters()
+    live, by_category, by_cause = [0, 0, 0], dict[str, int](), dict[str, int]()
+    oldest: int | None = None
+    oldest_ts: int | None = None
+    for state, digest, category, dialect, count, first, _last, first_ts in causes(index):
+        live[state] += count
+        if state == 0:
+            name = _category(category, dialect)
+            by_category[name] = by_category.get(name, 0) + count
+            by_cause[digest] = by_cause.get(digest, 0) + count
+            oldest = first if oldest is None else min(oldest, first)
+            oldest_ts = first_ts if oldest_ts is None else min(oldest_ts, first_ts)
     return Depth(
-        records=sum(live.values()) + gone["gone_records"],
-        unresolved=live.get(0, 0),
-        replayed=live.get(1, 0) + gone["gone_replayed"],
-        discarded=live.get(2, 0) + gone["gone_discarded"],
+        records=sum(live) + gone["gone_records"],
+        unresolved=live[0],
+        replayed=live[1] + gone["gone_replayed"],
+        discarded=live[2] + gone["gone_discarded"],
         expired_unresolved=gone["gone_unresolved"],
-        unresolved_by_category={str(k): int(v) for k, v in by_category.items()},
-        by_cause=[(str(k), int(v)) for k, v in by_cause],
+        unresolved_by_category=by_category,
+        by_cause=sorted(by_cause.items(), key=lambda kv: (-kv[1], kv[0])),
         oldest_unresolved_ms=oldest,
         oldest_unresolved_ts_ms=oldest_ts,
     )
@@ -98,29 +117,27 @@ def topic_stats(index: DlqIndex, window: Window, limit: int | None) -> TopicStat
         for dl, state in letters(index, window, limit):
             found.add(Item(dl, Decision(state)))
         return found
-    where, params = _window_sql(window)
-    rows = index.db.execute(  # a scan of the (state, category, dialect) index alone
-        f"SELECT {_CATEGORY}, state, count(*) FROM dl {where} GROUP BY state, category, dialect",
-        params,
-    )
-    for category, state, count in rows:
-        total, open_ = found.by_category.get(category, (0, 0))
+    counted = causes(index, window)
+    for code, _, category, dialect, count, first, _, _ in counted:
+        name = _category(category, dialect)
+        total, open_ = found.by_category.get(name, (0, 0))
         found.total += count
-        if state == 0:
+        if code == 0:
             found.unresolved += count
-            found.by_category[category] = (total + count, open_ + count)
+            found.by_category[name] = (total + count, open_ + count)
+            oldest = found.oldest_unresolved_ms
+            found.oldest_unresolved_ms = first if oldest is None else min(oldest, first)
         else:
-            found.by_category[category] = (total + count, open_)
-            if state == 1:
+            found.by_category[name] = (total + count, open_)
+            if code == 1:
                 found.replayed += count
             else:
                 found.discarded += count
     found.by_category = dict(sorted(found.by_category.items(), key=lambda kv: -kv[1][0]))
-    found.cause_rows = group_rows(index, "fingerprint", window)
-    where = f"{where} AND state=0" if where else "WHERE state=0"
-    found.oldest_unresolved_ms = index.db.execute(
-        f"SELECT min(seen_ms) FROM dl {where}", params
-    ).fetchone()[0]
+    timed = window.since_ms is not None or window.until_ms is not None
+    found.cause_rows = (
+        group_rows(index, "fingerprint", window) if timed else cause_rows(index, counted)
+    )
     return found
 
 
@@ -132,7 +149,7 @@ def group_rows(
     if window.selection.terms or window.only is not None or limit is not None:
         return None
     if by == "fingerprint" and window.since_ms is None and window.until_ms is None:
-        return _cause_rows(index)
+        return cause_rows(index)
     column = GROUP_COLUMNS[by]
     where, params = _window_sql(window)
     rows = index.db.execute(
@@ -148,29 +165,27 @@ def group_rows(
     return out
 
 
-def _cause_rows(index: DlqIndex) -> list[GroupRow]:
-    """Groups by fingerprint from a scan of the (state, fingerprint, seen_ms) index alone. A
-    fingerprint covers the category and the error type, so the example row gives both; the
-    example is the group's earliest failure."""
+def cause_rows(index: DlqIndex, counted: list[Cause] | None = None) -> list[GroupRow]:
+    """Groups by fingerprint from `causes` (read again when not given). A fingerprint covers
+    the category and the error type, so the example row gives both; the example is the group's
+    earliest failure, found in the index by its state, fingerprint, category and dialect."""
     found: dict[str, list[int]] = {}  # count, first, last, unresolved, replayed, discarded
-    first_state: dict[str, int] = {}
-    rows = index.db.execute(
-        "SELECT fingerprint, state, count(*), min(seen_ms), max(seen_ms) FROM dl "
-        "GROUP BY state, fingerprint"
-    )
-    for digest, state, count, first, last in rows:
+    earliest: dict[str, Cause] = {}
+    for cause in causes(index) if counted is None else counted:
+        state, digest, _, _, count, first, last, _ = cause
         group = found.setdefault(digest, [0, first, last, 0, 0, 0])
         group[0] += count
         if first <= group[1]:
-            group[1], first_state[digest] = first, state
+            group[1], earliest[digest] = first, cause
         group[2] = max(group[2], last)
         group[3 + state] += count
     out = []
     for digest, (count, first, last, unresolved, replayed, discarded) in found.items():
+        state, _, category, dialect = earliest[digest][:4]
         example = index.db.execute(
-            "SELECT message, partition, offset, category, error_type FROM dl "
-            "WHERE state=? AND fingerprint=? ORDER BY seen_ms LIMIT 1",
-            (first_state[digest], digest),
+            "SELECT message, partition, offset, category, error_type FROM dl WHERE state=? "
+            "AND fingerprint=? AND category IS ? AND dialect=? ORDER BY seen_ms LIMIT 1",
+            (state, digest, category, dialect),
         ).fetchone()
         out.append(
             GroupRow(
