@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol
 
-from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro import _read_py, parse_schema, schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
 from fastavro.types import NamedSchemas, Schema
 from fastavro.validation import ValidationError as AvroValidationError
 from fastavro.validation import validate
 from pydantic import BaseModel
 
+from pipeline.codecs.avro_walk import Walk, compile_walk, needs_bounded_read
 from pipeline.codecs.base import Decoded
 from pipeline.codecs.finite import compile_model_check
 from pipeline.codecs.json import holds_non_finite, model_ref, summarise, validate_python
@@ -183,17 +184,40 @@ def reread(body: bytes, schema: AvroSchema) -> tuple[str | None, type[BaseExcept
     """The failing field's dotted path and the exception type of a pure-Python re-read (None,
     None when it decodes).
 
-    fastavro's compiled reader reports no position, so this re-reads with its pure-Python
-    reader (private, hence the blanket guard) and takes the `field` of each `read_record` frame
-    in the traceback.
+    fastavro's compiled reader reports no position. The walk compiled once per writer schema
+    (`avro_walk`) answers what the pure-Python re-read would, without building the record;
+    where it would not be exact, the body is re-read (`reread_pure`).
     """
-    try:
-        from fastavro import _read_py
+    walk = _walk_for(schema)
+    if walk is not None and not needs_bounded_read(body):
+        return walk(body)
+    return reread_pure(body, schema)
 
+
+def reread_pure(body: bytes, schema: AvroSchema) -> tuple[str | None, type[BaseException] | None]:
+    """`reread` by fastavro's pure-Python reader (private, hence the blanket guard), taking the
+    `field` of each `read_record` frame in the traceback."""
+    try:
         _read_py.schemaless_reader(_BoundedVarints(body), schema)
     except Exception as exc:
         return _field_path(exc.__traceback__), type(exc)
     return None, None
+
+
+_WALKS: dict[int, tuple[AvroSchema, Walk | None]] = {}
+"""Compiled walks by writer schema object (kept alive with it, so its id stays its own)."""
+_MAX_WALKS = 256
+
+
+def _walk_for(schema: AvroSchema) -> Walk | None:
+    known = _WALKS.get(id(schema))
+    if known is not None and known[0] is schema:
+        return known[1]
+    if len(_WALKS) >= _MAX_WALKS:
+        _WALKS.clear()
+    walk = compile_walk(schema)
+    _WALKS[id(schema)] = (schema, walk)
+    return walk
 
 
 class _BoundedVarints(io.BytesIO):

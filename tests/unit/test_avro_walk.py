@@ -1,0 +1,189 @@
+"""The compiled walk (pipeline.codecs.avro_walk) answers what fastavro's pure-Python re-read
+answers, field and exception type, on every kind of broken body; it only makes it cheaper."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import io
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+from fastavro import parse_schema, schemaless_writer
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.codecs.avro import reread, reread_pure
+from pipeline.codecs.avro_walk import compile_walk, needs_bounded_read
+
+REPO = Path(__file__).resolve().parents[2]
+INNER = {
+    "type": "record",
+    "name": "Inner",
+    "fields": [{"name": "x", "type": "int"}, {"name": "y", "type": ["null", "E"]}],
+}
+RICH = parse_schema(
+    {
+        "type": "record",
+        "name": "Rich",
+        "namespace": "t",
+        "fields": [
+            {"name": "n", "type": "null"},
+            {"name": "b", "type": "boolean"},
+            {"name": "i", "type": "int"},
+            {"name": "f", "type": "float"},
+            {"name": "d", "type": "double"},
+            {"name": "by", "type": "bytes"},
+            {"name": "s", "type": "string"},
+            {"name": "fx", "type": {"type": "fixed", "name": "F3", "size": 3}},
+            {"name": "e", "type": {"type": "enum", "name": "E", "symbols": ["A", "B", "C"]}},
+            {"name": "u", "type": ["null", "string", INNER]},
+            {
+                "name": "arr",
+                "type": {
+                    "type": "array",
+                    "items": {
+                        "type": "record",
+                        "name": "It",
+                        "fields": [
+                            {"name": "sku", "type": "string"},
+                            {"name": "tags", "type": {"type": "array", "items": "string"}},
+                        ],
+                    },
+                },
+            },
+            {"name": "m", "type": {"type": "map", "values": {"type": "array", "items": "long"}}},
+            {"name": "again", "type": "Inner"},
+            {"name": "date", "type": {"type": "int", "logicalType": "date"}},
+            {"name": "ts", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+            {"name": "tu", "type": {"type": "long", "logicalType": "time-micros"}},
+            {"name": "uid", "type": {"type": "string", "logicalType": "uuid"}},
+            {
+                "name": "dec",
+                "type": {"type": "bytes", "logicalType": "decimal", "precision": 8, "scale": 2},
+            },
+            {
+                "name": "decf",
+                "type": {
+                    "type": "fixed",
+                    "name": "DF",
+                    "size": 6,
+                    "logicalType": "decimal",
+                    "precision": 10,
+                    "scale": 3,
+                },
+            },
+            {"name": "last", "type": "string"},
+        ],
+    }
+)
+RICH_VALUE = {
+    "n": None,
+    "b": True,
+    "i": -70000,
+    "f": 1.5,
+    "d": 2.5e300,
+    "by": b"\x00\xff",
+    "s": "été",
+    "fx": b"abc",
+    "e": "B",
+    "u": {"x": 1, "y": "C"},
+    "arr": [{"sku": "k1", "tags": ["a", "b"]}, {"sku": "", "tags": []}],
+    "m": {"k": [1, -2, 300], "l": []},
+    "again": {"x": 3, "y": None},
+    "date": dt.date(2024, 1, 2),
+    "ts": dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
+    "tu": dt.time(3, 4, 5, 6),
+    "uid": uuid.UUID(int=12345),
+    "dec": decimal.Decimal("12.34"),
+    "decf": decimal.Decimal("-1.234"),
+    "last": "z",
+}
+ORDERS = parse_schema(json.loads((REPO / "schemas/avro/orders-value/2.avsc").read_text()))
+ORDER = {
+    "order_id": "o-1",
+    "customer": {"id": "c-1", "email": "alice@example.com"},
+    "items": [{"sku": "s", "qty": 2}, {"sku": "t", "qty": 1}],
+    "amount": 12.5,
+    "currency": "EUR",
+    "created_at": dt.datetime(2024, 1, 2, tzinfo=dt.UTC),
+}
+
+
+def encoded(schema: object, value: object) -> bytes:
+    buf = io.BytesIO()
+    schemaless_writer(buf, schema, value)  # type: ignore[arg-type]
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(("schema", "value"), [(RICH, RICH_VALUE), (ORDERS, ORDER)])
+def test_every_truncation_reads_as_the_pure_python_reader_says(
+    schema: object, value: object
+) -> None:
+    body = encoded(schema, value)
+    walk = compile_walk(schema)  # type: ignore[arg-type]
+    assert walk is not None
+    answers = set()
+    for cut in range(len(body) + 1):
+        assert walk(body[:cut]) == reread_pure(body[:cut], schema)  # type: ignore[arg-type]
+        answers.add(walk(body[:cut]))
+    assert (None, None) in answers and len(answers) > 5
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    schema=st.sampled_from([RICH, ORDERS]),
+    edits=st.lists(st.tuples(st.integers(0, 400), st.binary(min_size=0, max_size=3)), max_size=3),
+    cut=st.integers(0, 400),
+)
+def test_broken_bodies_read_as_the_pure_python_reader_says(
+    schema: object, edits: list[tuple[int, bytes]], cut: int
+) -> None:
+    """Overwritten, inserted and cut bytes: wrong lengths, counts, union and enum indexes, bad
+    UTF-8, out-of-range dates and uuids, over-long varints."""
+    body = bytearray(encoded(schema, RICH_VALUE if schema is RICH else ORDER))
+    for at, data in edits:
+        at %= len(body) + 1
+        body[at : at + len(data) // 2] = data
+    broken = bytes(body[: max(cut, len(body) // 3)])
+    assert reread(broken, schema) == reread_pure(broken, schema)  # type: ignore[arg-type]
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=st.binary(max_size=120))
+def test_arbitrary_bodies_read_as_the_pure_python_reader_says(body: bytes) -> None:
+    for schema in (RICH, ORDERS):
+        assert reread(body, schema) == reread_pure(body, schema)
+
+
+def test_schemas_the_walk_would_not_read_exactly_go_to_the_reader() -> None:
+    recursive = parse_schema(
+        {
+            "type": "record",
+            "name": "Node",
+            "fields": [{"name": "v", "type": "int"}, {"name": "next", "type": ["null", "Node"]}],
+        }
+    )
+    nulls = parse_schema(
+        {
+            "type": "record",
+            "name": "Z",
+            "fields": [{"name": "a", "type": {"type": "array", "items": "null"}}],
+        }
+    )
+    assert compile_walk(recursive) is None
+    assert compile_walk(nulls) is None
+    body = encoded(recursive, {"v": 1, "next": {"v": 2, "next": None}})
+    for cut in range(len(body)):
+        assert reread(body[:cut], recursive) == reread_pure(body[:cut], recursive)
+    assert reread(body[:3], recursive) == ("next.next", EOFError)
+
+
+def test_a_long_run_of_continuation_bytes_is_left_to_the_bounded_reader() -> None:
+    body = b"\xff" * 11 + b"\x01"
+    assert needs_bounded_read(body)
+    assert not needs_bounded_read(b"\xff" * 10 + b"\x01" + b"\xff" * 10)
+    assert reread(body, ORDERS) == reread_pure(body, ORDERS)
+    assert reread(body, ORDERS)[1] is OverflowError
