@@ -17,7 +17,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -41,6 +41,8 @@ from reprocessor.ledger import state_dir
 
 log = logging.getLogger("lazarus.dlq.exporter")
 DEFAULT_PORT = 9465
+UNREACHED = "unknown"
+"""The `cluster` label of a cluster never reached yet, when `--cluster` does not name it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,8 @@ class Target:
     index: DlqIndex | None = None
     label: str | None = None
     caught_up: bool = False
+    reached: bool | None = None
+    """Whether the last round reached the cluster; None before the first round."""
 
     @property
     def lag_topics(self) -> list[str]:
@@ -128,12 +132,15 @@ class Exporter:
         for target in self.targets:
             try:
                 self._follow(target)
+                target.reached = True
             except Exception as exc:  # a long-running exporter reports, then tries again
+                target.reached = False
                 problems.append(f"{target.settings.pipeline}: {exc}")
                 expected = isinstance(exc, LazarusError)
                 log.warning("pipeline %s: %s", target.settings.pipeline, exc, exc_info=not expected)
-                if target.label is not None:
-                    self.snapshots.set_up(target.label, False)
+        self.snapshots.replace_up(
+            clusters_up((self._label(t), t.reached) for t in self.targets if t.reached is not None)
+        )
         waiting = [t.settings.pipeline for t in self.targets if not t.caught_up]
         if problems:
             self.health.set("; ".join(problems))
@@ -174,7 +181,20 @@ class Exporter:
         self.snapshots.put_pipeline(
             PipelineSnapshot(label, settings.pipeline, lag, settings.slo_objective)
         )
-        self.snapshots.set_up(label, True)
+
+    def _label(self, target: Target) -> str:
+        return target.label or self.options.cluster_label or UNREACHED
+
+
+def clusters_up(reached: Iterable[tuple[str, bool]]) -> dict[str, bool]:
+    """`lazarus_exporter_up` per cluster label: up only while every pipeline on it was reached
+    in the last round. A cluster never reached has the label `--cluster` gives it, else
+    `unknown`, so an exporter started while its cluster is down reports 0 instead of nothing
+    (LazarusExporterDown would never fire: the scrape itself succeeds)."""
+    up: dict[str, bool] = {}
+    for label, ok in reached:
+        up[label] = up.get(label, True) and ok
+    return up
 
 
 def run(settings: Sequence[Settings], options: Options) -> None:

@@ -63,9 +63,11 @@ class Snapshots:
         with self.lock:
             self.pipelines[(snapshot.cluster, snapshot.pipeline)] = snapshot
 
-    def set_up(self, cluster: str, up: bool) -> None:
+    def replace_up(self, up: dict[str, bool]) -> None:
+        """Every cluster's state at once: a label no longer in use (a cluster first reported
+        as `unknown`, then reached under its id) loses its series."""
         with self.lock:
-            self.up[cluster] = up
+            self.up = dict(up)
 
     def copy(self) -> tuple[list[DlqSnapshot], list[PipelineSnapshot], dict[str, bool]]:
         with self.lock:

@@ -58,7 +58,7 @@ def test_series_of_a_dlq_with_and_without_unresolved_dead_letters() -> None:
     snapshots.put_pipeline(
         PipelineSnapshot("c", "p", [PartitionLag("p", "orders", 0, 7, 12.5, True)], 0.999)
     )
-    snapshots.set_up("c", True)
+    snapshots.replace_up({"c": True})
     got = scrape(snapshots)
     unresolved = {(ls["topic"], ls["category"]): v for ls, v in got["lazarus_dlq_unresolved"]}
     assert unresolved[("busy.dlq", "validation")] == 4 and unresolved[("busy.dlq", "held")] == 1

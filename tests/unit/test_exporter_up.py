@@ -1,0 +1,76 @@
+"""`lazarus_exporter_up`, without Kafka: an exporter whose cluster has not answered since it
+started reports 0 (under `--cluster`, else `unknown`) instead of no series, which would leave
+LazarusExporterDown quiet while every DLQ alert is blind; one pipeline reached on a cluster
+does not hide another that was not."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from pipeline.app.settings import load_settings
+from pipeline.errors import RuntimeFailure
+from reprocessor.exporter import Exporter, Options, clusters_up
+
+REPO = Path(__file__).resolve().parent.parent.parent
+
+
+class Unreachable:
+    """A cluster whose every request fails, as `Cluster` reports a broker transport failure."""
+
+    def __getattr__(self, name: str) -> object:
+        def fail(*_: object, **__: object) -> object:
+            raise RuntimeFailure("cannot describe the cluster: Local: Broker transport failure")
+
+        return fail
+
+
+@pytest.fixture
+def make_exporter(tmp_path: Path) -> Iterator[Callable[[str | None], Exporter]]:
+    """Exporters of examples/orders.toml whose cluster never answers (HTTP server not started)."""
+    made: list[Exporter] = []
+
+    def make(cluster_label: str | None) -> Exporter:
+        settings = load_settings(REPO / "examples/orders.toml", bootstrap="127.0.0.1:1")
+        options = Options(port=0, cluster_label=cluster_label, state=tmp_path)
+        exporter = Exporter([settings], options)
+        made.append(exporter)
+        for target in exporter.targets:
+            target.cluster = Unreachable()  # type: ignore[assignment]
+        return exporter
+
+    yield make
+    for exporter in made:
+        exporter.server.server.server_close()
+
+
+def exporter_up(exporter: Exporter) -> dict[str, float]:
+    text = generate_latest(exporter.registry).decode()
+    return {
+        sample.labels["cluster"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "lazarus_exporter_up"
+    }
+
+
+@pytest.mark.parametrize(("label", "expected"), [(None, "unknown"), ("local", "local")])
+def test_a_cluster_never_reached_is_reported_down(
+    make_exporter: Callable[[str | None], Exporter], label: str | None, expected: str
+) -> None:
+    exporter = make_exporter(label)
+    assert exporter_up(exporter) == {}  # before the first round: nothing measured yet
+    exporter.round()
+    assert exporter_up(exporter) == {expected: 0.0}
+    reason = exporter.health.get()
+    assert reason is not None and "Broker transport failure" in reason
+
+
+def test_a_cluster_is_up_only_while_every_pipeline_on_it_is_reached() -> None:
+    assert clusters_up([("a", True), ("a", False), ("b", True)]) == {"a": False, "b": True}
+    assert clusters_up([("a", False), ("a", True)]) == {"a": False}
+    assert clusters_up([]) == {}
