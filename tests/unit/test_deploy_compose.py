@@ -18,6 +18,9 @@ from typing import Any
 
 import pytest
 
+from pipeline.app.settings import load_settings
+from reprocessor.ledger import STATE_ENV
+
 REPO = Path(__file__).resolve().parent.parent.parent
 CHECKER = REPO / "deploy/compose-check"
 COMPOSE = REPO / "docker-compose.yml"
@@ -210,3 +213,43 @@ def test_metrics_are_reachable_where_prometheus_scrapes(project: dict[str, Any])
             continue
         ports = {p["target"] for p in all_services[host].get("ports") or []}
         assert int(port) in ports, f"{target} is not a port of service {host}"
+
+
+@pytest.mark.parametrize("name", ["topics", "worker", "exporter", "lazarus"])
+def test_every_lazarus_variable_reaches_the_settings(
+    project: dict[str, Any], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pydantic-settings ignores a LAZARUS_* variable that names no field, so a misspelt one
+    (or a renamed field) would leave, say, the worker's metrics on loopback, out of
+    Prometheus' reach, with every test above still green."""
+    service = services(project)[name]
+    environment: dict[str, str] = service.get("environment") or {}
+    config = next((w for w in service["command"] if w.endswith(".toml")), "examples/orders.toml")
+    for variable in [v for v in os.environ if v.startswith("LAZARUS_")]:
+        monkeypatch.delenv(variable)
+    for variable, value in environment.items():
+        monkeypatch.setenv(variable, value)
+    settings = load_settings(REPO / config)
+    checked = 0
+    for variable, value in environment.items():
+        if not variable.startswith("LAZARUS_") or variable == STATE_ENV:
+            continue
+        got: object = settings
+        for part in variable.removeprefix("LAZARUS_").lower().split("__"):
+            assert hasattr(got, part), f"{name}: {variable} names no setting"
+            got = getattr(got, part)
+        assert str(got) == value, f"{name}: {variable}={value} loaded as {got!r}"
+        checked += 1
+    assert checked >= 1, f"{name}: no LAZARUS_* setting in its environment"
+
+
+def test_the_exporter_keeps_its_index_on_a_volume(project: dict[str, Any]) -> None:
+    """The image's state folder (LAZARUS_STATE_DIR) is a named volume of the exporter, so a
+    recreated container catches up from its index, not from the start of every DLQ."""
+    dockerfile = (REPO / "Dockerfile").read_text()
+    match = re.search(rf"^ENV {STATE_ENV}=(\S+)$", dockerfile, re.M)
+    assert match, f"the Dockerfile sets no {STATE_ENV}"
+    volumes = services(project)["exporter"].get("volumes") or []
+    assert any(v["type"] == "volume" and v["target"] == match.group(1) for v in volumes), (
+        f"no volume at {match.group(1)}"
+    )
