@@ -206,6 +206,21 @@ def panel_queries(directory: Path = DASHBOARDS) -> list[tuple[str, str, str]]:
     return found
 
 
+def variable_queries(directory: Path = DASHBOARDS) -> list[tuple[str, str, str, str]]:
+    """(dashboard file, variable, metric, label) of every `label_values(metric, label)` query
+    variable: Grafana's own syntax, which no panel test sends to Prometheus."""
+    found = []
+    for path in sorted(directory.glob("*.json")):
+        for variable in json.loads(path.read_text())["templating"]["list"]:
+            if variable["type"] != "query":
+                continue
+            match = re.fullmatch(r"label_values\((\w+), *(\w+)\)", variable["definition"])
+            if match is None:
+                raise AssertionError(f"{path.name}: ${variable['name']}: {variable['definition']}")
+            found.append((path.name, variable["name"], match.group(1), match.group(2)))
+    return found
+
+
 def as_promql(expr: str) -> str:
     """A panel's expression as Grafana sends it, its variables substituted."""
     for name in sorted(GRAFANA_VARIABLES, key=len, reverse=True):

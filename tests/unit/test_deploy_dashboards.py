@@ -14,7 +14,7 @@ from types import ModuleType
 
 import pytest
 
-from tests.prom import DASHBOARDS, as_promql, metric_names, panel_queries
+from tests.prom import DASHBOARDS, as_promql, metric_names, panel_queries, variable_queries
 
 REPO = Path(__file__).resolve().parent.parent.parent
 GRAFANA = REPO / "deploy/grafana"
@@ -103,6 +103,19 @@ def test_every_panel_names_only_exported_metrics(board: str, title: str, expr: s
     assert names, f"{board}: {title}: no metric in {expr}"
     unknown = {n for n in names if n not in EXPORTED and not n.startswith(STANDARD_PREFIXES)}
     assert unknown == set(), f"{board}: {title}: {expr}"
+
+
+def test_every_variable_reads_an_exported_metric() -> None:
+    """`$cluster` and `$pipeline` come from `label_values(metric, label)`: a renamed metric would
+    leave every panel filtered on an empty list. (test_prometheus.py asks a real Prometheus
+    for the label on the real series.)"""
+    found = variable_queries()
+    assert {(board, name) for board, name, _, _ in found} == {
+        (board, name) for board in ("lazarus-oncall.json", "lazarus-overview.json")
+        for name in ("cluster", "pipeline")
+    }  # fmt: skip
+    for board, name, metric, _ in found:
+        assert metric in EXPORTED, f"{board}: ${name} reads {metric}"
 
 
 def test_the_oncall_dashboard_covers_what_on_call_needs() -> None:

@@ -5,6 +5,8 @@ does not hide another that was not."""
 
 from __future__ import annotations
 
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -45,7 +47,7 @@ def make_exporter(tmp_path: Path) -> Iterator[Callable[[str | None], Exporter]]:
 
     yield make
     for exporter in made:
-        exporter.server.server.server_close()
+        exporter.server.server.server_close()  # stop() when a test started it
 
 
 def exporter_up(exporter: Exporter) -> dict[str, float]:
@@ -68,6 +70,33 @@ def test_a_cluster_never_reached_is_reported_down(
     assert exporter_up(exporter) == {expected: 0.0}
     reason = exporter.health.get()
     assert reason is not None and "Broker transport failure" in reason
+
+
+def test_an_unreachable_cluster_keeps_the_exporter_live_but_not_ready(
+    make_exporter: Callable[[str | None], Exporter],
+) -> None:
+    """An orchestrator restarts on /livez, routes on /readyz: an exporter that cannot reach its
+    cluster (or is still catching up) must not be restart-looped."""
+    exporter = make_exporter("local")
+    exporter.server.start()
+    base = f"http://127.0.0.1:{exporter.port}"
+    assert get(f"{base}/readyz") == (503, "not caught up yet\n")
+    exporter.round()
+    status, body = get(f"{base}/readyz")
+    assert status == 503 and "orders-pipeline: cannot describe the cluster" in body
+    assert get(f"{base}/livez") == (200, "ok\n")
+    assert get(f"{base}/nothing")[0] == 404
+    status, body = get(f"{base}/metrics")
+    assert status == 200 and 'lazarus_exporter_up{cluster="local"} 0.0' in body
+    exporter.server.stop()
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            return int(reply.status), reply.read().decode()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read().decode()
 
 
 def test_a_cluster_is_up_only_while_every_pipeline_on_it_is_reached() -> None:
