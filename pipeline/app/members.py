@@ -4,11 +4,14 @@ Each member i gets its own metrics port (`metrics_port + i`; prometheus-client's
 mode would drop the process metrics), signals are forwarded to every member, and a member that
 dies is restarted, at most `max_restarts` times in `window_s` seconds; past that, or when a
 member exits with a configuration error, the others are stopped and the parent exits with the
-member's code. Never a silent half-size group.
+member's code. Never a silent half-size group, and never orphans: a member gets SIGTERM when
+the parent dies, however it dies (SIGKILL, OOM), so it drains, commits and leaves the group
+instead of running on unsupervised with its metrics port taken from the next parent's members.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -22,6 +25,7 @@ from types import FrameType
 from pipeline.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 log = logging.getLogger("lazarus.worker")
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 @dataclass
@@ -34,11 +38,29 @@ class Member:
     done: bool = False
 
     def start(self) -> None:
-        self.process = subprocess.Popen(self.argv, env=self.env)
+        self.process = subprocess.Popen(
+            self.argv, env=self.env, preexec_fn=terminated_with(os.getpid())
+        )
 
     def exited(self) -> int | None:
         """The exit code once the current process ended, else None."""
         return None if self.process is None else self.process.poll()
+
+
+def terminated_with(parent: int) -> Callable[[], None]:
+    """What a member runs between fork and exec: SIGTERM when `parent` dies (Linux
+    PR_SET_PDEATHSIG; elsewhere nothing), and at once if it died before that was set."""
+
+    def set_up() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return set_up
 
 
 def member_env(base: dict[str, str], index: int, metrics_port: int | None) -> dict[str, str]:
