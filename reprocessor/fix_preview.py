@@ -49,22 +49,13 @@ def fetch_selected(conf: KafkaConf, topic: str, win: Window, *, quiet: bool) -> 
     with indexed.caught_up(conf, topic, quiet=quiet) as index, Fetcher(conf, topic) as fetcher:
         shown = render.progress(None, f"read {topic}", quiet=quiet)
         with shown as bar:
-            for chunk in index_query.chunks(index_query.letters(index, win), 1000):
-                chosen = {(dl.partition, dl.offset): (dl, state) for dl, state in chunk}
+            for chunk in index_query.chunks(index_query.selected(index, win), 1000):
+                chosen = {(view.partition, view.offset): (view, state) for view, state in chunk}
                 for partition, offset, _, key, value, _ in fetcher.fetched(chosen):
-                    dl, state = chosen[(partition, offset)]
-                    yield Item(_with_record(dl, key, value), index_query.decision(index, dl, state))
+                    view, state = chosen[(partition, offset)]
+                    decision = index_query.decision(index, view, state)
+                    yield Item(view.letter(key, value), decision)
                 bar(len(chunk))
-
-
-def _with_record(dl: DeadLetter, key: bytes | None, value: bytes | None) -> DeadLetter:
-    """`dl` (from an index row) with its record's key and value: one constructor call."""
-    return DeadLetter(
-        dl.topic, dl.partition, dl.offset, dl.timestamp_ms, key, value, (), dl.dialect, dl.meta,
-        dl.foreign, dl.source_topic, dl.source_partition, dl.source_offset, dl.origin,
-        dl.category, dl.error_type, dl.message, dl.stacktrace, dl.fingerprint, dl.attempts,
-        dl.failed_at_ms, dl.pipeline, dl.replay_count, dl.problems, dl.source_timestamp_ms,
-    )  # fmt: skip
 
 
 def _scanned(env: Env, topic: str, win: Window) -> Iterator[Item]:

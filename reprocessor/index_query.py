@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
+from typing import TypeVar, cast
 
 from pipeline.core.ledger_codec import decode_ledger_entry
 from pipeline.kafka import follow
@@ -20,10 +21,12 @@ from pipeline.kafka.follow import KafkaConf
 from reprocessor.deadletters import DeadLetter, ReplayState, from_record
 from reprocessor.grouping import NONE_KEY, GroupRow
 from reprocessor.index import DlqIndex
-from reprocessor.index_rows import COLUMNS, STATE_CODES, letter_of, row_id
+from reprocessor.index_rows import COLUMNS, STATE_CODES, Row, RowView, row_id
 from reprocessor.ledger import UNRESOLVED, Decision
+from reprocessor.selection import Selectable
 from reprocessor.stats import Item, TopicStats, Window
 
+T = TypeVar("T")
 UNINDEXED_FIELDS = ("key", "stacktrace", "trace")
 GROUP_COLUMNS = {
     "fingerprint": "fingerprint",
@@ -231,24 +234,33 @@ def _group_row(index: DlqIndex, row: Sequence[object]) -> GroupRow:
     )
 
 
+def selected(
+    index: DlqIndex, window: Window, limit: int | None = None
+) -> Iterator[tuple[RowView, ReplayState]]:
+    """The rows the window selects, in partition and offset order, at most `limit`, each seen
+    as the selection reads it (no DeadLetter is made); the state is the index's."""
+    where, params = _window_sql(window)
+    sql = f"SELECT {', '.join(COLUMNS)}, state FROM dl {where} ORDER BY id"
+    selection, only, found, topic = window.selection, window.only, 0, index.topic
+    for row in index.rows(sql, params):
+        view = RowView(topic, cast(Row, row[:-1]))
+        state = STATE_CODES[cast(int, row[-1])]
+        if only is not None and view.coordinates not in only:
+            continue
+        if selection.matches(view, state):
+            yield view, state
+            found += 1
+            if limit is not None and found >= limit:
+                return
+
+
 def letters(
     index: DlqIndex, window: Window, limit: int | None = None
 ) -> Iterator[tuple[DeadLetter, ReplayState]]:
     """The selected dead letters rebuilt from index rows (no payload), in partition and offset
     order, at most `limit`; the state is the index's."""
-    where, params = _window_sql(window)
-    sql = f"SELECT {', '.join(COLUMNS)}, state FROM dl {where} ORDER BY id"
-    selection, only, found = window.selection, window.only, 0
-    for row in index.rows(sql, params):
-        dl = letter_of(index.topic, row[:-1])
-        state = STATE_CODES[int(str(row[-1]))]
-        if only is not None and dl.coordinates not in only:
-            continue
-        if selection.matches(dl, state):
-            yield dl, state
-            found += 1
-            if limit is not None and found >= limit:
-                return
+    for view, state in selected(index, window, limit):
+        yield view.letter(), state
 
 
 def select(index: DlqIndex, window: Window, limit: int | None = None) -> Iterator[str]:
@@ -268,9 +280,7 @@ def items(
             yield from fetch(index, fetcher, chunk)
 
 
-def chunks(
-    found: Iterator[tuple[DeadLetter, ReplayState]], size: int = 500
-) -> Iterator[list[tuple[DeadLetter, ReplayState]]]:
+def chunks(found: Iterator[T], size: int = 500) -> Iterator[list[T]]:
     """`found` in lists of at most `size`, none empty."""
     while True:
         chunk = list(islice(found, size))
@@ -293,7 +303,7 @@ def fetch(
         yield Item(dl, decision(index, dl, state), None, consumed.tstype)
 
 
-def decision(index: DlqIndex, dl: DeadLetter, state: ReplayState) -> Decision:
+def decision(index: DlqIndex, dl: Selectable, state: ReplayState) -> Decision:
     """The ledger's decision on an indexed dead letter in `state`: its entry read from the
     index when it is decided."""
     if state is ReplayState.UNRESOLVED:

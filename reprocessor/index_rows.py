@@ -19,7 +19,8 @@ from operator import itemgetter, lshift, or_
 from typing import TypeAlias, cast
 
 from pipeline.core import contract as c
-from pipeline.core.contract import DeadLetterMeta, parse_coordinates
+from pipeline.core.contract import DeadLetterMeta, format_coordinates, parse_coordinates
+from pipeline.core.holds import held_by
 from pipeline.core.ledger_codec import decode_ledger_entry
 from pipeline.errors import Category
 from reprocessor.deadletters import LAZARUS, DeadLetter, ReplayState, from_record
@@ -251,6 +252,98 @@ def letter_of(topic: str, row: Sequence[object]) -> DeadLetter:
         replay_count=_int(replay_count),
         problems=(),
     )
+
+
+class RowView:
+    """An index row (in `COLUMNS` order) as a selection reads it (`selection.Selectable`): a
+    few attribute stores per row while the index selects, where a DeadLetter costs several
+    times more; `letter` makes one of a row once it is selected. A row has no key, stack
+    trace nor trace (the index cannot select on those)."""
+
+    __slots__ = (
+        "attempts",
+        "category",
+        "dialect",
+        "error_type",
+        "failed_at_ms",
+        "fingerprint",
+        "message",
+        "offset",
+        "origin",
+        "partition",
+        "pipeline",
+        "policy_rule",
+        "replay_count",
+        "row",
+        "source_offset",
+        "source_partition",
+        "source_topic",
+        "timestamp_ms",
+        "topic",
+    )  # fmt: skip
+    row: Row
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    failed_at_ms: int | None
+    category: str | None
+    fingerprint: str
+    error_type: str | None
+    message: str | None
+    source_topic: str | None
+    source_partition: int | None
+    source_offset: int | None
+    origin: str | None
+    pipeline: str | None
+    policy_rule: str | None
+    attempts: int | None
+    replay_count: int
+    dialect: str
+
+    def __init__(self, topic: str, row: Row) -> None:
+        self.row, self.topic = row, topic
+        (_, self.partition, self.offset, self.timestamp_ms, _, self.failed_at_ms, self.category,
+         self.fingerprint, self.error_type, self.message, self.source_topic,
+         self.source_partition, self.source_offset, self.origin, self.pipeline, _,
+         self.policy_rule, self.attempts, self.replay_count, _, self.dialect) = row  # fmt: skip
+
+    @property
+    def key(self) -> bytes | None:
+        return None
+
+    @property
+    def stacktrace(self) -> str | None:
+        return None
+
+    @property
+    def trace(self) -> str | None:
+        return None
+
+    @property
+    def rule(self) -> str | None:
+        return held_by(self.policy_rule)
+
+    @property
+    def seen_ms(self) -> int:
+        return self.timestamp_ms if self.failed_at_ms is None else self.failed_at_ms
+
+    @property
+    def coordinates(self) -> str:
+        return format_coordinates(self.topic, self.partition, self.offset)
+
+    def letter(self, key: bytes | None = None, value: bytes | None = None) -> DeadLetter:
+        """The row's DeadLetter (as `letter_of` makes it), with its record's key and value
+        when given: one positional constructor call."""
+        rule = self.policy_rule
+        meta = None if rule is None else DeadLetterMeta(schema=self.row[15], policy_rule=rule)
+        return DeadLetter(
+            self.topic, self.partition, self.offset, self.timestamp_ms, key, value, (),
+            self.dialect, meta, None, self.source_topic, self.source_partition,
+            self.source_offset, self.origin, self.category, self.error_type, self.message, None,
+            self.fingerprint, self.attempts, self.failed_at_ms, self.pipeline,
+            self.replay_count, (),
+        )  # fmt: skip
 
 
 def _int(value: object) -> int:

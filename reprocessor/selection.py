@@ -38,7 +38,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from pipeline.core.dialects import DIALECTS
 from pipeline.errors import Category
@@ -46,7 +46,6 @@ from reprocessor.deadletters import (
     LAZARUS,
     MISSING,
     UNKNOWN,
-    DeadLetter,
     ReplayState,
     is_number,
     lookup,
@@ -54,8 +53,60 @@ from reprocessor.deadletters import (
 )
 from reprocessor.timeparse import parse_when
 
-Getter = Callable[[DeadLetter, ReplayState, object], object]
-Test = Callable[[DeadLetter, ReplayState, object], bool]
+
+class Selectable(Protocol):
+    """What a selection reads of a dead letter: a `DeadLetter`, or an index row seen as one
+    (`index_rows.RowView`, which has no key, stack trace nor trace: the index cannot answer a
+    selection on those)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def timestamp_ms(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def dialect(self) -> str: ...
+    @property
+    def source_topic(self) -> str | None: ...
+    @property
+    def source_partition(self) -> int | None: ...
+    @property
+    def source_offset(self) -> int | None: ...
+    @property
+    def origin(self) -> str | None: ...
+    @property
+    def category(self) -> str | None: ...
+    @property
+    def error_type(self) -> str | None: ...
+    @property
+    def message(self) -> str | None: ...
+    @property
+    def stacktrace(self) -> str | None: ...
+    @property
+    def fingerprint(self) -> str: ...
+    @property
+    def attempts(self) -> int | None: ...
+    @property
+    def failed_at_ms(self) -> int | None: ...
+    @property
+    def pipeline(self) -> str | None: ...
+    @property
+    def replay_count(self) -> int: ...
+    @property
+    def rule(self) -> str | None: ...
+    @property
+    def trace(self) -> str | None: ...
+    @property
+    def seen_ms(self) -> int: ...
+
+
+Getter = Callable[[Selectable, ReplayState, object], object]
+Test = Callable[[Selectable, ReplayState, object], bool]
 
 TEXT_FIELDS: dict[str, Getter] = {
     "category": lambda dl, s, d: dl.category,
@@ -148,7 +199,7 @@ class Term:
     test: Test = dataclasses.field(compare=False, repr=False)
 
 
-def _everything(dl: DeadLetter, state: ReplayState, decoded: object) -> bool:
+def _everything(dl: Selectable, state: ReplayState, decoded: object) -> bool:
     return True
 
 
@@ -164,7 +215,7 @@ class Selection:
     test: Test | None = dataclasses.field(default=None, compare=False, repr=False)
     conjunctive: bool = dataclasses.field(default=True, compare=False)
 
-    def matches(self, dl: DeadLetter, state: ReplayState, decoded: object | None = None) -> bool:
+    def matches(self, dl: Selectable, state: ReplayState, decoded: object | None = None) -> bool:
         """Whether `dl` is selected. `decoded` is the decoded payload (None when not decoded:
         `value.*` terms then see a missing path)."""
         if self.test is not None:

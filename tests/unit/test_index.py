@@ -6,6 +6,7 @@ store counts expired unresolved dead letters and keeps its counters monotonic.""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,12 @@ from pipeline.core import contract
 from pipeline.core.contract import Failure, SourceRecord, build_dead_letter
 from pipeline.core.ledger_codec import LedgerEntry, encode_ledger_entry, ledger_key
 from pipeline.errors import Category
-from reprocessor.deadletters import from_record
+from reprocessor.deadletters import ReplayState, from_record
 from reprocessor.index import DlqIndex
 from reprocessor.index_query import depth, group_rows, letters, topic_stats
 from reprocessor.index_rows import (
     Observed,
+    RowView,
     Seen,
     Verdict,
     dead_letter_row,
@@ -32,6 +34,7 @@ from reprocessor.index_rows import (
     row_of,
     verdict,
 )
+from reprocessor.selection import parse
 from reprocessor.stats import Window
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "foreign"
@@ -148,6 +151,32 @@ def test_rows_rebuild_the_fields_selection_reads() -> None:
     names += ["attempts", "replay_count", "failed_at_ms", "timestamp_ms", "seen_ms", "rule"]
     for name in names:
         assert getattr(rebuilt, name) == getattr(original, name), name
+
+
+def test_a_row_view_selects_as_its_dead_letter_does_and_makes_the_same_one() -> None:
+    """The index selects on `RowView`s of its rows, then makes DeadLetters of the selected
+    ones: the view matches every selection the letter matches, and makes that letter."""
+    rows = [
+        fast_row(lazarus_headers(Category.HELD, "held by rule fraud", policy_rule="hold:fraud@3")),
+        fast_row(lazarus_headers(Category.SCHEMA, "schema id 42", offset=9)),
+        fast_row(lazarus_headers(failed_at=1_760_000_009_000, offset=3)),
+        row_of(from_record("orders.dlq", 0, 5, 1_760_000_002_000, b"k", b"v", [("x", b"y")]), 1),
+    ]
+    exprs = ["", "category=held", "rule=fraud", "rule=null", "fingerprint=0|1|2|3|4|5|6|7",
+             "not (category=schema or offset<4)", "source.offset>=7 and dialect=lazarus",
+             "failed_at>2020-01-01T00:00:00Z", "age<1d or message~qty", "topic=orders.dlq",
+             "type=null", "pipeline=orders-pipeline and attempts=1 and replay_count=0"]  # fmt: skip
+    for row in rows:
+        view, letter = RowView("orders.dlq", row), letter_of("orders.dlq", row)
+        assert view.letter() == letter
+        assert view.letter(b"k", b"v") == replace(letter, key=b"k", value=b"v")
+        assert (view.coordinates, view.seen_ms, view.rule) == (
+            letter.coordinates, letter.seen_ms, letter.rule
+        )  # fmt: skip
+        for expr in exprs:
+            for state in ReplayState:
+                chosen = parse(expr)
+                assert chosen.matches(view, state) == chosen.matches(letter, state), expr
 
 
 def entry(action: str = "replayed", failed_at: int = 1, fingerprint: str = "f" * 16) -> bytes:
