@@ -142,12 +142,13 @@ def fast_row(
     )  # fmt: skip
 
 
-_PICK = itemgetter(
+_PICKED = (
     c.VERSION, c.ERROR_FINGERPRINT, c.FAILED_AT, c.SOURCE_PARTITION, c.SOURCE_OFFSET, c.ATTEMPTS,
     c.REPLAY_COUNT, c.ERROR_CATEGORY, c.ERROR_TYPE, c.ERROR_MESSAGE, c.SOURCE_TOPIC, c.ORIGIN,
     c.PIPELINE,
 )  # fmt: skip
-_LAST, _NAME, _DECODE = itemgetter(-1), itemgetter(0), bytes.decode
+_PICK = itemgetter(*_PICKED)
+_LAST, _NAME, _VALUE, _DECODE = itemgetter(-1), itemgetter(0), itemgetter(1), bytes.decode
 _BAD_BATCH = (KeyError, TypeError, ValueError, AttributeError, UnicodeDecodeError)
 
 
@@ -165,8 +166,17 @@ def fast_rows(
     try:
         if not all(map(str.startswith, map(_NAME, map(_LAST, headers)), repeat(c.PREFIX))):
             return None
-        found = list(map(dict, headers))
-        picked = zip(*map(_PICK, found), strict=True)
+        by_name = _by_position(headers)
+        picked: list[Sequence[bytes]]  # a None value fails a check below, as a bad one does
+        if by_name is None:  # header names in different orders: a dict per record
+            found = list(map(dict, headers))
+            picked = list(zip(*map(_PICK, found), strict=True))
+            schemas = list(map(dict.get, found, repeat(c.SCHEMA)))
+            rules = list(map(dict.get, found, repeat(c.POLICY_RULE)))
+        else:
+            picked = cast(list[Sequence[bytes]], [by_name[name] for name in _PICKED])
+            absent: list[bytes | None] = [None] * len(headers)
+            schemas, rules = by_name.get(c.SCHEMA, absent), by_name.get(c.POLICY_RULE, absent)
         (version, digest, failed, s_part, s_off, attempts, replays, category, error_type,
          message, source_topic, origin, pipeline) = picked  # fmt: skip
         if set(version) != {b"1"} or set(map(len, digest)) != {16}:
@@ -177,8 +187,7 @@ def fast_rows(
         if not _CATEGORIES.issuperset(categories):
             return None
         failed_at = _numbers(failed)
-        schema = _texts(list(map(dict.get, found, repeat(c.SCHEMA))))
-        rule = _texts(list(map(dict.get, found, repeat(c.POLICY_RULE))))
+        schema, rule = _texts(schemas), _texts(rules)
         ids = map(or_, map(lshift, partitions, repeat(OFFSET_BITS)), offsets)
         return list(zip(
             ids, partitions, offsets, timestamps, failed_at, failed_at, categories,
@@ -189,6 +198,22 @@ def fast_rows(
         ))  # fmt: skip
     except _BAD_BATCH:
         return None
+
+
+def _by_position(headers: Sequence[Headers]) -> dict[str, list[bytes | None]] | None:
+    """Each header name's values as a column, when every record of the batch has the same
+    header names in the same order (one worker's dead letters of one kind): a column per
+    position, a loop in C each, instead of a dict per record. A repeated name's last position
+    wins, as in `dict(headers)`. None when the records' names differ."""
+    if len(set(map(len, headers))) != 1:
+        return None
+    columns: dict[str, list[bytes | None]] = {}
+    for position in zip(*headers, strict=True):
+        names = set(map(_NAME, position))
+        if len(names) != 1:
+            return None
+        columns[names.pop()] = list(map(_VALUE, position))
+    return columns
 
 
 def _numbers(column: Sequence[bytes]) -> list[int]:

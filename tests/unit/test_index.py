@@ -116,6 +116,23 @@ def test_a_batch_says_what_its_records_say(tmp_path: Path, name: str) -> None:
     assert DlqIndex(tmp_path / "i.sqlite3", "orders.dlq", "c1").rows_of(batch[:3]) == expected[:3]
 
 
+def test_a_batch_of_one_header_layout_is_read_by_position(tmp_path: Path) -> None:
+    """Records with the same header names in the same order are read a position at a time; a
+    repeated name's last value wins there too, and a batch whose names differ in order (same
+    count) is read a dict per record: every row is the record's own either way."""
+    same = [lazarus_headers(offset=i) for i in range(4)]
+    repeated = [[*h, (contract.ERROR_CATEGORY, b"schema")] for h in same]
+    swapped = [*same[:3], [same[3][1], same[3][0], *same[3][2:]]]
+    index = DlqIndex(tmp_path / "i.sqlite3", "orders.dlq", "c1")
+    for layout in (same, repeated, swapped):
+        batch = [(2, 40 + i, 1_760_000_001_000, b"k", b"payload", h) for i, h in enumerate(layout)]
+        expected = [dead_letter_row("orders.dlq", *record[:3], *record[4:]) for record in batch]
+        assert index.rows_of(batch) == expected
+    assert {row[6] for row in index.rows_of(
+        [(2, i, 1, b"k", b"v", h) for i, h in enumerate(repeated)]
+    )} == {"schema"}  # fmt: skip
+
+
 @pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.glob("*.json")))
 def test_foreign_fixture_rows_say_what_from_record_says(name: str) -> None:
     data: dict[str, Any] = json.loads((FIXTURES / name).read_text())
