@@ -57,6 +57,7 @@ class TxnSink(Protocol):
     def send(
         self, topic: str, key: bytes | None, value: bytes | None, headers: list[Header]
     ) -> int: ...
+    def send_all(self, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> None: ...
     def flush(self) -> list[str]: ...
     def commit(self) -> None: ...
 
@@ -354,8 +355,7 @@ class Run:
             self.sink.send(copy.topic, copy.key, copy.value, copy.headers)
         targets = self.sink.flush()
         at = self.clock()
-        for key, value in self._ledger_records(chunk, targets, at):
-            self.sink.send(self.ledger_topic, key, value, [])
+        self.sink.send_all(self.ledger_topic, self._ledger_records(chunk, targets, at))
         self.sink.commit()
         if remember:
             for copy, target in zip(chunk, targets, strict=True):

@@ -10,11 +10,12 @@ open chunk, which is written a transaction at a time as `Run._replay_chunk` writ
 reading refuses (a foreign, malformed or oversize dead letter, or a plan with a fix, which decodes
 each value) goes through `replay_run`'s per-record path, record by record, with the same result.
 
-What stays per record is what cannot be shared: each copy's headers (`contract.build_replay`),
-its produce and delivery report, and its ledger entry's text. Guarantees are `replay.Run`'s: the
-caller fenced and read the ledger first; a decided dead letter (by a ledger entry that is not
-stale) is skipped; loop protection, target and plan checks refuse exactly what `prepare` and
-`Entry.same` refuse; each partition's records stay in offset order, hence each key's.
+What stays per record is what cannot be shared: each copy's headers (`replay_headers`, the bytes
+of `contract.build_replay`), its produce and delivery report, and its ledger entry's text.
+Guarantees are `replay.Run`'s: the caller fenced and read the ledger first; a decided dead letter
+(by a ledger entry that is not stale) is skipped; loop protection, target and plan checks refuse
+exactly what `prepare` and `Entry.same` refuse; each partition's records stay in offset order,
+hence each key's.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from itertools import compress
 from typing import TypeVar
 
-from pipeline.core.contract import Header, SourceRecord, build_replay
+from pipeline.core.contract import Header, SourceRecord
 from pipeline.kafka.dlqio import RecordBatch
 from reprocessor import plans
 from reprocessor.index_rows import fast_rows
@@ -41,6 +42,7 @@ from reprocessor.replay import (
     Tally,
     refusal_of,
 )
+from reprocessor.replay_headers import replay_headers
 
 Slow = Callable[[SourceRecord, plans.Entry], Copy | Refused]
 """The per-record path for a planned record the batch path does not take."""
@@ -242,6 +244,7 @@ def copies_of(
     copies, refused = Copies(), []
     target, prefix, run = recipe.target, f"{batch.topic}/", recipe.run
     keys = _pick(batch.keys, picked, every)
+    originals, origins, counts = [], [], []
     seen = zip(planned.digests, planned.fingerprints, planned.failed_at, strict=True)
     for row, key, value, original, plan in zip(rows, keys, values, headers, seen, strict=True):
         where = f"{prefix}{row[1]}/{row[2]}"
@@ -252,10 +255,16 @@ def copies_of(
         if why is not None or topic is None:
             refused.append(Refused(where, why or "no target topic"))
             continue
-        copies.append(topic, key, value, build_replay(original, dead_letter=where, run_id=run))
+        copies.topics.append(topic)
+        copies.keys.append(key)
+        copies.values.append(value)
         copies.coordinates.append(where)
         copies.seen_ms.append(row[4])
         copies.fingerprints.append(row[7])
+        originals.append(original)
+        origins.append(row[13])
+        counts.append(row[18])
+    copies.headers = replay_headers(originals, origins, counts, copies.coordinates, run)
     return copies, refused
 
 
@@ -352,9 +361,8 @@ def _write(
     targets = sink.flush()
     entries = ReplayedRecords(run.run, run.operator, run.clock(), fix)
     values = entries.values(chunk.seen_ms, chunk.fingerprints, targets)
-    ledger_topic = run.ledger_topic
-    for where, value in zip(chunk.coordinates, values, strict=True):
-        send(ledger_topic, where.encode(), value, [])
+    keys = [where.encode() for where in chunk.coordinates]
+    sink.send_all(run.ledger_topic, zip(keys, values, strict=True))
     sink.commit()
     for topic, count in Counter(chunk.topics).items():
         tally.by_target[topic] = tally.by_target.get(topic, 0) + count

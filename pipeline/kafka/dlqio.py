@@ -14,8 +14,9 @@ topic, a property librdkafka rejects), `Fenced` when another run took over the t
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, NoReturn, TypeVar, cast
@@ -428,6 +429,19 @@ class TxnProducer:
         if index % 256 == 255:  # serve delivery reports now and then; flush() serves the rest
             self._call(lambda: self._producer.poll(0), "produce")
         return index
+
+    def send_all(self, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> None:
+        """Queue `(key, value)` records in the open transaction without delivery reports (no
+        callback per record): a record that fails fails the transaction, so `commit()` raises
+        (`TransactionAborted`, `Fenced`) and nothing of the chunk is visible. For records
+        whose coordinates nobody needs, such as ledger entries."""
+        self._topics.add(topic)
+        produce = self._producer.produce
+        for key, value in records:
+            try:
+                produce(topic, value, key)
+            except (BufferError, KafkaException):
+                self._call(functools.partial(produce, topic, value, key), "produce")  # rare
 
     def flush(self) -> list[str]:
         """Wait for every send of the chunk; their `topic/partition/offset`s in send order."""

@@ -6,7 +6,7 @@ select, ledger entries (valid and stale) and batches of every size."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -45,6 +45,10 @@ class Sink:
     ) -> int:
         self.open.append((topic, key, value, list(headers)))
         return len(self.open) - 1
+
+    def send_all(self, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> None:
+        for key, value in records:
+            self.send(topic, key, value, [])
 
     def flush(self) -> list[str]:
         return [f"{topic}/0/{i}" for i, (topic, *_) in enumerate(self.open)]

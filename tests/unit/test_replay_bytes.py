@@ -1,7 +1,8 @@
 """The replay's per-record fast paths write exactly the bytes the plain functions wrote: the
 copy's headers (`contract.build_replay`, against its former composition of `lineage`,
-`original_headers` and `parse_coordinates`) over varied dead letters, Lazarus and foreign,
-well-formed and malformed; and the plan lines read back (a regex where `json.loads` was)."""
+`original_headers` and `parse_coordinates`, and the batch's `replay_headers` against
+`build_replay`) over varied dead letters, Lazarus and foreign, well-formed and malformed; and the
+plan lines read back (a regex where `json.loads` was)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pipeline.core.contract import Failure, Header, Headers, SourceRecord, build
 from reprocessor import plans
 from reprocessor.deadletters import from_record
 from reprocessor.ledger import Plan
+from reprocessor.replay_headers import replay_headers
 
 
 def reference_build_replay(
@@ -98,6 +100,21 @@ def test_build_replay_writes_the_reference_bytes(
     assert got == expected
 
 
+def worker_dead_letter(
+    originals: list[Header], replays: int, origin: str | None, origin_ms: int, message: str
+) -> Headers:
+    """A dead letter's headers as the worker writes them, after `replays` earlier replays."""
+    lineage: list[Header] = [(contract.REPLAY_COUNT, str(replays).encode())]
+    if origin is not None:
+        lineage += [
+            (contract.ORIGIN, origin.encode("utf-8", errors="replace")),
+            (contract.ORIGIN_TIMESTAMP, str(origin_ms).encode()),
+        ]
+    record = SourceRecord("orders", 2, 77, 1_000, b"k", b"v", (*originals, *lineage))
+    failure = Failure(contract.Category.VALIDATION, "E", message, 5_000, "orders-app")
+    return contract.build_dead_letter(record, failure)
+
+
 @settings(max_examples=300)
 @given(
     originals=st.lists(st.tuples(st.sampled_from(["a", "trace", "b"]), raw), max_size=4),
@@ -110,15 +127,7 @@ def test_build_replay_of_a_lazarus_dead_letter_writes_the_reference_bytes(
     originals: list[Header], replays: int, origin: str | None, origin_ms: int, message: str
 ) -> None:
     """The common case: a dead letter as the worker writes it (after earlier replays)."""
-    lineage: list[Header] = [(contract.REPLAY_COUNT, str(replays).encode())]
-    if origin is not None:
-        lineage += [
-            (contract.ORIGIN, origin.encode("utf-8", errors="replace")),
-            (contract.ORIGIN_TIMESTAMP, str(origin_ms).encode()),
-        ]
-    record = SourceRecord("orders", 2, 77, 1_000, b"k", b"v", (*originals, *lineage))
-    failure = Failure(contract.Category.VALIDATION, "E", message, 5_000, "orders-app")
-    headers = contract.build_dead_letter(record, failure)
+    headers = worker_dead_letter(originals, replays, origin, origin_ms, message)
     for where in ("orders.dlq/0/5", "o/1/18446744073709551615"):
         expected = reference_build_replay(headers, dead_letter=where, run_id="r-1")
         assert contract.build_replay(headers, dead_letter=where, run_id="r-1") == expected
@@ -163,3 +172,59 @@ def test_a_plan_line_reads_back_as_json_reads_it(
     data = json.loads(line)
     expected = plans.Entry(3, int(data["o"]), str(data["h"]), str(data["f"]), data["t"])
     assert list(plans.load(folder, "r-1").entries(3)) == [expected]
+
+
+def fast_lineage(headers: list[Header]) -> tuple[str | None, int] | None:
+    """(origin, replay count) as `index_rows.fast_rows` reads them (the last occurrence, UTF-8,
+    a count of 1 to 20 ASCII digits); None for a dead letter it would not read."""
+    last = dict(headers)
+    origin, count = last.get(contract.ORIGIN), last.get(contract.REPLAY_COUNT)
+    if origin is None or count is None or not 1 <= len(count) <= 20 or not count.isdigit():
+        return None
+    try:
+        return origin.decode(), int(count)
+    except UnicodeDecodeError:
+        return None
+
+
+@settings(max_examples=1500)
+@given(
+    batch=st.lists(header_lists(), max_size=6),
+    where=st.lists(coordinates, min_size=6, max_size=6),
+    run_id=st.text(min_size=1, max_size=12),
+)
+def test_replay_headers_write_the_bytes_of_build_replay(
+    batch: list[list[Header]], where: list[str], run_id: str
+) -> None:
+    """The batch's copy headers are `build_replay`'s, record by record, whatever the headers
+    hold (malformed origins and timestamps, repeated and foreign headers)."""
+    read = [fast_lineage(headers) for headers in batch]
+    kept = [(h, r, w) for h, r, w in zip(batch, read, where, strict=False) if r is not None]
+    valid = [(h, r, w) for h, r, w in kept if contract._is_coordinates(w)]
+    got = replay_headers(
+        [h for h, _, _ in valid],
+        [r[0] for _, r, _ in valid],
+        [r[1] for _, r, _ in valid],
+        [w for _, _, w in valid],
+        run_id,
+    )
+    expected = [contract.build_replay(h, dead_letter=w, run_id=run_id) for h, _, w in valid]
+    assert got == expected
+
+
+@settings(max_examples=300)
+@given(
+    originals=st.lists(st.tuples(st.sampled_from(["a", "trace", "b"]), raw), max_size=4),
+    replays=st.integers(0, 2**63),
+    origin=st.one_of(st.none(), coordinates),
+    origin_ms=st.integers(-(2**63), 2**63) | st.sampled_from([0, 7, 10**18, 10**19]),
+)
+def test_replay_headers_of_lazarus_dead_letters_write_the_bytes_of_build_replay(
+    originals: list[Header], replays: int, origin: str | None, origin_ms: int
+) -> None:
+    """The common case: dead letters as the worker writes them (after earlier replays)."""
+    headers = worker_dead_letter(originals, replays, origin, origin_ms, "bad")
+    read = fast_lineage(headers)
+    assert read is not None
+    got = replay_headers([headers], [read[0]], [read[1]], ["orders.dlq/0/5"], "r-1")
+    assert got == [contract.build_replay(headers, dead_letter="orders.dlq/0/5", run_id="r-1")]

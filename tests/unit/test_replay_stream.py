@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 
 import pytest
@@ -37,6 +37,10 @@ class RecordingSink:
         self.events.append(("send", (topic, key, value)))
         self.open.append(topic)
         return len(self.open) - 1
+
+    def send_all(self, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> None:
+        for key, value in records:
+            self.send(topic, key, value, [])
 
     def flush(self) -> list[str]:
         return [f"{topic}/0/{i}" for i, topic in enumerate(self.open)]
