@@ -39,6 +39,7 @@ from tests.prom import (
     metric_names,
     panel_queries,
     scrape_job,
+    variable_queries,
 )
 
 
@@ -190,6 +191,10 @@ def test_dead_letters_show_as_depth_raise_the_growth_alert_and_replay_empties_it
         prom.wait_for(lambda: not missing(), 15, "a series of every named metric")
     except AssertionError:
         raise AssertionError(f"no series in Prometheus for {missing()}") from None
+
+    for board, name, metric, label in variable_queries():  # what fills `$cluster`, `$pipeline`
+        values = {s["metric"].get(label) for s in prom.query(f"count by ({label}) ({metric})")}
+        assert values - {None}, f"{board}: ${name}: no {label} on {metric}"
 
     growing = prom.wait_for(lambda: alerts_named(prom, "LazarusDLQGrowing", pipe.name), 30, "alert")
     assert growing[0]["state"] == "pending"  # for: 10m; firing is proven by promtool
