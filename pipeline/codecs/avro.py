@@ -50,6 +50,8 @@ HEADER_SIZE = 5
 MAX_SCHEMA_ID = 2**31 - 1
 """Registry ids are Java ints."""
 TRUNCATED = "truncated Avro record"
+MAX_KNOWN_IDS = 1024
+"""Writer schemas an `AvroCodec` remembers by id (each with its `dlq.schema` reference)."""
 MAX_VARINT_BYTES = 10
 """A 64-bit zig-zag varint takes at most 10 bytes."""
 
@@ -306,9 +308,9 @@ class AvroCodec:
     __slots__ = (
         "_finite",
         "_keep",
+        "_known",
         "_model",
         "_reader",
-        "_refs",
         "_source",
         "_strict",
         "_writer",
@@ -336,7 +338,7 @@ class AvroCodec:
         self._strict = strict
         self._keep = keep_messages
         self._finite = None if model is None else compile_model_check(model, holds_non_finite)
-        self._refs: dict[int, str] = {}  # per writer schema object: built once
+        self._known: dict[int | None, tuple[ParsedSchema, str]] = {}
 
     @property
     def framed(self) -> bool:
@@ -345,8 +347,8 @@ class AvroCodec:
 
     def decode(self, data: bytes) -> Decoded:
         """Decode one value (and validate it against the model, if any)."""
-        schema_id, body = split_frame(data) if self.framed else (None, data)
-        writer = self._writer_for(schema_id)
+        schema_id, body = split_frame(data) if self._source is not None else (None, data)
+        writer, ref = self._known.get(schema_id) or self._learn(schema_id)
         event = read_record(body, writer, self._reader)
         if self._model is not None:
             validate_python(
@@ -356,11 +358,16 @@ class AvroCodec:
                 may_be_non_finite=self._finite,
                 keep_messages=self._keep,
             )
-        key = id(writer.schema)
-        ref = self._refs.get(key)
-        if ref is None:
-            ref = self._refs[key] = self._ref(writer)
-        return Decoded(event=event, schema_ref=ref, schema_id=schema_id)
+        return Decoded(event, ref, schema_id)
+
+    def _learn(self, schema_id: int | None) -> tuple[ParsedSchema, str]:
+        """The writer schema of `schema_id` and its `dlq.schema` reference, looked up once:
+        a schema id names one schema for good (the sources cache them too)."""
+        writer = self._writer_for(schema_id)
+        known = (writer, self._ref(writer))
+        if len(self._known) < MAX_KNOWN_IDS:
+            self._known[schema_id] = known
+        return known
 
     def encode(self, event: object, *, schema_id: int | None = None) -> bytes:
         """Encode `event` (a mapping or a model instance) with writer schema `schema_id`,

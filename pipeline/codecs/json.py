@@ -25,7 +25,7 @@ from typing import TypeVar
 from uuid import UUID
 
 from pydantic import BaseModel, ValidationError
-from pydantic_core import PydanticSerializationError
+from pydantic_core import ErrorDetails, PydanticSerializationError
 
 from pipeline.codecs.base import Decoded
 from pipeline.codecs.finite import compile_model_check
@@ -67,7 +67,8 @@ def validate_python(
     (the pipeline's `policy.redact` hook when it keeps them), else withheld.
     """
     try:
-        event = model.model_validate(data, strict=strict)
+        # `model_validate` without its wrapper (a check of by_alias/by_name, unused here)
+        event: M = model.__pydantic_validator__.validate_python(data, strict=strict)
     except ValidationError as exc:
         raise validation_failed(exc, model, keep_messages) from exc
     except Exception as exc:
@@ -81,13 +82,18 @@ def validate_python(
 
 
 def error_details(
-    exc: ValidationError, model: type[BaseModel], keep_messages: Redactor | None = None
+    exc: ValidationError,
+    model: type[BaseModel],
+    keep_messages: Redactor | None = None,
+    errors: list[ErrorDetails] | None = None,
 ) -> list[dict[str, str]]:
     """`[{"loc": "items.0.qty", "msg": ..., "type": ...}]`, free of input values: user-chosen
     location parts become `<key>`, `<extra field>` or `<tag>` (`locations.safe_location`) and
     messages that quote the input are rebuilt or withheld (`locations.safe_message`). The
-    context is read (a union's expected tags) but never copied."""
-    errors = exc.errors(include_url=False, include_input=False)
+    context is read (a union's expected tags) but never copied. `errors` is
+    `exc.errors(include_url=False, include_input=False)` when the caller has it already."""
+    if errors is None:
+        errors = exc.errors(include_url=False, include_input=False)
     return [
         {
             "loc": safe_location(model, error["loc"]),
@@ -107,10 +113,13 @@ def summarise(title: str, details: list[dict[str, str]], total: int) -> str:
 
 
 def validation_failed(
-    exc: ValidationError, model: type[BaseModel], keep_messages: Redactor | None = None
+    exc: ValidationError,
+    model: type[BaseModel],
+    keep_messages: Redactor | None = None,
+    errors: list[ErrorDetails] | None = None,
 ) -> ValidationFailed:
     """The `ValidationFailed` for a pydantic `ValidationError` (whose own text is never used)."""
-    details = error_details(exc, model, keep_messages)
+    details = error_details(exc, model, keep_messages, errors)
     return ValidationFailed(summarise(model.__name__, details, exc.error_count()), details=details)
 
 
@@ -248,7 +257,8 @@ class JsonCodec:
         if not data:
             raise DeserializationError("empty value (0 bytes): expected a JSON document")
         try:
-            event = self._model.model_validate_json(bytes(data), strict=self._strict)
+            validator = self._model.__pydantic_validator__  # `model_validate_json`, unwrapped
+            event = validator.validate_json(bytes(data), strict=self._strict)
         except ValidationError as exc:
             raise self._translate(exc, data) from exc
         except Exception as exc:
@@ -278,8 +288,8 @@ class JsonCodec:
     def _translate(self, exc: ValidationError, data: bytes) -> RecordError:
         """`json_invalid` means the bytes never became JSON; anything else broke the model."""
         title = self._model.__name__
-        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+        errors = exc.errors(include_url=False, include_input=False)  # read once, for both
         undecodable = [error["msg"] for error in errors if error["type"] in UNDECODABLE]
         if undecodable:
             return _undecodable(bytes(data), title, undecodable[0])
-        return validation_failed(exc, self._model, self._keep)
+        return validation_failed(exc, self._model, self._keep, errors)

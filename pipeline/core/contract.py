@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import operator
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -377,12 +378,12 @@ def _error_block(failure: Failure, include_stacktrace: bool) -> tuple[tuple[Head
     """The dlq.error.* headers and the fingerprint, cached per cause (category, type, message,
     details and the stack trace recorded)."""
     stacktrace = failure.stacktrace if include_stacktrace else None
-    try:
-        details = tuple(tuple(entry.items()) for entry in failure.details)
+    try:  # dict.items of each entry, in C; a mapping of another type builds afresh
+        details = tuple(map(tuple, map(dict.items, failure.details)))
         return _cached_error_block(
             failure.category, failure.error_type, failure.message, details, stacktrace
         )
-    except TypeError:  # an unhashable detail value: build it afresh
+    except TypeError:  # an unhashable detail value, or not a dict: build it afresh
         return _error_headers(
             failure.category, failure.error_type, failure.message, failure.details, stacktrace
         )
@@ -471,12 +472,23 @@ def fit_dead_letter(
 def record_size(key: bytes | None, value: bytes | None, headers: Sequence[Header]) -> int:
     """An upper estimate of a record's size on the wire, compared with `max.message.bytes`:
     key, value, UTF-8 header names and values, plus RECORD_OVERHEAD and HEADER_OVERHEAD each."""
-    size = RECORD_OVERHEAD + len(key or b"") + len(value or b"") + HEADER_OVERHEAD * len(headers)
-    for name, header_value in headers:
-        size += len(name) if name.isascii() else len(_utf8(name))
-        if header_value:
-            size += len(header_value)
-    return size
+    # UTF-8 is concatenative (and "replace" turns each unencodable code point into one "?"), so
+    # the names' and the values' lengths are the lengths of their joins, summed in C.
+    names = "".join(map(_name_of, headers))
+    values = b"".join(filter(None, map(_value_of, headers)))
+    named = len(names) if names.isascii() else len(_utf8(names))
+    return (
+        RECORD_OVERHEAD
+        + len(key or b"")
+        + len(value or b"")
+        + HEADER_OVERHEAD * len(headers)
+        + named
+        + len(values)
+    )
+
+
+_name_of = operator.itemgetter(0)
+_value_of = operator.itemgetter(1)
 
 
 def parse_dead_letter(headers: Sequence[Header] | None) -> DeadLetterMeta | None:

@@ -118,9 +118,10 @@ class Handler:
             return held or self._dead_letter(
                 rec, classify(exc, self.redact, with_stack=False), now_ms
             )
-        held = self._held(rec, decoded, now_ms)
-        if held is not None:
-            return held
+        if self.holds.rules:
+            held = self._held(rec, decoded, now_ms)
+            if held is not None:
+                return held
         if self.processor is None:
             return Routed(
                 (Output(self.output_topic, rec.key, rec.value, rec.headers),), "forwarded"
@@ -203,7 +204,10 @@ class Handler:
 
     def _decode(self, rec: SourceRecord) -> Decoded:
         assert rec.value is not None
-        return self._codec_for(rec).decode(rec.value)
+        codec = self.codecs.get(rec.topic) if rec.topic != self.redrive_topic else None
+        if codec is None:  # a redrive record, or a topic without a codec (which raises)
+            codec = self._codec_for(rec)
+        return codec.decode(rec.value)
 
     def _tombstone(self, rec: SourceRecord, now_ms: int) -> Routed:
         """A null value: held like any record of its key, then forwarded or dead-lettered by
@@ -316,6 +320,9 @@ class Handler:
         headers, digest = contract.dead_letter_headers(
             rec, full, include_stacktrace=self.stacktraces
         )
-        fitted = contract.fit_dead_letter(rec.key, rec.value, headers, self.dlq_max_bytes)
-        output = Output(self.dlq_topic, rec.key, fitted.value, tuple(fitted.headers))
+        if contract.record_size(rec.key, rec.value, headers) <= self.dlq_max_bytes:
+            output = Output(self.dlq_topic, rec.key, rec.value, tuple(headers))  # as it fits
+        else:
+            fitted = contract.fit_dead_letter(rec.key, rec.value, headers, self.dlq_max_bytes)
+            output = Output(self.dlq_topic, rec.key, fitted.value, tuple(fitted.headers))
         return Routed((output,), "dead_lettered", full, digest)
