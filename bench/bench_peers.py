@@ -54,7 +54,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--count", type=int, default=200_000, help="backlog records per run")
     ap.add_argument("--reps", type=int, default=3, help="interleaved repetitions")
-    ap.add_argument("--contenders", default=",".join(CONTENDERS), help="comma-separated")
+    ap.add_argument(
+        "--contenders",
+        default=",".join(n for n, c in CONTENDERS.items() if not c.build),
+        help="comma-separated (base-alos and base-eos need --lazarus-base)",
+    )
     ap.add_argument("--workloads", default=",".join(w.name for w in WORKLOADS))
     ap.add_argument("--bootstrap", help="a running broker (default: start one in a temp dir)")
     ap.add_argument("--skip-latency", action="store_true", help="no live-rate latency runs")
@@ -79,6 +83,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=Path,
         help="the lazarus executable to measure "
         "(default .venv/bin/lazarus; e.g. another checkout's, to compare builds)",
+    )
+    ap.add_argument(
+        "--lazarus-base",
+        type=Path,
+        help="another build's lazarus executable, "
+        "measured as the base-alos and base-eos contenders in the same repetitions (old vs new)",
     )
     ap.add_argument(
         "--profile",
@@ -287,6 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     versions = ensure_peers(contenders)
     if args.lazarus:
         os.environ["LAZARUS_BENCH_BIN"] = str(args.lazarus.resolve())
+    if args.lazarus_base:
+        os.environ["LAZARUS_BENCH_BASE_BIN"] = str(args.lazarus_base.resolve())
+    elif any(c.build for c in contenders):
+        raise SystemExit("the base-* contenders need --lazarus-base PATH")
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
         os.environ["LAZARUS_BENCH_PROFILE"] = str(args.profile.resolve())
@@ -296,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         "count": args.count,
         "reps": args.reps,
         "lazarus": lazarus_bin(),
+        "lazarus_base": str(args.lazarus_base.resolve()) if args.lazarus_base else None,
         "checkout": git_head(),
         "label": args.label,
         **machine(versions),

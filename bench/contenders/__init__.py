@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.contenders.job import Job
-from bench.contenders.lazarus import lazarus_root, worker_argv, write_config
+from bench.contenders.lazarus import BASE, lazarus_root, worker_argv, write_config
 from bench.workloads import REPO
 
 QUIX_VENV = REPO / ".cache/bench-quix"
@@ -28,17 +28,19 @@ class Contender:
     kind: str  # "loop", "quix", "arroyo" or "lazarus"
     arg: str = ""  # loop: raw|ceiling; lazarus: the delivery
     processes: int = 1
+    build: str = ""  # "" for this checkout's build, BASE for `--lazarus-base`
 
     @property
     def transactional(self) -> bool:
         return self.arg == "exactly-once"
 
     def cwd(self) -> Path:
-        return lazarus_root() if self.kind == "lazarus" else REPO
+        return lazarus_root(self.build) if self.kind == "lazarus" else REPO
 
     def argv(self, job: Job, workdir: Path) -> list[str]:
         if self.kind == "lazarus":
-            return worker_argv(write_config(job, self.arg, workdir), self.processes)
+            config = write_config(job, self.arg, workdir, self.build)
+            return worker_argv(config, self.processes, self.build)
         python = str(QUIX_VENV / "bin/python") if self.kind == "quix" else sys.executable
         module = f"bench.contenders.{self.kind}"
         return [python, "-m", module, job.to_arg(), *([self.arg] if self.arg else [])]
@@ -53,6 +55,16 @@ CONTENDERS = {
         Contender("lazarus-eos", "lazarus worker, exactly-once", "lazarus", "exactly-once"),
         Contender("lazarus-alos-2p", "lazarus worker --processes 2", "lazarus", "at-least-once", 2),
         Contender("lazarus-eos-2p", "exactly-once, --processes 2", "lazarus", "exactly-once", 2),
+        Contender(
+            "base-alos",
+            "--lazarus-base build, at-least-once",
+            "lazarus",
+            "at-least-once",
+            build=BASE,
+        ),
+        Contender(
+            "base-eos", "--lazarus-base build, exactly-once", "lazarus", "exactly-once", build=BASE
+        ),
         Contender("quix", "Quix Streams Application, on_processing_error → DLQ", "quix"),
         Contender("arroyo", "Sentry Arroyo StreamProcessor + DlqPolicy", "arroyo"),
     )
