@@ -1,7 +1,9 @@
 """Replay throughput: `dlq replay` (every chunk's copies and ledger entries in one Kafka
 transaction, after fencing and reading the ledger) against a raw transactional copy of the same
 records (confluent-kafka consume -> produce, `read_committed`, one producer transaction per
-`reprocessor.replay.CHUNK` records), in the same run, on the same broker.
+`reprocessor.replay.CHUNK` records), in the same run, on the same broker. CPU per dead letter is
+printed for each `dlq` process (its user + system time) and for the raw transactional copy (this
+process's, around the copy).
 
     python -m bench.bench_replay [--bootstrap HOST:PORT] [--count N] [--partitions P] [--reps R]
 
@@ -266,7 +268,9 @@ def _timed_rep(bootstrap: str, count: int, partitions: int, phase: bool, state: 
     rep = Rep()
     copied, raw_s = raw_copy(bootstrap, names[0], names[2])
     rep.rows.append(("raw consume -> produce (idempotent)", copied, raw_s))
+    cpu_before = time.process_time()
     txn_copied, txn_s = raw_txn_copy(bootstrap, names[0], names[3])
+    rep.cpu["raw txn copy (in process)"] = time.process_time() - cpu_before
     rep.rows.append((f"raw transactional copy ({CHUNK:,}/txn)", txn_copied, txn_s))
     where = ("-q", "-b", bootstrap, "-t", names[0])
     stats_s, rep.rss["stats"], rep.cpu["stats"] = dlq_process(state, *where, "stats")  # cold
@@ -317,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
             rss = ", ".join(f"{name} {mb:,.0f} MB" for name, mb in rep.rss.items())
             print(f"peak RSS of each dlq process: {rss}")
             cpu = ", ".join(f"{name} {s * 1e6 / args.count:,.0f}" for name, s in rep.cpu.items())
-            print(f"CPU (user + system) per dead letter of each dlq process, µs: {cpu}")
+            print(f"CPU (user + system) per dead letter, µs: {cpu}")
             ratios.append(txn_s / rep.seconds("dlq replay, whole"))
             print(f"dlq replay, whole command: {ratios[-1]:.2f} x the raw transactional copy")
             if not args.no_phase:
