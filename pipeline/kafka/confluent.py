@@ -189,10 +189,14 @@ class KafkaSink:
             self._batch = _BatchAcks(batch, self)
             self._report = self._batch.report
         report = self._report
+        # no headers: None, not an empty list for confluent-kafka to convert (same record)
+        headers: list[tuple[str, str | bytes | None]] | None = (
+            list(out.headers) if out.headers else None
+        )
         while True:
             try:
                 self._producer.produce(
-                    out.topic, out.value, out.key, headers=list(out.headers), on_delivery=report
+                    out.topic, out.value, out.key, headers=headers, on_delivery=report
                 )
                 return
             except BufferError:
