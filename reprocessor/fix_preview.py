@@ -18,16 +18,17 @@ from typing import Any
 from pipeline.core.contract import VALUE_OMITTED, DeadLetterMeta, SourceRecord
 from pipeline.kafka import dlqio
 from pipeline.kafka.dlqio import KafkaConf
-from pipeline.kafka.follow import Fetcher
+from pipeline.kafka.follow import fetch_scattered
 from reprocessor import index_query, indexed, render
-from reprocessor.deadletters import DeadLetter, from_record
-from reprocessor.index_rows import fast_row
+from reprocessor.deadletters import DeadLetter, ReplayState, from_record
+from reprocessor.index_rows import RowView, fast_row
 from reprocessor.ledger import Ledger
 from reprocessor.options import Env, window
 from reprocessor.payloads import Payloads
 from reprocessor.stats import PROGRESS_EVERY, Item, ScanProgress, Window, read_ledger
 
 Bar = ScanProgress | None
+Chosen = tuple[RowView, ReplayState]
 
 
 def items(env: Env, opts: dict[str, Any]) -> Iterator[Item]:
@@ -42,20 +43,27 @@ def items(env: Env, opts: dict[str, Any]) -> Iterator[Item]:
 
 
 def fetch_selected(conf: KafkaConf, topic: str, win: Window, *, quiet: bool) -> Iterator[Item]:
-    """The dead letters of `topic` the index selects, in partition and offset order, each with
-    the key and value of its record, read by offset (one consumer, nearby offsets in one pass);
+    """The dead letters of `topic` the index selects, each with the key and value of its
+    record read by offset, every partition at once (`follow.fetch_scattered`), as they arrive;
     a record deleted since it was indexed is left out. The dead letter's other fields are its
     index row's: no stack trace, details' problems nor headers (a fix reads none of them)."""
-    with indexed.caught_up(conf, topic, quiet=quiet) as index, Fetcher(conf, topic) as fetcher:
-        shown = render.progress(None, f"read {topic}", quiet=quiet)
-        with shown as bar:
-            for chunk in index_query.chunks(index_query.selected(index, win), 1000):
-                chosen = {(view.partition, view.offset): (view, state) for view, state in chunk}
-                for partition, offset, _, key, value, _ in fetcher.fetched(chosen):
-                    view, state = chosen[(partition, offset)]
-                    decision = index_query.decision(index, view, state)
-                    yield Item(view.letter(key, value), decision)
-                bar(len(chunk))
+    with indexed.caught_up(conf, topic, quiet=quiet) as index:
+        wanted = {
+            p: _by_offset(index_query.selected(index, win, partition=p)) for p in index.partitions()
+        }
+        with render.progress(None, f"read {topic}", quiet=quiet) as bar:
+            for count, ((view, state), record) in enumerate(
+                fetch_scattered(conf, topic, wanted), start=1
+            ):
+                _, _, _, key, value, _ = record
+                yield Item(view.letter(key, value), index_query.decision(index, view, state))
+                if count % PROGRESS_EVERY == 0:
+                    bar(PROGRESS_EVERY)
+
+
+def _by_offset(found: Iterator[Chosen]) -> Iterator[tuple[int, Chosen]]:
+    for view, state in found:
+        yield view.offset, (view, state)
 
 
 def _scanned(env: Env, topic: str, win: Window) -> Iterator[Item]:

@@ -379,6 +379,10 @@ class DlqIndex:
             [(kind, p, o) for p, o in positions.items()],
         )
 
+    def partitions(self) -> list[int]:
+        """The DLQ's partitions the index has read positions for."""
+        return sorted(self._positions("dlq"))
+
     def meta(self) -> dict[str, object]:
         return dict(self.db.execute("SELECT key, value FROM meta").fetchall())
 

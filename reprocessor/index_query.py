@@ -235,11 +235,12 @@ def _group_row(index: DlqIndex, row: Sequence[object]) -> GroupRow:
 
 
 def selected(
-    index: DlqIndex, window: Window, limit: int | None = None
+    index: DlqIndex, window: Window, limit: int | None = None, partition: int | None = None
 ) -> Iterator[tuple[RowView, ReplayState]]:
-    """The rows the window selects, in partition and offset order, at most `limit`, each seen
-    as the selection reads it (no DeadLetter is made); the state is the index's."""
-    where, params = _window_sql(window)
+    """The rows the window selects (of one partition, if given), in partition and offset
+    order, at most `limit`, each seen as the selection reads it (no DeadLetter is made); the
+    state is the index's."""
+    where, params = _window_sql(window, partition)
     sql = f"SELECT {', '.join(COLUMNS)}, state FROM dl {where} ORDER BY id"
     selection, only, found, topic = window.selection, window.only, 0, index.topic
     for row in index.rows(sql, params):
@@ -314,8 +315,11 @@ def decision(index: DlqIndex, dl: Selectable, state: ReplayState) -> Decision:
     return Decision(state, None if row is None else decode_ledger_entry(bytes(row[0])))
 
 
-def _window_sql(window: Window) -> tuple[str, tuple[int, ...]]:
+def _window_sql(window: Window, partition: int | None = None) -> tuple[str, tuple[int, ...]]:
     clauses, params = [], []
+    if partition is not None:
+        clauses.append("id BETWEEN ? AND ?")
+        params += [row_id(partition, 0), row_id(partition + 1, 0) - 1]
     if window.since_ms is not None:
         clauses.append("ts >= ?")
         params.append(window.since_ms)

@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any, TypeAlias, cast
+from typing import Any, Generic, TypeAlias, TypeVar, cast
 
 from confluent_kafka import (
     Consumer,
@@ -40,6 +40,7 @@ from pipeline.kafka import admin
 from pipeline.kafka.clients import authentication_failure, consumer_config, is_retriable
 from pipeline.kafka.dlqio import TSTYPES, Consumed
 
+T = TypeVar("T")
 KafkaConf = Mapping[str, str | int | float | bool]
 Fetched: TypeAlias = tuple[
     int, int, int, bytes | None, bytes | None, list[tuple[str, bytes | None]] | None
@@ -240,9 +241,12 @@ def _consumer(conf: KafkaConf) -> Consumer:
     props = consumer_config(conf, FOLLOWER_GROUP)
     props["isolation.level"] = "read_committed"
     props["enable.partition.eof"] = False
-    # prefetch per partition and per fetch: 8 MiB each, not librdkafka's 64 and 50 MiB (RSS)
+    # prefetch per partition and per fetch: 8 MiB each, not librdkafka's 64 and 50 MiB (RSS);
+    # and up to 8 MiB of one partition per fetch, not 1 MiB: a ledger has one partition, and a
+    # fetch by offset reads one partition at a time, so each fetch was a round trip for 1 MiB
     props.setdefault("queued.max.messages.kbytes", 8192)
     props.setdefault("fetch.max.bytes", 8 << 20)
+    props.setdefault("max.partition.fetch.bytes", 8 << 20)
     try:
         return Consumer(props)
     except (KafkaException, ValueError, TypeError) as exc:
@@ -453,6 +457,98 @@ class Fetcher:
                 raise RuntimeFailure(f"reading {self.topic}/{self._partition} stalled")
 
 
+Wanted = Iterator[tuple[int, T]]
+"""One partition's wanted offsets, increasing, each with what the caller tags it with."""
+
+
+def fetch_scattered(
+    conf: KafkaConf, topic: str, wanted: Mapping[int, Wanted[T]], gap: int = 500
+) -> Iterator[tuple[T, Fetched]]:
+    """The records at the `wanted` offsets of every partition at once, each with its tag, as
+    they arrive (partitions interleaved; offsets in order within one), without headers (None).
+    Every partition is read at the same time, as a scan reads them (one partition after the
+    other took twice as long: each fetch brought one partition's records); one moving more
+    than `gap` ahead of where it reads seeks. Offsets that hold no record (deleted by
+    retention, a marker, aborted) are skipped; the offsets are pulled as needed, so memory
+    stays bounded. RuntimeFailure when no partition moves for STALL_S."""
+    consumer = _consumer(conf)
+    try:
+        yield from _Scattered(consumer, topic, wanted, gap).run()
+    finally:
+        consumer.close()
+
+
+class _Scattered(Generic[T]):
+    """`fetch_scattered`'s state: per partition, the next wanted (offset, tag) and its end."""
+
+    def __init__(
+        self, consumer: Consumer, topic: str, wanted: Mapping[int, Wanted[T]], gap: int
+    ) -> None:
+        self.consumer, self.topic, self.gap = consumer, topic, gap
+        self.streams = dict(wanted)
+        self.heads: dict[int, tuple[int, T]] = {}
+        self.marks: dict[int, tuple[int, int]] = {}
+        for partition in self.streams:
+            tp = TopicPartition(topic, partition)
+            self.marks[partition] = consumer.get_watermark_offsets(tp, timeout=_TIMEOUT_S)
+            self._advance(partition, -1)
+
+    def _advance(self, partition: int, past: int) -> tuple[int, T] | None:
+        """The partition's next wanted offset above `past` within its marks (None: done)."""
+        low, high = self.marks[partition]
+        for offset, tag in self.streams[partition]:
+            if offset >= high:
+                break
+            if offset > past and offset >= low:
+                self.heads[partition] = (offset, tag)
+                return offset, tag
+        self.heads.pop(partition, None)
+        return None
+
+    def run(self) -> Iterator[tuple[T, Fetched]]:
+        heads, consumer = self.heads, self.consumer
+        consumer.assign([TopicPartition(self.topic, p, o) for p, (o, _) in heads.items()])
+        read_to = {p: o for p, (o, _) in heads.items()}
+        last_move = time.monotonic()
+        while heads:
+            messages = [m for m in consumer.consume(BATCH, timeout=0.5) if not m.error()]
+            for msg in messages:
+                p, o = msg.partition() or 0, msg.offset() or 0
+                head = heads.get(p)
+                if head is None or o < head[0]:
+                    continue  # a partition done, or read before its seek
+                read_to[p] = o + 1
+                if o > head[0]:  # no record at the wanted offsets before this one
+                    head = self._advance(p, o - 1)
+                if head is not None and head[0] == o:
+                    yield head[1], (p, o, msg.timestamp()[1], msg.key(), msg.value(), None)
+                    self._advance(p, o)
+            if messages:
+                last_move = time.monotonic()
+            elif time.monotonic() - last_move > STALL_S:
+                raise RuntimeFailure(f"reading {self.topic} stalled short of its end")
+            self._steer(read_to)
+
+    def _steer(self, read_to: dict[int, int]) -> None:
+        """Seek partitions whose next wanted offset is far ahead of where they read; finish
+        (pause) those that reached their end or have nothing more wanted."""
+        heads, consumer = self.heads, self.consumer
+        done = [p for p in read_to if p not in heads]
+        for p, (offset, _) in list(heads.items()):
+            if offset - read_to[p] > self.gap:
+                consumer.seek(TopicPartition(self.topic, p, offset))
+                read_to[p] = offset
+        quiet = [TopicPartition(self.topic, p) for p in heads]
+        for tp in consumer.position(quiet) if quiet else ():
+            if tp.offset >= self.marks[tp.partition][1]:  # only markers were left
+                heads.pop(tp.partition, None)
+                done.append(tp.partition)
+        if done:
+            consumer.pause([TopicPartition(self.topic, p) for p in done])
+            for p in done:
+                read_to.pop(p, None)
+
+
 def next_timestamps(
     conf: KafkaConf, topic: str, starts: Mapping[int, int], ends: Mapping[int, int]
 ) -> dict[int, int | None]:
@@ -485,4 +581,7 @@ def next_timestamps(
     return found
 
 
-__all__ = ["Cluster", "Fetched", "Fetcher", "Follower", "Marks", "TopicMeta", "next_timestamps"]
+__all__ = [
+    "Cluster", "Fetched", "Fetcher", "Follower", "Marks", "TopicMeta", "fetch_scattered",
+    "next_timestamps",
+]  # fmt: skip

@@ -5,7 +5,7 @@ the index and fetches only what it selected, and previews what a scan previews."
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from pipeline.core.contract import ledger_topic
 from pipeline.errors import Category
-from pipeline.kafka.follow import Fetcher
+from pipeline.kafka.follow import Fetcher, fetch_scattered
 from reprocessor import fix_preview
 from reprocessor.ledger import STATE_ENV
 from reprocessor.payloads import Payloads
@@ -71,6 +71,41 @@ def test_a_fetcher_reads_exactly_the_records_at_its_coordinates(
             (c.record.partition, c.record.offset, c.record.key) for c in fetcher.consumed(back)
         ]
         assert shown == [(p, o, records[(p, o)]) for p, o in back]
+
+
+def tagged(partition: int, offsets: list[int]) -> Iterator[tuple[int, str]]:
+    return ((o, f"{partition}/{o}") for o in offsets)
+
+
+def test_a_scattered_fetch_reads_exactly_the_records_at_its_offsets(
+    bootstrap: str, topic_factory: Callable[..., str]
+) -> None:
+    """Every partition at once: each record wanted is read once with its tag, holes (aborted
+    records, markers, past the end) are skipped, far offsets are reached by a seek."""
+    topic = topic_factory(partitions=3)
+    fill(bootstrap, topic, letters(60))
+    fill_in_transaction(bootstrap, topic, letters(6, 100), commit=False)
+    fill_in_transaction(bootstrap, topic, letters(6, 200), commit=True)
+    records = committed_records(bootstrap, topic, 3)
+    ends = {p: 1 + max(o for q, o in records if q == p) for p in (0, 1, 2)}
+    wanted = {
+        0: [o for o in range(ends[0] + 3) if o % 7 in (0, 1) or (0, o) not in records],
+        1: [o for o in range(ends[1]) if (1, o) not in records],  # holes only: nothing
+        2: sorted({*(o for p, o in records if p == 2), ends[2] + 5}),
+    }
+    streams = {p: tagged(p, offsets) for p, offsets in wanted.items()}
+    got = list(fetch_scattered({"bootstrap.servers": bootstrap}, topic, streams, gap=2))
+    bad = [
+        (tag, p, o, key)
+        for tag, (p, o, _, key, _, _) in got
+        if tag != f"{p}/{o}" or key != records.get((p, o))
+    ]
+    assert not bad, bad[:5]
+    expected = {(p, o) for p, offsets in wanted.items() for o in offsets if (p, o) in records}
+    assert sorted((p, o) for _, (p, o, *_) in got) == sorted(expected)
+    for p in (0, 2):  # in order within a partition
+        offsets = [o for _, (q, o, *_) in got if q == p]
+        assert offsets == sorted(offsets)
 
 
 @pytest.fixture
