@@ -22,6 +22,7 @@ import hashlib
 import itertools
 import json
 import re
+from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -225,6 +226,13 @@ class StoredPlan:
                 yield EntryBlock(
                     list(map(int, offsets)), digests, fingerprints, list(map(int, times))
                 )
+
+    def offsets(self, partition: int) -> array[int]:
+        """The planned offsets of `partition`, in order, 8 bytes each."""
+        found = array("q")
+        for block in self.blocks(partition):
+            found.extend(block.offsets)
+        return found
 
     def letters(self) -> Iterator[DeadLetter]:
         """Every planned dead letter (`Entry.letter`), partition by partition, in offset

@@ -21,7 +21,7 @@ hence each key's.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import compress
 from typing import TypeVar
@@ -311,7 +311,7 @@ def undecided(copies: Copies, ledger: Ledger) -> tuple[Copies, int]:
 
 def replay_batches(
     run: Run,
-    batches: Iterator[tuple[Copies, list[Refused]]],
+    batches: Iterable[tuple[Copies, list[Refused]]],
     ledger: Ledger,
     pacer: Pacer,
     progress: Progress,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,6 +33,7 @@ from reprocessor.index_rows import Row, fast_row
 from reprocessor.ledger import Plan, new_run_id, state_dir
 from reprocessor.options import PLAN_OPTIONS, Env, change_of, fix_pairs, window
 from reprocessor.payloads import Fixed
+from reprocessor.plan_ledger import plan_ledger
 from reprocessor.plans import SHOWN_REFUSALS, StoredPlan, Summary
 from reprocessor.replay import (
     Copy,
@@ -305,11 +306,12 @@ class _Hooks:
 def execute(
     env: Env, stored: StoredPlan, recipe: Recipe, rate: float | None
 ) -> tuple[Tally, _Hooks]:
-    """Fence earlier runs, read the ledger to its end, then replay the plan as it is read
-    back a batch at a time (`replay_batches`)."""
+    """Fence earlier runs, read the ledger to its end (keeping the planned dead letters'
+    entries, `plan_ledger`), then replay the plan as it is read back a batch at a time
+    (`replay_batches`)."""
     plan = stored.plan
     job = _job(env, plan.dlq_topic, plan.run)
-    ledger = job.start(lambda: read_ledger(env.conf(), plan.dlq_topic))
+    ledger = job.start(lambda: plan_ledger(env.conf(), stored))
     hooks = _Hooks(env)
     todo = plan.selected - plan.refused
     with render.progress(todo, f"replay {plan.run}", quiet=env.quiet) as bar:
@@ -330,7 +332,7 @@ def _job(env: Env, dlq_topic: str, run_id: str) -> Run:
 
 def planned_batches(
     env: Env, stored: StoredPlan, recipe: Recipe
-) -> Iterator[tuple[Copies, list[Refused]]]:
+) -> Generator[tuple[Copies, list[Refused]], None, None]:
     """The plan's copies and refusals, a poll at a time (`replay_batches`), read back with one
     reader over every planned partition (each from its first planned offset, so their fetches
     overlap), each partition's records merged with its plan lines, both in offset order.
