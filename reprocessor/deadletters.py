@@ -70,6 +70,17 @@ class ReplayState(StrEnum):
     DISCARDED = "discarded"
 
 
+_correlation_header: str | None = None
+
+
+def use_correlation_header(header: str | None) -> None:
+    """The header the pipeline names for correlation ids (`correlation_header` in its config,
+    e.g. `x-request-id`), read for every dead letter of this process when it carries no valid
+    `traceparent`: one setting per `dlq` command, set as its config is loaded."""
+    global _correlation_header
+    _correlation_header = header
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     """A DLQ record with its dead-letter fields normalised across dialects.
@@ -121,9 +132,10 @@ class DeadLetter:
 
     @property
     def trace(self) -> str | None:
-        """The correlation id of the request it belongs to: its W3C `traceparent` trace id
-        (replays keep the header, so a replayed record stays on its trace)."""
-        return correlation_id(self.headers)
+        """The correlation id of the request it belongs to: its W3C `traceparent` trace id, else
+        the header the pipeline names (`use_correlation_header`); replays keep the header, so a
+        replayed record stays on its trace."""
+        return correlation_id(self.headers, _correlation_header)
 
     @property
     def seen_ms(self) -> int:

@@ -15,6 +15,7 @@ from pipeline.app.settings import KafkaValue, ReprocessorSpec, Settings, load_se
 from pipeline.errors import ConfigError
 from pipeline.kafka.clients import KAFKA_LOG
 from reprocessor import fixes, masking, render, selection
+from reprocessor.deadletters import use_correlation_header
 from reprocessor.ledger import operator_name, state_dir
 from reprocessor.ledger_guard import check_ledger
 from reprocessor.payloads import Change, Payloads
@@ -79,6 +80,7 @@ class Env:
         if self.config is not None:
             settings = load_settings(self.config)
             masking.parse(settings.reprocessor.mask)  # a bad mask fails with the config
+            use_correlation_header(settings.correlation_header)
             return settings
         if self.bootstrap is None or not self.topic_overrides:
             raise ConfigError("give --config FILE, or --bootstrap HOST:PORT and --topic DLQ")

@@ -194,6 +194,7 @@ def show_item(item: Item) -> None:
         ("source", _source(dl)),
         ("origin (lineage)", dl.origin or "-"),
         ("replay count", str(dl.replay_count)),
+        ("correlation", dl.trace or "-"),
     )
     if dl.dialect == UNKNOWN and dl.foreign is None:
         out.print(f"[yellow]not a dead letter:[/yellow] {escape(NO_DIALECT)}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,8 +12,10 @@ from pydantic import BaseModel
 from pipeline.core.contract import Failure, SourceRecord, build_dead_letter
 from pipeline.core.dialects import SPRING_EXCEPTION, SPRING_MESSAGE, SPRING_TOPIC
 from pipeline.errors import Category
-from reprocessor.deadletters import DeadLetter, ReplayState, from_record
+from reprocessor.deadletters import DeadLetter, ReplayState, from_record, use_correlation_header
+from reprocessor.options import Env
 from reprocessor.selection import FIELDS, Selection, SelectionError, parse
+from tests.unit.test_settings import MINIMAL
 
 U, R, D = ReplayState.UNRESOLVED, ReplayState.REPLAYED, ReplayState.DISCARDED
 
@@ -446,3 +450,34 @@ def test_trace_selects_the_dead_letters_of_one_request() -> None:
     selection = parse(f"trace={trace}")
     assert selection.matches(on_trace, ReplayState.UNRESOLVED)
     assert not selection.matches(other, ReplayState.UNRESOLVED)
+
+
+def test_trace_falls_back_to_the_header_the_pipeline_names(tmp_path: Path) -> None:
+    """`correlation_header = "x-request-id"` in the config: a dead letter without a valid
+    `traceparent` is on the request its named header says (a `traceparent` still wins)."""
+    failure = Failure(Category.VALIDATION, "E", "m", failed_at_ms=1, pipeline="p")
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+    def letter(headers: tuple[tuple[str, bytes | None], ...]) -> DeadLetter:
+        rec = SourceRecord("orders", 0, 1, 1, b"k", b"v", headers)
+        return from_record("dlq", 0, 1, 1, b"k", b"v", build_dead_letter(rec, failure))
+
+    named = letter((("x-request-id", b"req-42"),))
+    config = tmp_path / "lazarus.toml"
+    config.write_text(
+        MINIMAL.replace(
+            'pipeline = "orders"', 'correlation_header = "x-request-id"\npipeline = "orders"'
+        )
+    )
+    both = letter(
+        (("x-request-id", b"req-42"), ("traceparent", f"00-{trace}-00f067aa0ba902b7-01".encode()))
+    )
+    assert named.trace is None
+    env = Env(config, None, (), {}, False, None)
+    try:
+        assert env.settings is not None  # a dlq command loads its config: the header is set
+        assert named.trace == "req-42" and both.trace == trace
+        assert parse("trace=req-42").matches(named, ReplayState.UNRESOLVED)
+        assert not parse("trace=req-42").matches(both, ReplayState.UNRESOLVED)
+    finally:
+        use_correlation_header(None)
