@@ -110,6 +110,8 @@ def _string(buf: bytes, pos: int) -> tuple[str, int]:
 
 
 def _skip_long(buf: bytes, pos: int, path: list[str]) -> int:
+    if pos < len(buf) and buf[pos] < 0x80:  # a one-byte varint, inline
+        return pos + 1
     return _long(buf, pos)[1]
 
 
@@ -118,6 +120,14 @@ def _skip_bytes(buf: bytes, pos: int, path: list[str]) -> int:
 
 
 def _skip_string(buf: bytes, pos: int, path: list[str]) -> int:
+    if pos < len(buf) and buf[pos] < 0x80:  # a length of one byte (most strings), inline
+        byte = buf[pos]
+        size = (byte >> 1) ^ -(byte & 1)
+        end = pos + 1 + size
+        if size < 0 or end > len(buf):
+            raise EOFError
+        buf[pos + 1 : end].decode()  # UnicodeDecodeError as `read_utf8`
+        return end
     return _string(buf, pos)[1]
 
 

@@ -118,9 +118,38 @@ def validation_failed(
     keep_messages: Redactor | None = None,
     errors: list[ErrorDetails] | None = None,
 ) -> ValidationFailed:
-    """The `ValidationFailed` for a pydantic `ValidationError` (whose own text is never used)."""
-    details = error_details(exc, model, keep_messages, errors)
-    return ValidationFailed(summarise(model.__name__, details, exc.error_count()), details=details)
+    """The `ValidationFailed` for a pydantic `ValidationError` (whose own text is never used).
+
+    Built once per shape of error (model, count, and each error's type, location and message)
+    when messages are withheld: one cause repeats the same shape record after record. With a
+    `keep_messages` hook (the user's, called per record) or a union tag error (whose message
+    is built from its context) it is built afresh."""
+    if errors is None:
+        errors = exc.errors(include_url=False, include_input=False)
+    total = exc.error_count()
+    shape = _shape(model, total, errors) if keep_messages is None else ()
+    known = _FAILED.get(shape) if shape else None
+    if known is None:
+        details = error_details(exc, model, keep_messages, errors)
+        known = (summarise(model.__name__, details, total), tuple(details))
+        if shape:
+            if len(_FAILED) >= _MAX_FAILED:
+                _FAILED.clear()
+            _FAILED[shape] = known
+    message, cached = known
+    return ValidationFailed(message, details=[dict(entry) for entry in cached])
+
+
+_FAILED: dict[tuple[object, ...], tuple[str, tuple[dict[str, str], ...]]] = {}
+_MAX_FAILED = 512
+
+
+def _shape(model: type[BaseModel], total: int, errors: list[ErrorDetails]) -> tuple[object, ...]:
+    """What `validation_failed`'s result depends on, or () (not cached) for a union tag."""
+    parts = tuple((e["type"], e["loc"], e["msg"]) for e in errors[:MAX_DETAILS])
+    if any(part[0] == "union_tag_invalid" for part in parts):
+        return ()
+    return (model, total, parts)
 
 
 def validator_crashed(

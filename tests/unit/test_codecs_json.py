@@ -241,3 +241,49 @@ def test_arbitrary_bytes_raise_only_record_errors(data: bytes) -> None:
         JsonCodec(Loose).decode(data)
     except RecordError as error:
         assert error.message
+
+
+def test_a_repeated_error_shape_is_described_once_and_handed_out_fresh(
+    order_model: type[BaseModel],
+) -> None:
+    """`validation_failed` remembers a shape of error (messages withheld): the same message and
+    details every time, each record its own detail dicts; a keep hook still runs per record."""
+    codec = JsonCodec(order_model)
+    bad = json.dumps({"order_id": "o", "items": [{"sku": "s", "qty": 0}]}).encode()
+
+    def failure(c: JsonCodec, data: bytes) -> ValidationFailed:
+        with pytest.raises(ValidationFailed) as caught:
+            c.decode(data)
+        return caught.value
+
+    first = failure(codec, bad)
+    first.details[0]["loc"] = "mutated"
+    second = failure(codec, bad)
+    assert second.message == first.message
+    assert second.details[0]["loc"] != "mutated"
+    assert second.details == failure(JsonCodec(order_model), bad).details
+    other = json.dumps({"order_id": "o", "items": [{"sku": "s", "qty": -1}, {"qty": 1}]})
+    assert failure(codec, other.encode()).message != second.message
+
+
+class Checked(BaseModel):
+    code: str
+
+    @field_validator("code")
+    @classmethod
+    def known(cls, value: str) -> str:
+        raise ValueError(f"unknown code {value}")
+
+
+def test_a_keep_hook_runs_for_every_record() -> None:
+    seen: list[str] = []
+    keeping = JsonCodec(Checked, keep_messages=lambda text: seen.append(text) or text)
+    withheld = JsonCodec(Checked)
+    for code in ("c-1", "c-2"):
+        with pytest.raises(ValidationFailed) as kept:
+            keeping.decode(json.dumps({"code": code}).encode())
+        assert code in kept.value.details[0]["msg"]
+        with pytest.raises(ValidationFailed) as hidden:
+            withheld.decode(json.dumps({"code": code}).encode())
+        assert code not in hidden.value.details[0]["msg"]
+    assert len(seen) == 2
