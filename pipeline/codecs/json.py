@@ -145,11 +145,17 @@ _MAX_FAILED = 512
 
 
 def _shape(model: type[BaseModel], total: int, errors: list[ErrorDetails]) -> tuple[object, ...]:
-    """What `validation_failed`'s result depends on, or () (not cached) for a union tag."""
+    """What `validation_failed`'s result depends on, or () (not cached) for a union tag or
+    messages too long to keep."""
     parts = tuple((e["type"], e["loc"], e["msg"]) for e in errors[:MAX_DETAILS])
     if any(part[0] == "union_tag_invalid" for part in parts):
         return ()
+    if sum(len(part[2]) for part in parts) > _MAX_SHAPE_TEXT:  # never hold much text
+        return ()
     return (model, total, parts)
+
+
+_MAX_SHAPE_TEXT = 8192
 
 
 def validator_crashed(

@@ -16,6 +16,7 @@ import operator
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import TypeAlias
 
 from pipeline.errors import Category
@@ -380,13 +381,21 @@ def _error_block(failure: Failure, include_stacktrace: bool) -> tuple[tuple[Head
     stacktrace = failure.stacktrace if include_stacktrace else None
     try:  # dict.items of each entry, in C; a mapping of another type builds afresh
         details = tuple(map(tuple, map(dict.items, failure.details)))
-        return _cached_error_block(
-            failure.category, failure.error_type, failure.message, details, stacktrace
-        )
+        text = len(failure.message) + len(stacktrace or "")
+        text += sum(map(len, chain.from_iterable(map(dict.values, failure.details))))
+        if text <= _MAX_CACHED_TEXT:  # a key holds the cause's whole text: keep them small
+            return _cached_error_block(
+                failure.category, failure.error_type, failure.message, details, stacktrace
+            )
     except TypeError:  # an unhashable detail value, or not a dict: build it afresh
-        return _error_headers(
-            failure.category, failure.error_type, failure.message, failure.details, stacktrace
-        )
+        pass
+    return _error_headers(
+        failure.category, failure.error_type, failure.message, failure.details, stacktrace
+    )
+
+
+_MAX_CACHED_TEXT = 32_768
+"""Causes with more text than this (a huge kept message) are encoded afresh, never cached."""
 
 
 @functools.lru_cache(maxsize=256)

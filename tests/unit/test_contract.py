@@ -505,6 +505,17 @@ def test_a_cause_built_once_is_reused_only_for_the_same_cause() -> None:
     assert WORKER not in names(built(worker=None))
 
 
+def test_a_cause_with_a_huge_text_is_encoded_but_not_kept() -> None:
+    from pipeline.core import contract
+
+    huge = "x" * 100_000
+    before = contract._cached_error_block.cache_info().currsize
+    first, second = built(message=huge), built(message=huge)
+    assert first == second
+    assert only(first, ERROR_MESSAGE) == truncate_utf8(huge, MESSAGE_LIMIT)
+    assert contract._cached_error_block.cache_info().currsize == before
+
+
 def test_incoming_dlq_headers_are_replaced_not_duplicated() -> None:
     old = built(pipeline="old", attempts=9)
     record = dataclasses.replace(RECORD, headers=(*old, ("after", b"x")))
