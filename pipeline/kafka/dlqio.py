@@ -159,10 +159,21 @@ def ensure_compacted(conf: KafkaConf, topic: str, partitions: int = 1) -> bool:
 
 
 def _admin(conf: KafkaConf) -> Any:
+    """An admin client for `conf`, the same one for the same configuration: a command asks
+    several questions (does the ledger exist, how many partitions, does the target exist) and
+    each new client costs a connection and a metadata round trip (~50 ms)."""
     try:
-        return admin.admin_client(conf)
+        try:
+            return _shared_admin(tuple(sorted(conf.items(), key=lambda item: item[0])))
+        except TypeError:  # a value that cannot be a cache key: a client of its own
+            return admin.admin_client(conf)
     except KafkaException as exc:
         raise ConfigError(f"librdkafka rejected the configuration: {_text(exc)}") from exc
+
+
+@functools.lru_cache(maxsize=4)
+def _shared_admin(conf: tuple[tuple[str, str | int | float | bool], ...]) -> Any:
+    return admin.admin_client(dict(conf))
 
 
 def _text(exc: BaseException) -> str:
