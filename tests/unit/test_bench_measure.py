@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bench.measure import (
@@ -123,3 +125,29 @@ def test_ratio_table_and_targets() -> None:
     assert found[("ALO rate ÷ quix rate ≥ 2", "avro-5")]["met"] is False
     assert found[("ALO rate ÷ ceiling rate ≥ 0.6", "avro-5")]["value"] == pytest.approx(0.3)
     assert found[("lazarus-alos rate at 50% bad ÷ at 0% ≥ 0.5", "avro")]["value"] == 0.25
+
+
+def test_base_contenders_run_the_other_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`base-alos`/`base-eos` run `--lazarus-base`'s executable in its own checkout, with its
+    schemas; the other Lazarus contenders keep this checkout's build."""
+    from bench.contenders import CONTENDERS
+    from bench.contenders.job import Job
+    from bench.workloads import REPO
+
+    root = tmp_path / "old"
+    for folder in ("schemas", "pipeline", ".venv/bin"):
+        (root / folder).mkdir(parents=True)
+    monkeypatch.setenv("LAZARUS_BENCH_BASE_BIN", str(root / ".venv/bin/lazarus"))
+    monkeypatch.delenv("LAZARUS_BENCH_BIN", raising=False)
+    monkeypatch.delenv("LAZARUS_BENCH_PROFILE", raising=False)
+    job = Job("b:1", "in", "out", "dlq", "g", "avro")
+    base, new = CONTENDERS["base-eos"], CONTENDERS["lazarus-eos"]
+    assert base.cwd() == root and new.cwd() == REPO
+    argv = base.argv(job, tmp_path)
+    assert argv[0] == str(root / ".venv/bin/lazarus")
+    config = Path(argv[argv.index("--config") + 1]).read_text()
+    assert f'schema_dir = "{root / "schemas/avro"}"' in config
+    assert 'delivery = "exactly-once"' in config
+    assert new.argv(job, tmp_path)[0] == str(REPO / ".venv/bin/lazarus")
