@@ -275,7 +275,6 @@ class Transactions(Delivery):
         self._tally = Tally()
         self._batch = 0
         self._open = False
-        self._started = 0.0
         self._rewind_all = False
         self._abort_pending = False
         self._renewals: deque[float] = deque()
@@ -297,7 +296,6 @@ class Transactions(Delivery):
                 self._failed(exc.error)
                 raise
             self._open = True
-            self._started = self.clock()
         for out in routed.outputs:
             self.sink.produce(out, self._batch)
         self.positions[(rec.topic, rec.partition)] = rec.offset + 1
@@ -306,6 +304,7 @@ class Transactions(Delivery):
         self._tally.add(tally)
         if not self._open:
             return self.poll(now)
+        routed_at = self.clock()  # ack latency counts from here, as at-least-once's does
         try:
             failure = self._delivery_failure(self.sink.poll(0))
         except SinkFailure as exc:
@@ -327,7 +326,7 @@ class Transactions(Delivery):
         self.positions.clear()
         self.last_committed.update(offsets)
         tally, self._tally = self._tally, Tally()
-        tally.ack_seconds.append(max(0.0, self.clock() - self._started))
+        tally.ack_seconds.append(max(0.0, self.clock() - routed_at))
         self.metrics.pending.add(tally)
         self._committed_now()
         return Polled(None, progress=True)

@@ -151,8 +151,8 @@ class WorkerMetrics:
         )
         self.ack_latency = Histogram(
             "lazarus_produce_ack_latency_seconds",
-            "From a batch's first produce until the broker acknowledged all of it (exactly-once: "
-            "until its transaction committed).",
+            "From the end of a batch's routing until the broker acknowledged all of it "
+            "(exactly-once: until its transaction committed).",
             labels,
             buckets=BATCH_BUCKETS,
             registry=registry,

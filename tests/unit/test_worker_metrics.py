@@ -44,3 +44,27 @@ def test_histograms_are_observed_per_batch_and_counters_per_acknowledged_record(
     assert r.sample("lazarus_produce_failures_total", target="dlq") == 0
     assert 1000 < r.sample("lazarus_last_commit_timestamp_seconds") <= r.clock.now
     assert r.sample("lazarus_commits_total") >= 1
+
+
+@MODES
+def test_ack_latency_counts_from_the_end_of_routing_in_both_modes(exactly_once: bool) -> None:
+    """Routing that takes 2 s a record (a slow processor) is batch duration, not ack latency:
+    the fake acknowledges at once, so the latency stays 0 in both modes (exactly-once counted
+    from the transaction's start, routing included)."""
+    clocks = []
+
+    def slow(event: object, ctx: object) -> object:
+        clocks[0].advance(2.0)
+        return event
+
+    r = rig(exactly_once=exactly_once, processor=slow)
+    clocks.append(r.clock)
+    for i in range(3):
+        r.cluster.append(SOURCE, good(i))
+    r.steps(1)
+    r.clock.advance(1.5)
+    r.steps(1)
+    r.flush_metrics()
+    assert r.sample("lazarus_batch_duration_seconds_sum") >= 6.0
+    assert r.sample("lazarus_produce_ack_latency_seconds_count") >= 1
+    assert r.sample("lazarus_produce_ack_latency_seconds_sum") < 1.0
