@@ -33,8 +33,10 @@ NOTES = {
     "kafka": "librdkafka properties for every client, passed through verbatim",
     "consumer": "librdkafka properties for the consumer only",
     "producer": "librdkafka properties for producers only",
-    "batch_size": "records per poll (and per transaction in exactly-once mode)",
+    "batch_size": "records per poll",
     "commit_interval_ms": "at-least-once: how often safe offsets are committed",
+    "transaction_ms": "exactly-once: how long a transaction may span batches before it commits "
+    "(0: one per batch)",
     "policy.crash_limit": "a record on which this many processes died in a row is dead-lettered "
     "as `crashed`, unprocessed (0: never)",
     "reprocessor.mask": "fields `dlq` masks in everything it prints, as `--mask` "

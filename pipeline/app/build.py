@@ -324,7 +324,14 @@ def _delivery(
         timeout = float(props.get("transaction.timeout.ms", 60_000)) / 1000
         sink = KafkaSink(props, transactional_id=txn_id)
         return Transactions(
-            sink, source, metrics, time.monotonic, time.time, settings.dlq.topic, timeout_s=timeout
+            sink,
+            source,
+            metrics,
+            time.monotonic,
+            time.time,
+            settings.dlq.topic,
+            timeout_s=timeout,
+            linger_s=settings.transaction_ms / 1000,
         )
     return AtLeastOnce(
         KafkaSink(props),

@@ -165,6 +165,7 @@ class Settings(BaseSettings):
     producer: dict[str, PassThrough] = Field(default_factory=dict)
     batch_size: int = Field(default=500, ge=1)
     commit_interval_ms: int = Field(default=1000, ge=0)
+    transaction_ms: int = Field(default=100, ge=0)
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
     correlation_header: str | None = None

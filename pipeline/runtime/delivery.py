@@ -85,8 +85,9 @@ class Delivery(ABC):
         """Produce `routed`'s records for `rec`; `SinkFailure` when one is refused at once."""
 
     @abstractmethod
-    def end(self, now: float, tally: Tally) -> Polled:
-        """The batch is routed; `tally` counts once the broker has it all."""
+    def end(self, now: float, tally: Tally, *, final: bool = True) -> Polled:
+        """The batch is routed; `tally` counts once the broker has it all. `final=False`: the
+        worker's loop ending a batch, which exactly-once may keep open for the next ones."""
 
     @abstractmethod
     def commit_marks(self, marks: dict[TP, Committed]) -> None:
@@ -156,7 +157,7 @@ class AtLeastOnce(Delivery):
             raise
         batch.add((rec.topic, rec.partition), rec.offset, produced)
 
-    def end(self, now: float, tally: Tally) -> Polled:
+    def end(self, now: float, tally: Tally, *, final: bool = True) -> Polled:
         batch, self._batch = self._batch, None
         if batch is not None:
             batch.tag = tally
@@ -255,7 +256,11 @@ class AtLeastOnce(Delivery):
 
 
 class Transactions(Delivery):
-    """Exactly-once: one transaction per batch holding outputs, dead letters and offsets."""
+    """Exactly-once: transactions holding outputs, dead letters and offsets. A transaction
+    spans the loop's batches for up to `linger_s` (Kafka Streams' `commit.interval.ms` under
+    exactly-once): a commit costs a few round trips whatever its size, so one per batch bound
+    the rate by latency, not work. Anything else that ends a batch (a retry wait, a crash mark,
+    a rebalance, shutdown) commits at once; an idle loop commits once the time is up."""
 
     def __init__(
         self,
@@ -267,9 +272,12 @@ class Transactions(Delivery):
         dlq_topic: str,
         *,
         timeout_s: float,
+        linger_s: float = 0.0,
     ) -> None:
         super().__init__(sink, source, metrics, clock, wall, dlq_topic)
         self.timeout_s = timeout_s
+        self.linger_s = linger_s
+        self._opened_at = 0.0
         self.positions: dict[TP, int] = {}
         self.assigned: set[TP] = set()
         self._tally = Tally()
@@ -296,14 +304,17 @@ class Transactions(Delivery):
                 self._failed(exc.error)
                 raise
             self._open = True
+            self._opened_at = self.clock()
         for out in routed.outputs:
             self.sink.produce(out, self._batch)
         self.positions[(rec.topic, rec.partition)] = rec.offset + 1
 
-    def end(self, now: float, tally: Tally) -> Polled:
+    def end(self, now: float, tally: Tally, *, final: bool = True) -> Polled:
         self._tally.add(tally)
         if not self._open:
             return self.poll(now)
+        if not final and not self._due():
+            return self.poll(now)  # acknowledgements folded: a failed send aborts at once
         routed_at = self.clock()  # ack latency counts from here, as at-least-once's does
         try:
             failure = self._delivery_failure(self.sink.poll(0))
@@ -413,7 +424,13 @@ class Transactions(Delivery):
         self.positions.clear()
         self.metrics.pending.aborts += 1
 
+    def _due(self) -> bool:
+        """The open transaction has lingered long enough to commit."""
+        return self.clock() - self._opened_at >= self.linger_s
+
     def poll(self, now: float) -> Polled:
+        if self._open and not self._abort_pending and self.linger_s > 0 and self._due():
+            return self.end(now, Tally())  # a paused or idle loop still commits in time
         try:
             acks = self.sink.poll(0)
         except SinkFailure as exc:

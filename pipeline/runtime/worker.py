@@ -155,7 +155,7 @@ class Worker:
         if records:
             self._tally.batch_seconds.append(ended - started)
         tally, self._tally = self._tally, Tally()
-        self._react(self.delivery.end(ended, tally), ended)
+        self._react(self.delivery.end(ended, tally, final=False), ended)
         self._watch(ended)
 
     def _route(self, rec: SourceRecord) -> None:

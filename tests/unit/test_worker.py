@@ -89,6 +89,7 @@ def rig(
     dlq_max_bytes: int = 1_048_588,
     cluster: FakeCluster | None = None,
     crash_limit: int = 0,
+    linger_s: float = 0.0,
 ) -> Rig:
     clock = Clock()
     cluster = cluster or FakeCluster(partitions=partitions)
@@ -115,7 +116,9 @@ def rig(
         handler.holds = parse_rules(holds.encode(), Path("holds.toml"))
     delivery: Delivery
     if exactly_once:
-        delivery = Transactions(sink, source, metrics, clock, clock, DLQ, timeout_s=5)
+        delivery = Transactions(
+            sink, source, metrics, clock, clock, DLQ, timeout_s=5, linger_s=linger_s
+        )
     else:
         delivery = AtLeastOnce(
             sink, source, metrics, clock, clock, DLQ, commit_interval_s=0.0, stall_s=30
@@ -501,6 +504,38 @@ def test_its_own_mark_on_a_regained_partition_is_no_death() -> None:
     r.steps(1)
     assert not r.worker.crashes.suspects
     assert len(values(r, OUTPUT)) == 8
+
+
+def test_an_exactly_once_transaction_spans_batches_until_its_time_is_up() -> None:
+    """`transaction_ms`: three batches in one transaction, committed by the idle loop once the
+    time is up (nothing visible or committed before); a retry wait still commits at once."""
+    r = rig(exactly_once=True, linger_s=1.0)
+    for i in range(250):
+        r.cluster.append(SOURCE, good(i))
+    r.steps(3)  # batches of 100, 100, 50 within 0.03 s
+    assert r.sink.transactions == 0 and values(r, OUTPUT) == []
+    assert (SOURCE, 0) not in r.cluster.committed
+    r.clock.advance(1.0)
+    r.steps(1)  # nothing new to read: the open transaction commits
+    assert r.sink.transactions == 1 and len(values(r, OUTPUT)) == 250
+    assert r.cluster.committed[(SOURCE, 0)] == Committed(250)
+
+
+def test_a_lingering_transaction_commits_before_a_retry_wait() -> None:
+    calls: list[object] = []
+
+    def flaky(event: object, ctx: Any) -> object:
+        calls.append(event)
+        if len(calls) == 2:
+            raise TimeoutError("dependency slow")
+        return event
+
+    r = rig(exactly_once=True, linger_s=60.0, processor=flaky)
+    for i in range(3):
+        r.cluster.append(SOURCE, good(i))
+    r.steps(1)
+    # the record before the wait is committed at once, 60 s of linger notwithstanding
+    assert r.sink.transactions == 1 and r.cluster.committed[(SOURCE, 0)] == Committed(1)
 
 
 def test_dead_letter_log_lines_carry_the_correlation_id(caplog: pytest.LogCaptureFixture) -> None:
