@@ -456,7 +456,7 @@ class FittedDeadLetter:
     """A dead letter sized for the DLQ: `value` is None and `omitted` True for an oversize one."""
 
     value: bytes | None
-    headers: Headers
+    headers: Sequence[Header]
     omitted: bool
 
 
@@ -468,10 +468,9 @@ def fit_dead_letter(
     `dlq.value.omitted` (key and original headers stay). The result may still exceed
     `max_bytes` when the key and headers alone do; the broker then refuses it, and the caller
     must treat that refusal as a property of the record, never as an outage."""
-    kept = list(headers)
-    if record_size(key, value, kept) <= max_bytes:
-        return FittedDeadLetter(value, kept, omitted=False)
-    kept = drop_optional(kept)
+    if record_size(key, value, headers) <= max_bytes:
+        return FittedDeadLetter(value, headers, omitted=False)  # as built, not copied
+    kept = drop_optional(headers)
     if record_size(key, value, kept) <= max_bytes:
         return FittedDeadLetter(value, kept, omitted=False)
     kept.append(omitted_value_header(value))  # last, as in the page's table

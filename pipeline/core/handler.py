@@ -204,10 +204,7 @@ class Handler:
 
     def _decode(self, rec: SourceRecord) -> Decoded:
         assert rec.value is not None
-        codec = self.codecs.get(rec.topic) if rec.topic != self.redrive_topic else None
-        if codec is None:  # a redrive record, or a topic without a codec (which raises)
-            codec = self._codec_for(rec)
-        return codec.decode(rec.value)
+        return self._codec_for(rec).decode(rec.value)
 
     def _tombstone(self, rec: SourceRecord, now_ms: int) -> Routed:
         """A null value: held like any record of its key, then forwarded or dead-lettered by
@@ -320,9 +317,6 @@ class Handler:
         headers, digest = contract.dead_letter_headers(
             rec, full, include_stacktrace=self.stacktraces
         )
-        if contract.record_size(rec.key, rec.value, headers) <= self.dlq_max_bytes:
-            output = Output(self.dlq_topic, rec.key, rec.value, tuple(headers))  # as it fits
-        else:
-            fitted = contract.fit_dead_letter(rec.key, rec.value, headers, self.dlq_max_bytes)
-            output = Output(self.dlq_topic, rec.key, fitted.value, tuple(fitted.headers))
+        fitted = contract.fit_dead_letter(rec.key, rec.value, headers, self.dlq_max_bytes)
+        output = Output(self.dlq_topic, rec.key, fitted.value, tuple(fitted.headers))
         return Routed((output,), "dead_lettered", full, digest)
