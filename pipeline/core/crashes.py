@@ -30,14 +30,16 @@ def mark(offset: int, attempt: int, process: str = "") -> str:
 
 def parse_mark(metadata: str) -> tuple[int, int] | None:
     """`(offset, attempt)` of a mark, None for any other metadata (never raises)."""
-    found = _MARK.fullmatch(metadata or "")
-    return None if found is None else (int(found.group(1)), int(found.group(2)))
+    found = _parse(metadata)
+    return None if found is None else found[:2]
 
 
-def mark_owner(metadata: str) -> str:
-    """The process that wrote a mark ('' for a mark of an older version or no mark)."""
+def _parse(metadata: str) -> tuple[int, int, str] | None:
+    """`(offset, attempt, process)` of a mark (process '' for a mark of an older version)."""
     found = _MARK.fullmatch(metadata or "")
-    return "" if found is None else found.group(3) or ""
+    if found is None:
+        return None
+    return int(found.group(1)), int(found.group(2)), found.group(3) or ""
 
 
 @dataclass(slots=True)
@@ -72,9 +74,10 @@ class CrashGuard:
     def assigned(self, tp: TP, committed_offset: int, metadata: str) -> str | None:
         """A partition arrived with this committed position. Returns the mark to commit on it
         before anything is processed (None when suspect, or without a committed offset)."""
-        found = parse_mark(metadata)
+        found = _parse(metadata)
         if found is not None and found[0] == committed_offset:
-            deaths = found[1] - 1 if mark_owner(metadata) == self.process else found[1]
+            _, attempt, process = found
+            deaths = attempt - 1 if process == self.process else attempt
             if deaths > 0:
                 self.suspects[tp] = Suspect(committed_offset, deaths, self.careful_records)
                 return None  # `before` marks each record while the partition is suspect

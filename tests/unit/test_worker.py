@@ -438,16 +438,22 @@ def test_a_clean_stop_leaves_no_mark() -> None:
     assert not again.worker.crashes or not again.worker.crashes.suspects
 
 
+def suspect(records: int, exactly_once: bool) -> tuple[FakeCluster, Rig]:
+    """`records` good inputs on a partition whose committed offset carries another process's
+    mark (so it is suspect), and a worker with crash protection (careful for 20 records)."""
+    cluster = FakeCluster()
+    for i in range(records):
+        cluster.append(SOURCE, good(i))
+    cluster.committed[(SOURCE, 0)] = Committed(0, mark(0, 1, "0123456789abcdef"))
+    return cluster, rig(exactly_once=exactly_once, cluster=cluster, crash_limit=3)
+
+
 @pytest.mark.parametrize("exactly_once", [False, True])
 def test_a_suspect_partition_is_worked_through_in_one_batch(exactly_once: bool) -> None:
     """Another process's mark on the committed offset: each record is marked, routed and made
     durable before the next, within one poll (a seek and re-read per record held a suspect
     partition to about 2 records/s on a real broker)."""
-    cluster = FakeCluster()
-    for i in range(12):
-        cluster.append(SOURCE, good(i))
-    cluster.committed[(SOURCE, 0)] = Committed(0, mark(0, 1, "0123456789abcdef"))
-    r = rig(exactly_once=exactly_once, cluster=cluster, crash_limit=3)
+    cluster, r = suspect(12, exactly_once)
     r.steps(1)
     assert len(values(r, OUTPUT)) == 12
     assert cluster.committed[(SOURCE, 0)] == Committed(12)
@@ -465,11 +471,7 @@ def test_the_end_of_careful_mode_mid_batch_duplicates_nothing(exactly_once: bool
     batch is routed once. (It used to be routed, then read again after a seek back to the last
     careful record: 99 duplicates per suspect partition in the fault suite, at every batch size
     of 100, in exactly-once mode too.)"""
-    cluster = FakeCluster()
-    for i in range(50):
-        cluster.append(SOURCE, good(i))
-    cluster.committed[(SOURCE, 0)] = Committed(0, mark(0, 1, "0123456789abcdef"))
-    r = rig(exactly_once=exactly_once, cluster=cluster, crash_limit=3)
+    cluster, r = suspect(50, exactly_once)
     r.steps(30)
     forwarded = [json.loads(v or b"{}")["payment_id"] for v in values(r, OUTPUT)]
     assert forwarded == [f"p-{i}" for i in range(50)]
