@@ -31,6 +31,14 @@ def _line(text: str, level: int = logging.ERROR) -> logging.LogRecord:
     return logging.LogRecord("lazarus.kafka", level, __file__, 1, text, None, None)
 
 
+def test_a_transactional_producer_retries_a_busy_coordinator_soon() -> None:
+    """CONCURRENT_TRANSACTIONS after each commit was retried after librdkafka's 100 ms, which
+    bound every exactly-once transaction to 100 ms or more."""
+    assert producer_config({}, "tx-1")["retry.backoff.ms"] == 10
+    assert "retry.backoff.ms" not in producer_config({})  # idempotent only: librdkafka's own
+    assert producer_config({"retry.backoff.ms": 50}, "tx-1")["retry.backoff.ms"] == 50
+
+
 def test_librdkafka_repeats_are_logged_once_and_refused_logins_not_at_all() -> None:
     quieter = _Quieter(every_s=60)
     refused = "FAIL [rdkafka#producer-1] [thrd:b]: SASL authentication error: Authentication failed"
