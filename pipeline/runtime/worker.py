@@ -161,15 +161,16 @@ class Worker:
     def _route(self, rec: SourceRecord) -> None:
         """Handle one record, retrying in place with the partitions paused; produce its route."""
         attempt, first_at = 1, self.wall()
+        now = first_at
         while True:
-            outcome = self.handler.handle(rec, attempt, first_at, self.wall())
+            outcome = self.handler.handle(rec, attempt, first_at, now)
             if isinstance(outcome, Routed):
                 break
             if not self._retry_wait(rec, outcome):
                 return
             if self._revoked and (rec.topic, rec.partition) not in self.assigned:
                 return  # revoked during the wait: the new owner reads it
-            attempt += 1
+            attempt, now = attempt + 1, self.wall()
         failure = outcome.failure
         if self.flood is not None:
             dead = failure is not None and failure.category is not Category.HELD
