@@ -29,7 +29,7 @@ from pipeline.kafka import dlqio
 from pipeline.kafka.follow import Cluster
 from reprocessor import index_query, indexed, plans, render, replay_batches
 from reprocessor.deadletters import DeadLetter, ReplayState, from_record
-from reprocessor.index_rows import Row, fast_row
+from reprocessor.index_rows import Row, RowView, fast_row
 from reprocessor.ledger import Plan, new_run_id, state_dir
 from reprocessor.options import PLAN_OPTIONS, Env, change_of, fix_pairs, window
 from reprocessor.payloads import Fixed
@@ -46,7 +46,7 @@ from reprocessor.replay import (
     Target,
     TargetMode,
     prepare,
-    refusal,
+    refusal_of,
     transactional_id,
 )
 from reprocessor.replay_batches import Copies, PlanMatch, copies_of
@@ -169,17 +169,18 @@ def write_plan(
 ) -> tuple[StoredPlan, Summary]:
     """Select the unresolved dead letters (at most --limit) and write the plan as they are
     read. ConfigError (exit 2), with no plan left behind, when the target cannot place some."""
-    win, limit = window(opts), opts["limit"]
-    hashed = recipe.fix is not None or not index_query.answerable(win)
+    win, limit, topic = window(opts), opts["limit"], plan.dlq_topic
     with plans.PlanWriter(folder, plan) as writer:
-        for count, letter in enumerate(_unresolved(env, plan.dlq_topic, win, hashed), start=1):
-            found = restored(env, letter) if hashed else letter
-            if isinstance(found, Refused):
-                writer.refuse(letter, found.reason)
-            else:
-                _plan_one(writer, found, recipe, hashed=hashed)
-            if count == limit:
-                break
+        if recipe.fix is None and index_query.answerable(win):
+            for view in itertools.islice(_indexed(env, topic, win), limit):
+                _plan_row(writer, view, recipe)
+        else:
+            for letter in itertools.islice(_scanned(env, topic, win), limit):
+                found = restored(env, letter)
+                if isinstance(found, Refused):
+                    writer.refuse(letter, found.reason)
+                else:
+                    _plan_one(writer, found, recipe)
         summary = writer.summary
         if summary.homeless:
             raise recipe.target.homeless(summary.homeless, summary.homeless_dialects)
@@ -187,17 +188,23 @@ def write_plan(
     return StoredPlan(writer.plan, writer.folder), summary
 
 
-def _plan_one(writer: plans.PlanWriter, dl: DeadLetter, recipe: Recipe, *, hashed: bool) -> None:
-    if not hashed:  # from the index: no value to fix or hash; the replay checks it
-        reason = refusal(dl, recipe)
-        if reason is None:
-            writer.add(dl, None, recipe.target.topic_for(dl), hashed=False)
-        else:
-            writer.refuse(dl, reason, homeless=recipe.target.topic_for(dl) is None)
-        return
+def _plan_row(writer: plans.PlanWriter, view: RowView, recipe: Recipe) -> None:
+    """Plan a dead letter from its index row: no value to fix or hash (the replay reads and
+    checks it), and no `DeadLetter` made. The row's letter names no foreign dialect, so its
+    target is `Target.topic_for` of that letter, and its refusal `replay.refusal`'s."""
+    topic = recipe.target.topic_of(view.pipeline, view.origin, view.source_topic)
+    reason = refusal_of(view.replay_count, recipe, topic)
+    if reason is None:
+        writer.add(view, None, topic, hashed=False)
+    else:
+        writer.refuse(view, reason, homeless=topic is None)
+
+
+def _plan_one(writer: plans.PlanWriter, dl: DeadLetter, recipe: Recipe) -> None:
+    """Plan a dead letter read from the topic: fixed (when the plan has a fix) and hashed."""
     result = prepare(dl, recipe)
     if isinstance(result, Copy):
-        writer.add(dl, result.value, result.topic, hashed=hashed)
+        writer.add(dl, result.value, result.topic)
     else:
         writer.refuse(dl, result.reason, homeless=recipe.target.topic_for(dl) is None)
 
@@ -210,7 +217,8 @@ def discard_selection(env: Env, topic: str, opts: dict[str, Any]) -> Iterator[St
     answer the selection (no value is needed), else from a scan."""
     win = window(opts)
     plan = Plan(new_run_id(), topic, render.now_ms(), env.operator, "", None, ())
-    letters = _unresolved(env, topic, win, not index_query.answerable(win))
+    indexed = index_query.answerable(win)
+    letters: Iterator[plans.Subject] = (_indexed if indexed else _scanned)(env, topic, win)
     with tempfile.TemporaryDirectory(prefix="lazarus-discard-") as folder:
         with plans.PlanWriter(Path(folder), plan) as writer:
             for dl in itertools.islice(letters, opts["limit"]):
@@ -257,17 +265,19 @@ def slim(pair: tuple[DeadLetter, Fixed]) -> tuple[DeadLetter, Fixed]:
     )
 
 
-def _unresolved(env: Env, topic: str, win: Window, read_values: bool) -> Iterator[DeadLetter]:
-    """The selected dead letters no ledger entry decided, in each partition's offset order:
-    from the index when the values are not needed and it can answer, else from a scan."""
+def _indexed(env: Env, topic: str, win: Window) -> Iterator[RowView]:
+    """The selected dead letters no ledger entry decided, in each partition's offset order,
+    from the index (it can answer `win`): rows as the selection sees them, no `DeadLetter`."""
+    shown = render.progress(None, f"index {topic}", quiet=env.quiet)
+    with shown as advance, indexed.caught_up(env.conf(), topic, progress=advance) as index:
+        for view, state in index_query.selected(index, win):
+            if state is ReplayState.UNRESOLVED:
+                yield view
+
+
+def _scanned(env: Env, topic: str, win: Window) -> Iterator[DeadLetter]:
+    """`_indexed` from a scan of the topic: each dead letter read in full (its value too)."""
     conf = env.conf()
-    if not read_values:
-        shown = render.progress(None, f"index {topic}", quiet=env.quiet)
-        with shown as advance, indexed.caught_up(conf, topic, progress=advance) as index:
-            for dl, state in index_query.letters(index, win, None):
-                if state is ReplayState.UNRESOLVED:
-                    yield dl
-        return
     with render.progress(None, f"read {topic}", quiet=env.quiet) as bar:
         for item in scan(conf, topic, win, env.payloads, read_ledger(conf, topic), bar):
             if item.decision.entry is None:
