@@ -3,13 +3,12 @@ back again. Pure: no Kafka, no I/O beyond what a `SchemaSource` does on a cache 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 
-@dataclass(frozen=True, slots=True)
-class Decoded:
-    """A record value that decoded and validated.
+class Decoded(NamedTuple):
+    """A record value that decoded and validated (a named tuple: one per record, and a frozen
+    dataclass cost several times as much to build).
 
     `event` is a dict for Avro (fastavro's types: `datetime` for timestamp logical types, ...)
     and a model instance for JSON. `schema_ref` names what the event was checked against, for

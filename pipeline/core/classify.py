@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from pipeline.errors import Category, RecordError, Retryable
 
@@ -21,9 +21,8 @@ Redactor = Callable[[str], str]
 WITHHELD = 'message redacted; set policy.error_messages = "keep" to record it'
 
 
-@dataclass(frozen=True, slots=True)
-class Classified:
-    """What the dead letter will say about a failure."""
+class Classified(NamedTuple):
+    """What the dead letter will say about a failure (a named tuple: one per dead letter)."""
 
     category: Category
     error_type: str

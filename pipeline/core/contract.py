@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
-from typing import TypeAlias
+from typing import NamedTuple, TypeAlias
 
 from pipeline.errors import Category
 
@@ -111,9 +111,11 @@ _NORMALISERS: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SourceRecord:
-    """The record that failed, as it was read in this hop."""
+    """The record that failed, as it was read in this hop. Never modified: it is not frozen only
+    because one is built for every record consumed, and a frozen dataclass's `__init__` (an
+    `object.__setattr__` per field) costs four times as much."""
 
     topic: str
     partition: int
@@ -124,9 +126,10 @@ class SourceRecord:
     headers: tuple[Header, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Failure:
-    """Why it failed. `message` and `details` must already be free of payload values (no PII)."""
+    """Why it failed. `message` and `details` must already be free of payload values (no PII).
+    Never modified; not frozen for the cost of building one per dead letter (`SourceRecord`)."""
 
     category: Category
     error_type: str
@@ -324,40 +327,83 @@ def dead_letter_headers(
     `dlq.error.*` block (message cut, details JSON, fingerprint) and the pipeline's own headers
     are encoded once per distinct failure and reused, so a dead letter of a known cause only
     encodes its coordinates and times."""
-    if record.headers:
-        inherited = lineage(record.headers)
-        headers = original_headers(record.headers)
-        origin = inherited.origin
-        origin_ms = inherited.origin_timestamp_ms if origin else None
-        replay_count = inherited.replay_count or 0
-    else:
-        headers, origin, origin_ms, replay_count = [], None, None, 0
+    headers, digest, _ = _sized_headers(record, failure, include_stacktrace)
+    return headers, digest
+
+
+def dead_letter(
+    record: SourceRecord, failure: Failure, max_bytes: int, *, include_stacktrace: bool = True
+) -> tuple[FittedDeadLetter, str]:
+    """`fit_dead_letter` of `dead_letter_headers`, and the fingerprint: the worker's one call
+    per dead letter. The headers are sized as they are built (each cached block with its size,
+    counted as `record_size` counts it), so a dead letter that fits is never measured again."""
+    headers, digest, size = _sized_headers(record, failure, include_stacktrace)
+    key, value = record.key, record.value
+    if RECORD_OVERHEAD + len(key or b"") + len(value or b"") + size <= max_bytes:
+        return FittedDeadLetter(value, headers, omitted=False), digest
+    return fit_dead_letter(key, value, headers, max_bytes), digest
+
+
+def _sized_headers(
+    record: SourceRecord, failure: Failure, include_stacktrace: bool
+) -> tuple[Headers, str, int]:
+    """The dead letter's headers, its fingerprint, and the headers' `headers_size`."""
+    headers, origin, origin_ms, replay_count = _inherited(record.headers)
     topic = _topic_bytes(record.topic)
     partition = _number(record.partition)
     offset = _number(record.offset)
     timestamp = _number(record.timestamp_ms)
+    # format_coordinates' text, encoded piecewise: an int's digits are ASCII
+    where = topic + b"/" + partition + b"/" + offset if origin is None else _utf8(origin)
+    since = timestamp if origin_ms is None else _number(origin_ms)
+    attempts, failed_at = _number(failure.attempts), _number(failure.failed_at_ms)
+    replays = _number(replay_count)
+    block, digest, block_size = _error_block(failure, include_stacktrace)
+    own, own_size = _own_headers(
+        failure.pipeline, failure.worker, failure.schema, failure.policy_rule
+    )
+    size = headers_size(headers) if headers else 0
     headers += [
         (VERSION, _VERSION_BYTES),
         (SOURCE_TOPIC, topic),
         (SOURCE_PARTITION, partition),
         (SOURCE_OFFSET, offset),
         (SOURCE_TIMESTAMP, timestamp),
-        # format_coordinates' text, encoded piecewise: an int's digits are ASCII
-        (ORIGIN, topic + b"/" + partition + b"/" + offset if origin is None else _utf8(origin)),
-        (ORIGIN_TIMESTAMP, timestamp if origin_ms is None else _number(origin_ms)),
+        (ORIGIN, where),
+        (ORIGIN_TIMESTAMP, since),
+        *block,
+        (ATTEMPTS, attempts),
+        (FAILED_AT, failed_at),
+        *own,
+        (REPLAY_COUNT, replays),
     ]
-    block, digest = _error_block(failure, include_stacktrace)
-    headers += block
-    headers += [
-        (ATTEMPTS, _number(failure.attempts)),
-        (FAILED_AT, _number(failure.failed_at_ms)),
-    ]
-    headers += _own_headers(failure.pipeline, failure.worker, failure.schema, failure.policy_rule)
-    headers.append((REPLAY_COUNT, _number(replay_count)))
-    return headers, digest
+    values = (topic, partition, offset, timestamp, where, since, attempts, failed_at, replays)
+    size += _RECORD_HEADERS_SIZE + block_size + own_size + sum(map(len, values))
+    return headers, digest, size
+
+
+def _inherited(
+    headers: Sequence[Header] | None,
+) -> tuple[Headers, str | None, int | None, int]:
+    """The record's own non-dlq headers (a new list), and the origin, origin timestamp and
+    replay count its dlq headers pass on (an origin timestamp only together with its origin)."""
+    if not headers:
+        return [], None, None, 0
+    inherited = lineage(headers)
+    origin = inherited.origin
+    origin_ms = inherited.origin_timestamp_ms if origin else None
+    return original_headers(headers), origin, origin_ms, inherited.replay_count or 0
 
 
 _VERSION_BYTES = str(CONTRACT_VERSION).encode("ascii")
+_RECORD_HEADERS_SIZE = len(_VERSION_BYTES) + sum(
+    HEADER_OVERHEAD + len(name)
+    for name in REQUIRED_HEADERS
+    if name not in (ERROR_CATEGORY, ERROR_TYPE, ERROR_MESSAGE, ERROR_FINGERPRINT, PIPELINE)
+)
+"""`headers_size` of the required headers built per record (the `dlq.error.*` block and
+`dlq.pipeline` are sized with their caches), without their values (names are ASCII;
+`dlq.version`'s value is constant)."""
 
 
 @functools.lru_cache(maxsize=1024)
@@ -368,16 +414,18 @@ def _topic_bytes(topic: str) -> bytes:
 @functools.lru_cache(maxsize=256)
 def _own_headers(
     pipeline: str, worker: str | None, schema: str | None, policy_rule: str | None
-) -> tuple[Header, ...]:
-    """`dlq.pipeline` and the optional worker, schema and policy rule headers, in order."""
+) -> tuple[tuple[Header, ...], int]:
+    """`dlq.pipeline` and the optional worker, schema and policy rule headers, in order, and
+    their `headers_size`."""
     optional = ((WORKER, worker), (SCHEMA, schema), (POLICY_RULE, policy_rule))
     present = [(name, _utf8(value)) for name, value in optional if value is not None]
-    return ((PIPELINE, _utf8(pipeline)), *present)
+    own = ((PIPELINE, _utf8(pipeline)), *present)
+    return own, headers_size(own)
 
 
-def _error_block(failure: Failure, include_stacktrace: bool) -> tuple[tuple[Header, ...], str]:
-    """The dlq.error.* headers and the fingerprint, cached per cause (category, type, message,
-    details and the stack trace recorded)."""
+def _error_block(failure: Failure, include_stacktrace: bool) -> tuple[tuple[Header, ...], str, int]:
+    """The dlq.error.* headers, the fingerprint and the headers' `headers_size`, cached per
+    cause (category, type, message, details and the stack trace recorded)."""
     stacktrace = failure.stacktrace if include_stacktrace else None
     try:  # dict.items of each entry, in C; a mapping of another type builds afresh
         details = tuple(map(tuple, map(dict.items, failure.details)))
@@ -405,7 +453,7 @@ def _cached_error_block(
     message: str,
     details: tuple[tuple[tuple[str, str], ...], ...],
     stacktrace: str | None,
-) -> tuple[tuple[Header, ...], str]:
+) -> tuple[tuple[Header, ...], str, int]:
     entries = tuple(dict(entry) for entry in details)
     return _error_headers(category, error_type, message, entries, stacktrace)
 
@@ -416,7 +464,7 @@ def _error_headers(
     message: str,
     details: Sequence[Mapping[str, str]],
     stacktrace: str | None,
-) -> tuple[tuple[Header, ...], str]:
+) -> tuple[tuple[Header, ...], str, int]:
     """The dlq.error.* headers. The fingerprint is taken over the whole message, not the cut one."""
     locations = [entry["loc"] for entry in details if "loc" in entry]
     headers: Headers = [
@@ -431,7 +479,7 @@ def _error_headers(
         headers.append((ERROR_STACKTRACE, truncate_utf8_tail(stacktrace, STACKTRACE_LIMIT)))
     digest = fingerprint(category, error_type, message, locations)
     headers.append((ERROR_FINGERPRINT, _utf8(digest)))
-    return tuple(headers), digest
+    return tuple(headers), digest, headers_size(headers)
 
 
 def drop_optional(headers: Sequence[Header]) -> Headers:
@@ -451,8 +499,7 @@ def omitted_value_header(value: bytes | None) -> Header:
     return (VALUE_OMITTED, f"size={len(data)};sha256={digest}".encode("ascii"))
 
 
-@dataclass(frozen=True, slots=True)
-class FittedDeadLetter:
+class FittedDeadLetter(NamedTuple):
     """A dead letter sized for the DLQ: `value` is None and `omitted` True for an oversize one."""
 
     value: bytes | None
@@ -480,19 +527,17 @@ def fit_dead_letter(
 def record_size(key: bytes | None, value: bytes | None, headers: Sequence[Header]) -> int:
     """An upper estimate of a record's size on the wire, compared with `max.message.bytes`:
     key, value, UTF-8 header names and values, plus RECORD_OVERHEAD and HEADER_OVERHEAD each."""
+    return RECORD_OVERHEAD + len(key or b"") + len(value or b"") + headers_size(headers)
+
+
+def headers_size(headers: Sequence[Header]) -> int:
+    """What `headers` add to `record_size`: UTF-8 names and values, HEADER_OVERHEAD each."""
     # UTF-8 is concatenative (and "replace" turns each unencodable code point into one "?"), so
     # the names' and the values' lengths are the lengths of their joins, summed in C.
     names = "".join(map(_name_of, headers))
     values = b"".join(filter(None, map(_value_of, headers)))
     named = len(names) if names.isascii() else len(_utf8(names))
-    return (
-        RECORD_OVERHEAD
-        + len(key or b"")
-        + len(value or b"")
-        + HEADER_OVERHEAD * len(headers)
-        + named
-        + len(values)
-    )
+    return HEADER_OVERHEAD * len(headers) + named + len(values)
 
 
 _name_of = operator.itemgetter(0)

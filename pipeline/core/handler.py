@@ -8,6 +8,7 @@ import logging
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from pipeline.codecs.base import Codec, Decoded
 from pipeline.core import contract
@@ -50,16 +51,18 @@ class Context:
 Processor = Callable[[object, Context], object]
 
 
-@dataclass(frozen=True, slots=True)
-class Output:
+class Output(NamedTuple):
+    """A record to produce. Named tuples here and in `Routed`: one of each is built per record,
+    and a frozen dataclass's `__init__` (an `object.__setattr__` per field) cost several times
+    as much."""
+
     topic: str
     key: bytes | None
     value: bytes | None
     headers: tuple[Header, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Routed:
+class Routed(NamedTuple):
     """The record is done: these outputs (possibly none, for a dropped event) or one dead letter."""
 
     outputs: tuple[Output, ...]
@@ -110,7 +113,7 @@ class Handler:
         if rec.value is None:
             return self._tombstone(rec, now_ms)
         try:
-            decoded = self._decode(rec)
+            decoded = self._codec_for(rec).decode(rec.value)
         except SchemaUnavailable as exc:
             return self._unavailable(exc, attempt, first_at, now)
         except (DeserializationError, SchemaError, ValidationFailed) as exc:
@@ -201,10 +204,6 @@ class Handler:
         if origin is None:
             raise SchemaError(f"record on {rec.topic} carries no valid dlq.origin header")
         return contract.parse_coordinates(origin)[0]
-
-    def _decode(self, rec: SourceRecord) -> Decoded:
-        assert rec.value is not None
-        return self._codec_for(rec).decode(rec.value)
 
     def _tombstone(self, rec: SourceRecord, now_ms: int) -> Routed:
         """A null value: held like any record of its key, then forwarded or dead-lettered by
@@ -314,9 +313,8 @@ class Handler:
             schema=decoded.schema_ref if decoded is not None else None,
             policy_rule=policy_rule,
         )
-        headers, digest = contract.dead_letter_headers(
-            rec, full, include_stacktrace=self.stacktraces
+        fitted, digest = contract.dead_letter(
+            rec, full, self.dlq_max_bytes, include_stacktrace=self.stacktraces
         )
-        fitted = contract.fit_dead_letter(rec.key, rec.value, headers, self.dlq_max_bytes)
         output = Output(self.dlq_topic, rec.key, fitted.value, tuple(fitted.headers))
         return Routed((output,), "dead_lettered", full, digest)

@@ -136,30 +136,28 @@ def make_consumer(
 
 
 def to_record(msg: Message) -> SourceRecord:
-    """A consumed message as the pure core sees it."""
+    """A consumed message as the pure core sees it (built positionally: one per record)."""
     _, timestamp = msg.timestamp()
     topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
     assert topic is not None and partition is not None and offset is not None
-    key, value = msg.key(), msg.value()
+    key, value, raw = msg.key(), msg.value(), msg.headers()
     return SourceRecord(
-        topic=topic,
-        partition=partition,
-        offset=offset,
-        timestamp_ms=timestamp if timestamp >= 0 else 0,
-        key=key if not isinstance(key, str) else key.encode(),
-        value=value if not isinstance(value, str) else value.encode(),
-        headers=_headers(msg),
+        topic,
+        partition,
+        offset,
+        timestamp if timestamp >= 0 else 0,
+        key if not isinstance(key, str) else key.encode(),
+        value if not isinstance(value, str) else value.encode(),
+        _headers(raw) if raw else (),
     )
 
 
-def _headers(msg: Message) -> tuple[tuple[str, bytes | None], ...]:
+def _headers(
+    raw: list[tuple[str, str | bytes | None]] | dict[str, str | bytes | None],
+) -> tuple[tuple[str, bytes | None], ...]:
     """Headers as (name, bytes | None) pairs: what librdkafka hands out for consumed records."""
-    out: list[tuple[str, bytes | None]] = []
-    raw = msg.headers() or []
     pairs = raw.items() if isinstance(raw, dict) else raw
-    for name, value in pairs:
-        out.append((name, value.encode() if isinstance(value, str) else value))
-    return tuple(out)
+    return tuple((name, v.encode() if isinstance(v, str) else v) for name, v in pairs)
 
 
 COORDINATOR_MOVING = frozenset(
