@@ -11,7 +11,10 @@ DLQ holds N dead letters with three causes (`bench.bench_replay.fill_dlq`). Meas
    `dlq --json group` (the index is caught up, nothing new to read), in this process;
 3. the real `dlq exporter` process with an empty state folder: seconds from start until `/readyz`
    answers 200 (its first catch-up of the whole DLQ), its records/s, and its peak RSS (VmHWM from
-   /proc) once ready and after a few more scrapes.
+   /proc) once ready and after a few more scrapes (left out with --no-exporter).
+
+Also printed: the CPU seconds (every thread of this process) of the raw consume and of the cold
+scan, per record, and their ratio: what a shared machine's load changes least.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.bench_group import raw_consume
@@ -40,14 +44,25 @@ REPO = Path(__file__).resolve().parent.parent
 
 def run_dlq(*args: str) -> float:
     """`dlq ARGS` in this process (output discarded); seconds."""
-    started = time.monotonic()
+    return timed(_run_dlq, *args)[0]
+
+
+def timed(call: Callable[..., object], *args: str) -> tuple[float, float]:
+    """`call(*args)` in this process; (seconds, CPU seconds of the whole process: every
+    thread's, librdkafka's included), the CPU being what other work on a shared machine
+    changes least."""
+    cpu, started = time.process_time(), time.monotonic()
+    call(*args)
+    return time.monotonic() - started, time.process_time() - cpu
+
+
+def _run_dlq(*args: str) -> None:
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         try:
             dlq_main(list(args))
         except SystemExit as exc:
             if exc.code not in (0, None):
                 raise RuntimeError(f"dlq {' '.join(args)} exited with {exc.code}") from None
-    return time.monotonic() - started
 
 
 def write_config(folder: Path, bootstrap: str, dlq_topic: str, source: str) -> Path:
@@ -112,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=1_000_000)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--topic", help="A DLQ this bench filled before (with --bootstrap).")
+    parser.add_argument(
+        "--no-exporter", action="store_true", help="Leave out the exporter process (step 3)."
+    )
     args = parser.parse_args(argv)
     with broker(args.bootstrap) as bootstrap, tempfile.TemporaryDirectory() as folder:
         topic = args.topic or f"bench-exporter-{uuid.uuid4().hex[:6]}.dlq"
@@ -122,14 +140,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"filled {topic}: {args.count:,} dead letters, {filled:.1f}s", file=sys.stderr)
         state = Path(folder)
         os.environ["LAZARUS_STATE_DIR"] = str(state / "cli")
+        raw_cpu = time.process_time()
         raw_count, raw_s = raw_consume(bootstrap, topic)
+        raw_cpu = time.process_time() - raw_cpu
         base = ("-b", bootstrap, "-t", topic, "--json")
-        cold_s = run_dlq(*base, "group")
+        cold_s, cold_cpu = timed(_run_dlq, *base, "group")
         warm_stats_s = run_dlq(*base, "stats")
         warm_group_s = run_dlq(*base, "group")
         (state / "exporter").mkdir()
         config = write_config(state, bootstrap, topic, source)
-        ready_s, ready_rss, later_rss = exporter_catch_up(config, state / "exporter")
+        ready_s, ready_rss, later_rss = (
+            (float("nan"),) * 3
+            if args.no_exporter
+            else exporter_catch_up(config, state / "exporter")
+        )
         n = raw_count
         print(f"{'mode':<44} {'seconds':>9} {'records/s':>11}")
         for name, seconds in (
@@ -142,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'dlq group, warm':<44} {warm_group_s:>9.2f}")
         print(f"cold scan at {raw_s / cold_s:.0%} of the raw consume's rate; "
               f"exporter catch-up at {raw_s / ready_s:.0%}")  # fmt: skip
+        print(f"CPU seconds: raw consume {raw_cpu:.2f} ({raw_cpu / n * 1e6:.1f} us/record), "
+              f"cold scan {cold_cpu:.2f} ({cold_cpu / n * 1e6:.1f} us/record, "
+              f"{raw_cpu / cold_cpu:.0%} of it)")  # fmt: skip
         print(f"exporter peak RSS (VmHWM): {ready_rss:.0f} MB when ready, "
               f"{later_rss:.0f} MB after 10 scrapes")  # fmt: skip
         print(f"records: {n:,}; load average: {os.getloadavg()[0]:.2f}")

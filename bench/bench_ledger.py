@@ -7,8 +7,9 @@ Without --bootstrap a broker is started with `scripts/kafka_broker.py` (and stop
 a DLQ with N Lazarus dead letters (`bench.bench_replay.fill_dlq`), creates its (empty, compacted)
 ledger and indexes the DLQ into a template state folder; then writes one `replayed` entry per
 dead letter to the ledger, with the ledger codec, in transactions of 2,000 as `dlq replay` does
-(so the ledger holds transaction markers too). Each repetition then times, on a fresh copy of
-the template (the DLQ indexed, the ledger not):
+(so the ledger holds transaction markers too), each naming its own copy as its target (as a
+replay's do: the target's coordinates are checked once per distinct target). Each repetition
+then times, on a fresh copy of the template (the DLQ indexed, the ledger not):
 
 - `raw`: a raw confluent-kafka consume of the ledger topic (`bench.bench_group.raw_consume`);
 - `catch-up`: `DlqIndex.catch_up` in this process (the ledger entries, nothing new in the DLQ);
@@ -66,10 +67,13 @@ def fill_ledger(bootstrap: str, topic: str, state: Path) -> float:
         rows = list(index.rows("SELECT partition, offset, seen_ms, fingerprint FROM dl"))
     producer = Producer({**conf, "transactional.id": f"bench-ledger-{uuid.uuid4().hex[:6]}"})
     producer.init_transactions()
-    target = format_coordinates(topic.replace(".dlq", ".fixed"), 0, 0)
+    fixed = topic.replace(".dlq", ".fixed")
     for start in range(0, len(rows), PER_TRANSACTION):
         producer.begin_transaction()
-        for partition, offset, seen_ms, fingerprint in rows[start : start + PER_TRANSACTION]:
+        for copy, (partition, offset, seen_ms, fingerprint) in enumerate(
+            rows[start : start + PER_TRANSACTION], start=start
+        ):
+            target = format_coordinates(fixed, copy % 4, copy // 4)  # each copy its own, as replays
             entry = LedgerEntry(
                 action="replayed",
                 at=int(time.time() * 1000),

@@ -41,9 +41,9 @@ from typing import Generic, Protocol, TypeVar
 from pipeline.core.contract import ledger_topic
 from pipeline.errors import ConfigError
 from pipeline.kafka.follow import Cluster, Fetched, Follower, KafkaConf, TopicMeta
+from reprocessor.index_ledger import LedgerRow, ledger_rows
 from reprocessor.index_rows import (
     COLUMNS,
-    LedgerRow,
     Observed,
     Row,
     Seen,
@@ -51,7 +51,6 @@ from reprocessor.index_rows import (
     dead_letter_row,
     fast_row,
     fast_rows,
-    ledger_rows,
     row_id,
     verdict,
 )
@@ -345,7 +344,7 @@ class DlqIndex:
 
     def decisions_of(self, batch: list[Fetched]) -> list[tuple[int, LedgerRow | None]]:
         """The decisions of a batch of ledger records, in order: (row id, row), the row None
-        for a tombstone; unreadable records are left out (`index_rows.ledger_rows`)."""
+        for a tombstone; unreadable records are left out (`index_ledger.ledger_rows`)."""
         return ledger_rows(self.topic, list(map(_KEY, batch)), list(map(_VALUE, batch)))
 
     def store_decisions(self, batch: list[Fetched]) -> None:

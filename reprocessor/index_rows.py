@@ -1,5 +1,5 @@
-"""What the on-disk index keeps of each dead letter and ledger record, and the pure decisions about
-when the index can no longer be trusted. Nothing here talks to Kafka or SQLite.
+"""What the on-disk index keeps of each dead letter (its ledger records: `index_ledger`), and the
+pure decisions about when the index can no longer be trusted. Nothing here talks to Kafka or SQLite.
 
 A dead letter's row holds the header fields that grouping and selection read, never the payload.
 `dead_letter_row` reads Lazarus headers on a fast path (one pass over the headers, no details
@@ -10,18 +10,15 @@ always says what `from_record` says (the unit tests hold the two paths to that).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
-from json import loads
 from operator import itemgetter, lshift, or_
 from typing import TypeAlias, cast
 
 from pipeline.core import contract as c
-from pipeline.core.contract import DeadLetterMeta, format_coordinates, parse_coordinates
+from pipeline.core.contract import DeadLetterMeta, format_coordinates
 from pipeline.core.holds import held_by
-from pipeline.core.ledger_codec import decode_ledger_entry
 from pipeline.errors import Category
 from reprocessor.deadletters import LAZARUS, DeadLetter, ReplayState, from_record
 
@@ -63,7 +60,6 @@ STATE_CODES: dict[int, ReplayState] = {
     1: ReplayState.REPLAYED,
     2: ReplayState.DISCARDED,
 }
-ACTION_CODES = {"replayed": 1, "discarded": 2}
 OFFSET_BITS = 44
 """A row id is the partition shifted left by this many bits, plus the offset: offsets up to
 1.7e13 and partitions up to 524,287 fit SQLite's signed 64-bit rowid."""
@@ -204,15 +200,17 @@ def _by_position(headers: Sequence[Headers]) -> dict[str, list[bytes | None]] | 
     """Each header name's values as a column, when every record of the batch has the same
     header names in the same order (one worker's dead letters of one kind): a column per
     position, a loop in C each, instead of a dict per record. A repeated name's last position
-    wins, as in `dict(headers)`. None when the records' names differ."""
+    wins, as in `dict(headers)`. None when the records' names differ. Each position's names
+    are compared with the first record's (`list.count`), not put in a set: every record's
+    names are fresh strings, and hashing them cost more than comparing them."""
     if len(set(map(len, headers))) != 1:
         return None
     columns: dict[str, list[bytes | None]] = {}
     for position in zip(*headers, strict=True):
-        names = set(map(_NAME, position))
-        if len(names) != 1:
+        names = list(map(_NAME, position))
+        if names.count(names[0]) != len(names):
             return None
-        columns[names.pop()] = list(map(_VALUE, position))
+        columns[names[0]] = list(map(_VALUE, position))
     return columns
 
 
@@ -382,147 +380,6 @@ def _int_or_none(value: object) -> int | None:
 
 def _str_or_none(value: object) -> str | None:
     return None if value is None else str(value)
-
-
-LedgerRow: TypeAlias = tuple[int, int, int, int, int, str, bytes]
-"""(row id, partition, offset, action code, failed_at, fingerprint, the entry's JSON)."""
-
-
-def ledger_row(
-    dlq_topic: str, key: bytes | None, value: bytes | None
-) -> tuple[int, int, LedgerRow | None] | None:
-    """The decision a ledger record carries for a dead letter of `dlq_topic`: (partition,
-    offset, row) with row None for a tombstone (the decision is withdrawn). None when the
-    record is not about this topic or cannot be read (malformed entries never block)."""
-    try:
-        topic, partition, offset = parse_coordinates((key or b"").decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return None
-    if topic != dlq_topic:
-        return None
-    if value is None:
-        return partition, offset, None
-    try:
-        entry = decode_ledger_entry(value)
-    except ValueError:
-        return None
-    code = ACTION_CODES[entry.action]
-    found = (row_id(partition, offset), partition, offset, code, entry.failed_at, entry.fingerprint)
-    return partition, offset, (*found, value)
-
-
-def ledger_rows(
-    dlq_topic: str, keys: Sequence[bytes | None], values: Sequence[bytes | None]
-) -> list[tuple[int, LedgerRow | None]]:
-    """`ledger_row` of a batch of ledger records, in their order, as (row id, row) pairs, the
-    row None for a tombstone; the records `ledger_row` drops are left out. A key
-    `<dlq_topic>/<partition>/<offset>` and a well-formed entry are read with one `json.loads`
-    and the codec's checks inline (no `LedgerEntry`, no regular expression; each distinct
-    `target` is checked once per batch); any other record goes to `ledger_row` itself, so the
-    result is always what `ledger_row` says (the unit tests hold the two to that)."""
-    try:
-        parse_coordinates(f"{dlq_topic}/0/0")
-    except ValueError:
-        return []  # no key can name a topic that is not a topic name
-    prefix = f"{dlq_topic}/".encode()
-    cut, targets, out = len(prefix), set[str](), []
-    for key, value in zip(keys, values, strict=True):
-        found = _fast_ledger(prefix, cut, key, value, targets)
-        if found is None:  # not the common case: the reference decides
-            slow = ledger_row(dlq_topic, key, value)
-            found = None if slow is None else (row_id(slow[0], slow[1]), slow[2])
-        if found is not None:
-            out.append(found)
-    return out
-
-
-def _fast_ledger(
-    prefix: bytes, cut: int, key: bytes | None, value: bytes | None, targets: set[str]
-) -> tuple[int, LedgerRow | None] | None:
-    """A ledger record in the form the ledger codec writes, or None (then `ledger_row`
-    decides): every check below is one of `ledger_row`'s, so what passes here passes there."""
-    if key is None or not key.startswith(prefix):
-        return None
-    where = key[cut:].split(b"/")
-    if len(where) != 2:
-        return None
-    part, off = where
-    if not (part.isdigit() and off.isdigit() and len(part) <= 20 and len(off) <= 20):
-        return None
-    partition, offset = int(part), int(off)
-    rid = (partition << OFFSET_BITS) | offset
-    if value is None:
-        return rid, None
-    try:
-        text = value.decode()
-        written = _WRITTEN.fullmatch(value)
-        decided = (
-            _written_entry(written, targets)
-            if written is not None
-            else _fast_entry(obj, targets)
-            if type(obj := loads(text)) is dict
-            else None
-        )
-    except (ValueError, RecursionError):
-        return None
-    if decided is None:
-        return None
-    return rid, (rid, partition, offset, decided[0], decided[1], decided[2], value)
-
-
-_TEXT = rb'"[^"\\\x00-\x1f]*"'  # a JSON string without escapes
-_WRITTEN = re.compile(
-    rb'\{"action":"(replayed|discarded)","at":-?(?:0|[1-9][0-9]*),"operator":' + _TEXT
-    + rb',"run":' + _TEXT + rb',"fix":\[(?:' + _TEXT + rb"(?:," + _TEXT + rb")*)?\]"
-    + rb',"failed_at":(-?(?:0|[1-9][0-9]*)),"fingerprint":"([^"\\\x00-\x1f]*)"'
-    + rb'(?:,"reason":"([^"\\\x00-\x1f]*)")?(?:,"target":"([^"\\\x00-\x1f]*)")?\}'
-)  # fmt: skip
-"""An entry exactly as `encode_ledger_entry` writes it, with no escaped character: read
-without `json.loads` (twice as fast); any other JSON takes `_fast_entry`."""
-
-
-def _written_entry(found: re.Match[bytes], targets: set[str]) -> tuple[int, int, str] | None:
-    action, failed_at, fingerprint, reason, target = found.groups()
-    if action == b"discarded":
-        return (2, int(failed_at), fingerprint.decode()) if reason else None
-    if target is None:
-        return None
-    text = target.decode()
-    if text not in targets:
-        parse_coordinates(text)  # ValueError when it is no coordinates
-        targets.add(text)
-    return 1, int(failed_at), fingerprint.decode()
-
-
-def _fast_entry(obj: dict[str, object], targets: set[str]) -> tuple[int, int, str] | None:
-    """(action code, failed_at, fingerprint) of a decoded entry that `decode_ledger_entry`
-    accepts, or None (whether or not it would)."""
-    get = obj.get
-    action, failed_at, fingerprint = get("action"), get("failed_at"), get("fingerprint")
-    at, reason, target, fix = get("at"), get("reason"), get("target"), get("fix", [])
-    if (
-        type(failed_at) is not int
-        or type(at) is not int
-        or type(fingerprint) is not str
-        or type(get("operator")) is not str
-        or type(get("run")) is not str
-        or not (reason is None or type(reason) is str)
-        or not (target is None or type(target) is str)
-        or type(fix) is not list
-        or not all(type(item) is str for item in fix)
-    ):
-        return None
-    if action == "discarded" and reason:
-        return 2, failed_at, fingerprint
-    if action != "replayed" or type(target) is not str:
-        return None
-    if target not in targets:
-        try:
-            parse_coordinates(target)
-        except ValueError:
-            return None
-        targets.add(target)
-    return 1, failed_at, fingerprint
 
 
 @dataclass(frozen=True, slots=True)

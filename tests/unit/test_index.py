@@ -20,6 +20,7 @@ from pipeline.core.ledger_codec import LedgerEntry, encode_ledger_entry, ledger_
 from pipeline.errors import Category
 from reprocessor.deadletters import ReplayState, from_record
 from reprocessor.index import DlqIndex
+from reprocessor.index_ledger import _written_batch, ledger_row, ledger_rows
 from reprocessor.index_query import depth, group_rows, letters, topic_stats
 from reprocessor.index_rows import (
     Observed,
@@ -27,8 +28,6 @@ from reprocessor.index_rows import (
     Seen,
     Verdict,
     dead_letter_row,
-    ledger_row,
-    ledger_rows,
     letter_of,
     row_id,
     row_of,
@@ -264,6 +263,54 @@ def test_the_batch_ledger_parser_says_what_ledger_row_says() -> None:
     assert len(reference("orders.dlq", records)) > 20  # the corpus holds accepted records too
     assert ledger_rows("bad/topic", [b"bad/topic/0/1"], [entry()]) == []
     assert ledger_rows("orders.dlq", [], []) == []
+
+
+def written_batch(size: int) -> list[tuple[bytes | None, bytes | None]]:
+    """A batch as a replay writes it: one entry per dead letter, each its own target."""
+    records: list[tuple[bytes | None, bytes | None]] = []
+    for offset in range(size):
+        found = LedgerEntry(
+            "replayed", 9, "me", "r-1", offset, f"{offset:016x}", None, ("set a=1",),
+            f"orders.fixed/{offset % 3}/{offset}",
+        )  # fmt: skip
+        records.append((ledger_key("orders.dlq", offset % 4, offset), encode_ledger_entry(found)))
+    records.append((ledger_key("orders.dlq", 1, 99), entry("discarded", 5, "a" * 16)))
+    return records
+
+
+def test_a_batch_as_the_codec_writes_it_is_read_in_one_pass() -> None:
+    records = written_batch(50)
+    keys, values = [k for k, _ in records], [v for _, v in records]
+    assert _written_batch(b"orders.dlq/", keys, values) is not None  # the one-pass path
+    assert ledger_rows("orders.dlq", keys, values) == reference("orders.dlq", records)
+    assert len(reference("orders.dlq", records)) == 51
+
+
+@pytest.mark.parametrize("where", [0, 7, 50])
+@pytest.mark.parametrize("odd", [*ODD_KEYS, *(("value", v) for v in ODD_VALUES)], ids=repr)
+def test_one_odd_record_in_a_written_batch_reads_as_ledger_row_says(
+    where: int, odd: bytes | tuple[str, bytes | None] | None
+) -> None:
+    records = written_batch(50)
+    key, value = records[where]
+    records[where] = (key, odd[1]) if isinstance(odd, tuple) else (odd, value)
+    keys, values = [k for k, _ in records], [v for _, v in records]
+    assert ledger_rows("orders.dlq", keys, values) == reference("orders.dlq", records)
+
+
+def test_a_written_batch_with_an_odd_target_or_a_line_break_reads_as_ledger_row_says() -> None:
+    odd_targets = (b"orders.fixed/0/1", b"", b"a/b/0/1", b"t/1/" + b"9" * 21, b"t/x/1", b"t/-1/1")
+    for odd in (*odd_targets, b"orders.fixed/2/2\\n"):
+        records = written_batch(5)
+        key, value = records[2]
+        assert value is not None
+        records[2] = (key, value.replace(b"orders.fixed/2/2", odd))
+        keys, values = [k for k, _ in records], [v for _, v in records]
+        assert ledger_rows("orders.dlq", keys, values) == reference("orders.dlq", records)
+    records = written_batch(5)
+    records[3] = (records[3][0], (records[3][1] or b"") + b"\n" + (records[4][1] or b""))
+    keys, values = [k for k, _ in records], [v for _, v in records]
+    assert ledger_rows("orders.dlq", keys, values) == reference("orders.dlq", records)
 
 
 JSONISH = st.recursive(
