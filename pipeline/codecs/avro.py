@@ -140,7 +140,10 @@ def read_record(body: bytes, writer: ParsedSchema, reader: ParsedSchema | None) 
         ) from exc
     except Exception as exc:
         error = _undecodable(exc, body, writer)
-        raise error from _reported_cause(exc, error)
+        try:
+            raise error from _reported_cause(exc, error)
+        finally:  # this frame, in the error's traceback, must not hold the error too: a cycle
+            del error  # kept every dead letter's frames (fastavro's too) alive until a GC pass
     trailing = len(body) - fo.tell()
     if trailing:
         raise DeserializationError(

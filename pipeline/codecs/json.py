@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import operator
 import re
 from collections.abc import Callable, Iterator, Mapping
 from datetime import date, time
@@ -147,15 +148,18 @@ _MAX_FAILED = 512
 def _shape(model: type[BaseModel], total: int, errors: list[ErrorDetails]) -> tuple[object, ...]:
     """What `validation_failed`'s result depends on, or () (not cached) for a union tag or
     messages too long to keep."""
-    parts = tuple((e["type"], e["loc"], e["msg"]) for e in errors[:MAX_DETAILS])
-    if any(part[0] == "union_tag_invalid" for part in parts):
+    kept = errors[:MAX_DETAILS]
+    if "union_tag_invalid" in map(_TYPE, kept):
         return ()
-    if sum(len(part[2]) for part in parts) > _MAX_SHAPE_TEXT:  # never hold much text
+    if sum(map(len, map(_MSG, kept))) > _MAX_SHAPE_TEXT:  # never hold much text
         return ()
-    return (model, total, parts)
+    return (model, total, tuple(map(_PART, kept)))  # in C: this runs once per dead letter
 
 
 _MAX_SHAPE_TEXT = 8192
+_TYPE = operator.itemgetter("type")
+_MSG = operator.itemgetter("msg")
+_PART = operator.itemgetter("type", "loc", "msg")
 
 
 def validator_crashed(
