@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import compress
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from pipeline.core.contract import Header, SourceRecord
 from pipeline.kafka.dlqio import RecordBatch
@@ -42,6 +42,7 @@ from reprocessor.replay import (
     Tally,
     refusal_of,
 )
+from reprocessor.replay_columns import Lineage, check_coordinates, uniform_lineage
 from reprocessor.replay_headers import replay_headers
 
 Slow = Callable[[SourceRecord, plans.Entry], Copy | Refused]
@@ -225,25 +226,32 @@ def copies_of(
     batch: RecordBatch, planned: Planned, recipe: Recipe, slow: Slow
 ) -> tuple[Copies, list[Refused]]:
     """The copies of the batch's planned records (and the refusals), as `replay.prepare` and
-    `plans.Entry.same` decide them: read by `fast_rows` when every one is a well-formed Lazarus
-    dead letter with a value and the plan has no fix, else record by record by `slow`."""
+    `plans.Entry.same` decide them: column by column when every one is a well-formed Lazarus
+    dead letter with a value and the plan has no fix (`replay_columns` when they also share one
+    header layout, else `fast_rows`), else record by record by `slow`."""
     picked = planned.indexes
     if not picked:
         return Copies(), []
     every = len(picked) == len(batch)
     values = _pick(batch.values, picked, every)
+    if recipe.fix is not None or None in values:
+        return _slowly(batch, planned, slow)
     headers = _pick(batch.headers, picked, every)
-    rows = None
-    if recipe.fix is None and None not in values:
-        partitions = _pick(batch.partitions, picked, every)
-        offsets = _pick(batch.offsets, picked, every)
-        stamps = _pick(batch.timestamps, picked, every)
-        rows = fast_rows(partitions, offsets, stamps, [0] * len(picked), headers)
+    partitions = _pick(batch.partitions, picked, every)
+    offsets = _pick(batch.offsets, picked, every)
+    keys = _pick(batch.keys, picked, every)
+    if check_coordinates(batch.topic, recipe.run):
+        lineage = uniform_lineage(headers)
+        if lineage is not None:
+            named = list(map(f"{batch.topic}/{{}}/{{}}".format, partitions, offsets))
+            return _uniform(Copies(keys=keys, values=values, coordinates=named), lineage, planned,
+                            recipe)  # fmt: skip
+    stamps = _pick(batch.timestamps, picked, every)
+    rows = fast_rows(partitions, offsets, stamps, [0] * len(picked), headers)
     if rows is None:
         return _slowly(batch, planned, slow)
     copies, refused = Copies(), []
     target, prefix, run = recipe.target, f"{batch.topic}/", recipe.run
-    keys = _pick(batch.keys, picked, every)
     originals, origins, counts = [], [], []
     seen = zip(planned.digests, planned.fingerprints, planned.failed_at, strict=True)
     for row, key, value, original, plan in zip(rows, keys, values, headers, seen, strict=True):
@@ -266,6 +274,43 @@ def copies_of(
         counts.append(row[18])
     copies.headers = replay_headers(originals, origins, counts, copies.coordinates, run)
     return copies, refused
+
+
+def _uniform(
+    copies: Copies, lineage: Lineage, planned: Planned, recipe: Recipe
+) -> tuple[Copies, list[Refused]]:
+    """`copies_of` a batch read by `replay_columns` (`copies` holds its keys, values and
+    coordinates): targets, loop protection and the plan's check decided per distinct value,
+    or, when the plan saw no value, by comparing whole columns; a copy's headers built only
+    for a batch with nothing refused."""
+    counts, target = lineage.replay_counts, recipe.target
+    topics = list(map(target.topic_of, lineage.pipelines, lineage.origins, lineage.source_topics))
+    copies.topics = cast(list[str], topics)  # a None is refused below (no target topic)
+    copies.seen_ms, copies.fingerprints = lineage.failed_at, lineage.fingerprints
+    pairs = set(zip(counts, topics, strict=True))
+    reasons = {(n, topic): refusal_of(n, recipe, topic) for n, topic in pairs}
+    if (
+        not any(reasons.values())
+        and not any(planned.digests)
+        and planned.fingerprints == copies.fingerprints
+        and planned.failed_at == copies.seen_ms
+    ):  # the usual case: every planned record is replayed
+        copies.headers = lineage.copy_headers(copies.coordinates, recipe.run)
+        return copies, []
+    seen = zip(planned.digests, planned.fingerprints, planned.failed_at, strict=True)
+    refused, wanted = [], []
+    for where, n, topic, value, fingerprint, seen_ms, plan in zip(
+        copies.coordinates, counts, topics, copies.values, copies.fingerprints,
+        copies.seen_ms, seen, strict=True,
+    ):  # fmt: skip
+        why = reasons[n, topic]
+        if why is None and not plans.same(plan, value, fingerprint, seen_ms):
+            why = f"changed since plan {recipe.run} was made: not replayed"
+        if why is not None:
+            refused.append(Refused(where, why))
+        wanted.append(why is None)
+    copies.headers = lineage.copy_headers(copies.coordinates, recipe.run)
+    return copies.keep(wanted), refused
 
 
 _T = TypeVar("_T")

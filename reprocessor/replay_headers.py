@@ -55,7 +55,7 @@ def replay_headers(
     `dead_letters` is not `topic/partition/offset`, or `run_id` is empty."""
     if not dead_letters:
         return []
-    if not _ALL_COORDINATES.fullmatch("\n".join(dead_letters)):
+    if not _every_line(dead_letters):
         return [
             build_replay(items, dead_letter=where, run_id=run_id)
             for items, where in zip(headers, dead_letters, strict=True)
@@ -64,7 +64,7 @@ def replay_headers(
         raise ValueError("a replay needs a run id")
     run = (REPLAY_RUN, run_id.encode("utf-8", errors="replace"))
     texts = [origin or "" for origin in origins]
-    valid = _ALL_COORDINATES.fullmatch("\n".join(texts)) is not None
+    valid = _every_line(texts)
     out: list[list[Header]] = []
     rows = zip(headers, texts, replay_counts, dead_letters, strict=True)
     for items, origin, count, where in rows:
@@ -85,6 +85,14 @@ def replay_headers(
         copy += ((REPLAY_COUNT, str(count + 1).encode()), (REPLAY_OF, where.encode()), run)
         out.append(copy)
     return out
+
+
+def _every_line(texts: Sequence[str]) -> bool:
+    """Whether every text is coordinates: one match of `_ALL_COORDINATES` over the texts
+    joined by newlines, which must also count one line per text (a text holding a newline,
+    such as two coordinates, is none)."""
+    joined = "\n".join(texts)
+    return joined.count("\n") == len(texts) - 1 and _ALL_COORDINATES.fullmatch(joined) is not None
 
 
 def _originals(items: Sequence[Header], names: str) -> list[Header]:

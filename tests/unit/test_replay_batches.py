@@ -22,6 +22,7 @@ from reprocessor.deadletters import DeadLetter, from_record
 from reprocessor.ledger import Ledger, Plan, replayed_entry
 from reprocessor.replay import Copy, Pacer, Recipe, Refusal, Refused, Run, Target, TargetMode
 from reprocessor.replay_batches import Copies, PlanMatch, Slow, copies_of, replay_batches
+from reprocessor.replay_columns import uniform_lineage
 from reprocessor.replay_run import _checked, _letter
 
 TOPIC = "orders.dlq"
@@ -81,10 +82,16 @@ class Sevens(Pacer):
         return 7
 
 
-def dead_letter(offset: int) -> tuple[bytes | None, list[Header]]:
-    """The value and headers of the DLQ record at `offset`, of a kind chosen by the offset."""
-    kind = offset % 9
-    originals: tuple[Header, ...] = (("trace", b"t-%d" % offset),) if offset % 2 else ()
+UNIFORM_KINDS = (0, 1, 2, 4, 5)
+"""Dead letters of one header layout: well-formed, of another pipeline, loop-protected."""
+
+
+def dead_letter(offset: int, uniform: bool = False) -> tuple[bytes | None, list[Header]]:
+    """The value and headers of the DLQ record at `offset`, of a kind chosen by the offset;
+    `uniform`: of `UNIFORM_KINDS` only, every one with an original header (one layout)."""
+    kind = UNIFORM_KINDS[offset % 5] if uniform else offset % 9
+    traced = uniform or offset % 2
+    originals: tuple[Header, ...] = (("trace", b"t-%d" % offset),) if traced else ()
     record = SourceRecord("orders", offset % 3, offset, 1_000, b"k", b"{}", originals)
     why = Failure(
         Category.VALIDATION,
@@ -105,10 +112,10 @@ def dead_letter(offset: int) -> tuple[bytes | None, list[Header]]:
     return value, headers
 
 
-def records(partition: int, offsets: Sequence[int]) -> list[SourceRecord]:
+def records(partition: int, offsets: Sequence[int], uniform: bool = False) -> list[SourceRecord]:
     out = []
     for offset in offsets:
-        value, headers = dead_letter(offset)
+        value, headers = dead_letter(offset, uniform)
         ts = 6_000 + offset
         out.append(
             SourceRecord(TOPIC, partition, offset, ts, b"k%d" % offset, value, tuple(headers))
@@ -172,10 +179,10 @@ def slow(recipe: Recipe) -> Slow:
     return one
 
 
-def the_dlq() -> list[SourceRecord]:
+def the_dlq(uniform: bool = False) -> list[SourceRecord]:
     """Two partitions interleaved in runs, offsets with gaps (markers, aborted records)."""
-    p0 = records(0, [o for o in range(0, 160) if o % 13 != 3])
-    p1 = records(1, [o for o in range(1000, 1090) if o % 5 != 4])
+    p0 = records(0, [o for o in range(0, 160) if o % 13 != 3], uniform)
+    p1 = records(1, [o for o in range(1000, 1090) if o % 5 != 4], uniform)
     merged: list[SourceRecord] = []
     while p0 or p1:
         merged += p0[:17] + p1[:9]
@@ -195,6 +202,7 @@ def a_ledger(dlq: list[SourceRecord]) -> Ledger:
     return ledger
 
 
+@pytest.mark.parametrize("uniform", [False, True])
 @pytest.mark.parametrize("size", [1, 7, 64, 1000])
 @pytest.mark.parametrize("hashed", [False, True])
 @pytest.mark.parametrize("decided", [False, True])
@@ -207,9 +215,9 @@ def a_ledger(dlq: list[SourceRecord]) -> Ledger:
     ],
 )
 def test_the_batch_replay_writes_what_the_per_record_replay_wrote(
-    tmp_path: Path, size: int, hashed: bool, decided: bool, target: Target
+    tmp_path: Path, size: int, hashed: bool, decided: bool, target: Target, uniform: bool
 ) -> None:
-    dlq = the_dlq()
+    dlq = the_dlq(uniform)
     stored = write_plan(tmp_path, dlq, hashed)
     recipe = Recipe(run="r-1", target=target, max_replays=3)
     before_sink, before_hooks = Sink(), Hooks()
@@ -249,3 +257,5 @@ def test_the_batch_replay_writes_what_the_per_record_replay_wrote(
     assert before.done > 0 and len(expected) > 5
     kinds = {reason.split(" ")[0] for _, reason in expected}
     assert {"loop", "changed", "no"} <= kinds
+    if uniform:  # the batches were read by `replay_columns`, not record by record
+        assert uniform_lineage([list(r.headers) for r in dlq[:size]]) is not None
