@@ -50,6 +50,7 @@ from reprocessor.replay import (
     transactional_id,
 )
 from reprocessor.replay_batches import Copies, PlanMatch, copies_of
+from reprocessor.replay_gc import few_collections
 from reprocessor.stats import Window, read_ledger, scan
 
 READ_AHEAD = {
@@ -170,7 +171,7 @@ def write_plan(
     """Select the unresolved dead letters (at most --limit) and write the plan as they are
     read. ConfigError (exit 2), with no plan left behind, when the target cannot place some."""
     win, limit, topic = window(opts), opts["limit"], plan.dlq_topic
-    with plans.PlanWriter(folder, plan) as writer:
+    with few_collections(), plans.PlanWriter(folder, plan) as writer:
         if recipe.fix is None and index_query.answerable(win):
             for view in itertools.islice(_indexed(env, topic, win), limit):
                 _plan_row(writer, view, recipe)
@@ -319,15 +320,15 @@ def execute(
     """Fence earlier runs, read the ledger to its end (keeping the planned dead letters'
     entries, `plan_ledger`), then replay the plan as it is read back a batch at a time
     (`replay_batches`)."""
-    plan = stored.plan
-    job = _job(env, plan.dlq_topic, plan.run)
-    ledger = job.start(lambda: plan_ledger(env.conf(), stored))
-    hooks = _Hooks(env)
-    todo = plan.selected - plan.refused
-    with render.progress(todo, f"replay {plan.run}", quiet=env.quiet) as bar:
-        batches = planned_batches(env, stored, recipe)
-        pacer, fix = Pacer(rate), recipe.fix_description
-        tally = replay_batches.replay_batches(job, batches, ledger, pacer, bar, hooks, fix)
+    plan, hooks = stored.plan, _Hooks(env)
+    with few_collections():
+        job = _job(env, plan.dlq_topic, plan.run)
+        ledger = job.start(lambda: plan_ledger(env.conf(), stored))
+        todo = plan.selected - plan.refused
+        with render.progress(todo, f"replay {plan.run}", quiet=env.quiet) as bar:
+            batches = planned_batches(env, stored, recipe)
+            pacer, fix = Pacer(rate), recipe.fix_description
+            tally = replay_batches.replay_batches(job, batches, ledger, pacer, bar, hooks, fix)
     return tally, hooks
 
 
