@@ -17,7 +17,6 @@ Kafka stays behind `TxnSink`: the real one is `pipeline.kafka.dlqio.TxnProducer`
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -25,15 +24,12 @@ from typing import Protocol
 
 from pipeline.core.contract import Header, build_replay, redrive_topic
 from pipeline.core.dialects import without_foreign
-from pipeline.core.ledger_codec import LedgerEntry
 from pipeline.errors import ConfigError
 from reprocessor.deadletters import DeadLetter
 from reprocessor.ledger import (
     Ledger,
-    ReplayedRecords,
     discarded_entry,
     ledger_record,
-    replayed_entry,
 )
 from reprocessor.payloads import origin_topic_of
 
@@ -104,13 +100,6 @@ class Target:
             return redrive_topic(pipeline) if pipeline else None
         return origin_topic_of(origin, source_topic)
 
-    def check(self, letters: Sequence[DeadLetter]) -> None:
-        """Refuse, before anything is written, dead letters this target cannot place.
-        Raises ConfigError (exit 2) saying which option would work."""
-        homeless = [dl for dl in letters if self.topic_for(dl) is None]
-        if homeless:
-            raise self.homeless(len(homeless), {dl.dialect for dl in homeless})
-
     def homeless(self, count: int, dialects: set[str]) -> ConfigError:
         """The error for `count` selected dead letters (of `dialects`) this target cannot place."""
         names = ", ".join(sorted(dialects))
@@ -174,10 +163,10 @@ def prepare(dl: DeadLetter, recipe: Recipe) -> Copy | Refusal:
     """The copy of `dl` per `recipe`, or why it is refused: its lineage was already replayed
     `max_replays` times (unless forced), or its fixed value fails validation."""
     topic = recipe.target.topic_for(dl)
-    reason = _refusal(dl, recipe, topic)
+    reason = refusal_of(dl.replay_count, recipe, topic)
     if reason is not None:
         return Refusal(dl, reason)
-    assert topic is not None  # _refusal() said so
+    assert topic is not None  # refusal_of() said so
     value, problem = (dl.value, None) if recipe.fix is None else recipe.fix(dl)
     if problem is not None:
         return Refusal(dl, problem)
@@ -190,21 +179,11 @@ def prepare(dl: DeadLetter, recipe: Recipe) -> Copy | Refusal:
     return Copy(dl, topic, dl.key, value, headers, recipe.fix_description)
 
 
-def refusal(dl: DeadLetter, recipe: Recipe) -> str | None:
-    """Why `dl` is refused before its value is looked at (loop protection, no target topic);
-    None when it is not. `prepare` checks this first; a plan made from the index checks only
-    this (the value is read, fixed and checked when the plan is replayed)."""
-    return _refusal(dl, recipe, recipe.target.topic_for(dl))
-
-
-def _refusal(dl: DeadLetter, recipe: Recipe, topic: str | None) -> str | None:
-    """`refusal`, given the topic `recipe.target` chose for `dl` (asked once per record)."""
-    return refusal_of(dl.replay_count, recipe, topic)
-
-
 def refusal_of(replay_count: int, recipe: Recipe, topic: str | None) -> str | None:
-    """`refusal` of a dead letter replayed `replay_count` times before, whose copy would go
-    to `topic`."""
+    """Why a dead letter replayed `replay_count` times before, whose copy would go to `topic`,
+    is refused before its value is looked at (loop protection, no target topic, a target
+    outside the pipeline); None when it is not. `prepare` checks this first; a plan made from
+    the index checks only this (the value is read, fixed and checked when it is replayed)."""
     if replay_count >= recipe.max_replays and not recipe.force:
         return (
             f"loop protection: already replayed {replay_count} times "
@@ -213,20 +192,6 @@ def refusal_of(replay_count: int, recipe: Recipe, topic: str | None) -> str | No
     if topic is None:
         return "no target topic (use --to TOPIC)"
     return recipe.target.outside(topic)
-
-
-def prepare_all(letters: Sequence[DeadLetter], recipe: Recipe) -> tuple[list[Copy], list[Refusal]]:
-    """`prepare` each dead letter, keeping their order: the copies, and the refusals."""
-    results = [prepare(dl, recipe) for dl in letters]
-    copies = [r for r in results if isinstance(r, Copy)]
-    return copies, [r for r in results if isinstance(r, Refusal)]
-
-
-def count_targets(copies: Sequence[Copy]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for copy in copies:
-        counts[copy.topic] = counts.get(copy.topic, 0) + 1
-    return counts
 
 
 @dataclass
@@ -243,7 +208,7 @@ Progress = Callable[[int], None]
 
 
 class StreamHooks(Protocol):
-    """What `Run.replay_stream` reports to, and asks, its caller."""
+    """What a replay (`replay_batches`) reports to, and asks, its caller."""
 
     def refused(self, refusal: Refusal | Refused) -> None: ...
     def check_targets(self, topics: set[str]) -> None: ...
@@ -287,101 +252,6 @@ class Run:
         decision committed by a fenced run is always seen."""
         self.sink.init()
         return read_ledger()
-
-    def replay(
-        self, copies: Sequence[Copy], ledger: Ledger, pacer: Pacer, progress: Progress
-    ) -> Tally:
-        """Replay every copy not yet decided in `ledger`, chunk by chunk (one transaction
-        each). Raises what the sink raises (`Fenced`: stop; the committed chunks stand)."""
-        tally = Tally()
-        todo = [c for c in copies if ledger.decision(c.dl).entry is None]
-        tally.skipped = len(copies) - len(todo)
-        progress(tally.skipped)
-        for start in range(0, len(todo), pacer.chunk):
-            chunk = todo[start : start + pacer.chunk]
-            self._replay_chunk(chunk, ledger, tally)
-            progress(len(chunk))
-            pacer.after(len(chunk))
-        return tally
-
-    def replay_stream(
-        self,
-        results: Iterable[Copy | Refusal | Refused],
-        ledger: Ledger,
-        pacer: Pacer,
-        progress: Progress,
-        hooks: StreamHooks,
-    ) -> Tally:
-        """`replay` for a stream of copies (a stored plan read back): at most one chunk of
-        copies in memory. Refusals go to `hooks.refused`; each chunk's target topics to
-        `hooks.check_targets` before its transaction begins. Decisions are not kept in
-        `ledger` (a plan holds each dead letter once), so memory stays bounded."""
-        tally, chunk, size = Tally(), [], pacer.chunk
-        for result in results:
-            if not isinstance(result, Copy):
-                hooks.refused(result)
-                progress(1)
-            elif ledger.entries and ledger.decision(result.dl).entry is not None:
-                tally.skipped += 1
-                progress(1)
-            else:
-                chunk.append(result)
-            if len(chunk) >= size:
-                self._stream_chunk(chunk, ledger, tally, pacer, progress, hooks)
-                chunk = []
-        if chunk:
-            self._stream_chunk(chunk, ledger, tally, pacer, progress, hooks)
-        return tally
-
-    def _stream_chunk(
-        self,
-        chunk: list[Copy],
-        ledger: Ledger,
-        tally: Tally,
-        pacer: Pacer,
-        progress: Progress,
-        hooks: StreamHooks,
-    ) -> None:
-        hooks.check_targets({copy.topic for copy in chunk})
-        self._replay_chunk(chunk, ledger, tally, remember=False)
-        progress(len(chunk))
-        pacer.after(len(chunk))
-
-    def _replay_chunk(
-        self, chunk: Sequence[Copy], ledger: Ledger, tally: Tally, *, remember: bool = True
-    ) -> None:
-        self.sink.begin()
-        for copy in chunk:
-            self.sink.send(copy.topic, copy.key, copy.value, copy.headers)
-        targets = self.sink.flush()
-        at = self.clock()
-        self.sink.send_all(self.ledger_topic, self._ledger_records(chunk, targets, at))
-        self.sink.commit()
-        if remember:
-            for copy, target in zip(chunk, targets, strict=True):
-                ledger.record(copy.dl.coordinates, self._entry(copy, target, at))
-        for topic, count in Counter(copy.topic for copy in chunk).items():
-            tally.by_target[topic] = tally.by_target.get(topic, 0) + count
-        tally.done += len(chunk)
-
-    def _ledger_records(
-        self, chunk: Sequence[Copy], targets: Sequence[str], at: int
-    ) -> list[tuple[bytes, bytes]]:
-        """The chunk's ledger records, encoded per chunk (`ReplayedRecords`) when its copies
-        share one fix, as a run's copies do."""
-        fixes = {copy.fix for copy in chunk}
-        if len(fixes) == 1:
-            batch = ReplayedRecords(self.run, self.operator, at, fixes.pop())
-            return batch.records([copy.dl for copy in chunk], targets)
-        return [
-            ledger_record(copy.dl, self._entry(copy, target, at))
-            for copy, target in zip(chunk, targets, strict=True)
-        ]
-
-    def _entry(self, copy: Copy, target: str, at: int) -> LedgerEntry:
-        return replayed_entry(
-            copy.dl, run=self.run, operator=self.operator, target=target, at_ms=at, fix=copy.fix
-        )
 
     def discard(
         self, letters: Iterable[DeadLetter], reason: str, ledger: Ledger, progress: Progress

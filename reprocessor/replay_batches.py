@@ -2,20 +2,21 @@
 and the copies made of them are columns (lists), never an object per record.
 
 One poll of the DLQ (`dlqio.RecordBatch`) is merged with each partition's plan lines (read a
-block at a time, `plans.EntryBlock`), and the planned records become copies column by column: the
-headers are read by `index_rows.fast_rows` (one loop in C per field, over the whole batch), the
-checks of `replay.prepare` and `plans.Entry.same` run over plain values, and the copies join the
-open chunk, which is written a transaction at a time as `Run._replay_chunk` writes a chunk of
-`Copy` objects: copies, flush, ledger entries naming their targets, commit. A batch the fast
-reading refuses (a foreign, malformed or oversize dead letter, or a plan with a fix, which decodes
-each value) goes through `replay_run`'s per-record path, record by record, with the same result.
+block at a time, `plans.EntryBlock`), and the planned records become copies column by column:
+the headers are read by position when every record has the same layout (`replay_columns`), else
+by `index_rows.fast_rows` (one loop in C per field, over the whole batch); the checks of
+`replay.prepare` and `plans.Entry.same` run over plain values, and the copies join the next
+chunk, written a transaction at a time: copies, flush, ledger entries naming their targets,
+commit (`Transactions`, one chunk behind the reading). A batch the fast reading refuses (a
+foreign, malformed or oversize dead letter, or a plan with a fix, which decodes each value) goes
+through `replay_run`'s per-record path, record by record, with the same result.
 
-What stays per record is what cannot be shared: each copy's headers (`replay_headers`, the bytes
-of `contract.build_replay`), its produce and delivery report, and its ledger entry's text.
-Guarantees are `replay.Run`'s: the caller fenced and read the ledger first; a decided dead letter
-(by a ledger entry that is not stale) is skipped; loop protection, target and plan checks refuse
-exactly what `prepare` and `Entry.same` refuse; each partition's records stay in offset order,
-hence each key's.
+What stays per record is what cannot be shared: each copy's headers (`build_replay`'s bytes),
+its produce and delivery report, and its ledger entry's text. Guarantees are the contract's
+(`replay.Run`): the caller fenced and read the ledger first; a decided dead letter (by a ledger
+entry that is not stale) is skipped; loop protection, target and plan checks refuse exactly what
+`prepare` and `Entry.same` refuse; each partition's records stay in offset order, hence each
+key's.
 """
 
 from __future__ import annotations
@@ -363,54 +364,79 @@ def replay_batches(
     hooks: StreamHooks,
     fix: tuple[str, ...] = (),
 ) -> Tally:
-    """`Run.replay_stream` for copies that come in batches: each batch's refusals go to
-    `hooks.refused`, its decided copies are skipped, the rest join the open chunk, written a
-    transaction at a time (`pacer.chunk` copies, their target topics checked first by
-    `hooks.check_targets`). At most one chunk and one batch in memory; decisions are not kept
-    in `ledger` (a plan holds each dead letter once)."""
+    """Replay copies that come in batches: each batch's refusals go to `hooks.refused`, its
+    decided copies are skipped, the rest join the next chunk, written a transaction at a time
+    (`pacer.chunk` copies, their target topics checked first by `hooks.check_targets`; see
+    `Transactions`). At most two chunks and one batch in memory; decisions are not kept in
+    `ledger` (a plan holds each dead letter once). When reading the batches fails, the open
+    transaction is committed (its copies are good) before the error goes on."""
     tally, chunk, size = Tally(), Copies(), pacer.chunk
-    for copies, refused in batches:
-        for refusal in refused:
-            hooks.refused(refusal)
-        kept, skipped = undecided(copies, ledger)
-        tally.skipped += skipped
-        if refused or skipped:
-            progress(len(refused) + skipped)
-        chunk.extend(kept)
-        while len(chunk) >= size:
-            _write(run, chunk.take(size), fix, tally, pacer, progress, hooks)
-    if chunk:
-        _write(run, chunk, fix, tally, pacer, progress, hooks)
+    writer = Transactions(run, fix, tally, pacer, progress, hooks)
+    try:
+        for copies, refused in batches:
+            for refusal in refused:
+                hooks.refused(refusal)
+            kept, skipped = undecided(copies, ledger)
+            tally.skipped += skipped
+            if refused or skipped:
+                progress(len(refused) + skipped)
+            chunk.extend(kept)
+            while len(chunk) >= size:
+                writer.send(chunk.take(size))
+        if chunk:
+            writer.send(chunk)
+    except Exception:
+        writer.finish()
+        raise
+    writer.finish()
     return tally
 
 
-def _write(
-    run: Run,
-    chunk: Copies,
-    fix: tuple[str, ...],
-    tally: Tally,
-    pacer: Pacer,
-    progress: Progress,
-    hooks: StreamHooks,
-) -> None:
-    """One transaction: the chunk's copies, flush (their targets), their ledger entries,
-    commit; as `Run._replay_chunk` writes a chunk of `Copy` objects."""
-    hooks.check_targets(set(chunk.topics))
-    sink = run.sink
-    sink.begin()
-    send = sink.send
-    for topic, key, value, headers in zip(
-        chunk.topics, chunk.keys, chunk.values, chunk.headers, strict=True
-    ):
-        send(topic, key, value, headers)
-    targets = sink.flush()
-    entries = ReplayedRecords(run.run, run.operator, run.clock(), fix)
-    values = entries.values(chunk.seen_ms, chunk.fingerprints, targets)
-    keys = [where.encode() for where in chunk.coordinates]
-    sink.send_all(run.ledger_topic, zip(keys, values, strict=True))
-    sink.commit()
-    for topic, count in Counter(chunk.topics).items():
-        tally.by_target[topic] = tally.by_target.get(topic, 0) + count
-    tally.done += len(chunk)
-    progress(len(chunk))
-    pacer.after(len(chunk))
+@dataclass
+class Transactions:
+    """Chunks written a transaction each, one step behind the reading: `send` begins a chunk's
+    transaction and produces its copies, and the transaction is finished (flush, giving the
+    copies' targets; their ledger entries; commit) only when the next chunk is ready, or by
+    `finish`. The copies are delivered while the next chunk is read and built, instead of
+    while the replay waits in `flush`. What a transaction holds is unchanged: its chunk's
+    copies, then their ledger entries, all committed or none."""
+
+    run: Run
+    fix: tuple[str, ...]
+    tally: Tally
+    pacer: Pacer
+    progress: Progress
+    hooks: StreamHooks
+    sent: Copies | None = None
+
+    def send(self, chunk: Copies) -> None:
+        """Finish the open transaction, then begin the chunk's and produce its copies."""
+        self.finish()
+        self.hooks.check_targets(set(chunk.topics))
+        sink = self.run.sink
+        sink.begin()
+        send = sink.send
+        for topic, key, value, headers in zip(
+            chunk.topics, chunk.keys, chunk.values, chunk.headers, strict=True
+        ):
+            send(topic, key, value, headers)
+        self.sent = chunk
+
+    def finish(self) -> None:
+        """The open transaction's ledger entries, naming its copies' targets, and its commit."""
+        chunk, self.sent = self.sent, None
+        if chunk is None:
+            return
+        run, sink = self.run, self.run.sink
+        targets = sink.flush()
+        entries = ReplayedRecords(run.run, run.operator, run.clock(), self.fix)
+        values = entries.values(chunk.seen_ms, chunk.fingerprints, targets)
+        keys = map(str.encode, chunk.coordinates)
+        sink.send_all(run.ledger_topic, zip(keys, values, strict=True))
+        sink.commit()
+        by_target = self.tally.by_target
+        for topic, count in Counter(chunk.topics).items():
+            by_target[topic] = by_target.get(topic, 0) + count
+        self.tally.done += len(chunk)
+        self.progress(len(chunk))
+        self.pacer.after(len(chunk))

@@ -1,5 +1,6 @@
-"""The batch replay (`reprocessor.replay_batches`) writes exactly what the per-record replay wrote:
-the same copies (topic, key, value, headers) and ledger records in the same transactions, the
+"""The batch replay (`reprocessor.replay_batches`) writes exactly what the contract's replay writes
+record by record (the former per-record path, kept here as the reference): the same copies
+(topic, key, value, headers) and ledger records in the same transactions, the
 same refusals and tally, over a DLQ mixing well-formed, held, foreign, malformed and tombstone
 dead letters, loop protection, changed and vanished dead letters, records the plan did not
 select, ledger entries (valid and stale) and batches of every size."""
@@ -19,8 +20,18 @@ from pipeline.errors import Category
 from pipeline.kafka.dlqio import RecordBatch
 from reprocessor import plans
 from reprocessor.deadletters import DeadLetter, from_record
-from reprocessor.ledger import Ledger, Plan, replayed_entry
-from reprocessor.replay import Copy, Pacer, Recipe, Refusal, Refused, Run, Target, TargetMode
+from reprocessor.ledger import Ledger, Plan, ledger_record, replayed_entry
+from reprocessor.replay import (
+    Copy,
+    Pacer,
+    Recipe,
+    Refusal,
+    Refused,
+    Run,
+    Tally,
+    Target,
+    TargetMode,
+)
 from reprocessor.replay_batches import Copies, PlanMatch, Slow, copies_of, replay_batches
 from reprocessor.replay_columns import uniform_lineage
 from reprocessor.replay_run import _checked, _letter
@@ -167,6 +178,43 @@ def per_record(
         yield Refused(f"{TOPIC}/{p}/{o}", "gone")
 
 
+def reference_replay(
+    sink: Sink, results: Iterable[Copy | Refused], ledger: Ledger, hooks: Hooks, size: int = 7
+) -> Tally:
+    """The contract's replay, record by record (the former `Run.replay_stream`): refusals
+    reported, copies of decided dead letters skipped, then per chunk of `size`: its targets
+    checked, begin, its copies, flush, a ledger entry per copy (`replayed_entry` encoded by the
+    codec, naming the copy's target), commit."""
+    tally, todo = Tally(), []
+    for result in results:
+        if not isinstance(result, Copy):
+            hooks.refused(result)
+        elif ledger.decision(result.dl).entry is not None:
+            tally.skipped += 1
+        else:
+            todo.append(result)
+    for start in range(0, len(todo), size):
+        chunk = todo[start : start + size]
+        hooks.check_targets({copy.topic for copy in chunk})
+        sink.begin()
+        for copy in chunk:
+            sink.send(copy.topic, copy.key, copy.value, copy.headers)
+        targets = sink.flush()
+        entries = [
+            replayed_entry(copy.dl, run="r-1", operator="ops", target=target, at_ms=9)
+            for copy, target in zip(chunk, targets, strict=True)
+        ]
+        sink.send_all(
+            f"{TOPIC}.ledger",
+            [ledger_record(c.dl, e) for c, e in zip(chunk, entries, strict=True)],
+        )
+        sink.commit()
+        for copy in chunk:
+            tally.by_target[copy.topic] = tally.by_target.get(copy.topic, 0) + 1
+        tally.done += len(chunk)
+    return tally
+
+
 def batches_of(dlq: list[SourceRecord], size: int) -> Iterator[RecordBatch]:
     for start in range(0, len(dlq), size):
         yield RecordBatch.of(TOPIC, dlq[start : start + size])
@@ -221,10 +269,8 @@ def test_the_batch_replay_writes_what_the_per_record_replay_wrote(
     stored = write_plan(tmp_path, dlq, hashed)
     recipe = Recipe(run="r-1", target=target, max_replays=3)
     before_sink, before_hooks = Sink(), Hooks()
-    before_run = Run(before_sink, f"{TOPIC}.ledger", "r-1", "ops", clock=lambda: 9)
     ledger = a_ledger(dlq) if decided else Ledger(TOPIC)
-    results = per_record(stored, dlq, recipe)
-    before = before_run.replay_stream(results, ledger, Sevens(None), ignore, before_hooks)
+    before = reference_replay(before_sink, per_record(stored, dlq, recipe), ledger, before_hooks)
 
     after_sink, after_hooks = Sink(), Hooks()
     after_run = Run(after_sink, f"{TOPIC}.ledger", "r-1", "ops", clock=lambda: 9)

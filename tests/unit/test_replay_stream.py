@@ -1,5 +1,6 @@
-"""`Run` against a recording sink: discards and replays stream their input a chunk at a time
-(never the whole selection in memory), and each chunk's ledger entries are the codec's."""
+"""Discards (`Run.discard`) and replays (`replay_batches`) against a recording sink: they stream
+their input a chunk at a time (never the whole selection in memory), and each chunk's ledger
+entries are the codec's."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from reprocessor.deadletters import DeadLetter, from_record
 from reprocessor.index_rows import fast_row, letter_of
 from reprocessor.ledger import Ledger
 from reprocessor.payloads import Fixed
-from reprocessor.replay import CHUNK, Copy, Pacer, Recipe, Refused, Run, Target, TargetMode, prepare
+from reprocessor.replay import CHUNK, Copy, Pacer, Recipe, Run, Target, TargetMode, prepare
+from reprocessor.replay_batches import Copies, replay_batches
 from reprocessor.replay_run import _letter, slim
 
 
@@ -79,29 +81,43 @@ def test_a_discard_pulls_at_most_one_chunk_ahead_of_its_transactions() -> None:
     assert commits(sink) == [CHUNK, 2 * CHUNK, 2 * CHUNK + 5]
 
 
-def test_a_streamed_replay_writes_a_chunk_then_its_ledger_entries() -> None:
+class Hooks:
+    def refused(self, refusal: object) -> None:
+        raise AssertionError(refusal)
+
+    def check_targets(self, topics: set[str]) -> None:
+        assert topics == {"out"}
+
+
+def one_by_one(count: int, pulled: list[int], recipe: Recipe) -> Iterator[tuple[Copies, list]]:
+    """Batches of one copy each, counted as they are pulled."""
+    for dl in counted(count, pulled):
+        result = prepare(dl, recipe)
+        assert isinstance(result, Copy)
+        batch = Copies()
+        batch.add(result)
+        yield batch, []
+
+
+def test_a_replay_writes_a_chunk_then_its_ledger_entries_one_chunk_behind_the_reading() -> None:
+    """Each transaction holds its chunk's copies, then their ledger entries; it is committed
+    once the next chunk is read (its copies were delivered meanwhile): at most two chunks are
+    ever held."""
     pulled = [0]
     sink = RecordingSink(pulled)
     run = Run(sink, "orders.dlq.ledger", "r-1", "ops", clock=lambda: 7)
     recipe = Recipe(run="r-1", target=Target(TargetMode.TO, "out"), fix_description=("set a",))
-
-    def copies() -> Iterator[Copy | Refused]:
-        for dl in counted(CHUNK + 3, pulled):
-            result = prepare(dl, recipe)
-            assert isinstance(result, Copy)
-            yield result
-
-    class Hooks:
-        def refused(self, refusal: object) -> None:
-            raise AssertionError(refusal)
-
-        def check_targets(self, topics: set[str]) -> None:
-            assert topics == {"out"}
-
-    tally = run.replay_stream(copies(), Ledger("orders.dlq"), Pacer(None), ignore, Hooks())
-    assert tally.done == CHUNK + 3 and commits(sink) == [CHUNK, CHUNK + 3]
-    entries = [e for kind, e in sink.events if kind == "send" and e[0] == "orders.dlq.ledger"]
-    key, value = entries[0][1], entries[0][2]
+    batches = one_by_one(3 * CHUNK + 3, pulled, recipe)
+    tally = replay_batches(
+        run, batches, Ledger("orders.dlq"), Pacer(None), ignore, Hooks(), ("set a",)
+    )
+    assert tally.done == 3 * CHUNK + 3
+    assert commits(sink) == [2 * CHUNK, 3 * CHUNK, 3 * CHUNK + 3, 3 * CHUNK + 3]
+    sends = [e for kind, e in sink.events if kind == "send"]
+    assert [topic for topic, _, _ in sends[: 2 * CHUNK]] == ["out"] * CHUNK + [
+        "orders.dlq.ledger"
+    ] * CHUNK
+    key, value = sends[CHUNK][1], sends[CHUNK][2]
     assert key == b"orders.dlq/0/0"
     decoded = decode_ledger_entry(value)
     assert (decoded.action, decoded.target, decoded.fix, decoded.at) == (
@@ -111,6 +127,25 @@ def test_a_streamed_replay_writes_a_chunk_then_its_ledger_entries() -> None:
         7,
     )
     assert (decoded.failed_at, decoded.fingerprint) == (5_000, letter(0).fingerprint)
+
+
+def test_a_failed_read_commits_the_open_transaction_then_fails() -> None:
+    """The chunk whose copies were sent is committed with its ledger entries (it is good work);
+    what was read of the next chunk is not written; the reader's error goes on."""
+    pulled = [0]
+    sink = RecordingSink(pulled)
+    run = Run(sink, "orders.dlq.ledger", "r-1", "ops", clock=lambda: 7)
+    recipe = Recipe(run="r-1", target=Target(TargetMode.TO, "out"))
+
+    def failing() -> Iterator[tuple[Copies, list]]:
+        yield from one_by_one(CHUNK + 5, pulled, recipe)
+        raise RuntimeError("reading failed")
+
+    with pytest.raises(RuntimeError, match="reading failed"):
+        replay_batches(run, failing(), Ledger("orders.dlq"), Pacer(None), ignore, Hooks())
+    assert commits(sink) == [CHUNK + 5]
+    sends = [e for kind, e in sink.events if kind == "send"]
+    assert len(sends) == 2 * CHUNK  # the first chunk's copies and ledger entries, no more
 
 
 def test_a_fix_summary_keeps_no_payloads() -> None:
