@@ -27,10 +27,19 @@ _NAME, _VALUE = itemgetter(0), itemgetter(1)
 _DECODE = bytes.decode
 _CATEGORIES = frozenset(category.value for category in Category)
 _HEX = b"0123456789abcdef"
-_NUMBERS = (c.FAILED_AT, c.SOURCE_PARTITION, c.SOURCE_OFFSET, c.ATTEMPTS, c.REPLAY_COUNT)
-_TEXTS = (c.ERROR_TYPE, c.ERROR_MESSAGE, c.SOURCE_TOPIC, c.ORIGIN, c.PIPELINE)
+_CATEGORY_BYTES = frozenset(category.encode() for category in _CATEGORIES)
+_CHECKED_NUMBERS = (c.SOURCE_PARTITION, c.SOURCE_OFFSET, c.ATTEMPTS)
+"""Numbers `fast_row` checks that a replay does not read (it reads the failure time and the
+replay count)."""
+_READ_TEXTS = (c.PIPELINE, c.ORIGIN, c.SOURCE_TOPIC)
+_CHECKED_TEXTS = (c.ERROR_TYPE, c.ERROR_MESSAGE)
 _OPTIONAL_TEXTS = (c.SCHEMA, c.POLICY_RULE)
-_REQUIRED = frozenset((c.VERSION, c.ERROR_FINGERPRINT, c.ERROR_CATEGORY, *_NUMBERS, *_TEXTS))
+"""Texts `fast_row` checks that a replay does not read (the optional ones may be absent or
+null)."""
+_REQUIRED = frozenset(
+    (c.VERSION, c.ERROR_FINGERPRINT, c.ERROR_CATEGORY, c.FAILED_AT, c.REPLAY_COUNT,
+     *_CHECKED_NUMBERS, *_READ_TEXTS, c.ERROR_TYPE, c.ERROR_MESSAGE)
+)  # fmt: skip
 _COORDINATE = rb"[A-Za-z0-9._-]{1,249}/[0-9]{1,20}/[0-9]{1,20}"
 _ALL_COORDINATES = re.compile(rb"(?:" + _COORDINATE + rb"\n)*" + _COORDINATE)
 """Lines of `topic/partition/offset` (what `build_replay` keeps as `dlq.origin`): a column
@@ -103,13 +112,17 @@ def uniform_lineage(headers: Sequence[Sequence[Header]]) -> Lineage | None:
             return None
         if b"".join(digest).translate(None, _HEX):
             return None
-        if not _CATEGORIES.issuperset(map(_DECODE, column(c.ERROR_CATEGORY))):
-            return None
-        numbers = [_numbers(column(name)) for name in _NUMBERS]
-        texts = {name: _texts(column(name)) for name in _TEXTS}
+        if not _CATEGORY_BYTES.issuperset(column(c.ERROR_CATEGORY)):
+            return None  # also what is not UTF-8 (no category's bytes)
+        for name in _CHECKED_NUMBERS:
+            _digits(column(name))
+        failed_at, replay_counts = _numbers(column(c.FAILED_AT)), _numbers(column(c.REPLAY_COUNT))
+        for name in _CHECKED_TEXTS:
+            _utf8(column(name))
         for name in _OPTIONAL_TEXTS:
             if name in last:
-                _texts([raw for raw in column(name) if raw is not None])
+                _utf8([raw for raw in column(name) if raw is not None])
+        pipelines, origin_texts, sources = (_texts(column(name)) for name in _READ_TEXTS)
     except (TypeError, ValueError, UnicodeDecodeError):  # a None value, bad digits or UTF-8
         return None
     origins = column(c.ORIGIN)
@@ -120,11 +133,11 @@ def uniform_lineage(headers: Sequence[Sequence[Header]]) -> Lineage | None:
         return None
     return Lineage(
         fingerprints=list(map(_DECODE, digest)),
-        failed_at=numbers[0],
-        replay_counts=numbers[4],
-        pipelines=texts[c.PIPELINE],
-        origins=texts[c.ORIGIN],
-        source_topics=texts[c.SOURCE_TOPIC],
+        failed_at=failed_at,
+        replay_counts=replay_counts,
+        pipelines=pipelines,
+        origins=origin_texts,
+        source_topics=sources,
         headers=_originals(headers, names),
         origin_bytes=origins,
         stamps=stamps,
@@ -159,20 +172,30 @@ def _layout(
     return names, columns
 
 
-def _numbers(column: list[bytes]) -> list[int]:
-    """Decimal numbers of 1 to 20 ASCII digits, as `fast_row` reads them; ValueError (or
-    TypeError, for a None) otherwise."""
+def _digits(column: list[bytes]) -> None:
+    """ValueError (or TypeError, for a None) unless every value is a decimal number of 1 to 20
+    ASCII digits, as `fast_row` reads them."""
     lengths = set(map(len, column))
     if min(lengths) < 1 or max(lengths) > 20 or not b"".join(column).isdigit():
         raise ValueError("not a number")
+
+
+def _numbers(column: list[bytes]) -> list[int]:
+    """The column's numbers (`_digits` checks them)."""
+    _digits(column)
     return list(map(int, column))
 
 
-def _texts(column: list[bytes]) -> list[str]:
-    """UTF-8 texts; UnicodeDecodeError (or TypeError, for a None) when one is not. One decode
-    of the whole column first: joined by a newline, the column decodes exactly when each does
-    (a newline ends any sequence a value leaves open)."""
+def _utf8(column: list[bytes]) -> None:
+    """UnicodeDecodeError (or TypeError, for a None) unless every value is UTF-8: one decode of
+    the column joined by newlines, which decodes exactly when each value does (a newline ends
+    any sequence a value leaves open)."""
     b"\n".join(column).decode()
+
+
+def _texts(column: list[bytes]) -> list[str]:
+    """The column's texts (`_utf8` checks them)."""
+    _utf8(column)
     return list(map(_DECODE, column))
 
 
