@@ -9,14 +9,17 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from pipeline.app.build import Schemas
 from pipeline.app.settings import SchemaSpec, Settings
-from pipeline.codecs.base import Codec
 from pipeline.core.contract import parse_coordinates
 from pipeline.errors import RecordError
 from reprocessor import fixes
 from reprocessor.deadletters import DeadLetter, jsonable
+
+if TYPE_CHECKING:
+    from pipeline.app.build import Schemas
+    from pipeline.codecs.base import Codec
 
 Change = Callable[[object], dict[str, object]]
 """A fix: the decoded event in, the fixed event out; raises `fixes.FixError`."""
@@ -77,7 +80,13 @@ class Payloads:
 
     def __init__(self, settings: Settings | None) -> None:
         self._sources: dict[str, SchemaSpec] = dict(settings.sources) if settings else {}
-        self._schemas = Schemas(settings) if settings else None
+        self._schemas: Schemas | None = None
+        if settings:
+            # imported here: it brings the worker's whole runtime, which every `dlq` command
+            # paid for at start-up, with or without a configuration to decode with
+            from pipeline.app.build import Schemas
+
+            self._schemas = Schemas(settings)
         self._codecs: dict[tuple[str, bool], Codec] = {}
         for path in settings.python_path if settings else ():
             if str(path) not in sys.path:
