@@ -304,7 +304,7 @@ class JsonCodec:
             raise validator_crashed(self._model, exc, self._keep) from exc
         if self._finite(event):
             reject_non_finite(event, self._model.__name__)
-        return Decoded(event=event, schema_ref=self._ref)
+        return Decoded(event, self._ref)
 
     def encode(self, event: object, *, schema_id: int | None = None) -> bytes:
         """UTF-8 JSON of `event` (a model instance, or a mapping validated first), by alias so

@@ -425,21 +425,53 @@ def _own_headers(
 
 def _error_block(failure: Failure, include_stacktrace: bool) -> tuple[tuple[Header, ...], str, int]:
     """The dlq.error.* headers, the fingerprint and the headers' `headers_size`, cached per
-    cause (category, type, message, details and the stack trace recorded)."""
+    cause (category, type, message, details and the stack trace recorded).
+
+    The cause met last with the same texts is found first, in `_SEEN`, by comparing its
+    details (in order: the details JSON keeps each entry's key order); only a new cause pays
+    for the size check and the lru key, whose nested tuples are hashed afresh on every call."""
     stacktrace = failure.stacktrace if include_stacktrace else None
     try:  # dict.items of each entry, in C; a mapping of another type builds afresh
         details = tuple(map(tuple, map(dict.items, failure.details)))
+    except TypeError:
+        return _error_headers(
+            failure.category, failure.error_type, failure.message, failure.details, stacktrace
+        )
+    texts = (failure.category, failure.error_type, failure.message, stacktrace)
+    seen = _SEEN.get(texts)
+    if seen is not None and seen[0] == details:
+        return seen[1]
+    block = _kept_error_block(failure, details, stacktrace)
+    if block is None:
+        return _error_headers(
+            failure.category, failure.error_type, failure.message, failure.details, stacktrace
+        )
+    if len(_SEEN) >= _MAX_SEEN:
+        _SEEN.clear()
+    _SEEN[texts] = (details, block)
+    return block
+
+
+_Block = tuple[tuple[Header, ...], str, int]
+_SEEN: dict[tuple[Category, str, str, str | None], tuple[tuple[object, ...], _Block]] = {}
+_MAX_SEEN = 256
+
+
+def _kept_error_block(
+    failure: Failure, details: tuple[tuple[tuple[str, str], ...], ...], stacktrace: str | None
+) -> _Block | None:
+    """The block from the lru cache, or None for a cause that must not be kept: too much text,
+    or an unhashable detail value."""
+    try:
         text = len(failure.message) + len(stacktrace or "")
         text += sum(map(len, chain.from_iterable(map(dict.values, failure.details))))
-        if text <= _MAX_CACHED_TEXT:  # a key holds the cause's whole text: keep them small
-            return _cached_error_block(
-                failure.category, failure.error_type, failure.message, details, stacktrace
-            )
-    except TypeError:  # an unhashable detail value, or not a dict: build it afresh
-        pass
-    return _error_headers(
-        failure.category, failure.error_type, failure.message, failure.details, stacktrace
-    )
+        if text > _MAX_CACHED_TEXT:  # a key holds the cause's whole text: keep them small
+            return None
+        return _cached_error_block(
+            failure.category, failure.error_type, failure.message, details, stacktrace
+        )
+    except TypeError:
+        return None
 
 
 _MAX_CACHED_TEXT = 32_768

@@ -80,3 +80,20 @@ def test_headers_size_counts_utf8_names_and_values() -> None:
     # 10 per header; "é" is 2 bytes, an unencodable surrogate becomes one "?"
     assert headers_size(headers) == 30 + 2 + 1 + 2 + 3
     assert record_size(b"k", b"vv", headers) == 97 + 3 + headers_size(headers)
+
+
+def test_a_known_cause_with_its_details_in_another_order_is_built_again() -> None:
+    """The cause cache compares details in order: the details JSON keeps each entry's order."""
+    record = SourceRecord("orders", 0, 1, 0, None, b"v", ())
+    first = {"loc": "a", "msg": "m", "type": "t"}
+    again = {"type": "t", "msg": "m", "loc": "a"}
+    failures = [
+        Failure(Category.VALIDATION, "E", "same text", 1, "p", details=(entry,))
+        for entry in (first, again, first)
+    ]
+    built = [dict(dead_letter_headers(record, f)[0])["dlq.error.details"] for f in failures]
+    assert built == [
+        b'[{"loc":"a","msg":"m","type":"t"}]',
+        b'[{"type":"t","msg":"m","loc":"a"}]',
+        b'[{"loc":"a","msg":"m","type":"t"}]',
+    ]
