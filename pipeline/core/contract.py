@@ -772,8 +772,9 @@ def _utf8(text: str) -> bytes:
     return text.encode("utf-8", errors="replace")
 
 
-def _number(value: int) -> bytes:
-    return str(value).encode("ascii")
+_number: Callable[[int], bytes] = b"%d".__mod__
+"""An int's decimal digits as ASCII bytes (`str(value).encode()`), formatted in C without a
+Python frame: a dead letter encodes six numbers."""
 
 
 def _text(raw: bytes | None) -> str | None:
