@@ -368,8 +368,9 @@ def replay_batches(
     decided copies are skipped, the rest join the next chunk, written a transaction at a time
     (`pacer.chunk` copies, their target topics checked first by `hooks.check_targets`; see
     `Transactions`). At most two chunks and one batch in memory; decisions are not kept in
-    `ledger` (a plan holds each dead letter once). When reading the batches fails, the open
-    transaction is committed (its copies are good) before the error goes on."""
+    `ledger` (a plan holds each dead letter once). When reading the batches fails or is
+    interrupted, the open transaction is committed (its copies are good) before the error goes
+    on."""
     tally, chunk, size = Tally(), Copies(), pacer.chunk
     writer = Transactions(run, fix, tally, pacer, progress, hooks)
     try:
@@ -385,7 +386,9 @@ def replay_batches(
                 writer.send(chunk.take(size))
         if chunk:
             writer.send(chunk)
-    except Exception:
+    except BaseException:
+        # Ctrl-C too: a transaction left open would hold read_committed consumers of its
+        # targets until the coordinator times it out
         writer.finish()
         raise
     writer.finish()
