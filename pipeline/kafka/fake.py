@@ -163,6 +163,8 @@ class FakeSink:
         self.txn_records: list[Output] = []
         self.txn_offsets: dict[TP, Committed] = {}
         self.fail_commit: SinkError | None = None
+        self.fail_abort: SinkError | None = None
+        self.fail_reset: SinkError | None = None
         self.transactions = 0
         self.aborts = 0
         self.resets = 0
@@ -219,6 +221,8 @@ class FakeSink:
         self.txn_offsets.update(offsets)
 
     def reset(self, timeout_s: float) -> None:
+        if self.fail_reset is not None:
+            raise SinkFailure(self.fail_reset)
         self.queue.clear()
         self._end()
         self.fail_commit = None
@@ -235,6 +239,8 @@ class FakeSink:
         self.transactions += 1
 
     def abort_transaction(self, timeout_s: float) -> None:
+        if self.fail_abort is not None:
+            raise SinkFailure(self.fail_abort)
         self.queue.clear()
         self._end()
         self.aborts += 1

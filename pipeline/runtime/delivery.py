@@ -28,6 +28,11 @@ from pipeline.runtime.metrics import Tally, WorkerMetrics
 MAX_RENEWALS = 3
 RENEWAL_WINDOW_S = 300.0
 """At most this many new transactional producers in this many seconds, then exit 1."""
+ABORT_PATIENCE = 3
+"""An abort unconfirmed for this many `timeout_s` is ended by a new producer with the same
+transactional id (initialising it aborts the open transaction). Seen here once the broker came
+back from a restart: librdkafka kept the EndTxn in its queue to the coordinator and timed out
+every retry, for minutes, while the worker's gate stayed closed waiting for it."""
 
 log = logging.getLogger("lazarus.worker")
 
@@ -285,6 +290,8 @@ class Transactions(Delivery):
         self._open = False
         self._rewind_all = False
         self._abort_pending = False
+        self._abort_since = 0.0
+        self._stuck = False  # an abort never confirmed: a new producer is owed
         self._renewals: deque[float] = deque()
         try:
             sink.init_transactions(timeout_s)
@@ -379,6 +386,8 @@ class Transactions(Delivery):
             return self._renew(error)
         if not (error.abortable or error.retriable):
             raise RuntimeFailure(f"transactional producer failed: {error.reason}")
+        if not self._abort_pending:
+            self._abort_since = self.clock()
         self._abort_pending = True
         self._rewind_all = True
         self._tally = Tally()  # nothing of the aborted transaction counts
@@ -402,24 +411,50 @@ class Transactions(Delivery):
             self.sink.reset(self.timeout_s)
         except SinkFailure as exc:
             raise RuntimeFailure(f"cannot start a new producer: {exc.error.reason}") from exc
-        self._open = False
-        self._abort_pending = False
         self._rewind_all = True
-        self.positions.clear()
         self._tally = Tally()
-        self.metrics.pending.aborts += 1
+        self._aborted()
         return Polled(f"transactional producer renewed after: {error.reason}")
 
     def _try_abort(self) -> None:
+        if self._stuck:
+            self._replace_stuck()
+            return
         try:
             self.sink.abort_transaction(self.timeout_s)
         except SinkFailure as exc:
             if exc.error.fatal:
                 self._renew(exc.error)
                 return
+            waited = self.clock() - self._abort_since
+            if self._abort_pending and waited >= ABORT_PATIENCE * self.timeout_s:
+                log.warning(
+                    "abort not confirmed for %.0fs, ending it with a new producer: %s",
+                    waited,
+                    exc.error.reason,
+                )
+                self._stuck = True
+                self._replace_stuck()
+                return
             log.warning("abort not confirmed yet (will retry): %s", exc.error.reason)
             return
-        self._abort_pending = False
+        self._aborted()
+
+    def _replace_stuck(self) -> None:
+        """A new producer in place of one whose abort never came back; while the cluster
+        refuses it, try again at the next poll (the gate stays closed; nothing is consumed).
+        Not a fencing fight, so not counted against the renewal budget."""
+        try:
+            self.sink.reset(self.timeout_s)
+        except SinkFailure as exc:
+            log.warning("cannot start a new producer yet (will retry): %s", exc.error.reason)
+            return
+        self._rewind_all = True
+        self._aborted()
+
+    def _aborted(self) -> None:
+        """The open transaction is gone (aborted, or ended by a new producer)."""
+        self._abort_pending = self._stuck = False
         self._open = False
         self.positions.clear()
         self.metrics.pending.aborts += 1

@@ -251,6 +251,33 @@ def test_a_fatal_transactional_error_renews_the_producer_then_stops_the_worker()
             r.steps(2)
 
 
+def test_an_abort_that_never_comes_back_is_ended_by_a_new_producer() -> None:
+    """After a broker restart librdkafka once timed out every abort for minutes; the gate stayed
+    closed all along. Past ABORT_PATIENCE timeouts a new producer ends the transaction (and,
+    while the cluster refuses one too, the worker keeps trying without consuming)."""
+    r = rig(exactly_once=True)  # timeout_s=5: patience 15 s
+    for i in range(3):
+        r.cluster.append(SOURCE, good(i))
+    r.sink.fail_commit = SinkError("coordinator moved", abortable=True)
+    r.sink.fail_abort = SinkError("timed out", retriable=True)
+    r.steps(1)
+    r.sink.fail_commit = None
+    for _ in range(3):
+        r.clock.advance(4.0)
+        r.steps(1)
+    assert r.sink.resets == 0 and values(r, OUTPUT) == []  # still waiting for the abort
+    r.sink.fail_reset = SinkError("coordinator not available", retriable=True)
+    r.clock.advance(4.0)
+    r.steps(2)
+    assert r.sink.resets == 0 and values(r, OUTPUT) == []  # nothing consumed meanwhile
+    r.sink.fail_reset = None
+    r.clock.advance(2.0)
+    r.steps(4)
+    assert r.sink.resets == 1
+    assert values(r, OUTPUT) == [good(i) for i in range(3)]  # exactly once
+    assert r.cluster.committed[(SOURCE, 0)] == Committed(3)
+
+
 @pytest.mark.parametrize("exactly_once", [False, True])
 def test_records_of_a_partition_revoked_during_a_retry_wait_are_never_routed(
     exactly_once: bool,
