@@ -160,6 +160,26 @@ def print_table(runs: list[Story]) -> None:
               f"commands; story {ratio:.1f} x the raw consume")  # fmt: skip
 
 
+def code_version() -> dict[str, str]:
+    """Which code the `dlq` commands ran: the folder `reprocessor` was imported from, its git
+    commit, and whether its tree had uncommitted changes (a before/after run of another
+    checkout, by PYTHONPATH, says so in its results)."""
+    import reprocessor
+
+    folder = Path(reprocessor.__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True)
+        return done.stdout.strip()
+
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    return {
+        "folder": str(folder),
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "uncommitted": str(dirty),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--bootstrap")
@@ -189,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
                     "loadavg_start": started_load,
                     "loadavg_end": Path("/proc/loadavg").read_text().strip(),
                 },
+                "code": code_version(),
                 "count": args.count,
                 "runs": [{**asdict(run), "total_s": run.total_s} for run in runs],
             },
