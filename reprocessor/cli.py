@@ -29,7 +29,6 @@ from pipeline.kafka import dlqio
 from pipeline.kafka.clients import KAFKA_LOG
 from pipeline.kafka.dlqio import KafkaConf
 from reprocessor import (
-    exporter,
     fix_preview,
     grouping,
     index_query,
@@ -38,10 +37,10 @@ from reprocessor import (
     replay_run,
 )
 from reprocessor.deadletters import from_record, to_kcat_json
-from reprocessor.exporter import DEFAULT_PORT
 from reprocessor.fix_tally import FIRST, FixTally
 from reprocessor.ledger import STATE_ENV, Ledger, Plan
 from reprocessor.options import (
+    EXPORTER_PORT,
     INSPECT_DEFAULT_LIMIT,
     WHERE_GRAMMAR,
     Env,
@@ -418,7 +417,7 @@ def discard(env: Env, /, reason: str, dry_run: bool, yes: bool, **opts: Any) -> 
     help="Pipeline config whose DLQ and group to follow (repeatable; default: dlq --config).",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve on.")
-@click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=EXPORTER_PORT, show_default=True)
 @click.option(
     "--interval", type=click.FloatRange(min=0.1), default=15.0, show_default=True,
     help="Seconds between catch-ups.",
@@ -447,6 +446,8 @@ def exporter_command(env: Env, /, configs: tuple[Path, ...], **opts: Any) -> int
     if not files:
         raise click.UsageError("give --config FILE (repeatable)")
     logs.setup()
+    from reprocessor import exporter  # here: the other commands start without it (EXPORTER_PORT)
+
     options = exporter.Options(
         host=opts["host"],
         port=opts["port"],
