@@ -163,6 +163,7 @@ def raw_txn_copy(bootstrap: str, source: str, target: str, chunk: int = CHUNK) -
             "partitioner": "murmur2_random",
             "linger.ms": 5,
             "compression.type": "lz4",
+            "retry.backoff.ms": 10,  # as Lazarus' transactional producers (clients.py)
             "transactional.id": f"bench-raw-{uuid.uuid4().hex[:6]}",
         }
     )
