@@ -18,6 +18,7 @@ owner reads them. Held records never count toward the flood guard: parking is de
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -107,6 +108,10 @@ class Worker:
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> None:
         """Consume until stopped, then drain, commit and leave the group."""
+        # What start-up built (modules, schemas, validators, clients) lives as long as the
+        # worker: out of the collector's sight, a full collection no longer walks it.
+        gc.collect()
+        gc.freeze()
         self.source.subscribe(self.options.topics, self)
         try:
             while not self._stopping:
@@ -142,12 +147,17 @@ class Worker:
         self._interrupted = False
         self.delivery.begin(started)
         guard = self.crashes
+        # The partitions the crash guard watches, taken once per batch (a redrive partition that
+        # never gets a record stays unmarked all run): within a batch the guard only forgets
+        # partitions, and `_guarded` then routes plainly; an assignment during a retry wait
+        # (`_fresh` until the next step) sends the rest of the batch through `_guarded`.
+        watched = {*guard.suspects, *guard.unmarked} if guard is not None else set()
         for rec in records:
             if self._interrupted or self._stopping:
                 self.gate.remember((rec.topic, rec.partition), rec.offset)
             elif self._revoked and (rec.topic, rec.partition) not in self.assigned:
                 continue
-            elif guard is not None and (guard.suspects or guard.unmarked):
+            elif guard is not None and (self._fresh or (rec.topic, rec.partition) in watched):
                 self._guarded(rec, guard)
             else:
                 self._route(rec)
@@ -315,7 +325,7 @@ class Worker:
         if failure is None:
             tally.outcomes[routed.outcome] += 1
             return
-        category = failure.category.value
+        category = failure.category  # a StrEnum: counts under its value
         tally.outcomes["held" if failure.category is Category.HELD else routed.outcome] += 1
         tally.dead_letters[category] += 1
         self.dead_log.record(rec, routed, self.clock())
