@@ -118,6 +118,7 @@ class Worker:
                 self.step()
         finally:
             self._shutdown()
+            gc.unfreeze()  # a process that goes on (a test, an embedding) collects as before
 
     def stop(self) -> None:
         self._stopping = True
