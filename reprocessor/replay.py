@@ -6,8 +6,9 @@ DLQ topic (`lazarus-dlq-<dlq-topic>`, shared by replay and discard), which fence
 and aborts its open transaction; only then is the ledger read to its end (`read_committed`), so a
 decision committed by a fenced run is seen and never repeated. Then, per chunk: begin; produce the
 copies; flush, which yields each copy's `topic/partition/offset` from its delivery report;
-produce the ledger entries naming those targets; commit. A crash at any point leaves either the
-whole chunk (copies and entries) or none of it, so re-running replays exactly what is missing.
+produce the ledger entries naming those targets; commit (`replay_batches.Transactions` writes a
+replay so; `Run.discard` here writes a discard). A crash at any point leaves either the whole
+chunk (copies and entries) or none of it, so re-running replays exactly what is missing.
 
 Chunks go in plan order, and the plan keeps each DLQ partition's offset order, so dead letters of
 one key (one DLQ partition, by the contract's partitioner) are replayed in their DLQ order.

@@ -1,8 +1,11 @@
-"""The documentation cannot drift from the code: CLI reference, contract copy, exit codes."""
+"""The documentation cannot drift from the code: CLI reference, contract copy, exit codes,
+the benchmarks it quotes."""
 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from pipeline.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
@@ -49,3 +52,23 @@ def test_readme_configuration_reference_is_generated_from_the_settings() -> None
     assert embedded == table(), (
         "README config reference is stale: python scripts/config_reference.py"
     )
+
+
+def readme_bench_commands() -> list[list[str]]:
+    """The `python -m bench.…` commands the README quotes (code spans may wrap lines)."""
+    spans = re.findall(r"`(python -m bench\.[^`]*)`", (REPO / "README.md").read_text())
+    return [span.split() for span in spans]
+
+
+def test_readme_bench_commands_name_real_options() -> None:
+    """Each benchmark the README quotes exists and takes every option it is quoted with (the
+    runs themselves take minutes: bench/README.md has their figures)."""
+    commands = readme_bench_commands()
+    assert {argv[2] for argv in commands} >= {"bench.bench_peers", "bench.bench_story"}
+    for argv in commands:
+        done = subprocess.run(
+            [sys.executable, "-m", argv[2], "--help"], capture_output=True, text=True, cwd=REPO
+        )
+        assert done.returncode == 0, done.stderr
+        for option in (a.split("=")[0] for a in argv[3:] if a.startswith("--")):
+            assert option in done.stdout, f"{' '.join(argv)}: {argv[2]} has no {option}"
