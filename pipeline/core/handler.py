@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -59,7 +59,9 @@ class Output(NamedTuple):
     topic: str
     key: bytes | None
     value: bytes | None
-    headers: tuple[Header, ...]
+    headers: Sequence[Header]
+    """A tuple, or for a dead letter the contract's own new list, produced as it is (the sink
+    hands a list to confluent-kafka unconverted; nothing changes it once built)."""
 
 
 class Routed(NamedTuple):
@@ -316,5 +318,5 @@ class Handler:
         fitted, digest = contract.dead_letter(
             rec, full, self.dlq_max_bytes, include_stacktrace=self.stacktraces
         )
-        output = Output(self.dlq_topic, rec.key, fitted.value, tuple(fitted.headers))
+        output = Output(self.dlq_topic, rec.key, fitted.value, fitted.headers)
         return Routed((output,), "dead_lettered", full, digest)

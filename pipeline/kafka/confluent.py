@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
@@ -38,6 +38,7 @@ from pipeline.kafka.seam import (
 
 log = logging.getLogger("lazarus.worker")
 T = TypeVar("T")
+_Headers = list[tuple[str, str | bytes | None]]
 
 STUCK_GRACE_S = 5.0
 """How long past its own timeout a transactional call may take before it counts as stuck."""
@@ -189,10 +190,10 @@ class KafkaSink:
             self._batch = _BatchAcks(batch, self)
             self._report = self._batch.report
         report = self._report
-        # no headers: None, not an empty list for confluent-kafka to convert (same record)
-        headers: list[tuple[str, str | bytes | None]] | None = (
-            list(out.headers) if out.headers else None
-        )
+        # confluent-kafka takes a list (a dead letter's is one already, 17 headers) or None:
+        # no headers is None, not an empty list for it to convert (same record)
+        raw = out.headers
+        headers = cast(_Headers, raw if type(raw) is list else list(raw)) if raw else None
         while True:
             try:
                 self._producer.produce(

@@ -201,7 +201,7 @@ class FakeSink:
             self._append(out)
 
     def _append(self, out: Output) -> None:
-        self.cluster.append(out.topic, out.value, key=out.key, headers=out.headers)
+        self.cluster.append(out.topic, out.value, key=out.key, headers=tuple(out.headers))
 
     def pending(self) -> int:
         return len(self.queue)
