@@ -418,11 +418,7 @@ class Transactions:
         self.hooks.check_targets(set(chunk.topics))
         sink = self.run.sink
         sink.begin()
-        send = sink.send
-        for topic, key, value, headers in zip(
-            chunk.topics, chunk.keys, chunk.values, chunk.headers, strict=True
-        ):
-            send(topic, key, value, headers)
+        sink.send_chunk(chunk.topics, chunk.keys, chunk.values, chunk.headers)
         self.sent = chunk
 
     def finish(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,6 +58,10 @@ class Sink:
     ) -> int:
         self.open.append((topic, key, value, list(headers)))
         return len(self.open) - 1
+
+    def send_chunk(self, topics: Any, keys: Any, values: Any, headers: Any) -> None:
+        for row in zip(topics, keys, values, headers, strict=True):
+            self.send(*row)
 
     def send_all(self, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> None:
         for key, value in records:

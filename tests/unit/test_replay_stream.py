@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -39,6 +40,10 @@ class RecordingSink:
         self.events.append(("send", (topic, key, value)))
         self.open.append(topic)
         return len(self.open) - 1
+
+    def send_chunk(self, topics: Any, keys: Any, values: Any, headers: Any) -> None:
+        for row in zip(topics, keys, values, headers, strict=True):
+            self.send(*row)
 
     def send_all(self, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> None:
         for key, value in records:
