@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import tempfile
 from collections.abc import Generator, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -319,14 +319,16 @@ def execute(
 ) -> tuple[Tally, _Hooks]:
     """Fence earlier runs, read the ledger to its end (keeping the planned dead letters'
     entries, `plan_ledger`), then replay the plan as it is read back a batch at a time
-    (`replay_batches`)."""
-    plan, hooks = stored.plan, _Hooks(env)
-    with few_collections():
+    (`replay_batches`). The DLQ's reader is opened first, so its first fetches arrive while
+    the fence and the ledger read wait on the broker (reading the DLQ decides nothing: what
+    the ledger says is applied to each batch after the fence, as before)."""
+    plan, hooks, match = stored.plan, _Hooks(env), PlanMatch(stored)
+    with few_collections(), _plan_reader(env, match) as reader:
         job = _job(env, plan.dlq_topic, plan.run)
         ledger = job.start(lambda: plan_ledger(env.conf(), stored))
         todo = plan.selected - plan.refused
         with render.progress(todo, f"replay {plan.run}", quiet=env.quiet) as bar:
-            batches = planned_batches(env, stored, recipe)
+            batches = planned_batches(env, match, reader, recipe)
             pacer, fix = Pacer(rate), recipe.fix_description
             tally = replay_batches.replay_batches(job, batches, ledger, pacer, bar, hooks, fix)
     return tally, hooks
@@ -341,25 +343,30 @@ def _job(env: Env, dlq_topic: str, run_id: str) -> Run:
     return Run(sink, ledger_topic(dlq_topic), run_id, env.operator)
 
 
+def _plan_reader(env: Env, match: PlanMatch) -> AbstractContextManager[dlqio.TopicReader | None]:
+    """One reader over every planned partition, each from its first planned offset (so their
+    fetches overlap); None when nothing is planned."""
+    if not match.lines:
+        return nullcontext(None)
+    spec = dlqio.ReadSpec(partitions=tuple(match.lines), starts=match.starts())
+    return dlqio.TopicReader({**READ_AHEAD, **env.conf()}, match.topic, spec)
+
+
 def planned_batches(
-    env: Env, stored: StoredPlan, recipe: Recipe
+    env: Env, match: PlanMatch, reader: dlqio.TopicReader | None, recipe: Recipe
 ) -> Generator[tuple[Copies, list[Refused]], None, None]:
-    """The plan's copies and refusals, a poll at a time (`replay_batches`), read back with one
-    reader over every planned partition (each from its first planned offset, so their fetches
-    overlap), each partition's records merged with its plan lines, both in offset order.
-    Partitions interleave; each keeps its order, hence each key's. Holds one poll's records
-    and a block of plan lines per partition."""
-    match = PlanMatch(stored)
-    if match.lines:
-        spec = dlqio.ReadSpec(partitions=tuple(match.lines), starts=match.starts())
+    """The plan's copies and refusals, a poll at a time (`replay_batches`), read back with
+    `reader` (`_plan_reader`), each partition's records merged with its plan lines, both in
+    offset order. Partitions interleave; each keeps its order, hence each key's. Holds one
+    poll's records and a block of plan lines per partition."""
+    if reader is not None:
         slow = _Slow(env, recipe)
-        with dlqio.TopicReader({**READ_AHEAD, **env.conf()}, stored.plan.dlq_topic, spec) as reader:
-            for batch in reader.batches():
-                planned, done = match.match(batch)
-                for partition in done:
-                    reader.finish(partition)
-                copies, refused = copies_of(batch, planned, recipe, slow)
-                yield copies, planned.gone + refused
+        for batch in reader.batches():
+            planned, done = match.match(batch)
+            for partition in done:
+                reader.finish(partition)
+            copies, refused = copies_of(batch, planned, recipe, slow)
+            yield copies, planned.gone + refused
     gone = match.rest()
     while left := list(itertools.islice(gone, 1000)):
         yield Copies(), left
