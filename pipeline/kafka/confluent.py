@@ -70,7 +70,6 @@ class KafkaSource:
 
     def __init__(self, base: KafkaConf, group_id: str) -> None:
         self._commit_failures: list[TP] = []
-        self._group: object | None = None
         self._consumer = make_consumer(base, group_id, on_commit=self.on_commit)
 
     @property
@@ -86,14 +85,10 @@ class KafkaSource:
     def subscribe(self, topics: Sequence[str], listener: RebalanceListener) -> None:
         self._consumer.subscribe(
             list(topics),
-            on_assign=lambda _c, parts: self._rebalanced(listener.on_assign, parts),
-            on_revoke=lambda _c, parts: self._rebalanced(listener.on_revoke, parts),
-            on_lost=lambda _c, parts: self._rebalanced(listener.on_lost, parts),
+            on_assign=lambda _c, parts: listener.on_assign(_tps(parts)),
+            on_revoke=lambda _c, parts: listener.on_revoke(_tps(parts)),
+            on_lost=lambda _c, parts: listener.on_lost(_tps(parts)),
         )
-
-    def _rebalanced(self, handler: Callable[[list[TP]], None], parts: list[TopicPartition]) -> None:
-        self._group = None  # the member rejoins: its generation changes
-        handler(_tps(parts))
 
     def consume(self, max_records: int, timeout_s: float) -> list[SourceRecord]:
         records = []
@@ -137,7 +132,6 @@ class KafkaSource:
         return failed
 
     def committed(self, tps: Sequence[TP], timeout_s: float) -> dict[TP, Committed]:
-        self._group = None  # a rewind after an abort reads these: the next commit rereads both
         asked = [TopicPartition(t, p) for t, p in tps]
         found = retry_kafka(
             lambda: self._consumer.committed(asked, timeout=timeout_s),
@@ -152,15 +146,7 @@ class KafkaSource:
         }
 
     def group_metadata(self) -> object:
-        """Read once per generation, not per transaction: each read is a request to librdkafka's
-        group thread that the caller waits for (1-3.5 ms a commit measured here under load).
-        It changes only when the member rejoins, which passes through the rebalance callbacks;
-        after any abort the rewind's `committed` read clears it too, so a metadata the
-        coordinator refuses (an old generation: the transaction aborts, nothing is committed)
-        is read afresh for the next one. Fencing stays the coordinator's check."""
-        if self._group is None:
-            self._group = self._consumer.consumer_group_metadata()
-        return self._group
+        return self._consumer.consumer_group_metadata()
 
     def close(self) -> None:
         self._consumer.close()
