@@ -38,9 +38,9 @@ from reprocessor.index import DlqIndex
 from reprocessor.index_query import depth
 from reprocessor.lag import LagTracker
 from reprocessor.ledger import state_dir
+from reprocessor.options import EXPORTER_PORT
 
 log = logging.getLogger("lazarus.dlq.exporter")
-DEFAULT_PORT = 9465
 UNREACHED = "unknown"
 """The `cluster` label of a cluster never reached yet, when `--cluster` does not name it."""
 
@@ -48,7 +48,7 @@ UNREACHED = "unknown"
 @dataclass(frozen=True, slots=True)
 class Options:
     host: str = "127.0.0.1"
-    port: int = DEFAULT_PORT
+    port: int = EXPORTER_PORT
     interval_s: float = 15.0
     top_n: int = 10
     cluster_label: str | None = None

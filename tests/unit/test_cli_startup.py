@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from reprocessor.exporter import DEFAULT_PORT
+from reprocessor.exporter import Options
 from reprocessor.options import EXPORTER_PORT
 
 
@@ -23,4 +23,4 @@ def test_dlq_commands_start_without_the_exporter() -> None:
 
 
 def test_the_exporter_port_has_one_value() -> None:
-    assert DEFAULT_PORT == EXPORTER_PORT == 9465
+    assert Options().port == EXPORTER_PORT == 9465
