@@ -41,6 +41,7 @@ from typing import Generic, Protocol, TypeVar
 from pipeline.core.contract import ledger_topic
 from pipeline.errors import ConfigError
 from pipeline.kafka.follow import Cluster, Fetched, Follower, KafkaConf, TopicMeta
+from reprocessor import index_scan
 from reprocessor.index_ledger import LedgerRow, ledger_rows
 from reprocessor.index_rows import (
     COLUMNS,
@@ -142,7 +143,10 @@ class DlqIndex:
     """The index of one DLQ topic of one cluster. Not thread-safe: one per thread (SQLite's WAL
     lets other connections, other processes included, read and write the same file)."""
 
-    def __init__(self, path: Path, topic: str, cluster_id: str) -> None:
+    def __init__(self, path: Path, topic: str, cluster_id: str, *, schema: bool = True) -> None:
+        """Open (and create) the index at `path`; `schema` False leaves its tables and indexes
+        as they are (a helper of a first scan, `index_scan`, while the secondary index is
+        dropped)."""
         self.path, self.topic, self.cluster_id = path, topic, cluster_id
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -154,7 +158,8 @@ class DlqIndex:
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA cache_size=-16384")  # 16 MiB, whatever the DLQ's size
             self.db.execute("PRAGMA wal_autocheckpoint=8192")  # 32 MiB: fewer, larger checkpoints
-            self.db.executescript(_DDL + _CREATE_INDEXES)
+            if schema:
+                self.db.executescript(_DDL + _CREATE_INDEXES)
             limit = self.db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         except sqlite3.Error as exc:
             raise ConfigError(f"cannot open the DLQ index {path}: {exc}") from exc
@@ -271,16 +276,34 @@ class DlqIndex:
 
     def _follow_dlq(self, conf: KafkaConf, ends: dict[int, int], progress: Progress | None) -> int:
         start = self._positions("dlq")
-        todo = sum(max(0, end - start.get(p, 0)) for p, end in ends.items())
-        if not todo:
+        todo = {p: end - start.get(p, 0) for p, end in ends.items() if end > start.get(p, 0)}
+        total = sum(todo.values())
+        if not total:
             return 0
-        bulk = todo > BULK_ROWS and self.db.execute("SELECT 1 FROM dl LIMIT 1").fetchone() is None
+        bulk = total > BULK_ROWS and self.db.execute("SELECT 1 FROM dl LIMIT 1").fetchone() is None
         if progress is not None:
-            progress.expect(todo)
+            progress.expect(total)
+        groups = index_scan.split(todo, index_scan.workers() if bulk else 1)
+        others = [{p: (start.get(p, 0), ends[p]) for p in group} for group in groups[1:]]
+        with _Bulk(self.db, bulk), index_scan.Helpers(self, conf, others) as helpers:
+            mine = {p: start.get(p, 0) for p in groups[0]}
+            read = self.scan(conf, mine, {p: ends[p] for p in groups[0]}, helpers.counter(progress))
+            return read + helpers.wait(progress)
+
+    def scan(
+        self,
+        conf: KafkaConf,
+        start: dict[int, int],
+        ends: dict[int, int],
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Read the DLQ's partitions of `ends` from `start` to their ends and store their rows
+        and read positions, a transaction per batch (what waits goes in one); the records read.
+        Also what a helper process of a first scan runs (`index_scan`)."""
         read = 0
         follower = Follower(conf, self.topic, start, ends)
         writer = _Writer(self, "dlq", self.store_rows)
-        with _scanning(), _Bulk(self.db, bulk), follower, writer:
+        with _scanning(), follower, writer:
             for batch, positions in follower.batches():
                 writer.put(self.rows_of(batch), positions)
                 read += len(batch)

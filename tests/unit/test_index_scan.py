@@ -1,0 +1,38 @@
+"""How a first scan is split between processes (`reprocessor.index_scan`), and a helper's failure
+reaching the catch-up as the error the helper raised."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import ConfigError
+from reprocessor import index_scan
+from reprocessor.index import DlqIndex
+
+
+def test_a_large_scan_is_split_into_groups_of_about_equal_records() -> None:
+    todo = {0: 400_000, 1: 100_000, 2: 300_000, 3: 200_000, 4: 0}
+    groups = index_scan.split(todo, 2)
+    assert groups == [{0: 400_000, 1: 100_000, 4: 0}, {2: 300_000, 3: 200_000}]
+    assert index_scan.split(todo, 8) == [{0: 400_000}, {2: 300_000}, {3: 200_000},
+                                         {1: 100_000}, {4: 0}]  # fmt: skip
+
+
+def test_a_small_scan_or_one_cpu_stays_in_one_process() -> None:
+    small = {0: 100, 1: 100}
+    assert index_scan.split(small, 4) == [small]
+    large = {0: 300_000, 1: 300_000}
+    assert index_scan.split(large, 1) == [large]
+    assert index_scan.split({}, 4) == [{}]
+
+
+def test_a_helper_failure_is_raised_by_the_catch_up_as_the_helper_raised_it(
+    tmp_path: Path,
+) -> None:
+    index = DlqIndex(tmp_path / "t.sqlite3", "t.dlq", "cluster")
+    conf = {"bootstrap.servers": "127.0.0.1:1", "no.such.property": "x"}
+    failed = pytest.raises(ConfigError, match=r"librdkafka rejected the configuration")
+    with index, index_scan.Helpers(index, conf, [{0: (0, 10)}]) as helpers, failed:
+        helpers.wait(None)
