@@ -4,6 +4,7 @@ entries are the codec's."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 from pipeline.core.contract import Failure, SourceRecord, build_dead_letter
 from pipeline.core.ledger_codec import decode_ledger_entry
 from pipeline.errors import Category
+from pipeline.kafka.dlqio import TransactionAborted
 from reprocessor.deadletters import DeadLetter, from_record
 from reprocessor.index_rows import fast_row, letter_of
 from reprocessor.ledger import Ledger
@@ -106,8 +108,8 @@ def one_by_one(count: int, pulled: list[int], recipe: Recipe) -> Iterator[tuple[
 
 def test_a_replay_writes_a_chunk_then_its_ledger_entries_one_chunk_behind_the_reading() -> None:
     """Each transaction holds its chunk's copies, then their ledger entries; it is committed
-    once the next chunk is read (its copies were delivered meanwhile): at most two chunks are
-    ever held."""
+    while the next chunk is read, and before that chunk's transaction begins: at most two
+    chunks are ever held."""
     pulled = [0]
     sink = RecordingSink(pulled)
     run = Run(sink, "orders.dlq.ledger", "r-1", "ops", clock=lambda: 7)
@@ -117,7 +119,12 @@ def test_a_replay_writes_a_chunk_then_its_ledger_entries_one_chunk_behind_the_re
         run, batches, Ledger("orders.dlq"), Pacer(None), ignore, Hooks(), ("set a",)
     )
     assert tally.done == 3 * CHUNK + 3
-    assert commits(sink) == [2 * CHUNK, 3 * CHUNK, 3 * CHUNK + 3, 3 * CHUNK + 3]
+    # chunk i is sent once (i + 1) * CHUNK dead letters are pulled, and committed before the
+    # next chunk is sent (the last two once all 3 * CHUNK + 3 are)
+    sent = [CHUNK, 2 * CHUNK, 3 * CHUNK, 3 * CHUNK + 3, 3 * CHUNK + 3]
+    done = commits(sink)
+    assert len(done) == 4
+    assert all(sent[i] <= pulled_at <= sent[i + 1] for i, pulled_at in enumerate(done)), done
     sends = [e for kind, e in sink.events if kind == "send"]
     assert [topic for topic, _, _ in sends[: 2 * CHUNK]] == ["out"] * CHUNK + [
         "orders.dlq.ledger"
@@ -149,7 +156,8 @@ def test_a_failed_read_commits_the_open_transaction_then_fails(error: BaseExcept
 
     with pytest.raises(type(error)):
         replay_batches(run, failing(), Ledger("orders.dlq"), Pacer(None), ignore, Hooks())
-    assert commits(sink) == [CHUNK + 5]
+    [committed] = commits(sink)  # the chunk sent at CHUNK, committed before the error left
+    assert CHUNK <= committed <= CHUNK + 5
     sends = [e for kind, e in sink.events if kind == "send"]
     assert len(sends) == 2 * CHUNK  # the first chunk's copies and ledger entries, no more
 
@@ -181,3 +189,49 @@ def test_a_replayed_record_reads_as_the_index_letter_with_its_payload(rule: str 
     expected = replace(letter_of("orders.dlq", row), key=b"k", value=b"{}", headers=headers)
     assert _letter(dlq_record) == expected
     assert (expected.meta is None) == (rule is None)
+
+
+class SlowCommits(RecordingSink):
+    """Commits that wait (as the broker's do), log begins, and may fail the first commit."""
+
+    def __init__(self, pulled: list[int], fail: BaseException | None = None) -> None:
+        super().__init__(pulled)
+        self.fail = fail
+
+    def begin(self) -> None:
+        super().begin()
+        self.events.append(("begin", None))
+
+    def commit(self) -> None:
+        time.sleep(0.01)  # the reading goes on meanwhile
+        if self.fail is not None:
+            raise self.fail
+        super().commit()
+
+
+def test_a_transaction_begins_only_after_the_one_before_it_committed() -> None:
+    pulled = [0]
+    sink = SlowCommits(pulled)
+    run = Run(sink, "orders.dlq.ledger", "r-1", "ops", clock=lambda: 7)
+    recipe = Recipe(run="r-1", target=Target(TargetMode.TO, "out"))
+    batches = one_by_one(3 * CHUNK + 3, pulled, recipe)
+    tally = replay_batches(run, batches, Ledger("orders.dlq"), Pacer(None), ignore, Hooks())
+    assert tally.done == 3 * CHUNK + 3
+    assert [kind for kind, _ in sink.events if kind != "send"] == ["begin", "commit"] * 4
+
+
+def test_a_commit_failing_in_the_background_stops_the_replay() -> None:
+    """The failure is raised where the next transaction would begin: none does, nothing more
+    is counted as done."""
+    pulled = [0]
+    sink = SlowCommits(pulled, fail=TransactionAborted("rolled back"))
+    run = Run(sink, "orders.dlq.ledger", "r-1", "ops", clock=lambda: 7)
+    recipe = Recipe(run="r-1", target=Target(TargetMode.TO, "out"))
+    done: list[int] = []
+    with pytest.raises(TransactionAborted):
+        replay_batches(
+            run, one_by_one(3 * CHUNK, pulled, recipe), Ledger("orders.dlq"), Pacer(None),
+            done.append, Hooks(),
+        )  # fmt: skip
+    assert [kind for kind, _ in sink.events if kind == "begin"] == ["begin"]
+    assert done == []
