@@ -162,6 +162,15 @@ def test_rebalance_across_three_workers_loses_nothing(bootstrap: str, tmp_path: 
     pipe = Pipeline(bootstrap, tmp_path, partitions=6).create()
     names = ("a", "b", "c")
     workers = {n: WorkerProcess(pipe.config, tmp_path / f"{n}.log", "--instance", n) for n in names}
+    # every member owns partitions before phase 1 is produced: on a loaded machine the first two
+    # members to join could otherwise drain all of phase 1 before the third one starts
+    wait_until(
+        lambda: all(
+            w.check_alive() and f"assigned {pipe.orders}" in w.text() for w in workers.values()
+        ),
+        90,
+        "all three workers to own partitions",
+    )
     phase1 = produce(bootstrap, pipe.orders, mixed_orders(0, 3000, bad_every=10))
     wait_until(lambda: all_committed(pipe, pipe.orders, phase1), 90, "phase 1")
 
