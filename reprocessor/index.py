@@ -96,9 +96,10 @@ BULK_ROWS = 50_000
 """A first scan of more records than this builds the secondary indexes once at its end (one
 sort) rather than row by row, which doubled what SQLite did per row. Until then the table has
 none: a crash in between leaves it without, and the next open creates them."""
-_INSERT = (
-    f"INSERT OR IGNORE INTO dl ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-)
+_NULL_IF_0 = ("schema", "policy_rule")
+"""Columns whose value 0 is stored as NULL (`fast_rows`' `absent`): 0 is no text they hold."""
+_VALUES = "(" + ", ".join("NULLIF(?, 0)" if c in _NULL_IF_0 else "?" for c in COLUMNS) + ")"
+_INSERT = f"INSERT OR IGNORE INTO dl ({', '.join(COLUMNS)}) VALUES {_VALUES}"
 ROWS_PER_INSERT = 256
 """Rows per INSERT statement (fewer when SQLite takes fewer parameters): SQLite releases the GIL
 once per statement, so a writer thread that inserted row by row took the GIL back once per row,
@@ -107,7 +108,7 @@ other."""
 
 
 def _insert_many(rows: int) -> str:
-    return _INSERT + (", (" + ", ".join("?" * len(COLUMNS)) + ")") * (rows - 1)
+    return _INSERT + (", " + _VALUES) * (rows - 1)
 
 
 _DECIDE_NEW = """
@@ -318,7 +319,7 @@ class DlqIndex:
             partitions, offsets, stamps, _keys, values, lists = zip(*batch, strict=True)
             if all(lists) and min(stamps) >= 0:
                 sizes = [0 if value is None else len(value) for value in values]
-                rows = fast_rows(partitions, offsets, stamps, sizes, lists)
+                rows = fast_rows(partitions, offsets, stamps, sizes, lists, absent=0)
                 if rows is not None:
                     return rows
         topic, rows, fast = self.topic, [], fast_row

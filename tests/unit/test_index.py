@@ -23,6 +23,7 @@ from reprocessor.index import DlqIndex
 from reprocessor.index_ledger import _written_batch, ledger_row, ledger_rows
 from reprocessor.index_query import depth, group_rows, letters, topic_stats
 from reprocessor.index_rows import (
+    COLUMNS,
     Observed,
     RowView,
     Seen,
@@ -47,6 +48,7 @@ def lazarus_headers(
     failed_at: int = 1_760_000_000_500,
     offset: int = 7,
     policy_rule: str | None = None,
+    schema: str | None = "orders-value/1",
     extra: Headers | None = None,
 ) -> Headers:
     record = SourceRecord("orders", 1, offset, 1_760_000_000_000, b"k", b"v", tuple(extra or ()))
@@ -57,7 +59,7 @@ def lazarus_headers(
         failed_at_ms=failed_at,
         pipeline="orders-pipeline",
         details=({"loc": "items.0.qty", "msg": "bad", "type": "greater_than"},),
-        schema="orders-value/1",
+        schema=schema,
         policy_rule=policy_rule,
     )
     return build_dead_letter(record, failure)
@@ -100,19 +102,34 @@ def test_fast_rows_say_what_from_record_says(name: str) -> None:
     assert fast_row(headers) == slow_row(headers)
 
 
+Fetched = tuple[int, int, int, bytes | None, bytes | None, Headers | None]
+
+
+def stored(folder: Path, batch: list[Fetched]) -> list[tuple[object, ...]]:
+    """A batch's rows as a fresh index stores them and reads them back: `rows_of` then
+    `store_rows` (a row to store holds 0 for an absent schema or rule, stored as NULL)."""
+    path = folder / f"{len(list(folder.iterdir()))}.sqlite3"
+    with DlqIndex(path, "orders.dlq", "c1") as index:
+        index.store_rows(index.rows_of(batch))
+        return list(index.rows(f"SELECT {', '.join(COLUMNS)} FROM dl ORDER BY id"))
+
+
 @pytest.mark.parametrize("name", sorted(ODD_LETTERS))
 def test_a_batch_says_what_its_records_say(tmp_path: Path, name: str) -> None:
     """`rows_of` reads a batch column by column unless one record needs the slow path; either
-    way each row is the record's own."""
-    good = [lazarus_headers(offset=i, policy_rule="hold:x" if i % 2 else None) for i in range(3)]
-    batch = [
+    way each stored row is the record's own."""
+    good = [
+        lazarus_headers(offset=i, policy_rule="hold:x" if i % 2 else None, schema=None)
+        for i in range(3)
+    ]
+    batch: list[Fetched] = [
         (2, 40 + i, 1_760_000_001_000, b"k", b"payload", headers)
         for i, headers in enumerate([*good, ODD_LETTERS[name], *good])
     ]
-    rows = DlqIndex(tmp_path / "i.sqlite3", "orders.dlq", "c1").rows_of(batch)
     expected = [dead_letter_row("orders.dlq", *record[:3], *record[4:]) for record in batch]
-    assert rows == expected
-    assert DlqIndex(tmp_path / "i.sqlite3", "orders.dlq", "c1").rows_of(batch[:3]) == expected[:3]
+    assert stored(tmp_path, batch) == expected
+    assert stored(tmp_path, batch[:3]) == expected[:3]
+    assert [row[15:17] for row in expected[:3]] == [(None, None), (None, "hold:x"), (None, None)]
 
 
 def test_a_batch_of_one_header_layout_is_read_by_position(tmp_path: Path) -> None:
@@ -124,9 +141,11 @@ def test_a_batch_of_one_header_layout_is_read_by_position(tmp_path: Path) -> Non
     swapped = [*same[:3], [same[3][1], same[3][0], *same[3][2:]]]
     index = DlqIndex(tmp_path / "i.sqlite3", "orders.dlq", "c1")
     for layout in (same, repeated, swapped):
-        batch = [(2, 40 + i, 1_760_000_001_000, b"k", b"payload", h) for i, h in enumerate(layout)]
+        batch: list[Fetched] = [
+            (2, 40 + i, 1_760_000_001_000, b"k", b"payload", h) for i, h in enumerate(layout)
+        ]
         expected = [dead_letter_row("orders.dlq", *record[:3], *record[4:]) for record in batch]
-        assert index.rows_of(batch) == expected
+        assert stored(tmp_path, batch) == expected
     assert {row[6] for row in index.rows_of(
         [(2, i, 1, b"k", b"v", h) for i, h in enumerate(repeated)]
     )} == {"schema"}  # fmt: skip
