@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
@@ -177,9 +178,12 @@ class Helpers:
 
 
 def main() -> int:
-    """A helper: read the job on stdin, scan its partitions, report on stdout."""
+    """A helper: read the job on stdin, scan its partitions, report on stdout. Ctrl-C is the
+    catch-up's to answer (it kills its helpers when it stops); a catch-up that died closed
+    this helper's stdout, and the helper stops quietly at its next report."""
     from reprocessor.index import DlqIndex  # the catch-up imports this module
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     job = json.load(sys.stdin)
     out = sys.stdout
 
@@ -194,6 +198,9 @@ def main() -> int:
             index.scan(job["conf"], start, ends, report)
     except LazarusError as exc:
         out.write(f"error {type(exc).__name__} {json.dumps(str(exc))}\n")
+        return 1
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
         return 1
     return 0
 

@@ -85,3 +85,21 @@ def test_a_first_scan_shared_with_helpers_stores_what_one_process_stores(
     with DlqIndex.open(cluster, topic, tmp_path / "shared") as index:
         assert index.catch_up(cluster).records == 3
         assert depth(index).records == 88
+
+
+def test_a_helper_whose_catch_up_died_stops_quietly(
+    bootstrap: str,
+    topic_factory: Callable[..., str],
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """A helper whose catch-up is gone (its stdout closed) stops at its next report, status 1,
+    without a traceback."""
+    topic = topic_factory(partitions=1, suffix="dlq-")
+    fill(bootstrap, topic, letters(50))
+    index = DlqIndex(tmp_path / "i.sqlite3", topic, "c")
+    with index, index_scan.Helpers(index, {"bootstrap.servers": bootstrap}, [{0: (0, 50)}]) as h:
+        (helper,) = h.helpers
+        helper.out.close()
+        assert helper.proc.wait(60) == 1
+    assert "Traceback" not in capfd.readouterr().err
