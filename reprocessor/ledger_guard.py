@@ -18,6 +18,7 @@ that never had one, would hide that. So every command checks, before it reads a 
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from pipeline.core.contract import ledger_topic
 from pipeline.errors import ConfigError
+from pipeline.kafka import dlqio
 from pipeline.kafka.follow import Cluster, KafkaConf
 
 
@@ -46,7 +48,7 @@ def check_ledger(
     """Check the DLQ's ledger topic as the module docstring says; remember its id when it is
     fine. Raises `LedgerMissing` (a ConfigError) when it was deleted and `recreate` is False;
     RuntimeFailure when the cluster cannot be reached."""
-    cluster = Cluster(conf)
+    cluster = shared_cluster(conf)
     name = ledger_topic(dlq_topic)
     memory = folder / "ledgers" / f"{_safe(cluster.cluster_id())}.json"
     known = _read(memory)
@@ -69,6 +71,20 @@ def check_ledger(
         "discarded dead letter would look unresolved and could be replayed again. Restore it, "
         "or pass --recreate-ledger to go on with an empty ledger"
     )
+
+
+def shared_cluster(conf: KafkaConf) -> Cluster:
+    """One `Cluster` (one admin client) per configuration for the command: a replay checks its
+    ledger before and after, and names its plans folder by the cluster id, and each new admin
+    client costs a connection and a metadata round trip (about 50 ms). Nothing is cached but
+    the client: every question goes to the cluster."""
+    key = dlqio.conf_key(conf)
+    return Cluster(conf) if key is None else _cluster(key)
+
+
+@functools.lru_cache(maxsize=4)
+def _cluster(key: dlqio.ConfKey) -> Cluster:
+    return Cluster(dict(key))
 
 
 def _topic_id(cluster: Cluster, name: str, *, confirm: bool) -> str | None:

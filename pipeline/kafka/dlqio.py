@@ -160,21 +160,33 @@ def ensure_compacted(conf: KafkaConf, topic: str, partitions: int = 1) -> bool:
     return True
 
 
+ConfKey = tuple[tuple[str, str | int | float | bool], ...]
+
+
+def conf_key(conf: KafkaConf) -> ConfKey | None:
+    """`conf` as a cache key for a client shared by a command's calls with the same
+    configuration; None when a value cannot be one (then each call has a client of its own)."""
+    key = tuple(sorted(conf.items(), key=lambda item: item[0]))
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
 def _admin(conf: KafkaConf) -> Any:
     """An admin client for `conf`, the same one for the same configuration: a command asks
     several questions (does the ledger exist, how many partitions, does the target exist) and
     each new client costs a connection and a metadata round trip (~50 ms)."""
+    key = conf_key(conf)
     try:
-        try:
-            return _shared_admin(tuple(sorted(conf.items(), key=lambda item: item[0])))
-        except TypeError:  # a value that cannot be a cache key: a client of its own
-            return admin.admin_client(conf)
+        return admin.admin_client(conf) if key is None else _shared_admin(key)
     except KafkaException as exc:
         raise ConfigError(f"librdkafka rejected the configuration: {_text(exc)}") from exc
 
 
 @functools.lru_cache(maxsize=4)
-def _shared_admin(conf: tuple[tuple[str, str | int | float | bool], ...]) -> Any:
+def _shared_admin(conf: ConfKey) -> Any:
     return admin.admin_client(dict(conf))
 
 
@@ -183,8 +195,8 @@ def _text(exc: BaseException) -> str:
     return err.str() if isinstance(err, KafkaError) else str(exc)
 
 
-def _consumer(conf: KafkaConf, isolation: Isolation) -> Consumer:
-    props = consumer_config(conf, READER_GROUP)
+def _consumer(conf: KafkaConf, isolation: Isolation, tuning: KafkaConf) -> Consumer:
+    props = consumer_config({**tuning, **conf}, READER_GROUP)
     props["isolation.level"] = isolation
     props["enable.partition.eof"] = False
     try:
@@ -199,11 +211,19 @@ class TopicReader:
     Use as a context manager; iterate `records()` once. Blocks on the broker; raises
     `RuntimeFailure` when a partition makes no progress for `stall_s` (the cluster went away)."""
 
-    def __init__(self, conf: KafkaConf, topic: str, spec: ReadSpec = ReadSpec()) -> None:
+    def __init__(
+        self,
+        conf: KafkaConf,
+        topic: str,
+        spec: ReadSpec = ReadSpec(),
+        tuning: KafkaConf | None = None,
+    ) -> None:
+        """`tuning`: consumer properties `conf` overrides (e.g. how far to fetch ahead), kept
+        out of the admin client's configuration so that the command's shared one serves."""
         self.topic = topic
         self._spec = spec
         self._partitions = topic_partitions(conf, topic)
-        self._consumer = _consumer(conf, spec.isolation)
+        self._consumer = _consumer(conf, spec.isolation, tuning or {})
         self.ends: dict[int, int] = {}
         self.starts: dict[int, int] = {}
         self._todo: set[int] = set()
