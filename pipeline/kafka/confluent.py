@@ -24,6 +24,7 @@ from pipeline.kafka.clients import (
     kafka_error,
     make_consumer,
     make_producer,
+    take_ready,
     to_record,
 )
 from pipeline.kafka.seam import (
@@ -92,7 +93,7 @@ class KafkaSource:
 
     def consume(self, max_records: int, timeout_s: float) -> list[SourceRecord]:
         records = []
-        for msg in self._consumer.consume(max_records, timeout_s):
+        for msg in take_ready(self._consumer, max_records, timeout_s):
             if msg.error() is None:
                 records.append(to_record(msg))
             else:
