@@ -7,7 +7,8 @@ One SQLite database (standard library, WAL) per cluster id and DLQ topic, under 
 fields that selection and grouping read (never the payload), one row per ledger decision, and the
 read positions. `catch_up` reads only what is new (both topics, `read_committed`, up to their last
 stable offsets), one transaction per consumed batch, so memory stays bounded and a crash resumes
-from the last stored batch.
+from the last stored batch. A large first scan is shared by partition with helper processes
+(`index_scan`), each storing its partitions' rows and positions into the same file.
 
 The index is a cache: deleting the file loses nothing, and it is never trusted past what the
 broker says. Before each catch-up `index_rows.verdict` compares what it saw with the broker: a

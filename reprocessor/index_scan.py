@@ -21,6 +21,7 @@ stops at its next batch (its stdout is closed).
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -43,11 +44,34 @@ _ERRORS: dict[str, type[LazarusError]] = {"ConfigError": ConfigError}
 
 
 def workers() -> int:
-    """The processes a first scan may use: the CPUs this process may run on."""
+    """The processes a first scan may use: the CPUs this process may run on, no more than its
+    cgroup's CPU quota allows (a container limited to one CPU sees every CPU of its host, and
+    a helper there would only share that one CPU, at the cost of its own start-up and memory).
+    """
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    quota = cpu_quota()
+    return cpus if quota is None else max(1, min(cpus, math.ceil(quota)))
+
+
+def cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """The CPUs this process's cgroup may use (quota / period, cgroup v2's `cpu.max` or v1's
+    `cpu.cfs_quota_us`), or None when unlimited or unknown."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()
+    except (OSError, ValueError):
+        try:
+            quota = (root / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+            period = (root / "cpu" / "cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            return None
+    try:
+        limit, every = int(quota), int(period)
+    except ValueError:  # "max": unlimited
+        return None
+    return limit / every if limit > 0 and every > 0 else None
 
 
 def split(todo: Mapping[int, int], count: int) -> list[dict[int, int]]:

@@ -3,6 +3,7 @@ reaching the catch-up as the error the helper raised."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,29 @@ def test_a_small_scan_or_one_cpu_stays_in_one_process() -> None:
     large = {0: 300_000, 1: 300_000}
     assert index_scan.split(large, 1) == [large]
     assert index_scan.split({}, 4) == [{}]
+
+
+def test_the_cgroup_cpu_quota_bounds_the_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert index_scan.cpu_quota(tmp_path) is None  # no cgroup files: unknown
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert index_scan.cpu_quota(tmp_path) is None
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert index_scan.cpu_quota(tmp_path) == 1.5
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert index_scan.cpu_quota(tmp_path) is None
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("50000\n")
+    assert index_scan.cpu_quota(tmp_path) == 0.5
+    monkeypatch.setattr(index_scan, "cpu_quota", lambda: 0.5)
+    assert index_scan.workers() == 1
+    monkeypatch.setattr(index_scan, "cpu_quota", lambda: 1.5)
+    assert index_scan.workers() == min(2, len(os.sched_getaffinity(0)))
+    monkeypatch.setattr(index_scan, "cpu_quota", lambda: None)
+    assert index_scan.workers() == len(os.sched_getaffinity(0))
 
 
 def test_a_helper_failure_is_raised_by_the_catch_up_as_the_helper_raised_it(
