@@ -35,7 +35,7 @@ from confluent_kafka import (
 from pipeline.core.contract import Header, SourceRecord, format_coordinates
 from pipeline.errors import ConfigError, RuntimeFailure
 from pipeline.kafka import admin
-from pipeline.kafka.clients import consumer_config, producer_config
+from pipeline.kafka.clients import consumer_config, producer_config, take_ready
 
 KafkaConf = Mapping[str, str | int | float | bool]
 _T = TypeVar("_T")
@@ -306,16 +306,10 @@ class TopicReader:
 
     def _poll(self) -> list[Message]:
         """What librdkafka holds now, up to BATCH records, waiting up to POLL_S only when it holds
-        none. `consume(BATCH, timeout)` alone waits for a full BATCH or the whole timeout: a poll
-        finding fewer (a read's tail, or a reader ahead of its fetches) sat out the timeout, half
-        a second idle (about 2 s of a 100,000-record replay's 7)."""
-        consume = self._consumer.consume
-        msgs = consume(BATCH, timeout=0)
-        if not msgs:
-            msgs = consume(1, timeout=POLL_S)
-            if msgs:
-                msgs += consume(BATCH - 1, timeout=0)
-        return msgs
+        none (`clients.take_ready`). A poll asking for a full BATCH sat out the timeout whenever
+        fewer were queued: a read's tail, or a reader ahead of its fetches (about 2 s of a
+        100,000-record replay's 7)."""
+        return take_ready(self._consumer, BATCH, POLL_S)
 
     def _batch(self, msgs: list[Message], todo: set[int]) -> RecordBatch | None:
         """The records of `msgs` that `_accept` would return, as columns."""
