@@ -289,7 +289,8 @@ class DlqIndex:
         others = [{p: (start.get(p, 0), ends[p]) for p in group} for group in groups[1:]]
         with _Bulk(self.db, bulk), index_scan.Helpers(self, conf, others) as helpers:
             mine = {p: start.get(p, 0) for p in groups[0]}
-            read = self.scan(conf, mine, {p: ends[p] for p in groups[0]}, helpers.counter(progress))
+            count = helpers.counter(progress)
+            read = self.scan(conf, mine, {p: ends[p] for p in groups[0]}, count, len(groups) > 1)
             return read + helpers.wait(progress)
 
     def scan(
@@ -298,13 +299,15 @@ class DlqIndex:
         start: dict[int, int],
         ends: dict[int, int],
         progress: Callable[[int], None] | None = None,
+        shared: bool = False,
     ) -> int:
         """Read the DLQ's partitions of `ends` from `start` to their ends and store their rows
         and read positions, a transaction per batch (what waits goes in one); the records read.
-        Also what a helper process of a first scan runs (`index_scan`)."""
+        Also what a helper process of a first scan runs (`index_scan`); `shared` when other
+        processes write the index meanwhile (they take turns: `_Turn`)."""
         read = 0
         follower = Follower(conf, self.topic, start, ends)
-        writer = _Writer(self, "dlq", self.store_rows)
+        writer = _Writer(self, "dlq", self.store_rows, shared=shared)
         with _scanning(), follower, writer:
             for batch, positions in follower.batches():
                 writer.put(self.rows_of(batch), positions)
@@ -441,9 +444,15 @@ class _Writer(Generic[T]):
     leaving the block waits for the last one and re-raises the writer's failure."""
 
     def __init__(
-        self, index: DlqIndex, kind: str, store: Callable[[T], None], depth: int = 4
+        self,
+        index: DlqIndex,
+        kind: str,
+        store: Callable[[T], None],
+        depth: int = 4,
+        *,
+        shared: bool = False,
     ) -> None:
-        self.index, self.kind, self.store = index, kind, store
+        self.index, self.kind, self.store, self.shared = index, kind, store, shared
         self.queue: queue.Queue[tuple[T, dict[int, int]] | None] = queue.Queue(depth)
         self.failure: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="index-writer", daemon=True)
@@ -478,7 +487,7 @@ class _Writer(Generic[T]):
 
     def _store(self, items: list[tuple[T, dict[int, int]]]) -> None:
         try:
-            with self.index._transaction():
+            with _Turn(self.index.db) if self.shared else self.index._transaction():
                 for rows, positions in items:
                     self.store(rows)
                     self.index._store_positions(self.kind, positions)
@@ -523,6 +532,40 @@ def _scanning() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+class _Turn:
+    """A transaction of processes that take turns writing one index (a first scan shared with
+    helpers): BEGIN IMMEDIATE retried every half millisecond, then a millisecond's pause after
+    COMMIT. SQLite's own busy handler sleeps longer and longer (up to 100 ms) between tries,
+    while the process holding the lock began its next transaction microseconds after its
+    commit: one process kept the lock and the other stalled (measured: the two ran one after
+    the other, never together)."""
+
+    def __init__(self, db: sqlite3.Connection, wait_s: float = 60.0) -> None:
+        self.db, self.wait_s = db, wait_s
+
+    def __enter__(self) -> None:
+        deadline = time.monotonic() + self.wait_s
+        (before,) = self.db.execute("PRAGMA busy_timeout").fetchone()
+        self.db.execute("PRAGMA busy_timeout=0")
+        try:
+            while True:
+                try:
+                    self.db.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                        raise
+                    if time.monotonic() > deadline:
+                        raise
+                time.sleep(0.0005)
+        finally:
+            self.db.execute(f"PRAGMA busy_timeout={int(before)}")
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+        time.sleep(0.001)  # the other processes' turn
 
 
 class _Transaction:

@@ -219,7 +219,7 @@ def main() -> int:
     ends = {int(p): int(o) for p, o in job["ends"].items()}
     try:
         with DlqIndex(Path(job["path"]), job["topic"], job["cluster_id"], schema=False) as index:
-            index.scan(job["conf"], start, ends, report)
+            index.scan(job["conf"], start, ends, report, shared=True)
     except LazarusError as exc:
         out.write(f"error {type(exc).__name__} {json.dumps(str(exc))}\n")
         return 1

@@ -4,11 +4,14 @@ reaching the catch-up as the error the helper raised."""
 from __future__ import annotations
 
 import os
+import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
 
 from pipeline.errors import ConfigError
+from reprocessor import index as index_module
 from reprocessor import index_scan
 from reprocessor.index import DlqIndex
 
@@ -60,3 +63,25 @@ def test_a_helper_failure_is_raised_by_the_catch_up_as_the_helper_raised_it(
     failed = pytest.raises(ConfigError, match=r"librdkafka rejected the configuration")
     with index, index_scan.Helpers(index, conf, [{0: (0, 10)}]) as helpers, failed:
         helpers.wait(None)
+
+
+def test_a_turn_waits_for_the_writer_holding_the_index_then_writes(tmp_path: Path) -> None:
+    """`_Turn` (the shared scan's transaction) retries while another connection writes, gives
+    up with SQLite's busy error past its wait, and leaves the busy timeout as it was."""
+    with DlqIndex(tmp_path / "t.sqlite3", "t.dlq", "c") as one:
+        other = sqlite3.connect(
+            tmp_path / "t.sqlite3", isolation_level=None, check_same_thread=False
+        )
+        other.execute("BEGIN IMMEDIATE")
+        turn = index_module._Turn(one.db, wait_s=0.05)
+        with pytest.raises(sqlite3.OperationalError) as busy, turn:
+            pass
+        assert busy.value.sqlite_errorcode == sqlite3.SQLITE_BUSY
+        assert one.db.execute("PRAGMA busy_timeout").fetchone() == (60_000,)
+        released = threading.Timer(0.05, lambda: other.execute("COMMIT"))
+        released.start()
+        with index_module._Turn(one.db):
+            one.db.execute("INSERT INTO meta VALUES ('k', 1)")
+        released.join()
+        other.close()
+        assert one.meta()["k"] == 1
