@@ -37,7 +37,12 @@ from confluent_kafka.admin import ConfigResource, OffsetSpec, ResourceType
 from pipeline.core.contract import Header, SourceRecord
 from pipeline.errors import ConfigError, RuntimeFailure
 from pipeline.kafka import admin
-from pipeline.kafka.clients import authentication_failure, consumer_config, is_retriable
+from pipeline.kafka.clients import (
+    authentication_failure,
+    consumer_config,
+    is_retriable,
+    take_ready,
+)
 from pipeline.kafka.dlqio import TSTYPES, Consumed
 
 T = TypeVar("T")
@@ -51,6 +56,8 @@ at a million records, a dataclass per record costs more than reading the headers
 FOLLOWER_GROUP = "lazarus-dlq-index"
 """librdkafka wants a group.id even for assign(); this one is never joined nor committed to."""
 BATCH = 2000
+POLL_S = 0.5
+"""How long a poll waits for a first record when librdkafka holds none (`take_ready`)."""
 STALL_S = 60.0
 _TIMEOUT_S = 15.0
 _UNSET = -1001  # librdkafka's OFFSET_INVALID: no committed offset
@@ -243,13 +250,16 @@ def _consumer(conf: KafkaConf, partitions: int = 0) -> Consumer:
     brings 8 MiB of it, not librdkafka's 1 MiB: a ledger has one partition, and its catch-up
     waited a round trip per MiB (2.7 against 2.1-2.3 s for 100,000 entries). More than 1 MiB
     of each of several partitions only added RSS (50-100 MB over 300,000 dead letters of 4
-    partitions, with 2 or 8 MiB each), not speed."""
+    partitions, with 2 or 8 MiB each), not speed. A partition over these bounds is fetched
+    again after 10 ms, not librdkafka's default second (`fetch.queue.backoff.ms`, which its
+    documentation says to lower with low bounds; the replay's reader sat idle for it)."""
     props = consumer_config(conf, FOLLOWER_GROUP)
     props["isolation.level"] = "read_committed"
     props["enable.partition.eof"] = False
     props.setdefault("queued.max.messages.kbytes", 8192)
     props.setdefault("fetch.max.bytes", 8 << 20)
     props.setdefault("max.partition.fetch.bytes", 8 << 20 if partitions == 1 else 1 << 20)
+    props.setdefault("fetch.queue.backoff.ms", 10)
     try:
         return Consumer(props)
     except (KafkaException, ValueError, TypeError) as exc:
@@ -294,7 +304,7 @@ class Follower:
         todo, consumer = self._todo, self._consumer
         last_move = time.monotonic()
         while todo:
-            messages = consumer.consume(self._batch, timeout=0.5)
+            messages = take_ready(consumer, self._batch, POLL_S)
             out, positions = self._kept(messages, todo)
             done = self._finished(todo, positions)
             if out or done:
@@ -448,7 +458,7 @@ class Fetcher:
         tp = TopicPartition(self.topic, self._partition)
         last_move = time.monotonic()
         while True:
-            messages = [m for m in self._consumer.consume(BATCH, timeout=0.5) if not m.error()]
+            messages = [m for m in take_ready(self._consumer, BATCH, POLL_S) if not m.error()]
             if messages:
                 self._buffer, self._next = messages, 0
                 self._read_to = (messages[-1].offset() or 0) + 1
@@ -514,7 +524,7 @@ class _Scattered(Generic[T]):
         read_to = {p: o for p, (o, _) in heads.items()}
         last_move = time.monotonic()
         while heads:
-            messages = [m for m in consumer.consume(BATCH, timeout=0.5) if not m.error()]
+            messages = [m for m in take_ready(consumer, BATCH, POLL_S) if not m.error()]
             for msg in messages:
                 p, o = msg.partition() or 0, msg.offset() or 0
                 head = heads.get(p)
@@ -567,7 +577,7 @@ def next_timestamps(
         consumer.assign([TopicPartition(topic, p, starts[p]) for p in sorted(todo)])
         deadline = time.monotonic() + STALL_S
         while todo and time.monotonic() < deadline:
-            messages = consumer.consume(len(todo), timeout=0.5)
+            messages = take_ready(consumer, len(todo), POLL_S)
             for msg in messages:
                 p, o = msg.partition() or 0, msg.offset() or 0
                 if msg.error() is None and p in todo:
