@@ -22,6 +22,7 @@ import uuid
 from confluent_kafka import Consumer, TopicPartition
 
 from bench.bench_replay import broker, fill_dlq
+from pipeline.kafka.clients import take_ready
 from reprocessor.cli import main as dlq_main
 from tests.conftest import create_topics
 
@@ -30,7 +31,9 @@ def raw_consume(bootstrap: str, topic: str) -> tuple[int, float]:
     """Read every record of `topic` `read_committed` to its end (assign, no group), touching
     key, value and headers; (records, seconds). A partition is done when the consumer's
     position reaches its end, so a transactional topic (whose last offset is a commit marker,
-    never delivered) ends too. A poll takes what the consumer holds, as the index's reads do."""
+    never delivered) ends too. A poll takes what the consumer holds (`clients.take_ready`), as
+    the index's reads do: `consume(1000, 0.5)` alone sat out the half second on the last, short
+    poll."""
     started = time.monotonic()
     consumer = Consumer(
         {
@@ -46,10 +49,7 @@ def raw_consume(bootstrap: str, topic: str) -> tuple[int, float]:
     consumer.assign([TopicPartition(topic, p, 0) for p in parts])
     count = 0
     while any(tp.offset < ends[tp.partition] for tp in consumer.position(tps)):
-        # what librdkafka holds, waiting only when it holds nothing: `consume(1000, 0.5)` alone
-        # sat out the half second on the last, short poll (the index's reads do not wait either)
-        msgs = consumer.consume(1000, timeout=0) or consumer.consume(1, timeout=0.5)
-        for msg in msgs:
+        for msg in take_ready(consumer, 1000, 0.5):  # as the index's reads poll
             if not msg.error():
                 msg.key(), msg.value(), msg.headers()
                 count += 1

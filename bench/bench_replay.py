@@ -32,10 +32,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from pipeline.core import contract
 from pipeline.errors import Category
+from pipeline.kafka.clients import take_ready
 from reprocessor.replay import CHUNK
 from scripts.kafka_broker import Broker
 from tests.conftest import create_topics
@@ -105,13 +106,6 @@ def fill_dlq(bootstrap: str, topic: str, count: int, value_size: int = 200) -> f
     return time.monotonic() - started
 
 
-def _held(consumer: Consumer) -> list[Message]:
-    """What the consumer holds, up to 1,000 records, waiting up to 1 s only when it holds none
-    (as `dlq replay`'s reader polls): `consume(1000, timeout)` alone would sit out the timeout
-    on every short poll."""
-    return consumer.consume(1000, timeout=0) or consumer.consume(1, timeout=1.0)
-
-
 def raw_copy(bootstrap: str, source: str, target: str) -> tuple[int, float]:
     """Consume `source` to its end (assign, no group) and produce every record to `target`."""
     started = time.monotonic()
@@ -134,7 +128,7 @@ def raw_copy(bootstrap: str, source: str, target: str) -> tuple[int, float]:
     consumer.assign([TopicPartition(source, p, 0) for p in parts])
     todo, copied = {p for p in parts if ends[p] > 0}, 0
     while todo:
-        for msg in _held(consumer):
+        for msg in take_ready(consumer, 1000, 1.0):  # as the replay's reader polls
             if msg.error():
                 continue
             while True:
@@ -183,7 +177,7 @@ def raw_txn_copy(bootstrap: str, source: str, target: str, chunk: int = CHUNK) -
     todo, copied, open_ = {p for p in parts if ends[p] > 0}, 0, 0
     producer.begin_transaction()
     while todo:
-        for msg in _held(consumer):
+        for msg in take_ready(consumer, 1000, 1.0):  # as the replay's reader polls
             if msg.error():
                 continue
             while True:

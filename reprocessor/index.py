@@ -534,40 +534,6 @@ def _scanning() -> Iterator[None]:
             gc.enable()
 
 
-class _Turn:
-    """A transaction of processes that take turns writing one index (a first scan shared with
-    helpers): BEGIN IMMEDIATE retried every half millisecond, then a millisecond's pause after
-    COMMIT. SQLite's own busy handler sleeps longer and longer (up to 100 ms) between tries,
-    while the process holding the lock began its next transaction microseconds after its
-    commit: one process kept the lock and the other stalled (measured: the two ran one after
-    the other, never together)."""
-
-    def __init__(self, db: sqlite3.Connection, wait_s: float = 60.0) -> None:
-        self.db, self.wait_s = db, wait_s
-
-    def __enter__(self) -> None:
-        deadline = time.monotonic() + self.wait_s
-        (before,) = self.db.execute("PRAGMA busy_timeout").fetchone()
-        self.db.execute("PRAGMA busy_timeout=0")
-        try:
-            while True:
-                try:
-                    self.db.execute("BEGIN IMMEDIATE")
-                    return
-                except sqlite3.OperationalError as exc:
-                    if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
-                        raise
-                    if time.monotonic() > deadline:
-                        raise
-                time.sleep(0.0005)
-        finally:
-            self.db.execute(f"PRAGMA busy_timeout={int(before)}")
-
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        self.db.execute("COMMIT" if kind is None else "ROLLBACK")
-        time.sleep(0.001)  # the other processes' turn
-
-
 class _Transaction:
     """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): another process writing the same index
     waits for the lock (busy timeout) instead of failing."""
@@ -580,6 +546,41 @@ class _Transaction:
 
     def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
         self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
+class _Turn(_Transaction):
+    """A transaction of processes that take turns writing one index (a first scan shared with
+    helpers): BEGIN IMMEDIATE retried every half millisecond, then a millisecond's pause after
+    COMMIT. SQLite's own busy handler sleeps longer and longer (up to 100 ms) between tries,
+    while the process holding the lock began its next transaction microseconds after its
+    commit: one process kept the lock and the other stalled (measured: the two ran one after
+    the other, never together)."""
+
+    def __init__(self, db: sqlite3.Connection, wait_s: float = 60.0) -> None:
+        super().__init__(db)
+        self.wait_s = wait_s
+
+    def __enter__(self) -> None:
+        deadline = time.monotonic() + self.wait_s
+        (before,) = self.db.execute("PRAGMA busy_timeout").fetchone()
+        self.db.execute("PRAGMA busy_timeout=0")
+        try:
+            while True:
+                try:
+                    super().__enter__()
+                    return
+                except sqlite3.OperationalError as exc:
+                    if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                        raise
+                    if time.monotonic() > deadline:
+                        raise
+                time.sleep(0.0005)
+        finally:
+            self.db.execute(f"PRAGMA busy_timeout={int(before)}")
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        super().__exit__(kind)
+        time.sleep(0.001)  # the other processes' turn
 
 
 def _opt_str(value: object) -> str | None:

@@ -43,7 +43,7 @@ from pipeline.kafka.clients import (
     is_retriable,
     take_ready,
 )
-from pipeline.kafka.dlqio import TSTYPES, Consumed
+from pipeline.kafka.dlqio import POLL_S, TSTYPES, Consumed
 
 T = TypeVar("T")
 KafkaConf = Mapping[str, str | int | float | bool]
@@ -56,8 +56,6 @@ at a million records, a dataclass per record costs more than reading the headers
 FOLLOWER_GROUP = "lazarus-dlq-index"
 """librdkafka wants a group.id even for assign(); this one is never joined nor committed to."""
 BATCH = 2000
-POLL_S = 0.5
-"""How long a poll waits for a first record when librdkafka holds none (`take_ready`)."""
 STALL_S = 60.0
 _TIMEOUT_S = 15.0
 _UNSET = -1001  # librdkafka's OFFSET_INVALID: no committed offset
