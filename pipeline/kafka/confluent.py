@@ -44,6 +44,9 @@ _Headers = list[tuple[str, str | bytes | None]]
 STUCK_GRACE_S = 5.0
 """How long past its own timeout a transactional call may take before it counts as stuck."""
 
+_NOT_SEEKABLE_YET = frozenset({KafkaError._STATE, KafkaError._PREV_IN_PROGRESS})
+"""librdkafka's seek refuses a partition whose fetcher has not started (assigned, its committed
+offset still being fetched) or is stopping (leaving in a rebalance)."""
 _TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_MSG_SIZE})
 
 
@@ -110,8 +113,15 @@ class KafkaSource:
         if parts:
             self._consumer.resume(parts)
 
-    def seek(self, tp: TP, offset: int) -> None:
-        self._consumer.seek(TopicPartition(tp[0], tp[1], offset))
+    def seek(self, tp: TP, offset: int) -> bool:
+        try:
+            self._consumer.seek(TopicPartition(tp[0], tp[1], offset))
+        except KafkaException as exc:
+            err = kafka_error(exc)
+            if err is not None and err.code() in _NOT_SEEKABLE_YET:
+                return False
+            raise
+        return True
 
     def commit(self, offsets: Mapping[TP, Committed], *, wait: bool) -> None:
         parts = [

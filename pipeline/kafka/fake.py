@@ -69,6 +69,8 @@ class FakeSource:
         self.pending_assign: list[TP] = []
         self.commits: list[dict[TP, Committed]] = []
         self.failing_commits = False
+        self.refused_seeks: dict[TP, int] = {}
+        """How many more seeks of a partition to refuse, as librdkafka does before it starts one."""
         self.closed = False
         self._commit_failures: list[TP] = []
 
@@ -116,8 +118,12 @@ class FakeSource:
     def resume(self, tps: Iterable[TP]) -> None:
         self.paused.difference_update(tps)
 
-    def seek(self, tp: TP, offset: int) -> None:
+    def seek(self, tp: TP, offset: int) -> bool:
+        if self.refused_seeks.get(tp, 0) > 0:  # a partition librdkafka has not started yet
+            self.refused_seeks[tp] -= 1
+            return False
         self.positions[tp] = 0 if offset == OFFSET_BEGINNING else offset
+        return True
 
     def commit(self, offsets: Mapping[TP, Committed], *, wait: bool) -> None:
         if self.failing_commits:

@@ -100,6 +100,8 @@ class Worker:
         self._interrupted = False
         self._revoked = False
         self._fresh: list[TP] = []
+        self._unseekable: TP | None = None
+        """The partition the last resume could not seek (logged once, not every loop)."""
         self._last_tick = 0.0
         self._last_step = clock()
         self._joined = False
@@ -430,8 +432,9 @@ class Worker:
         if self.delivery.in_flight() > 0:
             return False
         self._rewind()
+        if not self._resume_all():
+            return False
         self.metrics.flood_paused.labels(self.options.pipeline).set(0)
-        self._resume_all()
         return True
 
     def _rewind(self) -> None:
@@ -439,9 +442,6 @@ class Worker:
         the gate's; `_resume_all` seeks to each."""
         for tp, offset in self.delivery.take_rewind().items():
             self.gate.remember(tp, offset)
-        for (topic, partition), offset in self.gate.resume_at.items():
-            self._tally.rewinds += 1
-            log.info("resuming %s/%d at offset %d", topic, partition, offset)
 
     def _idle(self) -> None:
         self._poll_idle(self.options.poll_timeout_s)
@@ -458,14 +458,26 @@ class Worker:
         self.gate.paused = True
         self.source.pause(self.assigned)
 
-    def _resume_all(self) -> None:
-        """Resume every partition, first seeking back to any record read but not handled."""
-        for tp, offset in self.gate.resume_at.items():
+    def _resume_all(self) -> bool:
+        """Seek each partition back to its first record read but not handled, then resume them
+        all. A partition the consumer cannot seek yet (just assigned, its committed offset still
+        being fetched) keeps the gate closed until the next loop seeks it: resuming without the
+        seek would skip the records it still owes."""
+        resume_at = self.gate.resume_at
+        for tp, offset in list(resume_at.items()):
             if tp in self.assigned:
-                self.source.seek(tp, offset)
-        self.gate.resume_at.clear()
+                if not self.source.seek(tp, offset):
+                    if self._unseekable != tp:
+                        self._unseekable = tp
+                        log.info("%s/%d cannot seek yet; staying paused", tp[0], tp[1])
+                    return False
+                self._tally.rewinds += 1
+                log.info("resuming %s/%d at offset %d", tp[0], tp[1], offset)
+            del resume_at[tp]
+        self._unseekable = None
         self.gate.paused = False
         self.source.resume(self.assigned)
+        return True
 
     # -- rebalances (the Source calls these) and shutdown --------------------------------------
     def on_assign(self, tps: list[TP]) -> None:

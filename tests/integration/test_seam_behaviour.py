@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
+from confluent_kafka import TopicPartition
 
 from pipeline.core.contract import SourceRecord
 from pipeline.core.handler import Output
@@ -114,10 +115,29 @@ def test_pause_seek_and_resume(backend: Backend) -> None:
     source.subscribe([topic], Listener())
     assert len(read(source, 3, backend.wait_s)) == 3
     source.pause([(topic, 0)])
-    source.seek((topic, 0), 1)
+    assert source.seek((topic, 0), 1)
     assert read(source, 1, min(backend.wait_s, 1.0)) == []
     source.resume([(topic, 0)])
     assert [r.value for r in read(source, 2, backend.wait_s)] == [b"2", b"3"]
+
+
+def test_a_partition_whose_fetch_has_not_started_refuses_a_seek(
+    bootstrap: str, topic_factory: Callable[..., str]
+) -> None:
+    """Right after an assignment librdkafka is still fetching the committed offset and refuses
+    a seek (`_STATE`); the Source says so instead of raising, and the worker seeks again later
+    (a worker crashed on this after a broker restart)."""
+    topic = topic_factory(partitions=1)
+    source = KafkaSource({"bootstrap.servers": bootstrap}, f"g-{uuid.uuid4().hex[:8]}")
+    try:
+        source.consumer.assign([TopicPartition(topic, 0)])
+        assert source.seek((topic, 0), 0) is False
+        deadline = time.monotonic() + 10
+        while not source.seek((topic, 0), 0):
+            assert time.monotonic() < deadline, "the partition's fetch never started"
+            source.consume(10, 0.1)
+    finally:
+        source.close()
 
 
 def test_commits_are_what_committed_returns(backend: Backend) -> None:

@@ -216,6 +216,28 @@ def test_exactly_once_aborts_and_rewinds_a_failed_transaction() -> None:
     assert r.sample("lazarus_records_total", outcome="forwarded") == 4
 
 
+def test_a_partition_not_seekable_yet_stays_paused_until_its_rewind_lands() -> None:
+    """librdkafka refuses to seek a partition whose fetch has not started (just assigned after
+    a broker restart, its committed offset still being fetched). The worker must neither crash
+    nor resume past the aborted records: it stays paused and seeks again on the next loop."""
+    r = rig(exactly_once=True)
+    for i in range(4):
+        r.cluster.append(SOURCE, good(i))
+    r.sink.fail_commit = SinkError("coordinator moved", abortable=True)
+    r.steps(1)
+    r.sink.fail_commit = None
+    r.source.refused_seeks[(SOURCE, 0)] = 2
+    r.clock.advance(2.0)
+    r.steps(2)
+    assert r.worker.gate.paused and r.source.refused_seeks[(SOURCE, 0)] == 0
+    assert values(r, OUTPUT) == []
+    r.steps(3)
+    assert values(r, OUTPUT) == [good(i) for i in range(4)]  # none skipped, none twice
+    assert r.cluster.committed[(SOURCE, 0)] == Committed(4)
+    r.flush_metrics()
+    assert r.sample("lazarus_rewinds_total") == 1
+
+
 def test_exactly_once_counts_dead_letters_only_when_their_transaction_commits() -> None:
     r = rig(exactly_once=True)
     r.cluster.append(SOURCE, BAD)
