@@ -347,26 +347,29 @@ def dead_letter(
 def _sized_headers(
     record: SourceRecord, failure: Failure, include_stacktrace: bool
 ) -> tuple[Headers, str, int]:
-    """The dead letter's headers, its fingerprint, and the headers' `headers_size`."""
+    """The dead letter's headers, its fingerprint, and the headers' `headers_size`.
+
+    Per record only its numbers are encoded: the topic and partition headers, with the
+    `dlq.origin` prefix they make, come built per partition (`_place`), the error block per
+    cause and the pipeline's own headers per pipeline."""
     headers, origin, origin_ms, replay_count = _inherited(record.headers)
-    topic = _topic_bytes(record.topic)
-    partition = _number(record.partition)
+    topic_h, partition_h, prefix, place_size = _place(record.topic, record.partition)
     offset = _number(record.offset)
     timestamp = _number(record.timestamp_ms)
+    failed_at = _number(failure.failed_at_ms)
+    attempts, replays = _number(failure.attempts), _number(replay_count)
     # format_coordinates' text, encoded piecewise: an int's digits are ASCII
-    where = topic + b"/" + partition + b"/" + offset if origin is None else _utf8(origin)
+    where = prefix + offset if origin is None else _utf8(origin)
     since = timestamp if origin_ms is None else _number(origin_ms)
-    attempts, failed_at = _number(failure.attempts), _number(failure.failed_at_ms)
-    replays = _number(replay_count)
     block, digest, block_size = _error_block(failure, include_stacktrace)
     own, own_size = _own_headers(
         failure.pipeline, failure.worker, failure.schema, failure.policy_rule
     )
     size = headers_size(headers) if headers else 0
     headers += [
-        (VERSION, _VERSION_BYTES),
-        (SOURCE_TOPIC, topic),
-        (SOURCE_PARTITION, partition),
+        _VERSION_HEADER,
+        topic_h,
+        partition_h,
         (SOURCE_OFFSET, offset),
         (SOURCE_TIMESTAMP, timestamp),
         (ORIGIN, where),
@@ -377,8 +380,19 @@ def _sized_headers(
         *own,
         (REPLAY_COUNT, replays),
     ]
-    values = (topic, partition, offset, timestamp, where, since, attempts, failed_at, replays)
-    size += _RECORD_HEADERS_SIZE + block_size + own_size + sum(map(len, values))
+    size += (
+        _RECORD_HEADERS_SIZE
+        + place_size
+        + block_size
+        + own_size
+        + len(offset)
+        + len(timestamp)
+        + len(where)
+        + len(since)
+        + len(attempts)
+        + len(failed_at)
+        + len(replays)
+    )
     return headers, digest, size
 
 
@@ -406,9 +420,21 @@ _RECORD_HEADERS_SIZE = len(_VERSION_BYTES) + sum(
 `dlq.version`'s value is constant)."""
 
 
-@functools.lru_cache(maxsize=1024)
-def _topic_bytes(topic: str) -> bytes:
-    return _utf8(topic)
+_VERSION_HEADER: Header = (VERSION, _VERSION_BYTES)
+
+
+@functools.lru_cache(maxsize=4096)
+def _place(topic: str, partition: int) -> tuple[Header, Header, bytes, int]:
+    """The `dlq.source.topic` and `dlq.source.partition` headers of a partition, the
+    `dlq.origin` text of its records up to their offset (`topic/partition/`), and the two
+    values' length: the same for every dead letter of the partition."""
+    name, number = _utf8(topic), _number(partition)
+    return (
+        (SOURCE_TOPIC, name),
+        (SOURCE_PARTITION, number),
+        name + b"/" + number + b"/",
+        len(name) + len(number),
+    )
 
 
 @functools.lru_cache(maxsize=256)

@@ -185,10 +185,18 @@ class _BatchAcks:
         self.owner.changed.add(self)
 
 
+DELIVERY_REPORT_ONLY_ERROR = "delivery.report.only.error"
+
+
 class KafkaSink:
     """A `Sink` on a confluent-kafka `Producer` (idempotent; transactional when configured)."""
 
     def __init__(self, base: KafkaConf, transactional_id: str | None = None) -> None:
+        if transactional_id is not None:
+            # The transaction's commit is its acknowledgement: a delivery report per record
+            # (a Message built, its 17 headers copied for a dead letter, a Python call) only
+            # served failures, which librdkafka still reports (the Sink protocol's `poll`).
+            base = {DELIVERY_REPORT_ONLY_ERROR: True, **base}
         self._base = base
         self._transactional_id = transactional_id
         self._producer = make_producer(base, transactional_id)

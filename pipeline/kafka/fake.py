@@ -198,6 +198,8 @@ class FakeSink:
                 tally[1] += 1
                 errors.setdefault(item.batch, refusal)
         self.queue.clear()
+        if self.transactional:  # refusals only, as a transactional `KafkaSink` reports them
+            return [Ack(b, 0, f, errors[b]) for b, (_, f) in counts.items() if f]
         return [Ack(b, a, f, errors.get(b)) for b, (a, f) in counts.items()]
 
     def _deliver(self, out: Output) -> None:

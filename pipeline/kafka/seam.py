@@ -126,7 +126,9 @@ class Sink(Protocol):
         ...
 
     def poll(self, timeout_s: float) -> list[Ack]:
-        """Serve delivery reports for up to `timeout_s`; the acknowledgements since last time."""
+        """Serve delivery reports for up to `timeout_s`; the acknowledgements since last time.
+        A transactional sink reports refusals only (`acked` stays 0): its records count once
+        `commit_transaction` returns, and a delivery report per record would only be waste."""
         ...
 
     def pending(self) -> int:

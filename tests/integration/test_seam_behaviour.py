@@ -3,6 +3,7 @@ a `Source` and a `Sink`, checked on the in-memory fake and on the real broker al
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,7 +16,7 @@ from pipeline.core.contract import SourceRecord
 from pipeline.core.handler import Output
 from pipeline.kafka.confluent import KafkaSink, KafkaSource
 from pipeline.kafka.fake import FakeCluster, FakeSink, FakeSource
-from pipeline.kafka.seam import TP, Ack, Committed, Sink, Source
+from pipeline.kafka.seam import TP, Ack, Committed, Sink, SinkError, Source
 
 
 @dataclass
@@ -40,6 +41,8 @@ class Backend:
     source: Callable[[], Source]
     sink: Callable[[bool], Sink]
     wait_s: float
+    refusing: Callable[[Sink], str]
+    """A topic whose broker refuses a 20,000-byte record after accepting its produce."""
 
 
 @pytest.fixture(params=["fake", "kafka"])
@@ -53,6 +56,7 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
             lambda: FakeSource(cluster),
             lambda txn: FakeSink(cluster, transactional=txn),
             0.0,
+            lambda sink: _refused_by(sink, next(names)),
         )
         return
     bootstrap: str = request.getfixturevalue("bootstrap")
@@ -68,9 +72,19 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     def sink(txn: bool) -> Sink:
         return KafkaSink(base, transactional_id=f"tx-{uuid.uuid4().hex[:8]}" if txn else None)
 
-    yield Backend("kafka", lambda: topic_factory(partitions=1), source, sink, 10.0)
+    def refusing(_sink: Sink) -> str:
+        name: str = topic_factory(partitions=1, config={"max.message.bytes": "1000"})
+        return name
+
+    yield Backend("kafka", lambda: topic_factory(partitions=1), source, sink, 10.0, refusing)
     for close in closers:
         close()
+
+
+def _refused_by(sink: Sink, topic: str) -> str:
+    assert isinstance(sink, FakeSink)
+    sink.refuse[topic] = SinkError("Broker: Message size too large", topic, too_large=True)
+    return topic
 
 
 def produce(sink: Sink, topic: str, values: list[bytes], batch: int = 1) -> list[Ack]:
@@ -94,6 +108,27 @@ def test_acknowledgements_come_back_per_batch(backend: Backend) -> None:
     assert sum(a.acked for a in acks if a.batch == 7) == 3
     assert all(a.failed == 0 for a in acks)
     assert sink.pending() == 0
+
+
+def test_a_transactional_sink_reports_refusals_only(backend: Backend) -> None:
+    """Its records count when the transaction commits: no acknowledgement per record (a
+    delivery report each, which the exactly-once worker never used), but a refusal still
+    comes back from `poll`/`flush`, which is how the worker learns to abort."""
+    topic, sink = backend.topic(), backend.sink(True)
+    sink.init_transactions(10)
+    sink.begin_transaction()
+    acks = produce(sink, topic, [b"a", b"b", b"c"], batch=4)
+    assert acks == []
+    assert sink.pending() == 0
+    sink.commit_transaction(10)
+    refusing = backend.refusing(sink)
+    sink.begin_transaction()
+    sink.produce(Output(topic, b"k", b"fits", ()), 5)
+    sink.produce(Output(refusing, b"k", os.urandom(20_000), ()), 5)
+    acks = sink.flush(10)
+    assert [(a.batch, a.acked, a.failed) for a in acks] == [(5, 0, 1)]
+    assert acks[0].error is not None and acks[0].error.topic == refusing
+    sink.abort_transaction(10)
 
 
 def test_a_subscribed_source_is_assigned_and_reads_in_order(backend: Backend) -> None:
