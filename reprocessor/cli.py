@@ -21,7 +21,6 @@ import click
 
 from pipeline.app import logs
 from pipeline.app.cli_support import run
-from pipeline.app.settings import load_settings
 from pipeline.core.contract import parse_coordinates
 from pipeline.core.ledger_codec import encode_ledger_entry
 from pipeline.errors import EXIT_OK, ConfigError, PartialSuccess
@@ -446,6 +445,7 @@ def exporter_command(env: Env, /, configs: tuple[Path, ...], **opts: Any) -> int
     if not files:
         raise click.UsageError("give --config FILE (repeatable)")
     logs.setup()
+    from pipeline.app.settings import load_settings  # here too: pydantic-settings, 0.1-0.2 s
     from reprocessor import exporter  # here: the other commands start without it (EXPORTER_PORT)
 
     options = exporter.Options(

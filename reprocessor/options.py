@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import click
 
-from pipeline.app.settings import KafkaValue, ReprocessorSpec, Settings, load_settings
 from pipeline.errors import ConfigError
 from pipeline.kafka.clients import KAFKA_LOG
 from reprocessor import fixes, masking, render, selection
@@ -22,7 +22,22 @@ from reprocessor.payloads import Change, Payloads
 from reprocessor.stats import Window
 from reprocessor.timeparse import parse_when
 
+if TYPE_CHECKING:  # pydantic-settings costs 0.1-0.2 s: imported when a command reads a config
+    from pipeline.app.settings import KafkaValue, Settings
+
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Defaults:
+    index: bool
+    max_replays: int
+
+
+NO_CONFIG = Defaults(index=True, max_replays=3)
+"""`ReprocessorSpec()`'s defaults, what a command given --bootstrap and --topic instead of a
+config uses, without importing the settings (pydantic-settings: 0.1-0.2 s of the command's
+start). A unit test holds the two equal."""
 INSPECT_DEFAULT_LIMIT = 100
 EXPORTER_PORT = 9465
 """`dlq exporter`'s default port, here so that every other `dlq` command starts without
@@ -81,6 +96,8 @@ class Env:
     def settings(self) -> Settings | None:
         """The pipeline's settings; None when --bootstrap and --topic stand in for them."""
         if self.config is not None:
+            from pipeline.app.settings import load_settings
+
             settings = load_settings(self.config)
             masking.parse(settings.reprocessor.mask)  # a bad mask fails with the config
             use_correlation_header(settings.correlation_header)
@@ -151,11 +168,11 @@ class Env:
     @property
     def use_index(self) -> bool:
         """Whether stats, group and inspect may answer from the local index (`--scan` aside)."""
-        return (self.settings.reprocessor if self.settings else ReprocessorSpec()).index
+        return self.settings.reprocessor.index if self.settings else NO_CONFIG.index
 
     @property
     def max_replays(self) -> int:
-        return (self.settings.reprocessor if self.settings else ReprocessorSpec()).max_replays
+        return self.settings.reprocessor.max_replays if self.settings else NO_CONFIG.max_replays
 
     def override(self, name: str, value: object) -> None:
         """A global option given after the command name (`dlq inspect --json`): it wins over

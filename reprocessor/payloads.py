@@ -11,14 +11,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pipeline.app.settings import SchemaSpec, Settings
 from pipeline.core.contract import parse_coordinates
 from pipeline.errors import RecordError
 from reprocessor import fixes
 from reprocessor.deadletters import DeadLetter, jsonable
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # pydantic-settings costs 0.1-0.2 s: only a config needs it (`options.Env`)
     from pipeline.app.build import Schemas
+    from pipeline.app.settings import SchemaSpec, Settings
     from pipeline.codecs.base import Codec
 
 Change = Callable[[object], dict[str, object]]

@@ -180,14 +180,26 @@ class PlanWriter:
     ) -> None:
         """A dead letter to replay with `value` (to `target`, when the target is known);
         without `hashed`, the value was not read (see `Entry.same`)."""
-        partition = dl.partition
+        digest = value_hash(value) if hashed else ""
+        self.add_line(dl.partition, dl.offset, digest, dl.fingerprint, dl.seen_ms, target)
+
+    def add_line(
+        self,
+        partition: int,
+        offset: int,
+        digest: str,
+        fingerprint: str,
+        seen_ms: int,
+        target: str | None,
+    ) -> None:
+        """`add` from the dead letter's fields: its line, with the value's `digest` ("": the
+        value was not read)."""
         handle = self._files.get(partition)
         if handle is None:
             path = self.folder / f"p{partition}.jsonl"
             handle = self._files[partition] = path.open("w", encoding="utf-8")
-        digest = value_hash(value) if hashed else ""
-        fingerprint = self._quoted.get(dl.fingerprint) or self._quote(dl.fingerprint)
-        handle.write(f'{{"o":{dl.offset},"h":"{digest}","f":{fingerprint},"t":{dl.seen_ms}}}\n')
+        quoted = self._quoted.get(fingerprint) or self._quote(fingerprint)
+        handle.write(f'{{"o":{offset},"h":"{digest}","f":{quoted},"t":{seen_ms}}}\n')
         summary = self.summary
         summary.selected += 1
         if target is not None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import tempfile
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,11 +23,19 @@ from typing import Any
 
 import click
 
-from pipeline.core.contract import VALUE_OMITTED, DeadLetterMeta, SourceRecord, ledger_topic
+from pipeline.core.contract import (
+    VALUE_OMITTED,
+    DeadLetterMeta,
+    SourceRecord,
+    format_coordinates,
+    ledger_topic,
+)
 from pipeline.errors import EXIT_OK, ConfigError, PartialSuccess
 from pipeline.kafka import dlqio
 from reprocessor import index_query, indexed, plans, render, replay_batches
 from reprocessor.deadletters import DeadLetter, ReplayState, from_record
+from reprocessor.index import DlqIndex
+from reprocessor.index_query import PlanRow
 from reprocessor.index_rows import Row, RowView, fast_row
 from reprocessor.ledger import Plan, new_run_id, state_dir
 from reprocessor.ledger_guard import shared_cluster
@@ -176,7 +184,10 @@ def write_plan(
     read. ConfigError (exit 2), with no plan left behind, when the target cannot place some."""
     win, limit, topic = window(opts), opts["limit"], plan.dlq_topic
     with few_collections(), plans.PlanWriter(folder, plan) as writer:
-        if recipe.fix is None and index_query.answerable(win):
+        if recipe.fix is None and index_query.selects_by_time_only(win):
+            with _index(env, topic) as index:
+                _plan_rows(writer, index_query.unresolved(index, win, limit), recipe)
+        elif recipe.fix is None and index_query.answerable(win):
             for view in itertools.islice(_indexed(env, topic, win), limit):
                 _plan_row(writer, view, recipe)
         else:
@@ -203,6 +214,35 @@ def _plan_row(writer: plans.PlanWriter, view: RowView, recipe: Recipe) -> None:
         writer.add(view, None, topic, hashed=False)
     else:
         writer.refuse(view, reason, homeless=topic is None)
+
+
+def _plan_rows(writer: plans.PlanWriter, rows: Iterable[PlanRow], recipe: Recipe) -> None:
+    """`_plan_row` of each row `index_query.unresolved` reads: the same targets, refusals and
+    plan lines, from plain tuples."""
+    topic_of, add = recipe.target.topic_of, writer.add_line
+    dlq = writer.plan.dlq_topic
+    for row in rows:
+        partition, offset, seen_ms, fingerprint, pipeline, origin, source, count, dialect = row
+        topic = topic_of(pipeline, origin, source)
+        reason = refusal_of(count, recipe, topic)
+        if reason is None:
+            add(partition, offset, "", fingerprint, seen_ms, topic)
+        else:
+            where = format_coordinates(dlq, partition, offset)
+            refused = _Unplanned(partition, offset, seen_ms, fingerprint, dialect, where)
+            writer.refuse(refused, reason, homeless=topic is None)
+
+
+@dataclass(frozen=True, slots=True)
+class _Unplanned:
+    """A refused row of `index_query.unresolved`, as `PlanWriter.refuse` reads it."""
+
+    partition: int
+    offset: int
+    seen_ms: int
+    fingerprint: str
+    dialect: str
+    coordinates: str
 
 
 def _plan_one(writer: plans.PlanWriter, dl: DeadLetter, recipe: Recipe) -> None:
@@ -273,11 +313,18 @@ def slim(pair: tuple[DeadLetter, Fixed]) -> tuple[DeadLetter, Fixed]:
 def _indexed(env: Env, topic: str, win: Window) -> Iterator[RowView]:
     """The selected dead letters no ledger entry decided, in each partition's offset order,
     from the index (it can answer `win`): rows as the selection sees them, no `DeadLetter`."""
-    shown = render.progress(None, f"index {topic}", quiet=env.quiet)
-    with shown as advance, indexed.caught_up(env.conf(), topic, progress=advance) as index:
+    with _index(env, topic) as index:
         for view, state in index_query.selected(index, win):
             if state is ReplayState.UNRESOLVED:
                 yield view
+
+
+@contextmanager
+def _index(env: Env, topic: str) -> Iterator[DlqIndex]:
+    """The DLQ's index, caught up (a progress bar while it reads)."""
+    shown = render.progress(None, f"index {topic}", quiet=env.quiet)
+    with shown as advance, indexed.caught_up(env.conf(), topic, progress=advance) as index:
+        yield index
 
 
 def _scanned(env: Env, topic: str, win: Window) -> Iterator[DeadLetter]:

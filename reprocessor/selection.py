@@ -223,6 +223,11 @@ class Selection:
         return all(term.test(dl, state, decoded) for term in self.terms)
 
     @property
+    def selects_all(self) -> bool:
+        """True when the selection is empty (no `--where`): every dead letter matches."""
+        return not self.terms and self.test in (None, _everything)
+
+    @property
     def needs_payload(self) -> bool:
         """True when a term reads the decoded payload (`value.*`)."""
         return any(term.field.startswith("value.") for term in self.terms)

@@ -1,13 +1,15 @@
 """What a `dlq` command pays before it starts: the exporter's HTTP server and Prometheus client
-load only for `dlq exporter`."""
+load only for `dlq exporter`, the settings (pydantic-settings) only for a command given a
+config."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
+from pipeline.app.settings import ReprocessorSpec
 from reprocessor.exporter import Options
-from reprocessor.options import EXPORTER_PORT
+from reprocessor.options import EXPORTER_PORT, NO_CONFIG, Defaults, Env
 
 
 def test_dlq_commands_start_without_the_exporter() -> None:
@@ -16,10 +18,30 @@ def test_dlq_commands_start_without_the_exporter() -> None:
         "print(sorted(m for m in ('prometheus_client', 'http.server', 'reprocessor.exporter') "
         "if m in sys.modules))"
     )
-    out = subprocess.run(
+    assert _loaded(probe) == "[]"
+
+
+def _loaded(probe: str) -> str:
+    return subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
-    ).stdout
-    assert out.strip() == "[]"
+    ).stdout.strip()
+
+
+def test_dlq_commands_start_without_the_settings() -> None:
+    probe = (
+        "import sys, reprocessor.cli; "
+        "print(sorted(m for m in ('pydantic_settings', 'pipeline.app.settings') "
+        "if m in sys.modules))"
+    )
+    assert _loaded(probe) == "[]"
+
+
+def test_without_a_config_the_settings_defaults_apply() -> None:
+    spec = ReprocessorSpec()
+    assert Defaults(spec.index, spec.max_replays) == NO_CONFIG
+    env = Env(None, "127.0.0.1:9", ("orders.dlq",), {}, False, None)
+    assert env.settings is None
+    assert (env.use_index, env.max_replays) == (spec.index, spec.max_replays)
 
 
 def test_the_exporter_port_has_one_value() -> None:
