@@ -108,6 +108,18 @@ class Target:
             return redrive_topic(pipeline) if pipeline else None
         return origin_topic_of(origin, source_topic)
 
+    def topics_of(
+        self,
+        pipelines: Sequence[str | None],
+        origins: Sequence[str | None],
+        source_topics: Sequence[str | None],
+    ) -> list[str | None]:
+        """`topic_of` each dead letter (index `i` of every column); with `--to`, the one topic
+        without a call per dead letter."""
+        if self.mode is TargetMode.TO:
+            return [self.topic] * len(pipelines)
+        return list(map(self.topic_of, pipelines, origins, source_topics))
+
     def homeless(self, count: int, dialects: set[str]) -> ConfigError:
         """The error for `count` selected dead letters (of `dialects`) this target cannot place."""
         names = ", ".join(sorted(dialects))

@@ -287,7 +287,7 @@ def _uniform(
     or, when the plan saw no value, by comparing whole columns; a copy's headers built only
     for a batch with nothing refused."""
     counts, target = lineage.replay_counts, recipe.target
-    topics = list(map(target.topic_of, lineage.pipelines, lineage.origins, lineage.source_topics))
+    topics = target.topics_of(lineage.pipelines, lineage.origins, lineage.source_topics)
     copies.topics = cast(list[str], topics)  # a None is refused below (no target topic)
     copies.seen_ms, copies.fingerprints = lineage.failed_at, lineage.fingerprints
     pairs = set(zip(counts, topics, strict=True))

@@ -186,7 +186,8 @@ def write_plan(
     with few_collections(), plans.PlanWriter(folder, plan) as writer:
         if recipe.fix is None and index_query.selects_by_time_only(win):
             with _index(env, topic) as index:
-                _plan_rows(writer, index_query.unresolved(index, win, limit), recipe)
+                wanted = TARGET_READS[recipe.target.mode]
+                _plan_rows(writer, index_query.unresolved(index, win, limit, wanted), recipe)
         elif recipe.fix is None and index_query.answerable(win):
             for view in itertools.islice(_indexed(env, topic, win), limit):
                 _plan_row(writer, view, recipe)
@@ -214,6 +215,15 @@ def _plan_row(writer: plans.PlanWriter, view: RowView, recipe: Recipe) -> None:
         writer.add(view, None, topic, hashed=False)
     else:
         writer.refuse(view, reason, homeless=topic is None)
+
+
+TARGET_READS = {
+    TargetMode.TO: frozenset[str](),
+    TargetMode.REDRIVE: frozenset({"pipeline", "dialect"}),
+    TargetMode.SOURCE: frozenset({"origin", "source_topic", "dialect"}),
+}
+"""What `Target.topic_of` reads of a row in each mode, and the dialect of a row it may find no
+topic for (a homeless refusal names it): `index_query.unresolved`'s `wanted` columns."""
 
 
 def _plan_rows(writer: plans.PlanWriter, rows: Iterable[PlanRow], recipe: Recipe) -> None:

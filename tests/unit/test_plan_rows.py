@@ -16,7 +16,7 @@ from reprocessor.index import DlqIndex
 from reprocessor.index_rows import RowView, dead_letter_row
 from reprocessor.ledger import Plan, ledger_key
 from reprocessor.replay import Recipe, Target, TargetMode, refusal_of
-from reprocessor.replay_run import _plan_row, _plan_rows
+from reprocessor.replay_run import TARGET_READS, _plan_row, _plan_rows
 from reprocessor.selection import parse
 from reprocessor.stats import Window
 
@@ -127,7 +127,8 @@ def test_a_plan_from_the_unresolved_columns_is_the_plan_from_selected_rows(
                 found += 1
     assert index_query.selects_by_time_only(window)
     with plans.PlanWriter(tmp_path / "after", plan) as after:
-        _plan_rows(after, index_query.unresolved(index, window, limit), recipe)
+        wanted = TARGET_READS[target.mode]
+        _plan_rows(after, index_query.unresolved(index, window, limit, wanted), recipe)
     index.close()
     assert written(tmp_path / "after" / "r-1") == written(tmp_path / "before" / "r-1")
     assert after.summary == before.summary

@@ -50,3 +50,17 @@ def test_the_metrics_endpoint_binds_to_loopback_by_default() -> None:
         pipeline="p", sources={"s": {"format": "bytes"}}, output={"topic": "o"}, dlq={"topic": "d"}
     )
     assert settings.metrics_host == "127.0.0.1"
+
+
+def test_the_targets_of_a_batch_are_each_dead_letters_target() -> None:
+    pipelines = ["orders-pipeline", None, "payments", "orders-pipeline"]
+    origins = ["orders/0/1", "payments/2/3", None, "not coordinates"]
+    sources = ["orders", None, "payments", "orders"]
+    for target in (
+        Target(TargetMode.TO, "out"),
+        Target(TargetMode.REDRIVE),
+        Target(TargetMode.SOURCE, None, OWN),
+    ):
+        expected = list(map(target.topic_of, pipelines, origins, sources))
+        assert target.topics_of(pipelines, origins, sources) == expected
+    assert Target(TargetMode.TO, "out").topics_of(pipelines, origins, sources) == ["out"] * 4
