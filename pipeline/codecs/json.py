@@ -124,14 +124,15 @@ def validation_failed(
     Built once per shape of error (model, count, and each error's type, location and message)
     when messages are withheld: one cause repeats the same shape record after record. With a
     `keep_messages` hook (the user's, called per record) or a union tag error (whose message
-    is built from its context) it is built afresh."""
+    is built from its context) it is built afresh. `errors`, when given, may lack the errors'
+    contexts (the shape needs none; a build reads the errors again with them)."""
     if errors is None:
-        errors = exc.errors(include_url=False, include_input=False)
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)
     total = exc.error_count()
     shape = _shape(model, total, errors) if keep_messages is None else ()
     known = _FAILED.get(shape) if shape else None
     if known is None:
-        details = error_details(exc, model, keep_messages, errors)
+        details = error_details(exc, model, keep_messages)  # read again, with the contexts
         known = (summarise(model.__name__, details, total), tuple(details))
         if shape:
             if len(_FAILED) >= _MAX_FAILED:
@@ -327,7 +328,9 @@ class JsonCodec:
     def _translate(self, exc: ValidationError, data: bytes) -> RecordError:
         """`json_invalid` means the bytes never became JSON; anything else broke the model."""
         title = self._model.__name__
-        errors = exc.errors(include_url=False, include_input=False)  # read once, for both
+        # read once, for both; without the contexts, which only a union tag's message needs
+        # (never cached, `_shape`: `validation_failed` reads them then)
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)
         undecodable = [error["msg"] for error in errors if error["type"] in UNDECODABLE]
         if undecodable:
             return _undecodable(bytes(data), title, undecodable[0])

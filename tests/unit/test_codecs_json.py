@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from hypothesis import given, settings
@@ -287,3 +288,45 @@ def test_a_keep_hook_runs_for_every_record() -> None:
             withheld.decode(json.dumps({"code": code}).encode())
         assert code not in hidden.value.details[0]["msg"]
     assert len(seen) == 2
+
+
+class _Cat(BaseModel):
+    kind: Literal["cat"]
+
+
+class _Dog(BaseModel):
+    kind: Literal["dog"]
+
+
+class _Owner(BaseModel):
+    pet: _Cat | _Dog = Field(discriminator="kind")
+
+
+def test_a_union_tag_error_from_json_names_the_discriminator_and_the_expected_tags() -> None:
+    """The decoder reads pydantic's errors without their contexts (the cached shape needs none);
+    a union tag's message is built from its context, so that build reads them again."""
+    codec = JsonCodec(model=_Owner)
+    for _ in range(2):  # the second time as the first: such a cause is never cached
+        with pytest.raises(ValidationFailed) as caught:
+            codec.decode(b'{"pet": {"kind": "fish"}}')
+        assert caught.value.details == [
+            {
+                "loc": "pet",
+                "msg": "Input tag found using 'kind' does not match any of the expected tags: "
+                "'cat', 'dog'",
+                "type": "union_tag_invalid",
+            }
+        ]
+
+
+def test_a_cause_met_again_is_described_as_the_first_time() -> None:
+    """The second record of a shape takes the cached description (its errors read without
+    their contexts): the same message and details as the first."""
+    codec = JsonCodec(model=_Owner)
+    seen = []
+    for _ in range(2):
+        with pytest.raises(ValidationFailed) as caught:
+            codec.decode(b'{"pet": {}}')
+        seen.append((caught.value.message, caught.value.details))
+    assert seen[0] == seen[1]
+    assert seen[0][0] == "1 validation error for _Owner: pet (union_tag_not_found)"
