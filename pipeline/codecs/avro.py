@@ -27,7 +27,14 @@ from fastavro.validation import ValidationError as AvroValidationError
 from fastavro.validation import validate
 from pydantic import BaseModel
 
-from pipeline.codecs.avro_walk import Walk, compile_walk, needs_bounded_read
+from pipeline.codecs.avro_walk import (
+    MAX_EMPTY_ITEMS,
+    TooManyEmptyItems,
+    Walk,
+    Walks,
+    compile_walks,
+    needs_bounded_read,
+)
 from pipeline.codecs.base import Decoded
 from pipeline.codecs.finite import compile_model_check
 from pipeline.codecs.json import holds_non_finite, model_ref, summarise, validate_python
@@ -122,12 +129,23 @@ def frame(schema_id: int, body: bytes) -> bytes:
     return bytes([MAGIC_BYTE]) + schema_id.to_bytes(4, "big") + body
 
 
-def read_record(body: bytes, writer: ParsedSchema, reader: ParsedSchema | None) -> object:
+def read_record(
+    body: bytes, writer: ParsedSchema, reader: ParsedSchema | None, guard: Walk | None = None
+) -> object:
     """Decode exactly one schemaless Avro datum filling all of `body`.
 
     Raises `SchemaError` when writer and reader do not resolve, `DeserializationError` for
-    anything wrong with the bytes (including trailing bytes, which fastavro ignores).
+    anything wrong with the bytes (including trailing bytes, which fastavro ignores). `guard`
+    is the writer's `compile_empty_items_guard`, when it has one.
     """
+    if guard is not None:
+        field, kind = guard(body)
+        if kind is TooManyEmptyItems:
+            where = f" reading field '{field}'" if field else ""
+            raise DeserializationError(
+                f"malformed Avro record (more than {MAX_EMPTY_ITEMS:,} array items that take "
+                f"no bytes{where}; writer schema {writer.ref})"
+            )
     fo = io.BytesIO(body)
     resolved = None if reader is None or reader.schema is writer.schema else reader.schema
     try:
@@ -193,7 +211,7 @@ def reread(body: bytes, schema: AvroSchema) -> tuple[str | None, type[BaseExcept
     (`avro_walk`) answers what the pure-Python re-read would, without building the record;
     where it would not be exact, the body is re-read (`reread_pure`).
     """
-    walk = _walk_for(schema)
+    walk = _walks_for(schema).walk
     if walk is not None and not needs_bounded_read(body):
         return walk(body)
     return reread_pure(body, schema)
@@ -209,20 +227,20 @@ def reread_pure(body: bytes, schema: AvroSchema) -> tuple[str | None, type[BaseE
     return None, None
 
 
-_WALKS: dict[int, tuple[AvroSchema, Walk | None]] = {}
+_WALKS: dict[int, tuple[AvroSchema, Walks]] = {}
 """Compiled walks by writer schema object (kept alive with it, so its id stays its own)."""
 _MAX_WALKS = 256
 
 
-def _walk_for(schema: AvroSchema) -> Walk | None:
+def _walks_for(schema: AvroSchema) -> Walks:
     known = _WALKS.get(id(schema))
     if known is not None and known[0] is schema:
         return known[1]
     if len(_WALKS) >= _MAX_WALKS:
         _WALKS.clear()
-    walk = compile_walk(schema)
-    _WALKS[id(schema)] = (schema, walk)
-    return walk
+    walks = compile_walks(schema)
+    _WALKS[id(schema)] = (schema, walks)
+    return walks
 
 
 class _BoundedVarints(io.BytesIO):
@@ -341,7 +359,7 @@ class AvroCodec:
         self._strict = strict
         self._keep = keep_messages
         self._finite = None if model is None else compile_model_check(model, holds_non_finite)
-        self._known: dict[int | None, tuple[ParsedSchema, str]] = {}
+        self._known: dict[int | None, tuple[ParsedSchema, str, Walk | None]] = {}
 
     @property
     def framed(self) -> bool:
@@ -351,8 +369,8 @@ class AvroCodec:
     def decode(self, data: bytes) -> Decoded:
         """Decode one value (and validate it against the model, if any)."""
         schema_id, body = split_frame(data) if self._source is not None else (None, data)
-        writer, ref = self._known.get(schema_id) or self._learn(schema_id)
-        event = read_record(body, writer, self._reader)
+        writer, ref, guard = self._known.get(schema_id) or self._learn(schema_id)
+        event = read_record(body, writer, self._reader, guard)
         if self._model is not None:
             validate_python(
                 self._model,
@@ -363,11 +381,11 @@ class AvroCodec:
             )
         return Decoded(event, ref, schema_id)
 
-    def _learn(self, schema_id: int | None) -> tuple[ParsedSchema, str]:
+    def _learn(self, schema_id: int | None) -> tuple[ParsedSchema, str, Walk | None]:
         """The writer schema of `schema_id` and its `dlq.schema` reference, looked up once:
         a schema id names one schema for good (the sources cache them too)."""
         writer = self._writer_for(schema_id)
-        known = (writer, self._ref(writer))
+        known = (writer, self._ref(writer), _walks_for(writer.schema).guard)
         if len(self._known) < MAX_KNOWN_IDS:
             self._known[schema_id] = known
         return known

@@ -15,8 +15,8 @@ It answers `(dotted field path, exception type)`, or `(None, None)` when the bod
 Two things are left to the pure-Python re-read, where the walk would not be exact (`None` from
 `compile_walk`, or the caller checks `needs_bounded_read`):
 
-* schemas the walk does not take: recursive named types, arrays whose items can take no bytes
-  (their block count alone would drive the loop), unknown types, nesting past `MAX_DEPTH`;
+* schemas the walk does not take: recursive named types, unknown types, nesting past
+  `MAX_DEPTH`;
 * bodies holding 11 or more consecutive bytes with the high bit set: only there can the codec's
   bound on varint length (more than 10 continuation bytes read one at a time) cut a read short.
 """
@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from fastavro.logical_readers import LOGICAL_READERS
 from fastavro.schema import extract_logical_type, extract_record_type, parse_schema
@@ -44,6 +44,16 @@ _Step = Callable[[bytes, int, list[str]], int]
 the names of the record fields being read (pushed before a field, popped after it)."""
 _Value = Callable[[bytes, int], tuple[object, int]]
 
+MAX_EMPTY_ITEMS = 1_000_000
+"""Array items that take no bytes (null, a record of nulls, a zero-size fixed) one body may
+hold. Their block counts alone drive a reader: ten bytes claiming 2**62 of them keep fastavro's
+compiled reader looping, its list growing, for good (a poison pill that stops its partition).
+`compile_empty_items_guard` finds such bodies first; past this many, the walk stops."""
+
+
+class TooManyEmptyItems(ValueError):
+    """A body's arrays claim more than `MAX_EMPTY_ITEMS` items that take no bytes."""
+
 
 class _Unsupported(Exception):
     """The walk would not be exact for this schema."""
@@ -55,24 +65,45 @@ def needs_bounded_read(body: bytes) -> bool:
     return _LONG_RUN.search(body) is not None
 
 
-def compile_walk(schema: Schema) -> Walk | None:
-    """The walk of bodies written with `schema` (parsed), or None when it would not be exact."""
+class Walks(NamedTuple):
+    """What `compile_walks` builds for one writer schema."""
+
+    walk: Walk | None
+    """The walk, or None when it would not be exact."""
+    guard: Walk | None
+    """The walk again when the schema has arrays of items that take no bytes, else None (every
+    other item takes a byte, so the body's length bounds the reader's loops). Run before
+    fastavro's reader, it finds a body claiming too many such items, and names its field."""
+
+
+def compile_walks(schema: Schema) -> Walks:
+    """The walk of bodies written with `schema` (parsed), and its guard. The walk reads as the
+    pure-Python reader does, except that it stops with `TooManyEmptyItems` where that reader
+    would loop over more than `MAX_EMPTY_ITEMS` empty items."""
     named: dict[str, Any] = {}
     try:
         parsed = parse_schema(schema, named)  # as `_read_py.schemaless_reader` does
-        step = _Compiler(named).step(parsed, 0, frozenset())
+        compiler = _Compiler(named)
+        step = compiler.step(parsed, 0, frozenset())
     except (_Unsupported, KeyError, TypeError, ValueError, RecursionError):
-        return None
+        return Walks(None, None)
+    budget = compiler.budget
 
     def walk(body: bytes) -> tuple[str | None, type[BaseException] | None]:
         path: list[str] = []
+        budget[0] = MAX_EMPTY_ITEMS
         try:
             step(body, 0, path)
         except Exception as exc:
             return ".".join(path) or None, type(exc)
         return None, None
 
-    return walk
+    return Walks(walk, walk if compiler.empty_arrays else None)
+
+
+def compile_walk(schema: Schema) -> Walk | None:
+    """`compile_walks(schema).walk`."""
+    return compile_walks(schema).walk
 
 
 def _long(buf: bytes, pos: int) -> tuple[int, int]:
@@ -174,6 +205,9 @@ _RECORDS = frozenset({"record", "error", "request"})
 class _Compiler:
     def __init__(self, named: Mapping[str, Any]) -> None:
         self.named = named
+        self.empty_arrays = False
+        self.budget = [MAX_EMPTY_ITEMS]
+        """Empty items the body being walked may still claim (one walk at a time)."""
 
     def step(self, schema: Any, depth: int, seen: frozenset[str]) -> _Step:
         if depth > MAX_DEPTH:
@@ -195,9 +229,11 @@ class _Compiler:
             return self._union([self.step(s, depth + 1, seen) for s in schema])
         if kind == "array":
             items = schema["items"]
+            item = self.step(items, depth + 1, seen)
             if self._width(items, frozenset()) == 0:
-                raise _Unsupported("array of items that take no bytes")
-            return self._blocks(self.step(items, depth + 1, seen), keyed=False)
+                self.empty_arrays = True
+                return self._empty_blocks(item, self.budget)
+            return self._blocks(item, keyed=False)
         if kind == "map":
             return self._blocks(self.step(schema["values"], depth + 1, seen), keyed=True)
         if kind in _RECORDS:
@@ -269,6 +305,27 @@ class _Compiler:
                 for _ in range(count):
                     if keyed:
                         pos = _string(buf, pos)[1]
+                    pos = item(buf, pos, path)
+                count, pos = _long(buf, pos)
+            return pos
+
+        return step
+
+    @staticmethod
+    def _empty_blocks(item: _Step, budget: list[int]) -> _Step:
+        """An array of items that take no bytes: `_blocks`, counting them against the body's
+        budget before reading them (the reader would loop for as long as the count says)."""
+
+        def step(buf: bytes, pos: int, path: list[str]) -> int:
+            count, pos = _long(buf, pos)
+            while count != 0:
+                if count < 0:
+                    count = -count
+                    pos = _long(buf, pos)[1]
+                budget[0] -= count
+                if budget[0] < 0:
+                    raise TooManyEmptyItems
+                for _ in range(count):
                     pos = item(buf, pos, path)
                 count, pos = _long(buf, pos)
             return pos

@@ -16,7 +16,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.codecs.avro import reread, reread_pure
-from pipeline.codecs.avro_walk import compile_walk, needs_bounded_read
+from pipeline.codecs.avro_walk import (
+    MAX_EMPTY_ITEMS,
+    TooManyEmptyItems,
+    compile_walk,
+    compile_walks,
+    needs_bounded_read,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 INNER = {
@@ -166,15 +172,7 @@ def test_schemas_the_walk_would_not_read_exactly_go_to_the_reader() -> None:
             "fields": [{"name": "v", "type": "int"}, {"name": "next", "type": ["null", "Node"]}],
         }
     )
-    nulls = parse_schema(
-        {
-            "type": "record",
-            "name": "Z",
-            "fields": [{"name": "a", "type": {"type": "array", "items": "null"}}],
-        }
-    )
     assert compile_walk(recursive) is None
-    assert compile_walk(nulls) is None
     body = encoded(recursive, {"v": 1, "next": {"v": 2, "next": None}})
     for cut in range(len(body)):
         assert reread(body[:cut], recursive) == reread_pure(body[:cut], recursive)
@@ -187,3 +185,63 @@ def test_a_long_run_of_continuation_bytes_is_left_to_the_bounded_reader() -> Non
     assert not needs_bounded_read(b"\xff" * 10 + b"\x01" + b"\xff" * 10)
     assert reread(body, ORDERS) == reread_pure(body, ORDERS)
     assert reread(body, ORDERS)[1] is OverflowError
+
+
+EMPTY_ITEMS = parse_schema(
+    {
+        "type": "record",
+        "name": "Z",
+        "fields": [
+            {"name": "id", "type": "int"},
+            {"name": "a", "type": {"type": "array", "items": "null"}},
+            {
+                "name": "rows",
+                "type": {
+                    "type": "array",
+                    "items": {
+                        "type": "record",
+                        "name": "Row",
+                        "fields": [
+                            {"name": "marks", "type": {"type": "array", "items": "null"}},
+                            {"name": "none", "type": {"type": "fixed", "name": "F0", "size": 0}},
+                        ],
+                    },
+                },
+            },
+        ],
+    }
+)
+
+
+def varint(n: int) -> bytes:
+    """Avro's zig-zag varint."""
+    z, out = (n << 1) ^ (n >> 63), bytearray()
+    while z > 0x7F:
+        out.append(z & 0x7F | 0x80)
+        z >>= 7
+    return bytes(out) + bytes([z])
+
+
+def test_arrays_of_empty_items_are_walked_as_the_reader_reads_them() -> None:
+    body = encoded(
+        EMPTY_ITEMS,
+        {"id": 1, "a": [None] * 300, "rows": [{"marks": [None, None], "none": b""}] * 3},
+    )
+    walks = compile_walks(EMPTY_ITEMS)
+    assert walks.walk is not None and walks.guard is walks.walk
+    assert compile_walks(ORDERS).guard is None  # every item takes a byte: no guard needed
+    for cut in range(len(body) + 1):
+        assert walks.walk(body[:cut]) == reread_pure(body[:cut], EMPTY_ITEMS)
+
+
+def test_a_body_claiming_too_many_empty_items_stops_the_walk_at_its_field() -> None:
+    """Ten bytes claiming 2**62 nulls would keep a reader looping for good."""
+    walk = compile_walk(EMPTY_ITEMS)
+    assert walk is not None
+    assert walk(varint(1) + varint(2**62) + varint(0) + varint(0)) == ("a", TooManyEmptyItems)
+    # the budget is the body's, across arrays: two rows of MAX_EMPTY_ITEMS // 2 + 1 marks each
+    row = varint(MAX_EMPTY_ITEMS // 2 + 1) + varint(0)
+    rows = varint(1) + varint(0) + varint(2) + row + row + varint(0)
+    assert walk(rows) == ("rows.marks", TooManyEmptyItems)
+    assert walk(varint(1) + varint(MAX_EMPTY_ITEMS) + varint(0) + varint(0)) == (None, None)
+    assert walk(varint(1) + varint(-5) + varint(0) + varint(0) + varint(0)) == (None, None)

@@ -310,3 +310,30 @@ def test_truncation_is_one_cause_wherever_the_bytes_end() -> None:
         types.add(reported_type(caught.value))
     assert kinds == {"truncated Avro record"}
     assert types == {"EOFError"}  # the type is in the fingerprint too (IndexError split it)
+
+
+def test_a_record_claiming_endless_empty_array_items_is_a_deserialization_error() -> None:
+    """A poison pill: ten bytes claiming 2**62 nulls kept fastavro's compiled reader looping
+    (and its list growing) for good, stopping the partition. The codec refuses it first."""
+    writer = ParsedSchema(
+        parse_avro(
+            '{"type": "record", "name": "Z", "fields": [{"name": "id", "type": "int"},'
+            ' {"name": "flags", "type": {"type": "array", "items": "null"}}]}'
+        ),
+        None,
+        None,
+        None,
+        "file:z.avsc",
+    )
+    codec = AvroCodec(writer=writer)
+    assert codec.decode(b"\x02\x06\x00").event == {"id": 1, "flags": [None] * 3}
+    refused = (
+        "malformed Avro record (more than 1,000,000 array items that take no bytes reading "
+        "field 'flags'; writer schema file:z.avsc)"
+    )
+    three_million = b"\x80\x9b\xee\x02"  # zig-zag varint of 3,000,000: read, then refused
+    endless = b"\xfe\xff\xff\xff\xff\xff\xff\xff\x7f"  # 2**62 - 1: read for good
+    for count in (three_million, endless):
+        with pytest.raises(DeserializationError) as caught:
+            codec.decode(b"\x02" + count + b"\x00")
+        assert caught.value.message == refused
