@@ -232,7 +232,7 @@ class _Compiler:
             item = self.step(items, depth + 1, seen)
             if self._width(items, frozenset()) == 0:
                 self.empty_arrays = True
-                return self._empty_blocks(item, self.budget)
+                return self._blocks(item, keyed=False, budget=self.budget)
             return self._blocks(item, keyed=False)
         if kind == "map":
             return self._blocks(self.step(schema["values"], depth + 1, seen), keyed=True)
@@ -292,9 +292,11 @@ class _Compiler:
         return step
 
     @staticmethod
-    def _blocks(item: _Step, *, keyed: bool) -> _Step:
+    def _blocks(item: _Step, *, keyed: bool, budget: list[int] | None = None) -> _Step:
         """Arrays and maps: blocks of `count` items (a negative count is followed by the
-        block's size in bytes), ended by a zero count; a map item starts with its key."""
+        block's size in bytes), ended by a zero count; a map item starts with its key. Items
+        that take no bytes count against the body's `budget` before they are read (the reader
+        would loop for as long as the count says)."""
 
         def step(buf: bytes, pos: int, path: list[str]) -> int:
             count, pos = _long(buf, pos)
@@ -302,30 +304,13 @@ class _Compiler:
                 if count < 0:
                     count = -count
                     pos = _long(buf, pos)[1]
+                if budget is not None:
+                    budget[0] -= count
+                    if budget[0] < 0:
+                        raise TooManyEmptyItems
                 for _ in range(count):
                     if keyed:
                         pos = _string(buf, pos)[1]
-                    pos = item(buf, pos, path)
-                count, pos = _long(buf, pos)
-            return pos
-
-        return step
-
-    @staticmethod
-    def _empty_blocks(item: _Step, budget: list[int]) -> _Step:
-        """An array of items that take no bytes: `_blocks`, counting them against the body's
-        budget before reading them (the reader would loop for as long as the count says)."""
-
-        def step(buf: bytes, pos: int, path: list[str]) -> int:
-            count, pos = _long(buf, pos)
-            while count != 0:
-                if count < 0:
-                    count = -count
-                    pos = _long(buf, pos)[1]
-                budget[0] -= count
-                if budget[0] < 0:
-                    raise TooManyEmptyItems
-                for _ in range(count):
                     pos = item(buf, pos, path)
                 count, pos = _long(buf, pos)
             return pos
