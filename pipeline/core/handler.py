@@ -83,6 +83,10 @@ class RetryAfter:
 
 Outcome = Routed | RetryAfter
 
+_tuple = tuple.__new__
+"""A named tuple built from all its fields without its generated `__new__` (a Python frame):
+0.34 µs instead of 0.56 µs for a forwarded record's `Routed` and `Output`."""
+
 
 @dataclass
 class Handler:
@@ -127,10 +131,9 @@ class Handler:
             held = self._held(rec, decoded, now_ms)
             if held is not None:
                 return held
-        if self.processor is None:
-            return Routed(
-                (Output(self.output_topic, rec.key, rec.value, rec.headers),), "forwarded"
-            )
+        if self.processor is None:  # every record's route: built as `_tuple` builds them
+            out = _tuple(Output, (self.output_topic, rec.key, rec.value, rec.headers))
+            return _tuple(Routed, ((out,), "forwarded", None, None))
         return self._process(rec, decoded, attempt, first_at, now)
 
     def too_large(self, rec: SourceRecord, routed: Routed, now: float, reason: str) -> Routed:
@@ -302,18 +305,18 @@ class Handler:
         attempts: int = 1,
         policy_rule: str | None = None,
     ) -> Routed:
-        full = Failure(
-            category=failure.category,
-            error_type=failure.error_type,
-            message=failure.message,
-            details=failure.details,
-            stacktrace=failure.stacktrace if self.stacktraces else None,
-            attempts=attempts,
-            failed_at_ms=now_ms,
-            pipeline=self.pipeline,
-            worker=self.worker_id,
-            schema=decoded.schema_ref if decoded is not None else None,
-            policy_rule=policy_rule,
+        full = Failure(  # positionally, in the field order: keywords cost twice as much
+            failure.category,
+            failure.error_type,
+            failure.message,
+            now_ms,  # failed_at_ms
+            self.pipeline,
+            failure.details,
+            failure.stacktrace if self.stacktraces else None,
+            attempts,
+            self.worker_id,
+            decoded.schema_ref if decoded is not None else None,  # schema
+            policy_rule,
         )
         fitted, digest = contract.dead_letter(
             rec, full, self.dlq_max_bytes, include_stacktrace=self.stacktraces
