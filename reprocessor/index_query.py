@@ -269,8 +269,9 @@ _UNRESOLVED = next(code for code, state in STATE_CODES.items() if state is Repla
 
 def selects_by_time_only(window: Window) -> bool:
     """Whether `window` selects by nothing but the failure time (no `--where`, no listed
-    coordinates): then `unresolved` answers what `selected` would, without a view per row."""
-    return window.selection.selects_all and window.only is None
+    coordinates) and the index can answer it (`answerable`: no `--tail`): then `unresolved`
+    answers what `selected` would, without a view per row."""
+    return window.selection.selects_all and window.only is None and answerable(window)
 
 
 def unresolved(

@@ -330,3 +330,24 @@ def recreate(bootstrap: str, topic: str) -> bool:
     except Exception:
         return False
     return True
+
+
+def test_tail_and_limit_select_what_they_say(bootstrap: str, topic_factory) -> None:
+    """`--tail` (which the index cannot answer: a scan) and `--limit` (from the index) plan
+    only what they select; the plan never takes every unresolved dead letter for them."""
+    dlq_topic = topic_factory(suffix="dlq-")
+    out = topic_factory(suffix="to-")
+    letters = [
+        lazarus_letter("orders", i, f"k{i}".encode(), f"v{i}".encode(), failure()) for i in range(5)
+    ]
+    fill(bootstrap, dlq_topic, letters)
+    base = ("--bootstrap", bootstrap, "--topic", dlq_topic)
+
+    tail = dlq(*base, "replay", "--yes", "--to", out, "--tail", "2")
+    assert tail.code == 0, tail.output
+    assert [r.value for r in read_all(bootstrap, out)] == [b"v3", b"v4"]
+
+    limit = dlq(*base, "replay", "--yes", "--to", out, "--limit", "2")
+    assert limit.code == 0, limit.output
+    assert [r.value for r in read_all(bootstrap, out)] == [b"v3", b"v4", b"v0", b"v1"]
+    assert len(ledger_of(bootstrap, dlq_topic)) == 4

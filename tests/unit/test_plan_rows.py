@@ -140,3 +140,4 @@ def test_only_a_window_without_a_where_or_coordinates_is_planned_from_columns() 
     assert not index_query.selects_by_time_only(Window(selection=parse("category=validation")))
     assert not index_query.selects_by_time_only(Window(selection=parse("not state=replayed")))
     assert not index_query.selects_by_time_only(Window(only=frozenset({f"{TOPIC}/0/0"})))
+    assert not index_query.selects_by_time_only(Window(tail=5))  # the index cannot answer it
