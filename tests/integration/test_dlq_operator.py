@@ -153,6 +153,11 @@ def test_foreign_pipelines_categories_and_replayed_headers(
     assert by_group.json_lines()[0]["error"]["pipeline"] == "billing"
     stats = dlq(*base, "--json", "stats").json_lines()[0]
     assert stats["by_category"]["deserialization"] == {"total": 3, "unresolved": 3}
+    # a Spring consumer group selects, but it is no Lazarus pipeline: it has no redrive topic
+    # (planned from the index as from a scan of the topic)
+    homeless = dlq(*base, "replay", "--yes", "--where", "pipeline=billing")
+    assert homeless.code == 2, homeless.output
+    assert "2 selected dead letters (spring) name no Lazarus pipeline" in homeless.output
 
     plain = dlq(*base, "replay", "--to", target, "--yes", "--where", "category=deserialization")
     assert plain.code == 0, plain.output

@@ -1,5 +1,6 @@
 """A plan made from index rows (`replay_run._plan_row`, no `DeadLetter` per row) writes what the
-plan made from each row's letter wrote: the same lines, refusals, targets and homeless count."""
+plan made from each dead letter read from the topic writes: the same lines, refusals, targets and
+homeless count (a foreign dead letter's pipeline, Spring's consumer group, has no redrive topic)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pipeline.core.contract import Failure, SourceRecord, build_dead_letter
 from pipeline.core.ledger_codec import LedgerEntry, encode_ledger_entry
 from pipeline.errors import Category
 from reprocessor import index_query, plans
-from reprocessor.deadletters import DeadLetter, ReplayState
+from reprocessor.deadletters import DeadLetter, ReplayState, from_record
 from reprocessor.index import DlqIndex
 from reprocessor.index_rows import RowView, dead_letter_row
 from reprocessor.ledger import Plan, ledger_key
@@ -19,13 +20,14 @@ from reprocessor.replay import Recipe, Target, TargetMode, refusal_of
 from reprocessor.replay_run import TARGET_READS, _plan_row, _plan_rows
 from reprocessor.selection import parse
 from reprocessor.stats import Window
+from tests.dlq_kit import spring_headers
 
 TOPIC = "orders.dlq"
 
 
 def rows() -> list[RowView]:
     """Rows of every kind planning meets: Lazarus dead letters of two pipelines, replayed up to
-    four times, one with a policy rule, and foreign ones (Kafka Connect, arroyo)."""
+    four times, one with a policy rule, and foreign ones (Kafka Connect, arroyo, Spring)."""
     return [
         RowView(TOPIC, dead_letter_row(TOPIC, p, o, ts, value, headers))
         for p, o, ts, _, value, headers in records()
@@ -53,12 +55,14 @@ def records() -> list[tuple[int, int, int, bytes, bytes, list[tuple[str, bytes |
             headers = [("__connect.errors.topic", b"orders"), ("__connect.errors.offset", b"3")]
         if offset % 11 == 2:
             headers = [("original_partition", b"0"), ("original_offset", b"9")]
+        if offset % 11 == 3:  # its consumer group is its pipeline, which has no redrive topic
+            headers = spring_headers("orders")
         out.append((offset % 2, offset, 6_000 + offset, b"k", b"{}", headers))
     return out
 
 
 def by_letter(writer: plans.PlanWriter, dl: DeadLetter, recipe: Recipe) -> None:
-    """How a plan was made from the index before: the row's letter, its target and refusal."""
+    """How a plan is made from a dead letter read from the topic: its target and refusal."""
     topic = recipe.target.topic_for(dl)
     reason = refusal_of(dl.replay_count, recipe, topic)
     if reason is None:
@@ -83,9 +87,9 @@ def written(folder: Path) -> dict[str, str]:
 def test_a_plan_from_rows_is_the_plan_from_their_letters(tmp_path: Path, target: Target) -> None:
     recipe = Recipe(run="r-1", target=target, max_replays=3)
     plan = Plan("r-1", TOPIC, 1, "ops", target.mode.value, target.topic, ())
-    with plans.PlanWriter(tmp_path / "before", plan) as before:
-        for view in rows():
-            by_letter(before, view.letter(), recipe)
+    with plans.PlanWriter(tmp_path / "before", plan) as before:  # letters read from the topic
+        for record in records():
+            by_letter(before, from_record(TOPIC, *record), recipe)
     with plans.PlanWriter(tmp_path / "after", plan) as after:
         for view in rows():
             _plan_row(after, view, recipe)
