@@ -9,7 +9,7 @@ Contenders (bench/contenders/): `raw`, `ceiling`, `lazarus-alos`, `lazarus-eos`,
 `lazarus-alos-2p`, `lazarus-eos-2p`, `quix`, `arroyo`; workloads `avro-0 avro-5 avro-50 json-0
 json-5 json-50`. Repetitions are interleaved (rep 1 of every contender and workload, then rep 2).
 Prints one table per workload and issue 9's targets, and writes bench/results/<UTC time>.json and
-bench/results/latest.json. Nothing is asserted: it measures and reports.
+bench/results/latest.json (or only the `--out` file). Nothing is asserted: it measures and reports.
 """
 
 from __future__ import annotations
@@ -280,7 +280,8 @@ def write(result: dict[str, Any], out: Path | None) -> Path:
     path = out or RESULTS / f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
     text = json.dumps(result, indent=1, default=str)
     path.write_text(text + "\n")
-    (RESULTS / "latest.json").write_text(text + "\n")
+    if out is None:  # a run named with --out is kept apart (latest.json is tracked in git)
+        (RESULTS / "latest.json").write_text(text + "\n")
     PARTIAL.unlink(missing_ok=True)
     return path
 
