@@ -18,7 +18,6 @@ that never had one, would hide that. So every command checks, before it reads a 
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 from dataclasses import dataclass
@@ -26,7 +25,6 @@ from pathlib import Path
 
 from pipeline.core.contract import ledger_topic
 from pipeline.errors import ConfigError
-from pipeline.kafka import dlqio
 from pipeline.kafka.follow import Cluster, KafkaConf
 
 
@@ -74,17 +72,12 @@ def check_ledger(
 
 
 def shared_cluster(conf: KafkaConf) -> Cluster:
-    """One `Cluster` (one admin client) per configuration for the command: a replay checks its
-    ledger before and after, and names its plans folder by the cluster id, and each new admin
-    client costs a connection and a metadata round trip (about 50 ms). Nothing is cached but
-    the client: every question goes to the cluster."""
-    key = dlqio.conf_key(conf)
-    return Cluster(conf) if key is None else _cluster(key)
-
-
-@functools.lru_cache(maxsize=4)
-def _cluster(key: dlqio.ConfKey) -> Cluster:
-    return Cluster(dict(key))
+    """The command's `Cluster` for `conf`: a replay checks its ledger before and after, and
+    names its plans folder by the cluster id. Its admin client is the one the command's other
+    questions use (`dlqio.shared_admin`, one per configuration: each new client costs a
+    connection and a metadata round trip, about 50 ms). Nothing is cached but the client:
+    every question goes to the cluster."""
+    return Cluster(conf)
 
 
 def _topic_id(cluster: Cluster, name: str, *, confirm: bool) -> str | None:

@@ -133,7 +133,7 @@ class ReadSpec:
 
 def topic_partitions(conf: KafkaConf, topic: str, timeout_s: float = 15.0) -> int:
     """The topic's partition count; `ConfigError` when the cluster has no such topic."""
-    count = admin.existing_topics(_admin(conf), timeout_s).get(topic)
+    count = admin.existing_topics(shared_admin(conf), timeout_s).get(topic)
     if count is None:
         raise ConfigError(f"topic {topic} does not exist on {conf.get('bootstrap.servers')}")
     return count
@@ -141,14 +141,14 @@ def topic_partitions(conf: KafkaConf, topic: str, timeout_s: float = 15.0) -> in
 
 def missing_topics(conf: KafkaConf, topics: Sequence[str], timeout_s: float = 15.0) -> list[str]:
     """The names among `topics` that the cluster does not have."""
-    known = admin.existing_topics(_admin(conf), timeout_s)
+    known = admin.existing_topics(shared_admin(conf), timeout_s)
     return [name for name in topics if name not in known]
 
 
 def ensure_compacted(conf: KafkaConf, topic: str, partitions: int = 1) -> bool:
     """Create `topic` compacted when it is missing (a ledger of a DLQ that never had one);
     True when it was created. An existing topic is left as it is."""
-    client = _admin(conf)
+    client = shared_admin(conf)
     if topic in admin.existing_topics(client):
         return False
     spec = admin.NewTopicSpec(topic, partitions, {"cleanup.policy": "compact"})
@@ -174,10 +174,11 @@ def conf_key(conf: KafkaConf) -> ConfKey | None:
     return key
 
 
-def _admin(conf: KafkaConf) -> Any:
+def shared_admin(conf: KafkaConf) -> Any:
     """An admin client for `conf`, the same one for the same configuration: a command asks
-    several questions (does the ledger exist, how many partitions, does the target exist) and
-    each new client costs a connection and a metadata round trip (~50 ms)."""
+    several questions (does the ledger exist, how many partitions, does the target exist, the
+    cluster's id and topic ids: `follow.Cluster`) and each new client costs a connection and a
+    metadata round trip (~50 ms)."""
     key = conf_key(conf)
     try:
         return admin.admin_client(conf) if key is None else _shared_admin(key)

@@ -43,7 +43,7 @@ from pipeline.kafka.clients import (
     is_retriable,
     take_ready,
 )
-from pipeline.kafka.dlqio import POLL_S, TSTYPES, Consumed
+from pipeline.kafka.dlqio import POLL_S, TSTYPES, Consumed, shared_admin
 
 T = TypeVar("T")
 KafkaConf = Mapping[str, str | int | float | bool]
@@ -91,10 +91,7 @@ class Cluster:
     def __init__(self, conf: KafkaConf, timeout_s: float = _TIMEOUT_S) -> None:
         self.conf = conf
         self.timeout_s = timeout_s
-        try:
-            self._admin = admin.admin_client(conf)
-        except KafkaException as exc:
-            raise ConfigError(f"librdkafka rejected the configuration: {_text(exc)}") from exc
+        self._admin = shared_admin(conf)  # the command's one client for this configuration
 
     def cluster_id(self) -> str:
         """The cluster id (KRaft's, or ZooKeeper's), from a metadata request: every broker,
