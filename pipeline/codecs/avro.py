@@ -136,7 +136,7 @@ def read_record(
 
     Raises `SchemaError` when writer and reader do not resolve, `DeserializationError` for
     anything wrong with the bytes (including trailing bytes, which fastavro ignores). `guard`
-    is the writer's `compile_empty_items_guard`, when it has one.
+    is the writer schema's `avro_walk.Walks.guard`, when it has one.
     """
     if guard is not None:
         field, kind = guard(body)

@@ -5,15 +5,15 @@ Avro codec names the failing field by re-reading the body with fastavro's pure-P
 (`fastavro._read_py`) and reading the `field` of each `read_record` frame in the traceback. That
 re-read builds the whole record and costs more than the rest of a dead letter together.
 
-`compile_walk(schema)` builds, once per writer schema, a function that walks a body the way
+`compile_walks(schema).walk`, built once per writer schema, walks a body the way
 `_read_py.schemaless_reader` reads it, read for read: the same varints, lengths, block counts,
 union and enum indexes (indexed the same way, negative ones included), the same UTF-8 decoding
 of strings and map keys, the same logical-type conversions (fastavro's own functions, called on
 the same values), raising the same exception types at the same field, but building nothing.
 It answers `(dotted field path, exception type)`, or `(None, None)` when the body reads.
 
-Two things are left to the pure-Python re-read, where the walk would not be exact (`None` from
-`compile_walk`, or the caller checks `needs_bounded_read`):
+Two things are left to the pure-Python re-read, where the walk would not be exact (no `walk`
+from `compile_walks`, or the caller checks `needs_bounded_read`):
 
 * schemas the walk does not take: recursive named types, unknown types, nesting past
   `MAX_DEPTH`;
@@ -48,7 +48,7 @@ MAX_EMPTY_ITEMS = 1_000_000
 """Array items that take no bytes (null, a record of nulls, a zero-size fixed) one body may
 hold. Their block counts alone drive a reader: ten bytes claiming 2**62 of them keep fastavro's
 compiled reader looping, its list growing, for good (a poison pill that stops its partition).
-`compile_empty_items_guard` finds such bodies first; past this many, the walk stops."""
+`Walks.guard` finds such bodies first; past this many, the walk stops."""
 
 
 class TooManyEmptyItems(ValueError):
@@ -99,11 +99,6 @@ def compile_walks(schema: Schema) -> Walks:
         return None, None
 
     return Walks(walk, walk if compiler.empty_arrays else None)
-
-
-def compile_walk(schema: Schema) -> Walk | None:
-    """`compile_walks(schema).walk`."""
-    return compile_walks(schema).walk
 
 
 def _long(buf: bytes, pos: int) -> tuple[int, int]:

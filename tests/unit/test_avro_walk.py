@@ -19,7 +19,6 @@ from pipeline.codecs.avro import reread, reread_pure
 from pipeline.codecs.avro_walk import (
     MAX_EMPTY_ITEMS,
     TooManyEmptyItems,
-    compile_walk,
     compile_walks,
     needs_bounded_read,
 )
@@ -129,7 +128,7 @@ def test_every_truncation_reads_as_the_pure_python_reader_says(
     schema: object, value: object
 ) -> None:
     body = encoded(schema, value)
-    walk = compile_walk(schema)  # type: ignore[arg-type]
+    walk = compile_walks(schema).walk  # type: ignore[arg-type]
     assert walk is not None
     answers = set()
     for cut in range(len(body) + 1):
@@ -172,7 +171,7 @@ def test_schemas_the_walk_would_not_read_exactly_go_to_the_reader() -> None:
             "fields": [{"name": "v", "type": "int"}, {"name": "next", "type": ["null", "Node"]}],
         }
     )
-    assert compile_walk(recursive) is None
+    assert compile_walks(recursive).walk is None
     body = encoded(recursive, {"v": 1, "next": {"v": 2, "next": None}})
     for cut in range(len(body)):
         assert reread(body[:cut], recursive) == reread_pure(body[:cut], recursive)
@@ -236,7 +235,7 @@ def test_arrays_of_empty_items_are_walked_as_the_reader_reads_them() -> None:
 
 def test_a_body_claiming_too_many_empty_items_stops_the_walk_at_its_field() -> None:
     """Ten bytes claiming 2**62 nulls would keep a reader looping for good."""
-    walk = compile_walk(EMPTY_ITEMS)
+    walk = compile_walks(EMPTY_ITEMS).walk
     assert walk is not None
     assert walk(varint(1) + varint(2**62) + varint(0) + varint(0)) == ("a", TooManyEmptyItems)
     # the budget is the body's, across arrays: two rows of MAX_EMPTY_ITEMS // 2 + 1 marks each
