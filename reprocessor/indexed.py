@@ -10,12 +10,11 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
-from pipeline.kafka.follow import KafkaConf
+from pipeline.kafka.follow import Cluster, KafkaConf
 from reprocessor import index_query, render
 from reprocessor.grouping import Grouper, GroupRow
 from reprocessor.index import DlqIndex, Progress
 from reprocessor.ledger import state_dir
-from reprocessor.ledger_guard import shared_cluster
 from reprocessor.payloads import Payloads
 from reprocessor.stats import Item, TopicStats, Window
 
@@ -33,7 +32,7 @@ def caught_up(
     exist, RuntimeFailure when the cluster cannot be reached. Without `progress`, a catch-up
     that takes more than a second shows a bar on stderr (records, rate, ETA) unless `quiet`;
     the bar is gone before the index is yielded."""
-    cluster = shared_cluster(conf)  # the command's one admin client
+    cluster = Cluster(conf)  # on the command's one admin client (`dlqio.shared_admin`)
     with DlqIndex.open(cluster, topic, state_dir(folder)) as index:
         if progress is None:
             with render.progress(None, f"index {topic}", quiet=quiet) as bar:

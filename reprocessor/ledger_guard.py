@@ -46,7 +46,7 @@ def check_ledger(
     """Check the DLQ's ledger topic as the module docstring says; remember its id when it is
     fine. Raises `LedgerMissing` (a ConfigError) when it was deleted and `recreate` is False;
     RuntimeFailure when the cluster cannot be reached."""
-    cluster = shared_cluster(conf)
+    cluster = Cluster(conf)  # on the command's one admin client (`dlqio.shared_admin`)
     name = ledger_topic(dlq_topic)
     memory = folder / "ledgers" / f"{_safe(cluster.cluster_id())}.json"
     known = _read(memory)
@@ -69,15 +69,6 @@ def check_ledger(
         "discarded dead letter would look unresolved and could be replayed again. Restore it, "
         "or pass --recreate-ledger to go on with an empty ledger"
     )
-
-
-def shared_cluster(conf: KafkaConf) -> Cluster:
-    """The command's `Cluster` for `conf`: a replay checks its ledger before and after, and
-    names its plans folder by the cluster id. Its admin client is the one the command's other
-    questions use (`dlqio.shared_admin`, one per configuration: each new client costs a
-    connection and a metadata round trip, about 50 ms). Nothing is cached but the client:
-    every question goes to the cluster."""
-    return Cluster(conf)
 
 
 def _topic_id(cluster: Cluster, name: str, *, confirm: bool) -> str | None:

@@ -32,13 +32,13 @@ from pipeline.core.contract import (
 )
 from pipeline.errors import EXIT_OK, ConfigError, PartialSuccess
 from pipeline.kafka import dlqio
+from pipeline.kafka.follow import Cluster
 from reprocessor import index_query, indexed, plans, render, replay_batches
 from reprocessor.deadletters import LAZARUS, DeadLetter, ReplayState, from_record
 from reprocessor.index import DlqIndex
 from reprocessor.index_query import PlanRow
 from reprocessor.index_rows import Row, RowView, fast_row
 from reprocessor.ledger import Plan, new_run_id, state_dir
-from reprocessor.ledger_guard import shared_cluster
 from reprocessor.options import PLAN_OPTIONS, Env, change_of, fix_pairs, window
 from reprocessor.payloads import Fixed
 from reprocessor.plan_ledger import plan_ledger
@@ -78,7 +78,7 @@ a time, once or twice per 100,000 dead letters. -X overrides."""
 
 def runs_dir(env: Env, explicit: Path | None) -> Path:
     """This cluster's plans folder (`<state>/runs/<cluster id>`)."""
-    return plans.runs_folder(state_dir(explicit), shared_cluster(env.conf()).cluster_id())
+    return plans.runs_folder(state_dir(explicit), Cluster(env.conf()).cluster_id())
 
 
 def new_plan(env: Env, topic: str, opts: dict[str, Any], *, target: bool = True) -> Plan:

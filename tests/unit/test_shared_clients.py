@@ -1,12 +1,11 @@
 """A command's admin client is shared by configuration (`dlqio.shared_admin`, which
-`follow.Cluster` and so `ledger_guard.shared_cluster` use too): each new one costs a connection
+`follow.Cluster` uses too): each new one costs a connection
 and a metadata round trip."""
 
 from __future__ import annotations
 
 from pipeline.kafka import dlqio
 from pipeline.kafka.follow import Cluster
-from reprocessor.ledger_guard import shared_cluster
 
 CONF = {"bootstrap.servers": "127.0.0.1:1", "client.id": "shared-test"}
 
@@ -15,7 +14,7 @@ def test_one_admin_client_serves_one_configuration_whatever_its_order() -> None:
     first = dlqio.shared_admin(CONF)
     assert dlqio.shared_admin(dict(reversed(list(CONF.items())))) is first
     assert dlqio.shared_admin({**CONF, "client.id": "other"}) is not first
-    assert shared_cluster(CONF)._admin is first  # the cluster's questions share it
+    assert Cluster(CONF)._admin is first  # the cluster's questions share it
     assert Cluster(dict(reversed(list(CONF.items()))))._admin is first
 
 
