@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from pipeline.codecs.finite import compile_model_check
 from pipeline.codecs.json import holds_non_finite, validate_python
@@ -86,3 +86,69 @@ def test_agrees_with_the_full_walk(prices: list[float], tag: float) -> None:
         tags={"t": tag},
     )
     assert check(Order)(event) == holds_non_finite(event)
+
+
+Money = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class Priced(BaseModel):
+    amount: Money
+    refund: Money | None = None
+    fees: list[Annotated[float, Field(allow_inf_nan=False)]] = []
+
+
+class FiniteConfig(BaseModel):
+    model_config = ConfigDict(allow_inf_nan=False)
+    price: float
+    tags: dict[str, float] = {}
+    loose: Annotated[float, Field(allow_inf_nan=True)] = 0.0
+
+
+class Recomputed(BaseModel):
+    model_config = ConfigDict(allow_inf_nan=False)
+    price: float
+
+    @field_validator("price")
+    @classmethod
+    def scale(cls, value: float) -> float:
+        return value * 1e308 * 10  # overflows to inf after pydantic's own check
+
+
+Doubled = Annotated[float, Field(allow_inf_nan=False), AfterValidator(lambda v: v * 1e308 * 10)]
+
+
+class AfterAnnotated(BaseModel):
+    price: Doubled
+
+
+def test_floats_pydantic_keeps_finite_are_not_visited() -> None:
+    """pydantic refuses a NaN in these fields before the check runs, so the check skips them:
+    built without validation, a NaN there goes unseen by the compiled check..."""
+    nan = math.nan
+    assert not check(Priced)(Priced.model_construct(amount=nan, refund=nan, fees=[nan]))
+    assert not check(FiniteConfig)(FiniteConfig.model_construct(price=nan, tags={"t": nan}))
+    # ...and validation still refuses every one of them
+    for model, data in [
+        (Priced, {"amount": nan}),
+        (Priced, {"amount": 1, "refund": math.inf}),
+        (Priced, {"amount": 1, "fees": [1.0, -math.inf]}),
+        (FiniteConfig, {"price": "nan"}),
+        (FiniteConfig, {"price": 1, "tags": {"t": math.inf}}),
+    ]:
+        with pytest.raises(ValidationFailed, match="finite"):
+            validate_python(model, data, may_be_non_finite=check(model))
+
+
+def test_a_field_allowing_infinities_is_still_checked() -> None:
+    event = FiniteConfig.model_construct(price=1.0, tags={}, loose=math.inf)
+    assert check(FiniteConfig)(event)
+    with pytest.raises(ValidationFailed, match="finite"):
+        validate_python(
+            FiniteConfig, {"price": 1, "loose": "inf"}, may_be_non_finite=check(FiniteConfig)
+        )
+
+
+@pytest.mark.parametrize("model", [Recomputed, AfterAnnotated])
+def test_validators_running_after_pydantics_check_are_not_trusted(model: Any) -> None:
+    with pytest.raises(ValidationFailed, match="finite"):
+        validate_python(model, {"price": 1.0}, may_be_non_finite=check(model))
