@@ -9,7 +9,6 @@ from pathlib import Path
 
 import click
 
-from lazarus.demo import produce_sample, run_demo
 from pipeline.app import logs
 from pipeline.app.cli import CONFIG_HELP, cli, config_path
 from pipeline.app.cli_support import run
@@ -23,6 +22,8 @@ from pipeline.errors import EXIT_OK, RuntimeFailure
 def sample(obj: dict[str, object], config: Path | None) -> int:
     """Produce the demo's order stream (Avro orders, JSON payments, some broken) into the
     pipeline's first Avro and first JSON source topics, creating them when missing."""
+    from lazarus.demo import produce_sample  # the demo's modules: only for its two commands
+
     for line in produce_sample(load_settings(config_path(obj, config))):
         click.echo(line)
     return EXIT_OK
@@ -38,6 +39,8 @@ def sample(obj: dict[str, object], config: Path | None) -> int:
 def demo(bootstrap: str | None, keep_topics: bool) -> int:
     """The whole story in under a minute: bad records in, dead letters out, fixed, replayed.
     On a real broker, the topics it created are removed at the end (unless --keep-topics)."""
+    from lazarus.demo import run_demo  # the demo's modules cost `lazarus worker` 0.15 s
+
     logs.setup("text", logging.ERROR)
     if run_demo(bootstrap, keep_topics=keep_topics) != 0:
         raise RuntimeFailure("the demo's accounting did not hold")
