@@ -21,12 +21,13 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from itertools import repeat
 from typing import Protocol
 
 from pipeline.core.contract import Header, build_replay, redrive_topic
 from pipeline.core.dialects import without_foreign
 from pipeline.errors import ConfigError
-from reprocessor.deadletters import DeadLetter
+from reprocessor.deadletters import LAZARUS, DeadLetter
 from reprocessor.ledger import (
     Ledger,
     discarded_entry,
@@ -92,21 +93,24 @@ class Target:
         return f"target {topic} is outside the configured pipeline (name it with --to {topic})"
 
     def topic_for(self, dl: DeadLetter) -> str | None:
-        """The topic a copy of `dl` goes to; None when the dead letter names none (foreign
-        dead letters name no pipeline, arroyo's not even a topic)."""
-        lazarus = dl.foreign is None  # a Spring consumer group has no redrive topic
-        return self.topic_of(dl.pipeline if lazarus else None, dl.origin, dl.source_topic)
+        """The topic a copy of `dl` goes to; None when the dead letter names none (`topic_of`)."""
+        return self.topic_of(dl.dialect, dl.pipeline, dl.origin, dl.source_topic)
 
     def topic_of(
-        self, pipeline: str | None, origin: str | None, source_topic: str | None
+        self, dialect: str | None, pipeline: str | None, origin: str | None, source: str | None
     ) -> str | None:
-        """`topic_for` a dead letter of this Lazarus pipeline (None: foreign), `dlq.origin`
-        and source topic."""
+        """The topic a copy of a dead letter of `dialect` goes to, from its pipeline, its
+        `dlq.origin` and its source topic; None when it names none. The one place that
+        decides it, for a `DeadLetter` (`topic_for`) and for the index's rows alike: `--to`
+        names the topic; a Lazarus dead letter's redrive topic is its pipeline's; a foreign
+        dialect's dead letter has none (Spring's pipeline is its consumer group, no Lazarus
+        pipeline); `--to-source` reads the origin (arroyo's name no topic). Only the columns
+        the mode reads need be given (`replay_run.TARGET_READS`): None for the others."""
         if self.mode is TargetMode.TO:
             return self.topic
         if self.mode is TargetMode.REDRIVE:
-            return redrive_topic(pipeline) if pipeline else None
-        return origin_topic_of(origin, source_topic)
+            return redrive_topic(pipeline) if pipeline and dialect == LAZARUS else None
+        return origin_topic_of(origin, source)
 
     def topics_of(
         self,
@@ -114,11 +118,12 @@ class Target:
         origins: Sequence[str | None],
         source_topics: Sequence[str | None],
     ) -> list[str | None]:
-        """`topic_of` each dead letter (index `i` of every column); with `--to`, the one topic
+        """`topic_of` each Lazarus dead letter (index `i` of every column: a uniform batch,
+        `replay_columns.uniform_lineage`, holds nothing else); with `--to`, the one topic
         without a call per dead letter."""
         if self.mode is TargetMode.TO:
             return [self.topic] * len(pipelines)
-        return list(map(self.topic_of, pipelines, origins, source_topics))
+        return list(map(self.topic_of, repeat(LAZARUS), pipelines, origins, source_topics))
 
     def homeless(self, count: int, dialects: set[str]) -> ConfigError:
         """The error for `count` selected dead letters (of `dialects`) this target cannot place."""

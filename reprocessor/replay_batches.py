@@ -259,7 +259,7 @@ def copies_of(
     seen = zip(planned.digests, planned.fingerprints, planned.failed_at, strict=True)
     for row, key, value, original, plan in zip(rows, keys, values, headers, seen, strict=True):
         where = f"{prefix}{row[1]}/{row[2]}"
-        topic = target.topic_of(row[14], row[13], row[10])
+        topic = target.topic_of(row[20], row[14], row[13], row[10])
         why = refusal_of(row[18], recipe, topic)
         if why is None and not plans.same(plan, value, row[7], row[4]):
             why = f"changed since plan {run} was made: not replayed"

@@ -34,7 +34,7 @@ from pipeline.errors import EXIT_OK, ConfigError, PartialSuccess
 from pipeline.kafka import dlqio
 from pipeline.kafka.follow import Cluster
 from reprocessor import index_query, indexed, plans, render, replay_batches
-from reprocessor.deadletters import LAZARUS, DeadLetter, ReplayState, from_record
+from reprocessor.deadletters import DeadLetter, ReplayState, from_record
 from reprocessor.index import DlqIndex
 from reprocessor.index_query import PlanRow
 from reprocessor.index_rows import Row, RowView, fast_row
@@ -207,11 +207,9 @@ def write_plan(
 
 def _plan_row(writer: plans.PlanWriter, view: RowView, recipe: Recipe) -> None:
     """Plan a dead letter from its index row: no value to fix or hash (the replay reads and
-    checks it), and no `DeadLetter` made: the target and refusal `Target.topic_for` and
-    `replay.refusal` give its letter as read from the topic. A foreign row's pipeline (Spring's
-    consumer group) names no redrive topic."""
-    pipeline = view.pipeline if view.dialect == LAZARUS else None
-    topic = recipe.target.topic_of(pipeline, view.origin, view.source_topic)
+    checks it), and no `DeadLetter` made: `Target.topic_of` and `replay.refusal_of` give the
+    target and refusal its letter as read from the topic has."""
+    topic = recipe.target.topic_of(view.dialect, view.pipeline, view.origin, view.source_topic)
     reason = refusal_of(view.replay_count, recipe, topic)
     if reason is None:
         writer.add(view, None, topic, hashed=False)
@@ -235,7 +233,7 @@ def _plan_rows(writer: plans.PlanWriter, rows: Iterable[PlanRow], recipe: Recipe
     dlq = writer.plan.dlq_topic
     for row in rows:
         partition, offset, seen_ms, fingerprint, pipeline, origin, source, count, dialect = row
-        topic = topic_of(pipeline if dialect == LAZARUS else None, origin, source)
+        topic = topic_of(dialect, pipeline, origin, source)
         reason = refusal_of(count, recipe, topic)
         if reason is None:
             add(partition, offset, "", fingerprint, seen_ms, topic)

@@ -4,6 +4,9 @@ only to the configured pipeline's own topics (redrive, sources), since the redri
 
 from __future__ import annotations
 
+from itertools import repeat
+
+from reprocessor.deadletters import LAZARUS
 from reprocessor.replay import Target, TargetMode
 
 OWN = frozenset({"orders-pipeline.redrive", "orders", "payments"})
@@ -61,6 +64,6 @@ def test_the_targets_of_a_batch_are_each_dead_letters_target() -> None:
         Target(TargetMode.REDRIVE),
         Target(TargetMode.SOURCE, None, OWN),
     ):
-        expected = list(map(target.topic_of, pipelines, origins, sources))
+        expected = list(map(target.topic_of, repeat(LAZARUS), pipelines, origins, sources))
         assert target.topics_of(pipelines, origins, sources) == expected
     assert Target(TargetMode.TO, "out").topics_of(pipelines, origins, sources) == ["out"] * 4
