@@ -9,7 +9,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 from pipeline.errors import RuntimeFailure
-from pipeline.kafka.clients import authentication_failure, with_logger
+from pipeline.kafka.clients import authentication_failure, error_text, with_logger
 
 KafkaConf = Mapping[str, str | int | float | bool]
 WATCHED_CONFIGS = ("max.message.bytes", "retention.ms", "cleanup.policy", "min.insync.replicas")
@@ -53,7 +53,7 @@ def existing_topics(admin: AdminClient, timeout_s: float = 15.0) -> dict[str, in
     try:
         meta = admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
-        raise unreachable(admin, exc.args[0].str()) from exc
+        raise unreachable(admin, error_text(exc)) from exc
     return {name: len(t.partitions) for name, t in meta.topics.items() if t.error is None}
 
 

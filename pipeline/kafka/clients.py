@@ -201,6 +201,14 @@ def kafka_error(exc: BaseException) -> KafkaError | None:
     return None
 
 
+def error_text(exc: BaseException) -> str:
+    """An exception as one line for a message: librdkafka's own text when it carries a
+    `KafkaError` (a `KafkaException`'s, or an admin future's), else its message, else (an
+    empty message, e.g. a future's `TimeoutError()`) its type's name."""
+    err = exc.args[0] if exc.args else None
+    return err.str() if isinstance(err, KafkaError) else (str(exc) or type(exc).__name__)
+
+
 def partitions(pairs: Mapping[tuple[str, int], int]) -> list[TopicPartition]:
     return [TopicPartition(t, p, o) for (t, p), o in pairs.items()]
 
@@ -213,6 +221,7 @@ __all__ = [
     "Producer",
     "TopicPartition",
     "consumer_config",
+    "error_text",
     "is_retriable",
     "kafka_error",
     "make_consumer",

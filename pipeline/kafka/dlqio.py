@@ -35,7 +35,7 @@ from confluent_kafka import (
 from pipeline.core.contract import Header, SourceRecord, format_coordinates
 from pipeline.errors import ConfigError, RuntimeFailure
 from pipeline.kafka import admin
-from pipeline.kafka.clients import consumer_config, producer_config, take_ready
+from pipeline.kafka.clients import consumer_config, error_text, producer_config, take_ready
 
 KafkaConf = Mapping[str, str | int | float | bool]
 _T = TypeVar("_T")
@@ -183,17 +183,12 @@ def shared_admin(conf: KafkaConf) -> Any:
     try:
         return admin.admin_client(conf) if key is None else _shared_admin(key)
     except KafkaException as exc:
-        raise ConfigError(f"librdkafka rejected the configuration: {_text(exc)}") from exc
+        raise ConfigError(f"librdkafka rejected the configuration: {error_text(exc)}") from exc
 
 
 @functools.lru_cache(maxsize=4)
 def _shared_admin(conf: ConfKey) -> Any:
     return admin.admin_client(dict(conf))
-
-
-def _text(exc: BaseException) -> str:
-    err = exc.args[0] if exc.args else None
-    return err.str() if isinstance(err, KafkaError) else str(exc)
 
 
 def _consumer(conf: KafkaConf, isolation: Isolation, tuning: KafkaConf) -> Consumer:
@@ -203,7 +198,7 @@ def _consumer(conf: KafkaConf, isolation: Isolation, tuning: KafkaConf) -> Consu
     try:
         return Consumer(props)
     except (KafkaException, ValueError, TypeError) as exc:
-        raise ConfigError(f"librdkafka rejected the configuration: {_text(exc)}") from exc
+        raise ConfigError(f"librdkafka rejected the configuration: {error_text(exc)}") from exc
 
 
 class TopicReader:
@@ -255,7 +250,7 @@ class TopicReader:
                 TopicPartition(self.topic, partition), timeout=15
             )
         except KafkaException as exc:
-            raise RuntimeFailure(f"cannot read the end of {self.topic}: {_text(exc)}") from exc
+            raise RuntimeFailure(f"cannot read the end of {self.topic}: {error_text(exc)}") from exc
         return int(low), int(high)
 
     def _start(self, partition: int, low: int, high: int) -> int:
@@ -431,7 +426,7 @@ class TxnProducer:
         try:
             self._producer = Producer(producer_config(conf, transactional_id))
         except (KafkaException, ValueError, TypeError) as exc:
-            raise ConfigError(f"librdkafka rejected the configuration: {_text(exc)}") from exc
+            raise ConfigError(f"librdkafka rejected the configuration: {error_text(exc)}") from exc
         self._reports: list[Message | KafkaError | None] = []
         self._sent: list[str] = []  # each report's topic
 

@@ -40,6 +40,7 @@ from pipeline.kafka import admin
 from pipeline.kafka.clients import (
     authentication_failure,
     consumer_config,
+    error_text,
     is_retriable,
     take_ready,
 )
@@ -204,8 +205,8 @@ class Cluster:
                     time.sleep(0.2)
                     continue
                 if refused:
-                    raise admin.unreachable(self._admin, _text(exc)) from exc
-                raise RuntimeFailure(f"cannot {what}: {_text(exc)}") from exc
+                    raise admin.unreachable(self._admin, error_text(exc)) from exc
+                raise RuntimeFailure(f"cannot {what}: {error_text(exc)}") from exc
 
 
 def _limit(config: Mapping[str, Any], name: str) -> int | None:
@@ -217,11 +218,6 @@ def _limit(config: Mapping[str, Any], name: str) -> int | None:
     except ValueError:
         return None
     return None if value < 0 else value
-
-
-def _text(exc: BaseException) -> str:
-    err = exc.args[0] if exc.args else None
-    return err.str() if isinstance(err, KafkaError) else (str(exc) or type(exc).__name__)
 
 
 def _consumed(topic: str, msg: Message) -> Consumed:
@@ -258,7 +254,7 @@ def _consumer(conf: KafkaConf, partitions: int = 0) -> Consumer:
     try:
         return Consumer(props)
     except (KafkaException, ValueError, TypeError) as exc:
-        raise ConfigError(f"librdkafka rejected the configuration: {_text(exc)}") from exc
+        raise ConfigError(f"librdkafka rejected the configuration: {error_text(exc)}") from exc
 
 
 class Follower:
