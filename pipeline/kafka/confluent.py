@@ -291,10 +291,23 @@ class KafkaSink:
         self._bounded(lambda: producer.abort_transaction(timeout_s), "aborting", timeout_s)
 
     def _bounded(self, call: Callable[[], object], what: str, timeout_s: float) -> None:
-        """A transactional call that must return within its own timeout (plus a grace): seen
-        here, librdkafka's send_offsets_to_transaction waited for minutes after a broker
-        restart despite its timeout. A call that overruns is a fatal `SinkFailure`: the caller
-        starts a new producer (which fences the stuck one) instead of hanging with it."""
+        """A transactional call that must return within its own timeout (plus a grace); one
+        that overruns is a fatal `SinkFailure`: the caller starts a new producer (which fences
+        the stuck one) instead of hanging with it. The call runs in a thread of its own, since
+        librdkafka's timeout does not bound every one of these calls:
+
+        - send_offsets_to_transaction: seen here waiting for minutes after a broker restart
+          (the fault suite's broker restart, 8381af0). librdkafka (rdkafka_txnmgr.c, 2.15 and
+          master of 2026-07) waits for its result with RD_POLL_INFINITE, leaving the timeout
+          to the group coordinator request, whose deadline (`creq_ts_timeout`) nothing checks:
+          librdkafka issue #5456, its fix (PR #5457) not merged.
+        - commit_transaction / abort_transaction: librdkafka bounds each of their waits by the
+          timeout (a retriable _TIMED_OUT comes back first) except the last, the
+          acknowledgement step, which waits with RD_POLL_INFINITE on librdkafka's main thread.
+          Bounded as well: the thread costs ~54 us a call (a bounded no-op against a direct
+          one), next to a transaction's ~14 ms send_offsets alone (`TRANSACTIONAL_DEFAULTS`).
+
+        tests/unit/test_h27_bounded.py holds each call stuck and checks the fatal failure."""
         outcome: list[BaseException | None] = []
 
         def run() -> None:
