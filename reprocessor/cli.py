@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -27,14 +27,7 @@ from pipeline.errors import EXIT_OK, ConfigError, PartialSuccess
 from pipeline.kafka import dlqio
 from pipeline.kafka.clients import KAFKA_LOG
 from pipeline.kafka.dlqio import KafkaConf
-from reprocessor import (
-    fix_preview,
-    grouping,
-    index_query,
-    indexed,
-    render,
-    replay_run,
-)
+from reprocessor import grouping, index_query, indexed, render
 from reprocessor.deadletters import from_record, to_kcat_json
 from reprocessor.fix_tally import FIRST, FixTally
 from reprocessor.ledger import STATE_ENV, Ledger, Plan
@@ -54,7 +47,6 @@ from reprocessor.options import (
     window,
 )
 from reprocessor.payloads import Payloads
-from reprocessor.replay import Refused, Tally
 from reprocessor.stats import (
     Item,
     ScanProgress,
@@ -63,6 +55,9 @@ from reprocessor.stats import (
     read_ledger,
     scan,
 )
+
+if TYPE_CHECKING:
+    from reprocessor.replay import Refused, Tally
 
 Scan = Callable[[KafkaConf, str, Window, Payloads, Ledger, ScanProgress | None], Iterator[Item]]
 """A whole-topic read of the selected dead letters (`stats.scan`, or `fix_preview.scan`)."""
@@ -251,6 +246,8 @@ def stats(env: Env, /, scan_topic: bool, **opts: Any) -> int:
 def fix(env: Env, /, per_record: bool | None, save: bool, **opts: Any) -> int:
     """Preview a fix, writing nothing to Kafka: the diff, and whether each fixed record passes
     the pipeline's own validation. Exit 3 when some do not (they would not be replayed)."""
+    from reprocessor import fix_preview, replay_run  # only `fix` reads them (see `replay`)
+
     found = change_of(fix_pairs(opts), opts["fix_with"])
     if found is None:
         raise click.UsageError("give a fix: --set, --delete, --rename, --default, --cast or --with")
@@ -321,6 +318,10 @@ def replay(
     stored first (its id is printed) and replayed as it is read back, in bounded memory; a
     dead letter that changed since its plan was made is refused. Exit 3 when some selected
     dead letters are refused (listed)."""
+    # here, not at the top: the plans and the replay's modules (some 12 ms, `tempfile` among
+    # them) load only for the commands that write plans (fix --save, replay, discard)
+    from reprocessor import replay_run
+
     if resume and plan_id:
         raise click.UsageError("--resume and --plan contradict each other: give one")
     topic = env.topic()
@@ -386,6 +387,8 @@ def _report(
 @click.pass_obj
 def discard(env: Env, /, reason: str, dry_run: bool, yes: bool, **opts: Any) -> int:
     """Resolve dead letters without replaying them; the reason goes to the ledger."""
+    from reprocessor import replay_run  # only the commands writing plans load it (see `replay`)
+
     if not reason.strip():
         raise click.UsageError("--reason must say why")
     topic = env.topic()

@@ -26,12 +26,11 @@ import hashlib
 import json
 import math
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import cast
-
-from pydantic import BaseModel
+from typing import TYPE_CHECKING, TypeGuard, cast
 
 from pipeline.core.contract import (
     FINGERPRINT_LENGTH,
@@ -51,7 +50,9 @@ from pipeline.core.dialects import (
     foreign_pipeline,
     read_foreign,
 )
-from pipeline.core.holds import held_by
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 LAZARUS = "lazarus"
 UNKNOWN = "unknown"
@@ -340,6 +341,22 @@ def bytes_from_json(value: object) -> bytes | None:
 _JSON_SCALARS = frozenset({str, int, bool, type(None)})
 
 
+def held_by(policy_rule: str | None) -> str | None:
+    """`holds.held_by`, imported when a dead letter's rule is first asked for: the holds
+    module builds pydantic models as it loads (some 40 ms of every `dlq` command's start,
+    pydantic included), which only the commands reading a hold rule need."""
+    from pipeline.core.holds import held_by
+
+    return held_by(policy_rule)
+
+
+def is_model(value: object) -> TypeGuard[BaseModel]:
+    """`isinstance(value, pydantic.BaseModel)` without importing pydantic (some 20 ms of a
+    `dlq` command's start): no value is a model until something has imported pydantic's."""
+    pydantic_main = sys.modules.get("pydantic.main")
+    return pydantic_main is not None and isinstance(value, pydantic_main.BaseModel)
+
+
 def jsonable(value: object) -> object:
     """`value` as plain JSON types: pydantic models dumped in JSON mode, bytes as
     `{"base64": ...}`, datetimes and dates as ISO-8601, Decimal and UUID as strings, enums as
@@ -355,7 +372,7 @@ def jsonable(value: object) -> object:
         return str(value)  # JSON has no NaN or Infinity
     if value is None or isinstance(value, str | bool | int | float):
         return value
-    if isinstance(value, BaseModel):
+    if is_model(value):
         return value.model_dump(mode="json")
     if isinstance(value, Mapping):
         return {str(k): jsonable(v) for k, v in value.items()}
@@ -392,7 +409,7 @@ def lookup(event: object, path: Sequence[str]) -> object:
     for part in path:
         if isinstance(current, Mapping):
             current = current.get(part, MISSING)
-        elif isinstance(current, BaseModel):
+        elif is_model(current):
             current = _model_field(current, part)
         elif isinstance(current, list | tuple) and _INDEX.fullmatch(part):
             index = int(part)
@@ -424,6 +441,6 @@ def text_of(value: object) -> str:
         return text_of(value.value)
     if isinstance(value, dt.date | dt.time):
         return value.isoformat()
-    if isinstance(value, Mapping | list | tuple | BaseModel):
+    if isinstance(value, Mapping | list | tuple) or is_model(value):
         return json.dumps(jsonable(value), ensure_ascii=False, separators=(",", ":"))
     return str(value)

@@ -33,10 +33,8 @@ from functools import reduce
 from pathlib import Path
 from typing import cast
 
-from pydantic import BaseModel
-
 from pipeline.errors import ConfigError
-from reprocessor.deadletters import text_of
+from reprocessor.deadletters import is_model, text_of
 
 KINDS = ("set", "delete", "rename", "default", "cast")
 CAST_TYPES = ("int", "float", "str", "bool")
@@ -382,7 +380,7 @@ def to_plain(event: object) -> object:
     """A copy made of plain containers: pydantic models dumped (mode="python"), mappings to
     dicts, lists and tuples to lists, recursively; other values (str, numbers, datetimes,
     Decimals, bytes) are immutable and shared."""
-    if isinstance(event, BaseModel):
+    if is_model(event):
         return to_plain(event.model_dump(mode="python"))
     if isinstance(event, Mapping):
         return {key: to_plain(value) for key, value in event.items()}
@@ -406,7 +404,7 @@ def _plain(value: object) -> object:
     """`to_plain` of one level: containers below are made plain as `_diff` reaches them."""
     if type(value) in _PLAIN:
         return value
-    if isinstance(value, BaseModel):
+    if is_model(value):
         return to_plain(value)
     if isinstance(value, Mapping):
         return dict(value.items())

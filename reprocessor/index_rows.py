@@ -18,9 +18,8 @@ from typing import TypeAlias, cast
 
 from pipeline.core import contract as c
 from pipeline.core.contract import DeadLetterMeta, format_coordinates
-from pipeline.core.holds import held_by
 from pipeline.errors import Category
-from reprocessor.deadletters import LAZARUS, DeadLetter, ReplayState, from_record
+from reprocessor.deadletters import LAZARUS, DeadLetter, ReplayState, from_record, held_by
 
 Row: TypeAlias = tuple[
     int, int, int, int, int, int | None, str | None, str, str | None, str | None, str | None,

@@ -1,6 +1,7 @@
 """What a `dlq` command pays before it starts: the exporter's HTTP server and Prometheus client
 load only for `dlq exporter`, the settings (pydantic-settings) only for a command given a
-config."""
+config, pydantic (the hold rules' models) only for a command that reads a hold rule or a
+payload, the plans and the replay's modules only for the commands writing plans."""
 
 from __future__ import annotations
 
@@ -32,6 +33,15 @@ def test_dlq_commands_start_without_the_settings() -> None:
         "import sys, reprocessor.cli; "
         "print(sorted(m for m in ('pydantic_settings', 'pipeline.app.settings') "
         "if m in sys.modules))"
+    )
+    assert _loaded(probe) == "[]"
+
+
+def test_dlq_commands_start_without_pydantic_nor_the_replay() -> None:
+    probe = (
+        "import sys, reprocessor.cli; "
+        "print(sorted(m for m in ('pydantic', 'pipeline.core.holds', 'reprocessor.replay_run', "
+        "'reprocessor.fix_preview', 'reprocessor.plans', 'tempfile') if m in sys.modules))"
     )
     assert _loaded(probe) == "[]"
 
