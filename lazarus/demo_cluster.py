@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from rich.console import Console
 from rich.table import Table
@@ -21,7 +21,7 @@ from lazarus.demo_data import DemoRecord
 from pipeline.app.settings import Settings
 from pipeline.core import contract
 from pipeline.errors import RuntimeFailure
-from pipeline.kafka.clients import KAFKA_LOG, is_retriable, with_logger
+from pipeline.kafka.clients import KAFKA_LOG, error_text, is_retriable, read_to_end, with_logger
 
 if TYPE_CHECKING:
     from lazarus.demo import Names
@@ -121,47 +121,17 @@ class Read:
 
 def read_topic(bootstrap: str, topic: str) -> list[Read]:
     """Every committed record of `topic` up to the end captured now (assign(), no group)."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "lazarus-demo-reader",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "isolation.level": "read_committed",
-            "logger": KAFKA_LOG,
-        }
-    )
+    conf = {"bootstrap.servers": bootstrap, "group.id": "lazarus-demo-reader", "logger": KAFKA_LOG}
     try:
-        return _drain(consumer, topic)
-    finally:
-        consumer.close()
-
-
-def _drain(consumer: Consumer, topic: str) -> list[Read]:
-    meta = consumer.list_topics(topic, timeout=10).topics[topic]
-    ends = {
-        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-        for p in meta.partitions
-    }
-    todo = {p for p, (low, high) in ends.items() if high > low}
-    consumer.assign([TopicPartition(topic, p, ends[p][0]) for p in todo])
-    out: list[Read] = []
-    deadline = time.monotonic() + 30
-    while todo and time.monotonic() < deadline:
-        msg = consumer.poll(0.2)
-        if msg is None:
-            continue
-        partition, offset = msg.partition(), msg.offset()
-        assert partition is not None and offset is not None
-        err = msg.error()
-        if err is not None:
-            if err.code() == KafkaError._PARTITION_EOF:
-                todo.discard(partition)
-            continue
-        out.append(Read(partition, offset, msg.key(), msg.value(), list(msg.headers() or [])))  # type: ignore[arg-type]
-        if offset + 1 >= ends[partition][1]:
-            todo.discard(partition)
-    return out
+        msgs = read_to_end(conf, topic, timeout_s=30)
+    except KafkaException as exc:
+        raise RuntimeFailure(f"reading {topic} failed: {error_text(exc)}") from exc
+    except TimeoutError as exc:
+        raise RuntimeFailure(str(exc)) from exc
+    return [
+        Read(msg.partition(), msg.offset(), msg.key(), msg.value(), list(msg.headers() or []))  # type: ignore[arg-type]
+        for msg in msgs
+    ]
 
 
 def wait_committed(

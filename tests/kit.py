@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from fastavro import parse_schema, schemaless_writer
 
-from pipeline.kafka.clients import is_retriable
+from pipeline.kafka.clients import is_retriable, read_to_end
 from tests.conftest import create_topics
 
 REPO = Path(__file__).resolve().parent.parent
@@ -176,49 +176,28 @@ class Rec:
 
 
 def read_all(bootstrap: str, topic: str, isolation: str = "read_committed") -> list[Rec]:
-    """Every record of `topic` up to its current end (assign(), no group). A read_committed
-    reader ends at the last stable offset: records of an open transaction are not (yet) there."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "unused",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "isolation.level": isolation,
-        }
-    )
-    meta = consumer.list_topics(topic, timeout=15)
-    parts = list(meta.topics[topic].partitions)
-    ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=15) for p in parts}
-    todo = {p for p in parts if ends[p][1] > ends[p][0]}
-    consumer.assign([TopicPartition(topic, p, ends[p][0]) for p in todo])
-    out: list[Rec] = []
-    deadline = time.monotonic() + 60
-    while todo and time.monotonic() < deadline:
-        msg = consumer.poll(0.5)
-        if msg is None:
-            continue
-        if msg.error():
-            if msg.error().code() == KafkaError._PARTITION_EOF:
-                todo.discard(msg.partition())
-                continue
-            raise AssertionError(msg.error())
-        out.append(
-            Rec(
-                topic,
-                msg.partition(),
-                msg.offset(),
-                msg.key(),
-                msg.value(),
-                list(msg.headers() or []),
-                msg.timestamp()[1],
-            )
+    """Every record of `topic` up to its current end (assign(), no group), sorted by partition
+    and offset; `clients.read_to_end` reads. A read_committed reader ends at the last stable
+    offset: records of an open transaction are not (yet) there."""
+    conf = {"bootstrap.servers": bootstrap, "group.id": "unused"}
+    try:
+        msgs = read_to_end(conf, topic, isolation, timeout_s=60)
+    except KafkaException as exc:
+        raise AssertionError(exc.args[0]) from None
+    except TimeoutError as exc:
+        raise AssertionError(str(exc)) from None
+    out = [
+        Rec(
+            topic,
+            msg.partition(),
+            msg.offset(),
+            msg.key(),
+            msg.value(),
+            list(msg.headers() or []),
+            msg.timestamp()[1],
         )
-        if msg.offset() + 1 >= ends[msg.partition()][1]:
-            todo.discard(msg.partition())  # the end captured at the start: never chase writers
-    consumer.close()
-    if todo:
-        raise AssertionError(f"reading {topic} did not reach its end in 60s")
+        for msg in msgs
+    ]
     return sorted(out, key=lambda r: (r.partition, r.offset))
 
 

@@ -150,6 +150,57 @@ def take_ready(consumer: Consumer, max_records: int, timeout_s: float) -> list[M
     return msgs
 
 
+def read_to_end(
+    conf: Mapping[str, Any], topic: str, isolation: str = "read_committed", timeout_s: float = 60.0
+) -> list[Message]:
+    """Every record of a small `topic`, in the order consumed, from each partition's start up
+    to its end captured now (assign(); the group.id `conf` names is never joined nor
+    committed to). A read_committed reader ends at the last stable offset: records of an open
+    transaction are not (yet) there. For the demo's accounting and the tests; `dlq` reads a
+    DLQ with `dlqio.TopicReader`.
+
+    Raises `KafkaException` on a consume error, `TimeoutError` when the end is not reached
+    within `timeout_s`."""
+    consumer = Consumer(
+        {
+            "group.id": "lazarus-reader",
+            **conf,
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "isolation.level": isolation,
+        }
+    )
+    try:
+        parts = list(consumer.list_topics(topic, timeout=15).topics[topic].partitions)
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=15) for p in parts
+        }
+        todo = {p for p in parts if ends[p][1] > ends[p][0]}
+        consumer.assign([TopicPartition(topic, p, ends[p][0]) for p in todo])
+        out: list[Message] = []
+        deadline = time.monotonic() + timeout_s
+        while todo and time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is None:
+                continue
+            err = msg.error()
+            if err is not None and err.code() != KafkaError._PARTITION_EOF:
+                raise KafkaException(err)
+            partition, offset = msg.partition(), msg.offset()
+            assert partition is not None and offset is not None
+            if err is not None:  # the partition's end (its last stable offset, read_committed)
+                todo.discard(partition)
+                continue
+            out.append(msg)
+            if offset + 1 >= ends[partition][1]:
+                todo.discard(partition)  # the end captured at the start: never chase writers
+    finally:
+        consumer.close()
+    if todo:
+        raise TimeoutError(f"reading {topic} did not reach its end in {timeout_s:.0f}s")
+    return out
+
+
 def to_record(msg: Message) -> SourceRecord:
     """A consumed message as the pure core sees it (built positionally: one per record)."""
     _, timestamp = msg.timestamp()
@@ -228,5 +279,6 @@ __all__ = [
     "make_producer",
     "partitions",
     "producer_config",
+    "read_to_end",
     "to_record",
 ]
