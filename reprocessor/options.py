@@ -3,10 +3,13 @@ global options (`Env`), the selection window, fix operations in command-line ord
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -30,14 +33,56 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 @dataclass(frozen=True)
 class Defaults:
+    """What a command given --bootstrap and --topic instead of a config uses: the defaults of
+    the config's `[reprocessor]` table (`ReprocessorSpec`)."""
+
     index: bool
     max_replays: int
 
 
-NO_CONFIG = Defaults(index=True, max_replays=3)
-"""`ReprocessorSpec()`'s defaults, what a command given --bootstrap and --topic instead of a
-config uses, without importing the settings (pydantic-settings: 0.1-0.2 s of the command's
-start). A unit test holds the two equal."""
+SETTINGS = "pipeline.app.settings"
+
+
+@cache
+def no_config() -> Defaults:
+    """`ReprocessorSpec()`'s `Defaults`, taken from the model's own field defaults."""
+    found = spec_defaults()
+    index, max_replays = found["index"], found["max_replays"]
+    if not isinstance(index, bool) or not isinstance(max_replays, int):
+        raise TypeError(f"ReprocessorSpec's defaults: index {index!r}, max_replays {max_replays!r}")
+    return Defaults(index=index, max_replays=max_replays)
+
+
+def spec_defaults() -> dict[str, object]:
+    """`ReprocessorSpec`'s field defaults. Unless the settings are loaded already (a command
+    read a config), read from the class as its source states them (`name: T = literal` or
+    `= Field(default=literal, ...)`), about 3 ms, not by importing it: pydantic-settings costs
+    0.1-0.2 s of a command's start. Without the source (bytecode only), it is imported."""
+    loaded = sys.modules.get(SETTINGS)
+    spec = importlib.util.find_spec(SETTINGS) if loaded is None else None
+    # duck-typed: importing importlib.abc for its InspectLoader costs 4 ms (tempfile and more)
+    read = getattr(spec and spec.loader, "get_source", None)
+    source: str | None = read(SETTINGS) if read is not None else None
+    if source is None:
+        from pipeline.app.settings import ReprocessorSpec
+
+        return {name: field.default for name, field in ReprocessorSpec.model_fields.items()}
+    tree = ast.parse(source)
+    model = next(
+        node
+        for node in tree.body
+        if isinstance(node, ast.ClassDef) and node.name == "ReprocessorSpec"
+    )
+    found: dict[str, object] = {}
+    for line in model.body:
+        if isinstance(line, ast.AnnAssign) and isinstance(line.target, ast.Name) and line.value:
+            value = line.value
+            if isinstance(value, ast.Call) and getattr(value.func, "id", None) == "Field":
+                value = next(word.value for word in value.keywords if word.arg == "default")
+            found[line.target.id] = ast.literal_eval(value)
+    return found
+
+
 INSPECT_DEFAULT_LIMIT = 100
 EXPORTER_PORT = 9465
 """`dlq exporter`'s default port, here so that every other `dlq` command starts without
@@ -168,11 +213,11 @@ class Env:
     @property
     def use_index(self) -> bool:
         """Whether stats, group and inspect may answer from the local index (`--scan` aside)."""
-        return self.settings.reprocessor.index if self.settings else NO_CONFIG.index
+        return self.settings.reprocessor.index if self.settings else no_config().index
 
     @property
     def max_replays(self) -> int:
-        return self.settings.reprocessor.max_replays if self.settings else NO_CONFIG.max_replays
+        return self.settings.reprocessor.max_replays if self.settings else no_config().max_replays
 
     def override(self, name: str, value: object) -> None:
         """A global option given after the command name (`dlq inspect --json`): it wins over
