@@ -31,6 +31,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
@@ -64,7 +65,11 @@ CAUSES = (
 )
 
 
-def dead_letter_headers(i: int, source: str) -> list[tuple[str, bytes | None]]:
+KafkaHeaders = list[tuple[str, str | bytes | None]]
+"""Headers as `Producer.produce` takes them (a list of the contract's `Header`s is one)."""
+
+
+def dead_letter_headers(i: int, source: str) -> KafkaHeaders:
     loc, kind = CAUSES[i % len(CAUSES)]
     failure = contract.Failure(
         category=Category.VALIDATION,
@@ -75,7 +80,7 @@ def dead_letter_headers(i: int, source: str) -> list[tuple[str, bytes | None]]:
         details=({"loc": loc, "msg": "bad", "type": kind},),
     )
     record = contract.SourceRecord(source, i % 8, i, 1_760_000_000_000, None, None, ())
-    return contract.build_dead_letter(record, failure, include_stacktrace=False)
+    return cast(KafkaHeaders, contract.build_dead_letter(record, failure, include_stacktrace=False))
 
 
 def fill_dlq(bootstrap: str, topic: str, count: int, value_size: int = 200) -> float:
@@ -138,7 +143,8 @@ def raw_copy(bootstrap: str, source: str, target: str) -> tuple[int, float]:
                 except BufferError:
                     producer.poll(0.05)
             copied += 1
-            if msg.offset() + 1 >= ends[msg.partition()]:
+            offset = msg.offset()  # a record's (not an error's): never None
+            if offset is not None and offset + 1 >= ends[msg.partition()]:
                 todo.discard(msg.partition())
         producer.poll(0)
     assert producer.flush(120) == 0
@@ -285,8 +291,8 @@ def _timed_rep(bootstrap: str, count: int, partitions: int, phase: bool, state: 
         dlq_process(state, *where, "stats")
         plan_s, _, _ = dlq_process(state, *where, "replay", "--to", names[5], "--dry-run")
         run = stored_plan_id(state)
-        phase = ("replay", "--plan", run, "--yes")
-        phase_s, rep.rss["phase"], rep.cpu["phase"] = dlq_process(state, *where, *phase)
+        replay_plan = ("replay", "--plan", run, "--yes")
+        phase_s, rep.rss["phase"], rep.cpu["phase"] = dlq_process(state, *where, *replay_plan)
         rep.rows.append(("dlq replay --dry-run (plan only)", count, plan_s))
         rep.rows.append(("dlq replay --plan (replay phase alone)", count, phase_s))
     return rep
