@@ -29,7 +29,6 @@ from pipeline.kafka.clients import KAFKA_LOG
 from pipeline.kafka.dlqio import KafkaConf
 from reprocessor import grouping, index_query, indexed, render
 from reprocessor.deadletters import from_record, to_kcat_json
-from reprocessor.fix_tally import FIRST, FixTally
 from reprocessor.ledger import STATE_ENV, Ledger, Plan
 from reprocessor.options import (
     EXPORTER_PORT,
@@ -247,6 +246,7 @@ def fix(env: Env, /, per_record: bool | None, save: bool, **opts: Any) -> int:
     """Preview a fix, writing nothing to Kafka: the diff, and whether each fixed record passes
     the pipeline's own validation. Exit 3 when some do not (they would not be replayed)."""
     from reprocessor import fix_preview, replay_run  # only `fix` reads them (see `replay`)
+    from reprocessor.fix_tally import FIRST, FixTally
 
     found = change_of(fix_pairs(opts), opts["fix_with"])
     if found is None:

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
@@ -33,13 +34,15 @@ from rich.table import Table
 from rich.text import Text
 
 from reprocessor.deadletters import NO_DIALECT, UNKNOWN, DeadLetter, jsonable
-from reprocessor.fix_tally import FixTally
 from reprocessor.grouping import GroupRow
 from reprocessor.ledger import Decision
 from reprocessor.payloads import Fixed
-from reprocessor.replay import Refusal, Refused, Tally
 from reprocessor.stats import Item, TopicStats
 from reprocessor.timeparse import format_age
+
+if TYPE_CHECKING:  # what only the replay and fix commands load (the replay: some 4 ms)
+    from reprocessor.fix_tally import FixTally
+    from reprocessor.replay import Refusal, Refused, Tally
 
 WIDTH = 160
 CELL = 60
