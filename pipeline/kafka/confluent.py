@@ -69,6 +69,16 @@ def _tps(parts: Iterable[TopicPartition]) -> list[TP]:
     return [(tp.topic, tp.partition) for tp in parts]
 
 
+def _committed_parts(offsets: Mapping[TP, Committed]) -> list[TopicPartition]:
+    """Offsets to commit (by the consumer, or in a transaction), with their metadata if any."""
+    return [
+        TopicPartition(t, p, c.offset, metadata=c.metadata)
+        if c.metadata
+        else TopicPartition(t, p, c.offset)
+        for (t, p), c in offsets.items()
+    ]
+
+
 class KafkaSource:
     """A `Source` on a confluent-kafka `Consumer` (auto-commit off, read_committed)."""
 
@@ -124,12 +134,7 @@ class KafkaSource:
         return True
 
     def commit(self, offsets: Mapping[TP, Committed], *, wait: bool) -> None:
-        parts = [
-            TopicPartition(t, p, c.offset, metadata=c.metadata)
-            if c.metadata
-            else TopicPartition(t, p, c.offset)
-            for (t, p), c in offsets.items()
-        ]
+        parts = _committed_parts(offsets)
         try:
             if wait:
                 self._consumer.commit(offsets=parts, asynchronous=False)
@@ -269,12 +274,7 @@ class KafkaSink:
     def send_offsets(
         self, offsets: Mapping[TP, Committed], group: object, timeout_s: float
     ) -> None:
-        parts = [
-            TopicPartition(t, p, c.offset, metadata=c.metadata)
-            if c.metadata
-            else TopicPartition(t, p, c.offset)
-            for (t, p), c in offsets.items()
-        ]
+        parts = _committed_parts(offsets)
         producer = self._producer
         self._bounded(
             lambda: producer.send_offsets_to_transaction(parts, group, timeout_s),

@@ -84,6 +84,24 @@ class Consumed:
     tstype: str
 
 
+def consumed(topic: str, msg: Message, partition: int, offset: int) -> Consumed:
+    """A fetched record (at `partition`, `offset`) as `dlq` shows it, with kcat's name for its
+    timestamp type."""
+    kind, timestamp = msg.timestamp()
+    record = SourceRecord(
+        topic,
+        partition,
+        offset,
+        timestamp if timestamp >= 0 else 0,
+        msg.key(),
+        msg.value(),
+        # consumed headers are a list of (str, bytes | None): no per-header conversion; the
+        # cast's type is a string, not a generic alias built again for every record
+        cast("tuple[Header, ...]", tuple(msg.headers() or ())),
+    )
+    return Consumed(record, TSTYPES.get(kind, "unknown"))
+
+
 @dataclass(frozen=True, slots=True)
 class RecordBatch:
     """The records of one poll, column by column (record `i` is index `i` of every column), in
@@ -180,10 +198,7 @@ def shared_admin(conf: KafkaConf) -> Any:
     cluster's id and topic ids: `follow.Cluster`) and each new client costs a connection and a
     metadata round trip (~50 ms)."""
     key = conf_key(conf)
-    try:
-        return admin.admin_client(conf) if key is None else _shared_admin(key)
-    except KafkaException as exc:
-        raise ConfigError(f"librdkafka rejected the configuration: {error_text(exc)}") from exc
+    return configured(lambda: admin.admin_client(conf) if key is None else _shared_admin(key))
 
 
 @functools.lru_cache(maxsize=4)
@@ -191,14 +206,20 @@ def _shared_admin(conf: ConfKey) -> Any:
     return admin.admin_client(dict(conf))
 
 
+def configured(make: Callable[[], _T]) -> _T:
+    """`make()`, a client; a configuration librdkafka refuses (KafkaException, or the binding's
+    ValueError / TypeError for a value of the wrong kind) as the `dlq` commands' ConfigError."""
+    try:
+        return make()
+    except (KafkaException, ValueError, TypeError) as exc:
+        raise ConfigError(f"librdkafka rejected the configuration: {error_text(exc)}") from exc
+
+
 def _consumer(conf: KafkaConf, isolation: Isolation, tuning: KafkaConf) -> Consumer:
     props = consumer_config({**tuning, **conf}, READER_GROUP)
     props["isolation.level"] = isolation
     props["enable.partition.eof"] = False
-    try:
-        return Consumer(props)
-    except (KafkaException, ValueError, TypeError) as exc:
-        raise ConfigError(f"librdkafka rejected the configuration: {error_text(exc)}") from exc
+    return configured(lambda: Consumer(props))
 
 
 class TopicReader:
@@ -358,19 +379,7 @@ class TopicReader:
             return None
         if offset + 1 >= self.ends[partition]:
             todo.discard(partition)
-        kind, timestamp = msg.timestamp()
-        record = SourceRecord(
-            self.topic,
-            partition,
-            offset,
-            timestamp if timestamp >= 0 else 0,
-            msg.key(),
-            msg.value(),
-            # consumed headers are a list of (str, bytes | None): no per-header conversion; the
-            # cast's type is a string, not a generic alias built again for every record
-            cast("tuple[Header, ...]", tuple(msg.headers() or ())),
-        )
-        return Consumed(record, TSTYPES.get(kind, "unknown"))
+        return consumed(self.topic, msg, partition, offset)
 
 
 @dataclass
@@ -423,10 +432,7 @@ class TxnProducer:
         self.transactional_id = transactional_id
         self._topics: set[str] = set()
         self.timeout_s = timeout_s
-        try:
-            self._producer = Producer(producer_config(conf, transactional_id))
-        except (KafkaException, ValueError, TypeError) as exc:
-            raise ConfigError(f"librdkafka rejected the configuration: {error_text(exc)}") from exc
+        self._producer = configured(lambda: Producer(producer_config(conf, transactional_id)))
         self._reports: list[Message | KafkaError | None] = []
         self._sent: list[str] = []  # each report's topic
 

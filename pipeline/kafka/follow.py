@@ -27,15 +27,13 @@ from confluent_kafka import (
     ConsumerGroupTopicPartitions,
     IsolationLevel,
     KafkaError,
-    KafkaException,
     Message,
     TopicCollection,
     TopicPartition,
 )
 from confluent_kafka.admin import ConfigResource, OffsetSpec, ResourceType
 
-from pipeline.core.contract import Header, SourceRecord
-from pipeline.errors import ConfigError, RuntimeFailure
+from pipeline.errors import RuntimeFailure
 from pipeline.kafka import admin
 from pipeline.kafka.clients import (
     authentication_failure,
@@ -44,7 +42,7 @@ from pipeline.kafka.clients import (
     is_retriable,
     take_ready,
 )
-from pipeline.kafka.dlqio import POLL_S, TSTYPES, Consumed, shared_admin
+from pipeline.kafka.dlqio import POLL_S, Consumed, configured, consumed, shared_admin
 
 T = TypeVar("T")
 KafkaConf = Mapping[str, str | int | float | bool]
@@ -220,21 +218,6 @@ def _limit(config: Mapping[str, Any], name: str) -> int | None:
     return None if value < 0 else value
 
 
-def _consumed(topic: str, msg: Message) -> Consumed:
-    """A fetched record as `dlq` shows it, with kcat's name for its timestamp type."""
-    kind, timestamp = msg.timestamp()
-    record = SourceRecord(
-        topic,
-        msg.partition() or 0,
-        msg.offset() or 0,
-        timestamp if timestamp >= 0 else 0,
-        msg.key(),
-        msg.value(),
-        tuple(cast(list[Header], msg.headers() or [])),
-    )
-    return Consumed(record, TSTYPES.get(kind, "unknown"))
-
-
 def _consumer(conf: KafkaConf, partitions: int = 0) -> Consumer:
     """A read_committed consumer that prefetches at most 8 MiB (RSS), per partition and per
     fetch, not librdkafka's 64 and 50 MiB. Reading one partition (`partitions` 1), a fetch
@@ -251,10 +234,7 @@ def _consumer(conf: KafkaConf, partitions: int = 0) -> Consumer:
     props.setdefault("fetch.max.bytes", 8 << 20)
     props.setdefault("max.partition.fetch.bytes", 8 << 20 if partitions == 1 else 1 << 20)
     props.setdefault("fetch.queue.backoff.ms", 10)
-    try:
-        return Consumer(props)
-    except (KafkaException, ValueError, TypeError) as exc:
-        raise ConfigError(f"librdkafka rejected the configuration: {error_text(exc)}") from exc
+    return configured(lambda: Consumer(props))
 
 
 class Follower:
@@ -396,7 +376,7 @@ class Fetcher:
     def consumed(self, coordinates: Iterable[tuple[int, int]]) -> Iterator[Consumed]:
         """The records at (partition, offset) `coordinates`, as `dlq` shows them."""
         for msg in self._messages(coordinates):
-            yield _consumed(self.topic, msg)
+            yield consumed(self.topic, msg, msg.partition() or 0, msg.offset() or 0)
 
     def fetched(self, coordinates: Iterable[tuple[int, int]]) -> Iterator[Fetched]:
         """The records at (partition, offset) `coordinates`, without their headers (None):
