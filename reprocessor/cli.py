@@ -4,6 +4,10 @@ and returns an exit code from `pipeline.app.cli_support`'s table (0 ok, 1 runtim
 with `--debug`. Kafka I/O is `pipeline.kafka.dlqio`, reading `reprocessor.stats`, writing
 `reprocessor.replay`, printing `reprocessor.render`. The options shared by several commands come
 first, then one function per command.
+
+Each command imports the modules it runs in its body: building the command line, which is all
+`dlq --help` does, needs click and the options, not the Kafka client, rich nor SQLite (some 60 ms
+of every start; `test_cli_startup` holds it), and a reading command loads no replay module.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import contextlib
 import itertools
 import json
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,12 +28,9 @@ from pipeline.app.cli_support import run
 from pipeline.core.contract import parse_coordinates
 from pipeline.core.ledger_codec import encode_ledger_entry
 from pipeline.errors import EXIT_OK, ConfigError, PartialSuccess
-from pipeline.kafka import dlqio
-from pipeline.kafka.clients import KAFKA_LOG
-from pipeline.kafka.dlqio import KafkaConf
-from reprocessor import grouping, index_query, indexed, render
+from reprocessor import grouping
 from reprocessor.deadletters import from_record, to_kcat_json
-from reprocessor.ledger import STATE_ENV, Ledger, Plan
+from reprocessor.ledger import STATE_ENV
 from reprocessor.options import (
     EXPORTER_PORT,
     INSPECT_DEFAULT_LIMIT,
@@ -45,21 +46,11 @@ from reprocessor.options import (
     selection_options,
     window,
 )
-from reprocessor.payloads import Payloads
-from reprocessor.stats import (
-    Item,
-    ScanProgress,
-    TopicStats,
-    Window,
-    read_ledger,
-    scan,
-)
 
 if TYPE_CHECKING:
+    from reprocessor.ledger import Plan
     from reprocessor.replay import Refused, Tally
-
-Scan = Callable[[KafkaConf, str, Window, Payloads, Ledger, ScanProgress | None], Iterator[Item]]
-"""A whole-topic read of the selected dead letters (`stats.scan`, or `fix_preview.scan`)."""
+    from reprocessor.stats import Item, Window
 
 
 @click.group(
@@ -74,30 +65,35 @@ def cli(ctx: click.Context, /, debug: bool, **opts: Any) -> None:
 
     Works from a Lazarus pipeline's config (--config) or on any DLQ (--bootstrap and --topic),
     Kafka Connect, Spring Kafka, Kafka Streams and arroyo dead letters included."""
+    from pipeline.kafka.clients import KAFKA_LOG  # every command but --help talks to Kafka
+
     # librdkafka's own log lines (fatal ones included) repeat what the one-line error says
     logging.getLogger(KAFKA_LOG.name).setLevel(logging.DEBUG if debug else logging.CRITICAL + 1)
     ctx.obj = Env(**opts)
 
 
-def items_of(
-    env: Env, opts: dict[str, Any], *, decode: bool = False, reader: Scan = scan
-) -> Iterator[Item]:
+def items_of(env: Env, opts: dict[str, Any], *, decode: bool = False) -> Iterator[Item]:
     """The selected dead letters of every DLQ topic, at most --limit in all: from the local
     index when the command offers `--scan` and it was not given, unless the selection needs
-    what only a scan reads; else each topic read by `reader`."""
+    what only a scan reads; else each topic read by `stats.scan`."""
+    from reprocessor import index_query, indexed
+
     conf, win = env.conf(), window(opts, decode=decode)
     if not opts.get("scan_topic", True) and env.use_index and index_query.answerable(win):
         found = indexed.items(conf, env.topics(), win, env.payloads, quiet=env.quiet)
         return itertools.islice(found, opts["limit"])
-    scans = (_scanned(env, topic, win, reader) for topic in env.topics())
+    scans = (_scanned(env, topic, win) for topic in env.topics())
     return itertools.islice(itertools.chain.from_iterable(scans), opts["limit"])
 
 
-def _scanned(env: Env, topic: str, win: Window, reader: Scan = scan) -> Iterator[Item]:
+def _scanned(env: Env, topic: str, win: Window) -> Iterator[Item]:
     """One DLQ topic's scan, with a progress bar when it takes more than a second."""
+    from reprocessor import render
+    from reprocessor.stats import read_ledger, scan
+
     conf = env.conf()
     with render.progress(None, f"read {topic}", quiet=env.quiet) as bar:
-        yield from reader(conf, topic, win, env.payloads, read_ledger(conf, topic), bar)
+        yield from scan(conf, topic, win, env.payloads, read_ledger(conf, topic), bar)
 
 
 def kcat(item: Item, *, decoded: bool) -> dict[str, object]:
@@ -122,6 +118,8 @@ SCAN_OPTION = click.option(
 def inspect(env: Env, /, decode: bool, **opts: Any) -> int:
     """List dead letters: when, where from, key, cause, attempts, replay state (and, for
     decided ones, who decided when, in which run, with which fix)."""
+    from reprocessor import render
+
     if env.as_json:
         for item in items_of(env, opts, decode=decode):
             render.json_line(kcat(env.masks.item(item), decoded=decode))
@@ -145,6 +143,10 @@ def inspect(env: Env, /, decode: bool, **opts: Any) -> int:
 @click.pass_obj
 def show(env: Env, /, coordinates: str) -> int:
     """One dead letter in full: every header, the decoded payload, stack trace, lineage."""
+    from pipeline.kafka import dlqio
+    from reprocessor import render
+    from reprocessor.stats import Item, read_ledger
+
     try:
         topic, partition, offset = parse_coordinates(coordinates)
     except ValueError as exc:
@@ -177,6 +179,8 @@ def show(env: Env, /, coordinates: str) -> int:
 @click.pass_obj
 def group(env: Env, /, by: str, scan_topic: bool, **opts: Any) -> int:
     """Count dead letters by cause: count, first/last seen, example, decided counts."""
+    from reprocessor import index_query, indexed, render
+
     scan_topic = scan_topic or not env.use_index
     try:
         grouper = grouping.Grouper(by)
@@ -207,6 +211,9 @@ def stats(env: Env, /, scan_topic: bool, **opts: Any) -> int:
 
     Also the oldest unresolved age, and the top causes (fingerprints) by unresolved count, each
     with its first and last failure and an example."""
+    from reprocessor import index_query, indexed, render
+    from reprocessor.stats import TopicStats
+
     scan_topic = scan_topic or not env.use_index
     conf, win = env.conf(), window(opts)
     found = []
@@ -245,7 +252,7 @@ def stats(env: Env, /, scan_topic: bool, **opts: Any) -> int:
 def fix(env: Env, /, per_record: bool | None, save: bool, **opts: Any) -> int:
     """Preview a fix, writing nothing to Kafka: the diff, and whether each fixed record passes
     the pipeline's own validation. Exit 3 when some do not (they would not be replayed)."""
-    from reprocessor import fix_preview, replay_run  # only `fix` reads them (see `replay`)
+    from reprocessor import fix_preview, render, replay_run
     from reprocessor.fix_tally import FIRST, FixTally
 
     found = change_of(fix_pairs(opts), opts["fix_with"])
@@ -318,9 +325,7 @@ def replay(
     stored first (its id is printed) and replayed as it is read back, in bounded memory; a
     dead letter that changed since its plan was made is refused. Exit 3 when some selected
     dead letters are refused (listed)."""
-    # here, not at the top: the plans and the replay's modules (some 12 ms, `tempfile` among
-    # them) load only for the commands that write plans (fix --save, replay, discard)
-    from reprocessor import replay_run
+    from reprocessor import render, replay_run
 
     if resume and plan_id:
         raise click.UsageError("--resume and --plan contradict each other: give one")
@@ -367,6 +372,8 @@ def _report(
     *,
     dry_run: bool,
 ) -> None:
+    from reprocessor import render
+
     render.replay_report(
         as_json=env.as_json,
         run=plan.run,
@@ -387,7 +394,8 @@ def _report(
 @click.pass_obj
 def discard(env: Env, /, reason: str, dry_run: bool, yes: bool, **opts: Any) -> int:
     """Resolve dead letters without replaying them; the reason goes to the ledger."""
-    from reprocessor import replay_run  # only the commands writing plans load it (see `replay`)
+    from reprocessor import render, replay_run
+    from reprocessor.stats import read_ledger
 
     if not reason.strip():
         raise click.UsageError("--reason must say why")

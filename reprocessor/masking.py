@@ -25,6 +25,7 @@ import os
 import secrets
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.core.contract import Header
 from pipeline.errors import ConfigError
@@ -32,7 +33,9 @@ from reprocessor.deadletters import DeadLetter, jsonable, text_of
 from reprocessor.fixes import diff
 from reprocessor.grouping import MISSING_KEY, NONE_KEY, GroupRow
 from reprocessor.payloads import Fixed, Payload
-from reprocessor.stats import Item
+
+if TYPE_CHECKING:  # reprocessor.stats loads the Kafka client: `dlq --help` starts without it
+    from reprocessor.stats import Item
 
 MARK = "***#"
 """What a masked value starts with."""

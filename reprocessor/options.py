@@ -16,17 +16,15 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import click
 
 from pipeline.errors import ConfigError
-from pipeline.kafka.clients import KAFKA_LOG
-from reprocessor import fixes, masking, render, selection
+from reprocessor import fixes, masking, selection
 from reprocessor.deadletters import use_correlation_header
 from reprocessor.ledger import operator_name, state_dir
-from reprocessor.ledger_guard import check_ledger
 from reprocessor.payloads import Change, Payloads
-from reprocessor.stats import Window
 from reprocessor.timeparse import parse_when
 
 if TYPE_CHECKING:  # pydantic-settings costs 0.1-0.2 s: imported when a command reads a config
     from pipeline.app.settings import KafkaValue, Settings
+    from reprocessor.stats import Window
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -174,6 +172,8 @@ class Env:
         topic and command, unless --recreate-ledger."""
         if topic in self._ledgers_checked:
             return
+        from reprocessor.ledger_guard import check_ledger  # the Kafka client (see `window`)
+
         expected = self.settings is not None and topic == self.settings.dlq.topic
         folder = state_dir()
         check_ledger(self.conf(), topic, folder, expected=expected, recreate=self.recreate_ledger)
@@ -312,6 +312,8 @@ def _late_global(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     if value in (None, False, (), {}) or not isinstance(ctx.obj, Env):
         return value
     if param.name == "debug":
+        from pipeline.kafka.clients import KAFKA_LOG  # the Kafka client (see `window`)
+
         logging.getLogger(KAFKA_LOG.name).setLevel(logging.DEBUG)
     else:
         ctx.obj.override(param.name or "", value)
@@ -364,6 +366,11 @@ fix_options = _options(
 
 def window(opts: dict[str, Any], *, decode: bool = False) -> Window:
     """The Window of the selection options; click.UsageError (exit 2) pointing at a bad part."""
+    # imported here: `reprocessor.stats` loads the Kafka client and `render` rich (some 50 ms),
+    # which `dlq --help` and the building of the commands' options do without
+    from reprocessor.render import now_ms
+    from reprocessor.stats import Window
+
     if opts["tail"] is not None and opts["from_beginning"]:
         raise click.UsageError("--tail and --from-beginning contradict each other")
     expr = opts["where"]
@@ -372,7 +379,7 @@ def window(opts: dict[str, Any], *, decode: bool = False) -> Window:
     except selection.SelectionError as exc:
         at = (expr or "")[exc.column - 1 : exc.column + 19]
         raise click.UsageError(f"--where, column {exc.column}: {exc.message} (at {at!r})") from exc
-    now = render.now_ms()
+    now = now_ms()
     since, until = _when(opts["since"], "--since", now), _when(opts["until"], "--until", now)
     return Window(chosen, since, until, opts["tail"], decode=decode)
 

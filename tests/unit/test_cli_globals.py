@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from click.testing import CliRunner
 
 import reprocessor.cli as dlq_cli
 from lazarus.cli import cli as lazarus_cli
+from pipeline.kafka.clients import KAFKA_LOG
 from reprocessor.options import Env
 
 
@@ -51,6 +53,28 @@ def test_dlq_global_after_the_command_wins(seen: list[Env]) -> None:
     (env,) = seen
     assert env.bootstrap == "second:2" and env.topic_overrides == ("a",)
     assert (env.conf()["x"], env.conf()["y"]) == ("1", "2")
+
+
+@pytest.mark.parametrize(
+    ("args", "level"),
+    [
+        (["-b", "h:1", "-t", "dlq", "inspect"], logging.CRITICAL + 1),
+        (["--debug", "-b", "h:1", "-t", "dlq", "inspect"], logging.DEBUG),
+        (["-b", "h:1", "-t", "dlq", "inspect", "--debug"], logging.DEBUG),
+    ],
+)
+def test_dlq_debug_shows_librdkafkas_log_in_either_place(
+    seen: list[Env], args: list[str], level: int
+) -> None:
+    """Without --debug librdkafka's own lines are silenced (the one-line error says it all)."""
+    logger = KAFKA_LOG
+    before = logger.level
+    try:
+        result = CliRunner().invoke(dlq_cli.cli, args, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        assert logger.level == level
+    finally:
+        logger.setLevel(before)
 
 
 def test_dlq_config_after_the_command(tmp_path: Path) -> None:

@@ -46,6 +46,16 @@ def test_dlq_commands_start_without_pydantic_nor_the_replay() -> None:
     assert _loaded(probe) == "[]"
 
 
+def test_the_command_line_is_built_without_kafka_rich_nor_sqlite() -> None:
+    """What `dlq --help` loads: each command imports what it runs when it runs."""
+    probe = (
+        "import sys, reprocessor.cli; "
+        "print(sorted(m for m in ('confluent_kafka', 'rich', 'sqlite3', 'reprocessor.stats', "
+        "'reprocessor.render', 'reprocessor.index') if m in sys.modules))"
+    )
+    assert _loaded(probe) == "[]"
+
+
 def test_without_a_config_the_settings_defaults_apply() -> None:
     spec = ReprocessorSpec()
     assert no_config() == Defaults(spec.index, spec.max_replays)
