@@ -84,7 +84,7 @@ class Consumed:
     tstype: str
 
 
-def consumed(topic: str, msg: Message, partition: int, offset: int) -> Consumed:
+def as_consumed(topic: str, msg: Message, partition: int, offset: int) -> Consumed:
     """A fetched record (at `partition`, `offset`) as `dlq` shows it, with kcat's name for its
     timestamp type."""
     kind, timestamp = msg.timestamp()
@@ -356,7 +356,7 @@ class TopicReader:
             stamps,
             list(map(Message.key, msgs)),
             list(map(Message.value, msgs)),
-            # consumed headers are lists of (str, bytes | None), as in `_accept`
+            # consumed headers are lists of (str, bytes | None), as in `as_consumed`
             cast("list[list[Header]]", [h or [] for h in map(Message.headers, msgs)]),
         )
 
@@ -379,7 +379,7 @@ class TopicReader:
             return None
         if offset + 1 >= self.ends[partition]:
             todo.discard(partition)
-        return consumed(self.topic, msg, partition, offset)
+        return as_consumed(self.topic, msg, partition, offset)
 
 
 @dataclass

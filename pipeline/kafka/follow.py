@@ -42,7 +42,7 @@ from pipeline.kafka.clients import (
     is_retriable,
     take_ready,
 )
-from pipeline.kafka.dlqio import POLL_S, Consumed, configured, consumed, shared_admin
+from pipeline.kafka.dlqio import POLL_S, Consumed, as_consumed, configured, shared_admin
 
 T = TypeVar("T")
 KafkaConf = Mapping[str, str | int | float | bool]
@@ -376,7 +376,7 @@ class Fetcher:
     def consumed(self, coordinates: Iterable[tuple[int, int]]) -> Iterator[Consumed]:
         """The records at (partition, offset) `coordinates`, as `dlq` shows them."""
         for msg in self._messages(coordinates):
-            yield consumed(self.topic, msg, msg.partition() or 0, msg.offset() or 0)
+            yield as_consumed(self.topic, msg, msg.partition() or 0, msg.offset() or 0)
 
     def fetched(self, coordinates: Iterable[tuple[int, int]]) -> Iterator[Fetched]:
         """The records at (partition, offset) `coordinates`, without their headers (None):

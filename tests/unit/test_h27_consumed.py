@@ -1,4 +1,4 @@
-"""`dlqio.consumed`: a fetched record as `dlq` shows it, the one builder behind
+"""`dlqio.as_consumed`: a fetched record as `dlq` shows it, the one builder behind
 `TopicReader` (reading a DLQ) and `follow.Fetcher` (fetching dead letters the index points at)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from confluent_kafka import (
 )
 
 from pipeline.core.contract import SourceRecord
-from pipeline.kafka.dlqio import Consumed, TopicReader, consumed
+from pipeline.kafka.dlqio import Consumed, TopicReader, as_consumed
 from pipeline.kafka.follow import Fetcher
 
 HEADERS = [("dlq.error.category", b"validation"), ("empty", None)]
@@ -41,7 +41,7 @@ def message(offset: int, kind: int = TIMESTAMP_CREATE_TIME, ts: int = 1_760_000_
     ],
 )
 def test_a_record_with_kcats_timestamp_type(kind: int, ts: int, tstype: str, stamp: int) -> None:
-    got = consumed("t.dlq", message(7, kind, ts), 2, 7)
+    got = as_consumed("t.dlq", message(7, kind, ts), 2, 7)
     assert got == Consumed(SourceRecord("t.dlq", 2, 7, stamp, b"k", b"v", tuple(HEADERS)), tstype)
 
 
@@ -56,6 +56,5 @@ def test_the_reader_and_the_fetcher_show_a_record_alike() -> None:
 
     fetcher = object.__new__(_Fetcher)
     fetcher.topic = "t.dlq"
-    assert (
-        list(fetcher.consumed([(2, 7)])) == [from_reader] == [consumed("t.dlq", message(7), 2, 7)]
-    )
+    expected = as_consumed("t.dlq", message(7), 2, 7)
+    assert list(fetcher.consumed([(2, 7)])) == [from_reader] == [expected]
