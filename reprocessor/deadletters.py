@@ -27,9 +27,10 @@ import json
 import math
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from functools import cache
 from typing import TYPE_CHECKING, TypeGuard, cast
 
 from pipeline.core.contract import (
@@ -345,9 +346,15 @@ def held_by(policy_rule: str | None) -> str | None:
     """`holds.held_by`, imported when a dead letter's rule is first asked for: the holds
     module builds pydantic models as it loads (some 40 ms of every `dlq` command's start,
     pydantic included), which only the commands reading a hold rule need."""
+    return None if policy_rule is None else _rule_reader()(policy_rule)
+
+
+@cache
+def _rule_reader() -> Callable[[str | None], str | None]:
+    """`holds.held_by`, imported once (an import statement per call costs 1 us a row)."""
     from pipeline.core.holds import held_by
 
-    return held_by(policy_rule)
+    return held_by
 
 
 def is_model(value: object) -> TypeGuard[BaseModel]:
