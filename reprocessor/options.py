@@ -3,18 +3,16 @@ global options (`Env`), the selection window, fix operations in command-line ord
 
 from __future__ import annotations
 
-import ast
-import importlib.util
 import logging
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cache, cached_property
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import click
 
+from pipeline.app.defaults import MAX_REPLAYS, USE_INDEX
 from pipeline.errors import ConfigError
 from reprocessor import fixes, masking, selection
 from reprocessor.deadletters import use_correlation_header
@@ -38,54 +36,14 @@ class Defaults:
     max_replays: int
 
 
-SETTINGS = "pipeline.app.settings"
-
-
-@cache
-def no_config() -> Defaults:
-    """`ReprocessorSpec()`'s `Defaults`, taken from the model's own field defaults."""
-    found = spec_defaults()
-    index, max_replays = found["index"], found["max_replays"]
-    if not isinstance(index, bool) or not isinstance(max_replays, int):
-        raise TypeError(f"ReprocessorSpec's defaults: index {index!r}, max_replays {max_replays!r}")
-    return Defaults(index=index, max_replays=max_replays)
-
-
-def spec_defaults() -> dict[str, object]:
-    """`ReprocessorSpec`'s field defaults. Unless the settings are loaded already (a command
-    read a config), read from the class as its source states them (`name: T = literal` or
-    `= Field(default=literal, ...)`), about 3 ms, not by importing it: pydantic-settings costs
-    0.1-0.2 s of a command's start. Without the source (bytecode only), it is imported."""
-    loaded = sys.modules.get(SETTINGS)
-    spec = importlib.util.find_spec(SETTINGS) if loaded is None else None
-    # duck-typed: importing importlib.abc for its InspectLoader costs 4 ms (tempfile and more)
-    read = getattr(spec and spec.loader, "get_source", None)
-    source: str | None = read(SETTINGS) if read is not None else None
-    if source is None:
-        from pipeline.app.settings import ReprocessorSpec
-
-        return {name: field.default for name, field in ReprocessorSpec.model_fields.items()}
-    tree = ast.parse(source)
-    model = next(
-        node
-        for node in tree.body
-        if isinstance(node, ast.ClassDef) and node.name == "ReprocessorSpec"
-    )
-    found: dict[str, object] = {}
-    for line in model.body:
-        if isinstance(line, ast.AnnAssign) and isinstance(line.target, ast.Name) and line.value:
-            value = line.value
-            if isinstance(value, ast.Call) and getattr(value.func, "id", None) == "Field":
-                value = next(word.value for word in value.keywords if word.arg == "default")
-            found[line.target.id] = ast.literal_eval(value)
-    return found
+NO_CONFIG = Defaults(index=USE_INDEX, max_replays=MAX_REPLAYS)
 
 
 INSPECT_DEFAULT_LIMIT = 100
+"""Rows of the `inspect` table when no --limit is given (--json streams everything)."""
 EXPORTER_PORT = 9465
 """`dlq exporter`'s default port, here so that every other `dlq` command starts without
 importing the exporter (prometheus-client and http.server: 0.1-0.2 s of each command's start)."""
-"""Rows of the `inspect` table when no --limit is given (--json streams everything)."""
 FIX_FLAGS = {f"--{kind}": kind for kind in fixes.KINDS}
 PLAN_OPTIONS: tuple[str, ...] = (
     *("where", "since", "until", "limit", "tail", "to_topic", "to_source", "force", "fix_with"),
@@ -213,11 +171,11 @@ class Env:
     @property
     def use_index(self) -> bool:
         """Whether stats, group and inspect may answer from the local index (`--scan` aside)."""
-        return self.settings.reprocessor.index if self.settings else no_config().index
+        return self.settings.reprocessor.index if self.settings else NO_CONFIG.index
 
     @property
     def max_replays(self) -> int:
-        return self.settings.reprocessor.max_replays if self.settings else no_config().max_replays
+        return self.settings.reprocessor.max_replays if self.settings else NO_CONFIG.max_replays
 
     def override(self, name: str, value: object) -> None:
         """A global option given after the command name (`dlq inspect --json`): it wins over

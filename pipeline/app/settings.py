@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from pipeline.app.defaults import MAX_REPLAYS, USE_INDEX
 from pipeline.errors import ConfigError
 
 LEGAL_TOPIC = re.compile(r"^[a-zA-Z0-9._-]+$")
@@ -131,9 +132,9 @@ class RegistrySpec(Frozen):
 
 
 class ReprocessorSpec(Frozen):
-    max_replays: int = Field(default=3, ge=0)
+    max_replays: int = Field(default=MAX_REPLAYS, ge=0)
     operator: str | None = None
-    index: bool = True
+    index: bool = USE_INDEX
     mask: tuple[str, ...] = ()
 
 
