@@ -29,6 +29,7 @@ from pydantic import BaseModel
 
 from pipeline.codecs.avro_walk import (
     MAX_EMPTY_ITEMS,
+    MAX_VARINT_BYTES,
     TooManyEmptyItems,
     Walk,
     Walks,
@@ -59,8 +60,6 @@ MAX_SCHEMA_ID = 2**31 - 1
 TRUNCATED = "truncated Avro record"
 MAX_KNOWN_IDS = 1024
 """Writer schemas an `AvroCodec` remembers by id (each with its `dlq.schema` reference)."""
-MAX_VARINT_BYTES = 10
-"""A 64-bit zig-zag varint takes at most 10 bytes."""
 
 _SAFE_WRITER_MESSAGES = re.compile(
     r"^(record contains more fields than the schema specifies: [\w, ]+"

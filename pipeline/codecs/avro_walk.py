@@ -12,6 +12,12 @@ of strings and map keys, the same logical-type conversions (fastavro's own funct
 the same values), raising the same exception types at the same field, but building nothing.
 It answers `(dotted field path, exception type)`, or `(None, None)` when the body reads.
 
+The walk is Python source generated from the schema (as `dataclasses` generates `__init__`):
+one function per record type, whose fields are read in straight-line code with the common
+cases (a one-byte varint, a short string) inline. A closure call per field cost four times as
+much, and the walk runs for every undecodable record. `Walks.source` holds the generated text,
+and tracebacks through it show its lines (it is registered with `linecache`).
+
 Two things are left to the pure-Python re-read, where the walk would not be exact (no `walk`
 from `compile_walks`, or the caller checks `needs_bounded_read`):
 
@@ -23,9 +29,13 @@ from `compile_walks`, or the caller checks `needs_bounded_read`):
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import linecache
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 from fastavro.logical_readers import LOGICAL_READERS
@@ -36,13 +46,14 @@ MAX_DEPTH = 64
 """Nesting the walk takes; deeper schemas go to the pure-Python reader (its recursion limit)."""
 _SSIZE_MAX = sys.maxsize
 """`BytesIO.read` refuses a size outside a C ssize_t with OverflowError."""
-_LONG_RUN = re.compile(rb"[\x80-\xff]{11}")
+MAX_VARINT_BYTES = 10
+"""A 64-bit zig-zag varint takes at most 10 bytes."""
+_HIGH_BITS = bytes(byte >> 7 for byte in range(256))
+"""A `bytes.translate` table: each byte to its high bit."""
+_LONG_RUN = b"\x01" * (MAX_VARINT_BYTES + 1)
+"""More high bits in a row than a 64-bit varint has continuation bytes."""
 
 Walk = Callable[[bytes], tuple[str | None, type[BaseException] | None]]
-_Step = Callable[[bytes, int, list[str]], int]
-"""Reads one value of a schema node from `pos`, returns the position after it; `path` holds
-the names of the record fields being read (pushed before a field, popped after it)."""
-_Value = Callable[[bytes, int], tuple[object, int]]
 
 MAX_EMPTY_ITEMS = 1_000_000
 """Array items that take no bytes (null, a record of nulls, a zero-size fixed) one body may
@@ -61,8 +72,9 @@ class _Unsupported(Exception):
 
 def needs_bounded_read(body: bytes) -> bool:
     """Whether the varint bound of the pure-Python re-read could fire on `body`: it counts
-    consecutive one-byte reads with the high bit set, which need that many such bytes in a row."""
-    return _LONG_RUN.search(body) is not None
+    consecutive one-byte reads with the high bit set, which need that many such bytes in a row.
+    (Each byte as its high bit, then a substring search: a fifth of a regex's instructions.)"""
+    return _LONG_RUN in body.translate(_HIGH_BITS)
 
 
 class Walks(NamedTuple):
@@ -74,6 +86,8 @@ class Walks(NamedTuple):
     """The walk again when the schema has arrays of items that take no bytes, else None (every
     other item takes a byte, so the body's length bounds the reader's loops). Run before
     fastavro's reader, it finds a body claiming too many such items, and names its field."""
+    source: str = ""
+    """The walk's generated Python source (empty without a walk), for reading and debugging."""
 
 
 def compile_walks(schema: Schema) -> Walks:
@@ -83,22 +97,11 @@ def compile_walks(schema: Schema) -> Walks:
     named: dict[str, Any] = {}
     try:
         parsed = parse_schema(schema, named)  # as `_read_py.schemaless_reader` does
-        compiler = _Compiler(named)
-        step = compiler.step(parsed, 0, frozenset())
-    except (_Unsupported, KeyError, TypeError, ValueError, RecursionError):
+        generator = _Generator(named, parsed)
+        source, walk = generator.module(parsed)
+    except (_Unsupported, KeyError, TypeError, ValueError, RecursionError, SyntaxError):
         return Walks(None, None)
-    budget = compiler.budget
-
-    def walk(body: bytes) -> tuple[str | None, type[BaseException] | None]:
-        path: list[str] = []
-        budget[0] = MAX_EMPTY_ITEMS
-        try:
-            step(body, 0, path)
-        except Exception as exc:
-            return ".".join(path) or None, type(exc)
-        return None, None
-
-    return Walks(walk, walk if compiler.empty_arrays else None)
+    return Walks(walk, walk if generator.empty_arrays else None, source)
 
 
 def _long(buf: bytes, pos: int) -> tuple[int, int]:
@@ -135,110 +138,257 @@ def _string(buf: bytes, pos: int) -> tuple[str, int]:
     return data.decode(), pos
 
 
-def _skip_long(buf: bytes, pos: int, path: list[str]) -> int:
-    if pos < len(buf) and buf[pos] < 0x80:  # a one-byte varint, inline
-        return pos + 1
-    return _long(buf, pos)[1]
+def _fixed(buf: bytes, pos: int, size: int) -> tuple[bytes, int]:
+    """`BinaryDecoder.read_fixed`: exactly `size` bytes, EOFError when short."""
+    end = pos + size
+    if end > len(buf):
+        raise EOFError
+    return buf[pos:end], end
 
 
-def _skip_bytes(buf: bytes, pos: int, path: list[str]) -> int:
-    return _bytes(buf, pos)[1]
-
-
-def _skip_string(buf: bytes, pos: int, path: list[str]) -> int:
-    if pos < len(buf) and buf[pos] < 0x80:  # a length of one byte (most strings), inline
-        byte = buf[pos]
-        size = (byte >> 1) ^ -(byte & 1)
-        end = pos + 1 + size
-        if size < 0 or end > len(buf):
-            raise EOFError
-        buf[pos + 1 : end].decode()  # UnicodeDecodeError as `read_utf8`
-        return end
-    return _string(buf, pos)[1]
-
-
-def _skip_null(buf: bytes, pos: int, path: list[str]) -> int:
-    return pos
-
-
-def _sized(size: int) -> _Step:
-    """boolean (1), float (4), double (8) and fixed: `read(size)`, EOFError when short."""
-
-    def step(buf: bytes, pos: int, path: list[str]) -> int:
-        end = pos + size
-        if end > len(buf):
-            raise EOFError
-        return end
-
-    return step
-
-
-def _fixed_value(size: int) -> _Value:
-    def value(buf: bytes, pos: int) -> tuple[object, int]:
-        end = pos + size
-        if end > len(buf):
-            raise EOFError
-        return buf[pos:end], end
-
-    return value
-
-
-_VALUES: dict[str, _Value] = {"int": _long, "long": _long, "bytes": _bytes, "string": _string}
-_SIMPLE: dict[str, _Step] = {
-    "null": _skip_null,
-    "boolean": _sized(1),
-    "int": _skip_long,
-    "long": _skip_long,
-    "float": _sized(4),
-    "double": _sized(8),
-    "bytes": _skip_bytes,
-    "string": _skip_string,
-}
+_SIZED = {"boolean": 1, "float": 4, "double": 8}
+"""Types read as a fixed number of bytes."""
+_READ_VALUE = {"int": "_long(buf, pos)", "long": "_long(buf, pos)"}
+_READ_VALUE |= {"bytes": "_bytes(buf, pos)", "string": "_string(buf, pos)"}
+"""How a logical type's underlying value is read (a fixed's takes its size)."""
 _RECORDS = frozenset({"record", "error", "request"})
+_CONTAINERS = frozenset({"union", "array", "map"})
 
 
-class _Compiler:
-    def __init__(self, named: Mapping[str, Any]) -> None:
+class _Lines:
+    """Indented source lines."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.level = 0
+        """The indentation of the next line, in blocks."""
+
+    def add(self, *lines: str) -> None:
+        indent = "    " * self.level
+        self.lines.extend(indent + line for line in lines)
+
+    @contextmanager
+    def block(self, head: str) -> Iterator[None]:
+        """`head:` and the lines added inside, indented (`pass` when there are none)."""
+        self.add(head)
+        start = len(self.lines)
+        self.level += 1
+        try:
+            yield
+        finally:
+            if len(self.lines) == start:
+                self.add("pass")
+            self.level -= 1
+
+
+_MAX_LOOPS = 6
+"""Arrays and maps nested in one generated function (each opens two loop blocks; Python takes
+20 blocks a function). Deeper values are read by a function of their own."""
+_MAX_LEVEL = 40
+"""Indentation one generated function takes (Python takes 100 levels)."""
+
+
+class _Generator:
+    """Generates the walk's module: `walk(buf)` reading the schema in straight-line code, and a
+    function for each record type that is referenced by name (read in several places) and each
+    value nested too deep for one function. Those take `(buf, pos, n, path)` and return the
+    position after the value.
+
+    Names in generated code: `buf` the body, `n` its length, `pos` where the next read starts,
+    `path` the names of the record fields being read (a record pushes its fields' names, and
+    pops them after its last field; on an error they stay, naming where it happened), `b` a
+    byte, `v` a value just read, `end` where a string ends, `count<k>` the items left in the
+    block of the `k`-th nested array or map."""
+
+    def __init__(self, named: Mapping[str, Any], schema: Any) -> None:
         self.named = named
         self.empty_arrays = False
         self.budget = [MAX_EMPTY_ITEMS]
         """Empty items the body being walked may still claim (one walk at a time)."""
+        self.namespace: dict[str, object] = {
+            "_long": _long,
+            "_bytes": _bytes,
+            "_string": _string,
+            "_fixed": _fixed,
+            "TooManyEmptyItems": TooManyEmptyItems,
+            "MAX_EMPTY_ITEMS": MAX_EMPTY_ITEMS,
+            "HIGH_BITS": _HIGH_BITS,
+            "budget": self.budget,
+        }
+        self._referenced = _referenced_names(schema)
+        self._functions: list[list[str]] = []
+        self._records: dict[str, tuple[str, int]] = {}
+        """The function reading a referenced record type, and its nesting height, by name."""
+        self._open: set[str] = set()
+        """Record types being generated (a reference to one is a recursive type)."""
+        self._ids = itertools.count()
 
-    def step(self, schema: Any, depth: int, seen: frozenset[str]) -> _Step:
-        if depth > MAX_DEPTH:
+    def module(self, schema: Any) -> tuple[str, Walk]:
+        """The generated source and its `walk`."""
+        lines = _Lines()
+        with lines.block("def walk(buf):"):
+            lines.add("n = len(buf)", "pos = 0", "path = []", "budget[0] = MAX_EMPTY_ITEMS")
+            lines.add("ascii_end = buf.translate(HIGH_BITS).find(1) % (n + 1)  # -1: n")
+            with lines.block("try:"):
+                height = self.value(schema, lines, 0)
+            with lines.block("except Exception as exc:"):
+                lines.add("return '.'.join(path) or None, type(exc)")
+            lines.add("return None, None")
+        if height > MAX_DEPTH:
             raise _Unsupported("too deep")
+        source = "\n\n".join("\n".join(f) for f in [*self._functions, lines.lines]) + "\n"
+        # named by its text: the same schema compiled again shares its `linecache` entry
+        filename = f"<avro walk {hashlib.sha256(source.encode()).hexdigest()[:16]}>"
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        exec(compile(source, filename, "exec"), self.namespace)  # our own source, from the schema
+        walk: Walk = self.namespace["walk"]  # type: ignore[assignment]
+        return source, walk
+
+    def value(self, schema: Any, out: _Lines, loop: int) -> int:
+        """Add to `out` the lines reading one value of `schema`; `loop` is the number of array
+        and map blocks around it in the function. Returns the height of the schema's nesting
+        (the depth that `MAX_DEPTH` bounds)."""
         kind = extract_record_type(schema)
         if not isinstance(kind, str):
             raise _Unsupported("unknown type")
         logical = extract_logical_type(schema) if isinstance(schema, dict) else None
         convert = LOGICAL_READERS.get(logical) if logical else None
         if convert is not None:
-            return self._logical(kind, schema, convert)
-        if kind in _SIMPLE:
-            return _SIMPLE[kind]
-        if kind == "fixed":
-            return _sized(int(schema["size"]))
+            self._logical(kind, schema, convert, out)
+            return 0
+        if kind == "null":
+            return 0
+        if kind in ("int", "long"):
+            _skip_long(out)
+            return 0
+        if kind in ("bytes", "string"):
+            _skip_sized(out, decode=kind == "string")
+            return 0
+        if kind in _SIZED or kind == "fixed":
+            size = _SIZED[kind] if kind in _SIZED else int(schema["size"])
+            if size:  # `read(0)` reads nothing, never short
+                out.add(f"pos += {size}")
+                with out.block("if pos > n:"):
+                    out.add("raise EOFError")
+            return 0
         if kind == "enum":
-            return self._enum(list(schema["symbols"]))
+            _read_long(out, "v")
+            count = len(schema["symbols"])
+            with out.block(f"if not -{count} <= v < {count}:"):  # as `symbols[v]`
+                out.add("raise IndexError")
+            return 0
+        if kind not in _RECORDS and kind not in _CONTAINERS:  # a named type, by its name
+            if kind in self._open or kind not in self.named:
+                raise _Unsupported("recursive or unknown named type")
+            return 1 + self.value(self.named[kind], out, loop)
+        if kind in _RECORDS and schema["name"] in self._referenced:
+            function, height = self._record_function(schema)
+        elif loop >= _MAX_LOOPS or out.level >= _MAX_LEVEL:
+            function, height = self._function(schema)
+        else:
+            return self._compound(kind, schema, out, loop)
+        out.add(f"pos = {function}(buf, pos, n, path, ascii_end)")
+        return height
+
+    def _compound(self, kind: str, schema: Any, out: _Lines, loop: int) -> int:
+        """A union, array, map or record, inline."""
         if kind == "union":
-            return self._union([self.step(s, depth + 1, seen) for s in schema])
+            return self._union(schema, out, loop)
         if kind == "array":
             items = schema["items"]
-            item = self.step(items, depth + 1, seen)
-            if self._width(items, frozenset()) == 0:
-                self.empty_arrays = True
-                return self._blocks(item, keyed=False, budget=self.budget)
-            return self._blocks(item, keyed=False)
+            empty = self._width(items, frozenset()) == 0
+            self.empty_arrays |= empty
+            return 1 + self._blocks(items, out, loop, keyed=False, empty=empty)
         if kind == "map":
-            return self._blocks(self.step(schema["values"], depth + 1, seen), keyed=True)
-        if kind in _RECORDS:
-            fields = [(f["name"], self.step(f["type"], depth + 1, seen)) for f in schema["fields"]]
-            if not all(isinstance(name, str) for name, _ in fields):
-                raise _Unsupported("field without a name")
-            return self._record(fields)
-        if kind in seen or kind not in self.named:
-            raise _Unsupported("recursive or unknown named type")
-        return self.step(self.named[kind], depth + 1, seen | {kind})
+            return 1 + self._blocks(schema["values"], out, loop, keyed=True, empty=False)
+        return self._record(schema, out, loop)
+
+    def _function(self, schema: Any) -> tuple[str, int]:
+        """A function reading one value of `schema` (a union, array, map or record)."""
+        kind = extract_record_type(schema)
+        label = schema["name"] if kind in _RECORDS else kind
+        function = f"read{next(self._ids)}_{_IDENTIFIER.sub('_', label)}"
+        lines = _Lines()
+        with lines.block(f"def {function}(buf, pos, n, path, ascii_end):"):
+            height = self._compound(kind, schema, lines, 0)
+            lines.add("return pos")
+        self._functions.append(lines.lines)
+        return function, height
+
+    def _record_function(self, schema: Any) -> tuple[str, int]:
+        """The function reading a record type referenced by name, generated on first use."""
+        name = schema["name"]
+        known = self._records.get(name)
+        if known is None:
+            self._open.add(name)
+            known = self._records[name] = self._function(schema)
+            self._open.discard(name)
+        return known
+
+    def _logical(self, kind: str, schema: Any, convert: Callable[..., object], out: _Lines) -> None:
+        """Read the value, then convert it with fastavro's own function (outside the read, as
+        `read_data` does, so its errors are the conversion's)."""
+        if kind == "fixed":
+            read = f"_fixed(buf, pos, {int(schema['size'])})"
+        elif kind in _READ_VALUE:
+            read = _READ_VALUE[kind]
+        else:
+            raise _Unsupported(f"logical type on {kind}")
+        index = next(self._ids)
+        self.namespace[f"convert{index}"] = convert
+        self.namespace[f"schema{index}"] = schema
+        out.add(f"v, pos = {read}", f"convert{index}(v, schema{index}, None)")
+
+    def _union(self, branches: list[Any], out: _Lines, loop: int) -> int:
+        """An index, negative ones counting from the end as `writer_schema[index]` does."""
+        _read_long(out, "v")
+        if not branches:
+            out.add("raise IndexError")
+            return 0
+        with out.block("if v < 0:"):
+            out.add(f"v += {len(branches)}")
+        heights = []
+        for index, branch in enumerate(branches):
+            with out.block(f"{'el' if index else ''}if v == {index}:"):
+                heights.append(self.value(branch, out, loop))
+        with out.block("else:"):
+            out.add("raise IndexError")
+        return 1 + max(heights)
+
+    def _blocks(self, item: Any, out: _Lines, loop: int, *, keyed: bool, empty: bool) -> int:
+        """Arrays and maps: blocks of `count` items (a negative count is followed by the
+        block's size in bytes), ended by a zero count; a map item starts with its key. Items
+        that take no bytes count against the body's budget before they are read (the reader
+        would loop for as long as the count says)."""
+        count = f"count{loop}"
+        _read_long(out, count)
+        with out.block(f"while {count} != 0:"):
+            with out.block(f"if {count} < 0:"):
+                out.add(f"{count} = -{count}")
+                _skip_long(out)
+            if empty:
+                out.add(f"budget[0] -= {count}")
+                with out.block("if budget[0] < 0:"):
+                    out.add("raise TooManyEmptyItems")
+            with out.block(f"for _ in range({count}):"):
+                if keyed:
+                    _skip_sized(out, decode=True)
+                height = self.value(item, out, loop + 1)
+            _read_long(out, count)
+        return height
+
+    def _record(self, schema: Any, out: _Lines, loop: int) -> int:
+        """A record's fields in order, each under its name in `path`."""
+        fields = [(field["name"], field["type"]) for field in schema["fields"]]
+        if not all(isinstance(name, str) for name, _ in fields):
+            raise _Unsupported("field without a name")
+        height = 0
+        for index, (name, field_type) in enumerate(fields):
+            out.add(f"path.append({name!r})" if index == 0 else f"path[-1] = {name!r}")
+            height = max(height, self.value(field_type, out, loop))
+        if fields:
+            out.add("path.pop()")
+        return 1 + height if fields else 0
 
     def _width(self, schema: Any, seen: frozenset[str]) -> int:
         """Whether a value of `schema` can take no bytes at all (0) or takes some (1)."""
@@ -254,71 +404,54 @@ class _Compiler:
             return self._width(self.named[kind], seen | {kind})
         return 1
 
-    @staticmethod
-    def _logical(kind: str, schema: Any, convert: Callable[..., object]) -> _Step:
-        """Read the value, then convert it with fastavro's own function (outside the read, as
-        `read_data` does, so its errors are the conversion's)."""
-        value = _fixed_value(int(schema["size"])) if kind == "fixed" else _VALUES.get(kind)
-        if value is None:
-            raise _Unsupported(f"logical type on {kind}")
 
-        def step(buf: bytes, pos: int, path: list[str]) -> int:
-            data, pos = value(buf, pos)
-            convert(data, schema, None)
-            return pos
+_IDENTIFIER = re.compile(r"\W")
+"""What a type's full name may hold that a function name may not."""
 
-        return step
 
-    @staticmethod
-    def _enum(symbols: list[object]) -> _Step:
-        def step(buf: bytes, pos: int, path: list[str]) -> int:
-            index, pos = _long(buf, pos)
-            symbols[index]  # IndexError as in `read_enum`, negative indexes included
-            return pos
+def _referenced_names(schema: Any) -> set[str]:
+    """The named types `schema` (parsed) refers to by name: after its definition, a type is
+    referenced by its full name, a string where a type goes."""
+    found: set[str] = set()
+    stack = [schema]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            found.add(item)
+        elif isinstance(item, list):  # a union
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item[key] for key in ("type", "items", "values") if key in item)
+            stack.extend(field["type"] for field in item.get("fields", ()))
+    return found
 
-        return step
 
-    @staticmethod
-    def _union(branches: list[_Step]) -> _Step:
-        def step(buf: bytes, pos: int, path: list[str]) -> int:
-            index, pos = _long(buf, pos)
-            return branches[index](buf, pos, path)
+def _read_long(out: _Lines, target: str) -> None:
+    """`target` = the varint at `pos` (`read_long`); a one-byte varint inline."""
+    with out.block("if pos < n and (b := buf[pos]) < 0x80:"):
+        out.add(f"{target} = (b >> 1) ^ -(b & 1)", "pos += 1")
+    with out.block("else:"):
+        out.add(f"{target}, pos = _long(buf, pos)")
 
-        return step
 
-    @staticmethod
-    def _blocks(item: _Step, *, keyed: bool, budget: list[int] | None = None) -> _Step:
-        """Arrays and maps: blocks of `count` items (a negative count is followed by the
-        block's size in bytes), ended by a zero count; a map item starts with its key. Items
-        that take no bytes count against the body's `budget` before they are read (the reader
-        would loop for as long as the count says)."""
+def _skip_long(out: _Lines) -> None:
+    with out.block("if pos < n and buf[pos] < 0x80:"):
+        out.add("pos += 1")
+    with out.block("else:"):
+        out.add("pos = _long(buf, pos)[1]")
 
-        def step(buf: bytes, pos: int, path: list[str]) -> int:
-            count, pos = _long(buf, pos)
-            while count != 0:
-                if count < 0:
-                    count = -count
-                    pos = _long(buf, pos)[1]
-                if budget is not None:
-                    budget[0] -= count
-                    if budget[0] < 0:
-                        raise TooManyEmptyItems
-                for _ in range(count):
-                    if keyed:
-                        pos = _string(buf, pos)[1]
-                    pos = item(buf, pos, path)
-                count, pos = _long(buf, pos)
-            return pos
 
-        return step
-
-    @staticmethod
-    def _record(fields: list[tuple[str, _Step]]) -> _Step:
-        def step(buf: bytes, pos: int, path: list[str]) -> int:
-            for name, field in fields:
-                path.append(name)
-                pos = field(buf, pos, path)
-                path.pop()
-            return pos
-
-        return step
+def _skip_sized(out: _Lines, *, decode: bool) -> None:
+    """bytes, or a string (decoded: UnicodeDecodeError as `read_utf8`); a length of one byte
+    (most values) inline, where an odd byte is a negative length, short as a long one is. Only
+    a string reaching past `ascii_end` (the body's first byte >= 0x80) can be bad UTF-8."""
+    with out.block("if pos < n and (b := buf[pos]) < 0x80:"):
+        out.add("end = pos + 1 + (b >> 1)")
+        with out.block("if b & 1 or end > n:"):
+            out.add("raise EOFError")
+        if decode:
+            with out.block("if end > ascii_end:"):
+                out.add("buf[pos + 1 : end].decode()")
+        out.add("pos = end")
+    with out.block("else:"):
+        out.add(f"pos = {'_string' if decode else '_bytes'}(buf, pos)[1]")

@@ -7,6 +7,8 @@ import datetime as dt
 import decimal
 import io
 import json
+import linecache
+import re
 import uuid
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from fastavro import parse_schema, schemaless_writer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.codecs import avro_walk
 from pipeline.codecs.avro import reread, reread_pure
 from pipeline.codecs.avro_walk import (
     MAX_EMPTY_ITEMS,
@@ -244,3 +247,124 @@ def test_a_body_claiming_too_many_empty_items_stops_the_walk_at_its_field() -> N
     assert walk(rows) == ("rows.marks", TooManyEmptyItems)
     assert walk(varint(1) + varint(MAX_EMPTY_ITEMS) + varint(0) + varint(0)) == (None, None)
     assert walk(varint(1) + varint(-5) + varint(0) + varint(0) + varint(0)) == (None, None)
+
+
+def record(name: str, **fields: object) -> dict[str, object]:
+    """A record schema with `fields` in order."""
+    return {
+        "type": "record",
+        "name": name,
+        "fields": [{"name": k, "type": v} for k, v in fields.items()],
+    }
+
+
+def _every_cut_matches(schema: object, value: object) -> None:
+    body = encoded(schema, value)
+    walk = compile_walks(schema).walk  # type: ignore[arg-type]
+    assert walk is not None
+    for cut in range(len(body) + 1):
+        assert walk(body[:cut]) == reread_pure(body[:cut], schema)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("schema", "value"),
+    [
+        ({"type": "array", "items": "string"}, ["a", "été", ""]),
+        ({"type": "map", "values": "int"}, {"k": 1, "é": -300}),
+        (["null", "string", "long"], 2**40),
+        ("string", "plain"),
+        (record("One", e="int"), {"e": 5}),
+        (record("Empty"), {}),
+    ],
+)
+def test_schemas_that_are_not_records_are_walked_as_the_reader_reads_them(
+    schema: object, value: object
+) -> None:
+    _every_cut_matches(parse_schema(schema), value)  # type: ignore[arg-type]
+
+
+def nested_arrays(depth: int) -> dict[str, object]:
+    schema: object = "string"
+    for _ in range(depth):
+        schema = {"type": "array", "items": schema}
+    return record("Deep", a=schema)
+
+
+def nested_records(depth: int) -> dict[str, object]:
+    schema = record("R0", x="int")
+    for level in range(1, depth):
+        schema = record(f"R{level}", s="string", **{f"r{level}": ["null", schema]})
+    return schema
+
+
+def test_values_nested_past_one_function_are_read_by_functions_of_their_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Python takes 20 loop blocks and 100 indentation levels a function: deeper values are
+    generated as functions, and still read exactly."""
+    arrays = parse_schema(nested_arrays(15))
+    value: object = ["x", "é"]
+    for _ in range(14):
+        value = [value, []]
+    _every_cut_matches(arrays, {"a": value})
+    assert "def read" in compile_walks(arrays).source
+    records = parse_schema(nested_records(30))
+    record: object = {"x": 7}
+    for level in range(1, 30):
+        record = {"s": "é" if level % 2 else "s", f"r{level}": record}
+    _every_cut_matches(records, record)
+    assert "def read" not in compile_walks(records).source  # 31 levels: one function
+    monkeypatch.setattr(avro_walk, "_MAX_LEVEL", 4)
+    _every_cut_matches(records, record)
+    assert compile_walks(records).source.count("def read") > 5
+
+
+def test_nesting_deeper_than_max_depth_goes_to_the_reader() -> None:
+    assert compile_walks(parse_schema(nested_records(32))).walk is not None  # height 63
+    deep = parse_schema(record("Top", t=nested_records(40)))
+    assert compile_walks(deep).walk is None
+    body = encoded(deep, {"t": {"s": "a", "r39": None}})
+    assert reread(body[:2], deep) == reread_pure(body[:2], deep)
+
+
+def test_a_record_type_read_in_several_places_is_one_function() -> None:
+    """`Inner` is defined once and referenced by name once more (`again`)."""
+    source = compile_walks(RICH).source
+    assert source.count("def read") == 1 and "Inner(buf, pos, n, path, ascii_end)" in source
+    assert source.count("pos = read") == 2
+
+
+def test_the_generated_source_is_the_one_tracebacks_show() -> None:
+    walks = compile_walks(ORDERS)
+    assert walks.walk is not None and walks.source.startswith("def walk(buf):")
+    filename = walks.walk.__code__.co_filename
+    shown = [linecache.getline(filename, line) for line in (1, 2)]
+    assert shown == walks.source.splitlines(True)[:2]
+
+
+def test_bad_utf8_is_found_before_and_after_the_first_byte_past_ascii() -> None:
+    """Strings wholly before the body's first byte >= 0x80 are ASCII and not decoded again;
+    the others are."""
+    schema = parse_schema(record("S", a="string", n="long", b="string"))
+    first_bad = varint(1) + b"\xff" + varint(1) + varint(0)
+    assert compile_walks(schema).walk(first_bad) == ("a", UnicodeDecodeError)  # type: ignore[misc]
+    later_bad = varint(1) + b"a" + varint(2**40) + varint(2) + b"\xc3("
+    assert compile_walks(schema).walk(later_bad) == ("b", UnicodeDecodeError)  # type: ignore[misc]
+    for body in (first_bad, later_bad):
+        assert reread(body, schema) == reread_pure(body, schema)
+
+
+@settings(max_examples=500, deadline=None)
+@given(body=st.binary(max_size=60))
+def test_needs_bounded_read_finds_runs_of_eleven_high_bytes(body: bytes) -> None:
+    assert needs_bounded_read(body) == (re.search(rb"[\x80-\xff]{11}", body) is not None)
+
+
+def test_an_empty_items_array_in_a_shared_record_type_is_still_guarded() -> None:
+    nulls = record("Nulls", a={"type": "array", "items": "null"})
+    shared = parse_schema(record("Two", first=nulls, second="Nulls"))
+    walks = compile_walks(shared)
+    assert walks.guard is not None and walks.guard is walks.walk
+    half = varint(MAX_EMPTY_ITEMS // 2 + 1) + varint(0)
+    assert walks.guard(half + half) == ("second.a", TooManyEmptyItems)
+    assert walks.guard(varint(3) + varint(0) + varint(0)) == (None, None)
