@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-import operator
 import re
 from collections.abc import Callable, Iterator, Mapping
 from datetime import date, time
@@ -117,50 +116,54 @@ def validation_failed(
     exc: ValidationError,
     model: type[BaseModel],
     keep_messages: Redactor | None = None,
-    errors: list[ErrorDetails] | None = None,
+    text: str | None = None,
 ) -> ValidationFailed:
     """The `ValidationFailed` for a pydantic `ValidationError` (whose own text is never used).
 
-    Built once per shape of error (model, count, and each error's type, location and message)
-    when messages are withheld: one cause repeats the same shape record after record. With a
-    `keep_messages` hook (the user's, called per record) or a union tag error (whose message
-    is built from its context) it is built afresh. `errors`, when given, may lack the errors'
-    contexts (the shape needs none; a build reads the errors again with them)."""
-    if errors is None:
-        errors = exc.errors(include_url=False, include_input=False, include_context=False)
-    total = exc.error_count()
-    shape = _shape(model, total, errors) if keep_messages is None else ()
-    known = _FAILED.get(shape) if shape else None
+    Built once per shape of error when messages are withheld: one cause repeats the same shape
+    record after record. The shape is `errors_text(exc)` (every error's type, location and
+    message: all the result depends on, besides the model), read in one call; `text`, when
+    the caller has it already. With a `keep_messages` hook (the user's, called per record), a
+    union tag error (whose message is built from its context) or much text, it is built afresh.
+    """
+    if keep_messages is not None:
+        return _described(exc, model, keep_messages)
+    if text is None:
+        text = errors_text(exc)
+    known = _FAILED.get((model, text))
     if known is None:
-        details = error_details(exc, model, keep_messages)  # read again, with the contexts
-        known = (summarise(model.__name__, details, total), tuple(details))
-        if shape:
+        failed = _described(exc, model, None)
+        if len(text) <= _MAX_SHAPE_TEXT and _UNION_TAG not in text:
             if len(_FAILED) >= _MAX_FAILED:
                 _FAILED.clear()
-            _FAILED[shape] = known
+            _FAILED[(model, text)] = (failed.message, tuple(map(dict, failed.details)))
+        return failed
     message, cached = known
     return ValidationFailed(message, details=[dict(entry) for entry in cached])
 
 
-_FAILED: dict[tuple[object, ...], tuple[str, tuple[dict[str, str], ...]]] = {}
+def errors_text(exc: ValidationError) -> str:
+    """`exc`'s errors as JSON, without their inputs, contexts and URLs: the shape of the error,
+    e.g. `[{"type":"greater_than","loc":["items",0,"qty"],"msg":"Input should be greater than
+    0"}]`. One call, where `errors()` and a key made of its dicts cost three times as much."""
+    return exc.json(include_url=False, include_input=False, include_context=False)
+
+
+def _described(
+    exc: ValidationError, model: type[BaseModel], keep_messages: Redactor | None
+) -> ValidationFailed:
+    details = error_details(exc, model, keep_messages)
+    message = summarise(model.__name__, details, exc.error_count())
+    return ValidationFailed(message, details=details)
+
+
+_FAILED: dict[tuple[type[BaseModel], str], tuple[str, tuple[dict[str, str], ...]]] = {}
 _MAX_FAILED = 512
-
-
-def _shape(model: type[BaseModel], total: int, errors: list[ErrorDetails]) -> tuple[object, ...]:
-    """What `validation_failed`'s result depends on, or () (not cached) for a union tag or
-    messages too long to keep."""
-    kept = errors[:MAX_DETAILS]
-    if "union_tag_invalid" in map(_TYPE, kept):
-        return ()
-    if sum(map(len, map(_MSG, kept))) > _MAX_SHAPE_TEXT:  # never hold much text
-        return ()
-    return (model, total, tuple(map(_PART, kept)))  # in C: this runs once per dead letter
-
-
-_MAX_SHAPE_TEXT = 8192
-_TYPE = operator.itemgetter("type")
-_MSG = operator.itemgetter("msg")
-_PART = operator.itemgetter("type", "loc", "msg")
+_MAX_SHAPE_TEXT = 16384
+"""Longer shapes (many errors, or a validator's long text) are not kept."""
+_UNION_TAG = '"union_tag_invalid"'
+"""A union tag error's message is built from its context, which the shape leaves out. (The
+text may also hold it as a location part or a message: then that shape is not kept either.)"""
 
 
 def validator_crashed(
@@ -327,11 +330,21 @@ class JsonCodec:
 
     def _translate(self, exc: ValidationError, data: bytes) -> RecordError:
         """`json_invalid` means the bytes never became JSON; anything else broke the model."""
-        title = self._model.__name__
-        # read once, for both; without the contexts, which only a union tag's message needs
-        # (never cached, `_shape`: `validation_failed` reads them then)
+        text = errors_text(exc)  # the shape `validation_failed` caches by, read once for both
+        if text.startswith(_NOT_JSON) and text.endswith('"}]') and "\\" not in text:
+            # the one error of bytes that are no JSON document, its message a JSON string
+            # literal without escapes: the message itself
+            return _undecodable(bytes(data), self._model.__name__, text[len(_NOT_JSON) : -3])
+        if not any(marker in text for marker in _UNDECODABLE_MARKERS):
+            return validation_failed(exc, self._model, self._keep, text)
         errors = exc.errors(include_url=False, include_input=False, include_context=False)
         undecodable = [error["msg"] for error in errors if error["type"] in UNDECODABLE]
         if undecodable:
-            return _undecodable(bytes(data), title, undecodable[0])
-        return validation_failed(exc, self._model, self._keep, errors)
+            return _undecodable(bytes(data), self._model.__name__, undecodable[0])
+        return validation_failed(exc, self._model, self._keep, text)
+
+
+_NOT_JSON = '[{"type":"json_invalid","loc":[],"msg":"'
+"""How `errors_text` begins for bytes that are not a JSON document (jiter's one error)."""
+_UNDECODABLE_MARKERS = tuple(f'"{kind}"' for kind in sorted(UNDECODABLE))
+"""Without these in `errors_text`, no error is of an `UNDECODABLE` type."""

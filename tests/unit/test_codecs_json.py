@@ -10,10 +10,17 @@ from typing import Literal
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from pipeline.codecs import json as json_codec
 from pipeline.codecs.catalog import load_model
-from pipeline.codecs.json import JsonCodec
+from pipeline.codecs.json import (
+    UNDECODABLE,
+    JsonCodec,
+    error_details,
+    errors_text,
+    summarise,
+)
 from pipeline.errors import DeserializationError, RecordError, ValidationFailed
 
 REPO = Path(__file__).resolve().parents[2]
@@ -330,3 +337,67 @@ def test_a_cause_met_again_is_described_as_the_first_time() -> None:
         seen.append((caught.value.message, caught.value.details))
     assert seen[0] == seen[1]
     assert seen[0][0] == "1 validation error for _Owner: pet (union_tag_not_found)"
+
+
+class _Keyed(BaseModel):
+    tags: dict[str, int]
+    n: int
+
+
+def _described_by_errors(exc: ValidationError, model: type[BaseModel], data: bytes) -> RecordError:
+    """What `JsonCodec` said before it read `errors_text`: the errors' dicts, each time."""
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    undecodable = [error["msg"] for error in errors if error["type"] in UNDECODABLE]
+    if undecodable:
+        return json_codec._undecodable(data, model.__name__, undecodable[0])
+    details = error_details(exc, model)
+    return ValidationFailed(summarise(model.__name__, details, exc.error_count()), details=details)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    data=st.one_of(
+        st.binary(min_size=1, max_size=40),
+        st.builds(
+            lambda doc, cut: doc[:cut],
+            st.sampled_from(
+                [
+                    b'{"tags": {"json_invalid": "x", "a\\\\"b": 1}, "n": "q"}',
+                    b'{"tags": {"union_tag_invalid": []}, "n": 1e999999}',
+                    b'{"tags": {"\xc3(": 1}, "n": 2}',
+                    b'[{"type":"json_invalid","loc":[],"msg":"x"}]',
+                ]
+            ),
+            st.integers(1, 60),
+        ),
+    )
+)
+def test_errors_read_as_one_text_describe_every_failure_as_the_errors_did(data: bytes) -> None:
+    """`errors_text` decides (bytes that are no JSON, or a model's errors) and keys the cache
+    of described shapes: the same message and details, and kind, as reading `errors()`, even
+    where a record's dict key spells an error type or the message would need unescaping."""
+    try:
+        _Keyed.__pydantic_validator__.validate_json(data)
+    except ValidationError as exc:
+        expected = _described_by_errors(exc, _Keyed, data)
+    else:
+        return
+    for _ in range(2):  # described, then from the cache
+        with pytest.raises(RecordError) as caught:
+            JsonCodec(_Keyed).decode(data)
+        assert type(caught.value) is type(expected)
+        assert (caught.value.message, caught.value.details) == (expected.message, expected.details)
+
+
+def test_a_dict_key_spelling_an_error_type_is_still_a_validation_error() -> None:
+    data = json.dumps({"tags": {"json_invalid": "x"}, "n": 1}).encode()
+    with pytest.raises(ValidationFailed) as caught:
+        JsonCodec(_Keyed).decode(data)
+    assert caught.value.details == [
+        {
+            "loc": "tags.<key>",
+            "msg": "Input should be a valid integer, unable to parse string as an integer",
+            "type": "int_parsing",
+        }
+    ]
+    assert '"json_invalid"' in errors_text(caught.value.__cause__)  # type: ignore[arg-type]
