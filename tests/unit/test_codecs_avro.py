@@ -337,3 +337,19 @@ def test_a_record_claiming_endless_empty_array_items_is_a_deserialization_error(
         with pytest.raises(DeserializationError) as caught:
             codec.decode(b"\x02" + count + b"\x00")
         assert caught.value.message == refused
+
+
+def test_a_failure_s_message_is_its_own_when_met_again(catalog: LocalCatalog) -> None:
+    """`_undecodable` remembers messages by writer schema, field, kind and fastavro's exception
+    type: each combination keeps its own, whichever came first."""
+    writer = catalog.by_id(2)
+    good = AvroCodec(writer=writer).encode(order(channel="web"))
+    bad_union = good[: -len(b"\x02\x06web")] + b"\x08\x06web"  # branch 4 of 2: IndexError
+    for _ in range(2):
+        for exc in (IndexError(), ValueError(), EOFError()):
+            message = avro_module._undecodable(exc, bad_union, writer).message
+            name = type(exc).__name__
+            if isinstance(exc, EOFError):
+                assert message.startswith("truncated Avro record (expected more bytes")
+            else:
+                assert f"malformed Avro record ({name} reading field 'channel'" in message
