@@ -139,7 +139,7 @@ def validation_failed(
             _FAILED[(model, text)] = (failed.message, tuple(map(dict, failed.details)))
         return failed
     message, cached = known
-    return ValidationFailed(message, details=[dict(entry) for entry in cached])
+    return ValidationFailed(message, details=list(map(dict, cached)))
 
 
 def errors_text(exc: ValidationError) -> str:
@@ -335,7 +335,7 @@ class JsonCodec:
             # the one error of bytes that are no JSON document, its message a JSON string
             # literal without escapes: the message itself
             return _undecodable(bytes(data), self._model.__name__, text[len(_NOT_JSON) : -3])
-        if not any(marker in text for marker in _UNDECODABLE_MARKERS):
+        if _JSON_INVALID not in text and _JSON_TYPE not in text:  # no undecodable type
             return validation_failed(exc, self._model, self._keep, text)
         errors = exc.errors(include_url=False, include_input=False, include_context=False)
         undecodable = [error["msg"] for error in errors if error["type"] in UNDECODABLE]
@@ -346,5 +346,5 @@ class JsonCodec:
 
 _NOT_JSON = '[{"type":"json_invalid","loc":[],"msg":"'
 """How `errors_text` begins for bytes that are not a JSON document (jiter's one error)."""
-_UNDECODABLE_MARKERS = tuple(f'"{kind}"' for kind in sorted(UNDECODABLE))
+_JSON_INVALID, _JSON_TYPE = (f'"{kind}"' for kind in ("json_invalid", "json_type"))
 """Without these in `errors_text`, no error is of an `UNDECODABLE` type."""

@@ -401,3 +401,8 @@ def test_a_dict_key_spelling_an_error_type_is_still_a_validation_error() -> None
         }
     ]
     assert '"json_invalid"' in errors_text(caught.value.__cause__)  # type: ignore[arg-type]
+
+
+def test_the_markers_of_undecodable_errors_are_every_undecodable_type() -> None:
+    markers = {json_codec._JSON_INVALID, json_codec._JSON_TYPE}
+    assert {marker.strip('"') for marker in markers} == UNDECODABLE
