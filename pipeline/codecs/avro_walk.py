@@ -405,8 +405,9 @@ class _Generator:
         return 1
 
 
-_IDENTIFIER = re.compile(r"\W")
-"""What a type's full name may hold that a function name may not."""
+_IDENTIFIER = re.compile(r"\W", re.ASCII)
+"""What a type's full name may hold that a function name may not: anything but ASCII letters,
+digits and `_` (some Unicode word characters, a superscript two, cannot be in an identifier)."""
 
 
 def _referenced_names(schema: Any) -> set[str]:

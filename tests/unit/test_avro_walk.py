@@ -368,3 +368,23 @@ def test_an_empty_items_array_in_a_shared_record_type_is_still_guarded() -> None
     half = varint(MAX_EMPTY_ITEMS // 2 + 1) + varint(0)
     assert walks.guard(half + half) == ("second.a", TooManyEmptyItems)
     assert walks.guard(varint(3) + varint(0) + varint(0)) == (None, None)
+
+
+@pytest.mark.parametrize("suffix", ["\u00b2", "\u0663", "\u00fc", "\u037a"])
+def test_type_names_that_are_no_python_identifiers_are_walked_and_guarded(suffix: str) -> None:
+    """A named type's full name becomes part of a generated function's name: characters that
+    are word characters but cannot be in an identifier (a superscript two, an Arabic-Indic
+    digit) used to make the source fail to compile, leaving the schema without its walk and its
+    decoding-bomb guard."""
+    name = f"Nulls{suffix}"
+    shared = parse_schema(
+        record(
+            f"Two{suffix}", first=record(name, a={"type": "array", "items": "null"}), second=name
+        )
+    )
+    walks = compile_walks(shared)
+    assert walks.walk is not None and walks.guard is not None
+    half = varint(MAX_EMPTY_ITEMS // 2 + 1) + varint(0)
+    assert walks.guard(half + half) == ("second.a", TooManyEmptyItems)
+    body = varint(3) + varint(0) + varint(0)
+    assert walks.walk(body[:1]) == reread_pure(body[:1], shared)
