@@ -174,31 +174,15 @@ def _undecodable(exc: Exception, body: bytes, writer: ParsedSchema) -> Deseriali
     the pure-Python re-read's: fastavro's compiled reader raises IndexError where the bytes
     merely end early, which split one corruption (truncation) into two causes."""
     field, kind = reread(body, writer.schema)
-    key = (writer.ref, field, kind, type(exc))  # all the message says: schema-given names
-    message = _UNDECODABLE.get(key)
-    if message is None:
-        message = _undecodable_message(exc, field, kind, writer.ref)
-        if len(_UNDECODABLE) >= _MAX_UNDECODABLE:
-            _UNDECODABLE.clear()
-        _UNDECODABLE[key] = message
-    return DeserializationError(message)
-
-
-_UNDECODABLE: dict[tuple[str, str | None, type | None, type], str] = {}
-"""`_undecodable`'s messages: one cause repeats the same one record after record."""
-_MAX_UNDECODABLE = 1024
-
-
-def _undecodable_message(
-    exc: Exception, field: str | None, kind: type[BaseException] | None, ref: str
-) -> str:
     where = f" reading field '{field}'" if field else ""
     if isinstance(exc, UnicodeDecodeError) or kind is UnicodeDecodeError:
-        return f"invalid UTF-8 in an Avro string{where}"
+        return DeserializationError(f"invalid UTF-8 in an Avro string{where}")
     if isinstance(exc, EOFError) or kind is EOFError:
         detail = f"expected more bytes{where}" if field else "ended early"
-        return f"{TRUNCATED} ({detail}; writer schema {ref})"
-    return f"malformed Avro record ({type(exc).__name__}{where}; writer schema {ref})"
+        return DeserializationError(f"{TRUNCATED} ({detail}; writer schema {writer.ref})")
+    return DeserializationError(
+        f"malformed Avro record ({type(exc).__name__}{where}; writer schema {writer.ref})"
+    )
 
 
 def _reported_cause(exc: Exception, error: DeserializationError) -> Exception:
@@ -226,8 +210,7 @@ def reread(body: bytes, schema: AvroSchema) -> tuple[str | None, type[BaseExcept
     (`avro_walk`) answers what the pure-Python re-read would, without building the record;
     where it would not be exact, the body is re-read (`reread_pure`).
     """
-    known = _WALKS.get(id(schema))  # `_walks_for`, inline: this runs per undecodable record
-    walk = known[1].walk if known is not None and known[0] is schema else _walks_for(schema).walk
+    walk = _walks_for(schema).walk
     if walk is not None and not needs_bounded_read(body):
         return walk(body)
     return reread_pure(body, schema)

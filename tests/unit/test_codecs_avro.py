@@ -340,8 +340,8 @@ def test_a_record_claiming_endless_empty_array_items_is_a_deserialization_error(
 
 
 def test_a_failure_s_message_is_its_own_when_met_again(catalog: LocalCatalog) -> None:
-    """`_undecodable` remembers messages by writer schema, field, kind and fastavro's exception
-    type: each combination keeps its own, whichever came first."""
+    """Each of fastavro's exception types gets its own message for the same body, asked in
+    turn and again (nothing said for one carries over to another)."""
     writer = catalog.by_id(2)
     good = AvroCodec(writer=writer).encode(order(channel="web"))
     bad_union = good[: -len(b"\x02\x06web")] + b"\x08\x06web"  # branch 4 of 2: IndexError
