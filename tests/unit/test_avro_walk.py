@@ -388,3 +388,29 @@ def test_type_names_that_are_no_python_identifiers_are_walked_and_guarded(suffix
     assert walks.guard(half + half) == ("second.a", TooManyEmptyItems)
     body = varint(3) + varint(0) + varint(0)
     assert walks.walk(body[:1]) == reread_pure(body[:1], shared)
+
+
+HOSTILE = "x'); raise SystemExit('walk source injected') #\n\"\\"
+
+
+def test_names_from_a_schema_never_become_code_in_the_generated_walk() -> None:
+    """The walk is generated Python and schemas come from a registry anyone may write to: a
+    field name only ever appears as a string literal (`repr`), a type name only as letters,
+    digits and `_` of a function's name, and numbers only as ints."""
+    inner = record(f"T{HOSTILE}", **{HOSTILE: "string"})
+    schema = {
+        "type": "record",
+        "name": f"R{HOSTILE}",
+        "fields": [
+            {"name": HOSTILE, "type": inner},
+            {"name": "again", "type": f"T{HOSTILE}"},
+            {"name": "kind", "type": {"type": "enum", "name": f"E{HOSTILE}", "symbols": ["A"]}},
+        ],
+    }
+    walks = compile_walks(schema)  # an injected statement would raise SystemExit here...
+    assert walks.walk is not None and repr(HOSTILE) in walks.source
+    # ...or in the walk, whose own `except Exception` would not catch it
+    body = varint(1) + b"a" + varint(1) + b"b" + varint(0)
+    assert walks.walk(body) == (None, None)
+    assert walks.walk(body[:1]) == (f"{HOSTILE}.{HOSTILE}", EOFError)
+    assert walks.walk(body[:3]) == (f"again.{HOSTILE}", EOFError)
