@@ -285,7 +285,12 @@ class Checked(BaseModel):
 
 def test_a_keep_hook_runs_for_every_record() -> None:
     seen: list[str] = []
-    keeping = JsonCodec(Checked, keep_messages=lambda text: seen.append(text) or text)
+
+    def keep(text: str) -> str:
+        seen.append(text)
+        return text
+
+    keeping = JsonCodec(Checked, keep_messages=keep)
     withheld = JsonCodec(Checked)
     for code in ("c-1", "c-2"):
         with pytest.raises(ValidationFailed) as kept:
