@@ -66,6 +66,7 @@ class FakeSource:
         self.positions: dict[TP, int] = {}
         self.paused: set[TP] = set()
         self.pending_revoke: list[TP] = []
+        self.pending_lost: list[TP] = []
         self.pending_assign: list[TP] = []
         self.commits: list[dict[TP, Committed]] = []
         self.failing_commits = False
@@ -82,8 +83,18 @@ class FakeSource:
         """Make the next `consume` call the listener's `on_revoke`, as a rebalance would."""
         self.pending_revoke.extend(tps)
 
+    def lose_on_next_consume(self, tps: list[TP]) -> None:
+        """Make the next `consume` call the listener's `on_lost` (the session timed out: the
+        partitions belong to another member already, nothing may be committed for them)."""
+        self.pending_lost.extend(tps)
+
     def _rebalance(self) -> None:
         assert self.listener is not None
+        if self.pending_lost:
+            gone, self.pending_lost = self.pending_lost, []
+            self.listener.on_lost(gone)
+            for tp in gone:
+                self.positions.pop(tp, None)
         if self.pending_revoke:
             gone, self.pending_revoke = self.pending_revoke, []
             self.listener.on_revoke(gone)

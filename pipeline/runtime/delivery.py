@@ -155,10 +155,13 @@ class AtLeastOnce(Delivery):
             for out in routed.outputs:
                 self.sink.produce(out, batch.id)
                 produced += 1
-        except SinkFailure:
-            if produced:  # part of this record's outputs is out: redo the batch
+        except SinkFailure as exc:
+            if produced:  # part of this record's outputs is out: they count for the batch
                 batch.add((rec.topic, rec.partition), rec.offset, produced)
-                batch.failed = True
+                # Too large is a property of the record, which the worker routes again (as a
+                # dead letter) and goes on: the batch must be able to finish. Any other
+                # refusal is an outage: the batch is redone once the worker rewinds.
+                batch.failed = batch.failed or not exc.error.too_large
             raise
         batch.add((rec.topic, rec.partition), rec.offset, produced)
 
@@ -486,7 +489,9 @@ class Transactions(Delivery):
         return None  # a stalled transaction fails its commit within `timeout_s`
 
     def take_rewind(self) -> dict[TP, int]:
-        """After an abort, every assigned partition goes back to its committed offset."""
+        """After an abort, every assigned partition goes back to its committed offset, or past
+        the records of the transaction open since (the abort was at a revoke or a loss, and the
+        partition came back): those are written when it commits, never read again."""
         if not self._rewind_all or not self.assigned:
             return {}
         try:
@@ -494,7 +499,8 @@ class Transactions(Delivery):
         except SinkFailure as exc:
             raise RuntimeFailure(exc.error.reason) from exc
         self._rewind_all = False
-        return {tp: c.offset for tp, c in committed.items()}
+        positions = self.positions if self._open else {}
+        return {tp: positions.get(tp, c.offset) for tp, c in committed.items()}
 
     def assign(self, tps: list[TP]) -> None:
         self.assigned.update(tps)
@@ -510,10 +516,15 @@ class Transactions(Delivery):
             self.positions.pop(tp, None)
 
     def lost(self, tps: list[TP]) -> None:
-        if self._open:
-            self._try_abort()
+        """The open transaction holds records of partitions another member owns now: it is
+        aborted like a failed one (nothing of it counts, no send joins it until the abort is
+        confirmed) and the partitions still assigned rewind to their committed offsets."""
+        if self._open or self._abort_pending:
+            lost = ", ".join(f"{t}/{p}" for t, p in tps)
+            self._failed(SinkError(f"partitions lost: {lost}", abortable=True))
         for tp in tps:
             self.assigned.discard(tp)
+            self.positions.pop(tp, None)
 
     def close(self, deadline: float) -> None:
         if self._open:

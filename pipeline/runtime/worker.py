@@ -99,6 +99,10 @@ class Worker:
         self._stopping = False
         self._interrupted = False
         self._revoked = False
+        self._gone: set[TP] = set()
+        """Partitions revoked or lost since this batch was read (`_revoked` says it is not empty):
+        its records of them are never routed nor set aside, even when the partition came back
+        in the same rebalance (the new assignment reads them again from the committed offset)."""
         self._fresh: list[TP] = []
         self._unseekable: TP | None = None
         """The partition the last resume could not seek (logged once, not every loop)."""
@@ -144,8 +148,13 @@ class Worker:
         if not self._gate_open():
             self._idle()
             return
-        self._revoked = False  # rebalance callbacks run inside consume
+        if self._revoked:
+            self._revoked = False
+            self._gone.clear()
         records = self.source.consume(self.options.batch_size, self.options.poll_timeout_s)
+        if self._revoked:  # rebalance callbacks run inside consume, before its records
+            self._gone.difference_update(self.assigned)
+            self._revoked = bool(self._gone)
         started = self.clock()
         self._interrupted = False
         self.delivery.begin(started)
@@ -156,10 +165,10 @@ class Worker:
         # (`_fresh` until the next step) sends the rest of the batch through `_guarded`.
         watched = {*guard.suspects, *guard.unmarked} if guard is not None else set()
         for rec in records:
+            if self._revoked and (rec.topic, rec.partition) in self._gone:
+                continue
             if self._interrupted or self._stopping:
                 self.gate.remember((rec.topic, rec.partition), rec.offset)
-            elif self._revoked and (rec.topic, rec.partition) not in self.assigned:
-                continue
             elif guard is not None and (self._fresh or (rec.topic, rec.partition) in watched):
                 self._guarded(rec, guard)
             else:
@@ -181,8 +190,8 @@ class Worker:
                 break
             if not self._retry_wait(rec, outcome):
                 return
-            if self._revoked and (rec.topic, rec.partition) not in self.assigned:
-                return  # revoked during the wait: the new owner reads it
+            if self._revoked and (rec.topic, rec.partition) in self._gone:
+                return  # revoked during the wait: the new assignment reads it again
             attempt, now = attempt + 1, self.wall()
         failure = outcome.failure
         if self.flood is not None:
@@ -225,10 +234,17 @@ class Worker:
         else:
             self._commit_mark(tp, rec.offset, verdict.metadata)
             self._route(rec)
-        if self._interrupted:
+        if self._interrupted or (self._revoked and tp in self._gone):
             return
         self._checkpoint()
         self.delivery.settle(self.clock() + self.options.shutdown_deadline_s)
+        if self._interrupted:  # its delivery failed (the breaker is open): it is read again
+            return
+        if self.delivery.in_flight():
+            # Not acknowledged within the deadline: the next record's mark would commit past
+            # it. An outage: the batch stops here and resumes once everything is acknowledged.
+            self._delivery_failed(f"{tp[0]}/{tp[1]}/{rec.offset} not acknowledged in time")
+            return
         self.crashes.after(tp)
 
     def _commit_mark(self, tp: TP, offset: int, metadata: str) -> None:
@@ -399,7 +415,9 @@ class Worker:
     def _interrupt(self, rec: SourceRecord, reason: str) -> None:
         """Stop the batch at `rec`: it and everything after it will be read again."""
         self._interrupted = True
-        self.gate.remember((rec.topic, rec.partition), rec.offset)
+        tp = (rec.topic, rec.partition)
+        if not (self._revoked and tp in self._gone):  # else no longer ours to resume
+            self.gate.remember(tp, rec.offset)
         self._pause_all()
         log.info("pausing at %s/%d/%d: %s", rec.topic, rec.partition, rec.offset, reason)
 
@@ -512,10 +530,13 @@ class Worker:
         self.delivery.lost(tps)
         self._forget_marks(tps)
         self._forget(tps)
+        if self.assigned:  # the gate's reopening rewinds them if the delivery mode says so
+            self._pause_all()  # (exactly-once: the aborted transaction held their records)
         log.warning("lost %s (another member owns them now)", _names(tps))
 
     def _forget(self, tps: list[TP]) -> None:
         self._revoked = True
+        self._gone.update(tps)
         for tp in tps:
             self.assigned.discard(tp)
             self.gate.resume_at.pop(tp, None)

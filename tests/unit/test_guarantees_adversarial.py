@@ -1,0 +1,251 @@
+"""Adversarial interleavings against the worker's guarantees, on the in-memory fake: rebalances
+in the middle of a batch (during a retry wait, a breaker or flood pause, a suspect partition's
+careful mode), partial refusals, shutdown at each of these. Each test asserts the invariant, not
+the mechanism: every input offset ends in output or DLQ (exactly once in exactly-once mode), no
+committed offset passes an unacknowledged record, nothing is dead-lettered for an outage."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from pipeline.core import contract
+from pipeline.core.crashes import mark
+from pipeline.core.policy import BreakerState, FloodGuard
+from pipeline.kafka.fake import FakeCluster
+from pipeline.kafka.seam import Committed, SinkError
+from tests.unit.test_worker import BAD, DLQ, OUTPUT, SOURCE, Rig, good, rig
+
+P0, P1 = (SOURCE, 0), (SOURCE, 1)
+
+
+def ids(r: Rig, topic: str = OUTPUT) -> Counter[str]:
+    """How many times each input (by payment id) reached `topic`."""
+    return Counter(json.loads(rec.value or b"{}")["payment_id"] for rec in r.cluster.records(topic))
+
+
+def dead_offsets(r: Rig) -> Counter[tuple[int, int]]:
+    """How many dead letters each (partition, offset) of the input got."""
+    found: Counter[tuple[int, int]] = Counter()
+    for rec in r.cluster.records(DLQ):
+        meta = contract.parse_dead_letter(rec.headers)
+        assert meta is not None
+        found[meta.source_partition, meta.source_offset] += 1
+    return found
+
+
+def once_each(r: Rig, n: int, *, exactly: bool) -> None:
+    """Inputs p-0 .. p-(n-1) each reached the output: exactly once, or at least once."""
+    seen = ids(r)
+    assert set(seen) == {f"p-{i}" for i in range(n)}, sorted(seen)
+    if exactly:
+        assert all(c == 1 for c in seen.values()), {k: c for k, c in seen.items() if c > 1}
+
+
+# -- a rebalance during a retry wait ----------------------------------------------------------
+@pytest.mark.parametrize("exactly_once", [False, True])
+@pytest.mark.parametrize("rebalance", ["revoked", "lost"])
+def test_a_partition_taken_and_given_back_during_a_retry_wait_is_read_again_not_routed(
+    exactly_once: bool, rebalance: str
+) -> None:
+    """An eager rebalance revokes every partition and may hand the same ones back at once (and
+    a session timeout loses them, then the member joins again). The consumer then reads them
+    again from the committed offset, so the old batch's records of those partitions (the one
+    being retried included) must not be routed: exactly-once would write them twice."""
+    tries: list[int] = []
+
+    def flaky(event: object, ctx: Any) -> object:
+        if ctx.offset == 2 and ctx.attempt == 1 and not tries:
+            tries.append(ctx.offset)
+            if rebalance == "revoked":
+                r.source.revoke_on_next_consume([P0])
+            else:
+                r.source.lose_on_next_consume([P0])
+            r.source.pending_assign = [P0]
+            raise TimeoutError("backend slow")
+        return event
+
+    r = rig(exactly_once=exactly_once, processor=flaky)
+    for i in range(6):
+        r.cluster.append(SOURCE, good(i))
+    r.steps(6)
+    assert tries == [2] and P0 in r.worker.assigned
+    once_each(r, 6, exactly=True)  # even at-least-once: nothing needs doing twice here
+    assert r.cluster.committed[P0].offset == 6
+
+
+@pytest.mark.parametrize("exactly_once", [False, True])
+def test_a_revoked_partition_leaves_no_resume_point_behind_for_its_next_assignment(
+    exactly_once: bool,
+) -> None:
+    """A retry wait that ends with the breaker open sets the rest of the batch aside. Records of
+    a partition revoked during that wait must not be set aside: when the partition comes back
+    later (here after another member moved it on), a stale resume point would seek it back
+    (duplicates) or forward past records never routed (loss)."""
+    state = {"armed": True}
+
+    def down(event: object, ctx: Any) -> object:
+        if ctx.partition == 0 and state["armed"]:
+            if not r.source.pending_revoke and P1 in r.worker.assigned:
+                r.source.revoke_on_next_consume([P1])  # another member takes partition 1
+            raise TimeoutError("backend down")
+        return event
+
+    r = rig(exactly_once=exactly_once, processor=down, partitions=2)
+    r.worker.breaker.failure_threshold = 2  # opens on the second try, after one retry wait
+    r.cluster.append(SOURCE, good(0), partition=0)
+    for i in range(1, 6):
+        r.cluster.append(SOURCE, good(i), partition=1)
+    r.steps(3)
+    assert r.worker.breaker.state is BreakerState.OPEN and P1 not in r.worker.assigned
+    # the other member routes partition 1 up to offset 3 (p-1, p-2, p-3) and commits
+    for i in range(1, 4):
+        r.cluster.append(OUTPUT, good(i))
+    r.cluster.committed[P1] = Committed(3)
+    state["armed"] = False
+    r.source.pending_assign = [P1]
+    r.steps(1)  # the breaker still open: assigned back while the gate is closed
+    assert P1 in r.worker.assigned and r.worker.gate.paused
+    r.clock.advance(10.0)
+    r.steps(6)
+    assert r.worker.breaker.state is BreakerState.CLOSED
+    once_each(r, 6, exactly=True)
+    assert r.cluster.committed[P1].offset == 5
+
+
+# -- a partial refusal ------------------------------------------------------------------------
+@pytest.mark.parametrize("exactly_once", [False, True])
+def test_a_later_output_refused_as_too_large_neither_stops_commits_nor_loses_the_record(
+    exactly_once: bool,
+) -> None:
+    """A processing function returning two events, the second too large for the output topic:
+    it is dead-lettered (a property of the record, not an outage). The first event was produced
+    already; whatever the record's route, the partition's commits must go on."""
+
+    def split(event: Any, ctx: Any) -> object:
+        if event.payment_id == "p-1":
+            return [event, event.model_copy(update={"payment_id": "p-1-huge"})]
+        return event
+
+    r = rig(exactly_once=exactly_once, processor=split)
+    for i in range(4):
+        r.cluster.append(SOURCE, good(i))
+    original = r.sink.produce
+
+    def produce(out: Any, batch: int) -> None:
+        if out.topic == OUTPUT and b"p-1-huge" in (out.value or b""):
+            from pipeline.kafka.seam import SinkFailure
+
+            raise SinkFailure(SinkError("too large", OUTPUT, too_large=True))
+        original(out, batch)
+
+    r.sink.produce = produce  # type: ignore[method-assign]
+    r.steps(4)
+    assert r.worker.breaker.state is BreakerState.CLOSED
+    assert dead_offsets(r) == Counter({(0, 1): 1})
+    for i in range(4, 6):
+        r.cluster.append(SOURCE, good(i))
+    r.steps(4)
+    assert r.cluster.committed[P0].offset == 6  # commits go on past the record
+    assert ids(r)["p-5"] == 1
+
+
+# -- careful mode (a suspect partition) and a slow broker --------------------------------------
+def test_a_suspect_partition_never_marks_past_an_unacknowledged_record() -> None:
+    """One record at a time on a suspect partition: each is marked (its offset committed) before
+    it runs. When the broker does not acknowledge the record before within the flush's time,
+    the next record's mark must not commit past it: a death then would lose it."""
+    cluster = FakeCluster()
+    for i in range(4):
+        cluster.append(SOURCE, good(i))
+    cluster.committed[P0] = Committed(0, mark(0, 1, "0123456789abcdef"))
+    r = rig(cluster=cluster, crash_limit=3)
+    r.sink.stalled = True  # nothing acknowledged
+    r.steps(1)
+    assert cluster.committed[P0].offset == 0  # no mark past offset 0, which is unacknowledged
+    assert not r.cluster.records(OUTPUT)
+    r.sink.stalled = False
+    r.clock.advance(10.0)
+    r.steps(6)
+    once_each(r, 4, exactly=False)
+    assert cluster.committed[P0].offset == 4
+
+
+# -- a lost assignment ------------------------------------------------------------------------
+@pytest.mark.parametrize("abort_fails", [False, True])
+def test_a_lost_assignment_aborts_the_lingering_transaction_and_counts_nothing_of_it(
+    abort_fails: bool,
+) -> None:
+    """The session timed out while a transaction lingered: it is aborted (its partitions are
+    another member's now), nothing of it counts, and when the partitions come back their records
+    are read again and written once. An abort that does not come back at once keeps every new
+    record out of the doomed transaction until it does."""
+    r = rig(exactly_once=True, linger_s=60.0)
+    for i in range(5):
+        r.cluster.append(SOURCE, good(i))
+    r.steps(1)
+    assert r.sink.transactions == 0 and r.sink.in_transaction
+    if abort_fails:
+        r.sink.fail_abort = SinkError("timed out", retriable=True)
+    r.source.lose_on_next_consume([P0])
+    r.source.pending_assign = [P0]
+    r.steps(2)
+    r.sink.fail_abort = None
+    r.clock.advance(10.0)
+    r.steps(4)
+    r.clock.advance(61.0)
+    r.steps(2)
+    once_each(r, 5, exactly=True)
+    assert r.cluster.committed[P0].offset == 5
+    r.flush_metrics()
+    assert r.sample("lazarus_records_total", outcome="forwarded") == 5
+    assert r.sample("lazarus_transaction_aborts_total") == 1
+
+
+def test_partitions_still_assigned_after_a_partial_loss_rewind_to_their_committed_offsets() -> None:
+    """Only some partitions lost (an incremental rebalance): the aborted transaction also held
+    records of the partitions that stay, which are read again from their committed offsets."""
+    r = rig(exactly_once=True, linger_s=60.0, partitions=2)
+    for i in range(3):
+        r.cluster.append(SOURCE, good(i), partition=0)
+    for i in range(3, 6):
+        r.cluster.append(SOURCE, good(i), partition=1)
+    r.steps(1)
+    assert r.sink.transactions == 0 and r.sink.in_transaction
+    r.source.lose_on_next_consume([P1])
+    r.steps(3)
+    r.clock.advance(61.0)
+    r.steps(2)
+    assert set(ids(r)) == {"p-0", "p-1", "p-2"}
+    assert all(c == 1 for c in ids(r).values())
+    assert r.cluster.committed[P0].offset == 3 and P1 not in r.cluster.committed
+
+
+def test_a_failed_commit_at_revoke_leaves_no_rewind_for_a_later_pause() -> None:
+    """The transaction committed on revoke fails and is aborted; the same partition comes back
+    (an eager rebalance) and is read again from its committed offset in a new transaction, still
+    open when the flood guard pauses. The pause's rewind must not take the committed offset of
+    back then: that would read the open transaction's records again and write them twice."""
+    flood = FloodGuard(ratio=0.5, window=10, min_records=2, pause_s=1.0)
+    r = rig(exactly_once=True, linger_s=60.0, flood=flood)
+    for i in range(3):
+        r.cluster.append(SOURCE, good(i))
+    r.steps(1)
+    r.sink.fail_commit = SinkError("coordinator moved", abortable=True)
+    r.source.revoke_on_next_consume([P0])
+    r.source.pending_assign = [P0]
+    r.steps(1)
+    r.sink.fail_commit = None
+    assert r.sink.aborts == 1
+    for _ in range(8):
+        r.cluster.append(SOURCE, BAD)
+    r.steps(2)
+    assert flood.tripped_count == 1 and r.sink.in_transaction
+    r.clock.advance(2.0)
+    r.steps(3)
+    r.clock.advance(61.0)
+    r.steps(3)
+    once_each(r, 3, exactly=True)
