@@ -541,12 +541,14 @@ def _error_headers(
 
 
 def drop_optional(headers: Sequence[Header]) -> Headers:
-    """A new list without `dlq.error.stacktrace` and `dlq.error.details`: the fallback when a dead
-    letter exceeds the DLQ topic's max message size (the required headers are small)."""
+    """A new list without the contract's optional headers (details, stack trace, worker,
+    schema, policy rule): the first fallback when a dead letter exceeds the DLQ topic's max
+    message size, as the page's "Oversize records" says. `dlq.value.omitted` stays: it
+    describes a value already left out."""
     return [(name, value) for name, value in headers if name not in _DROPPABLE]
 
 
-_DROPPABLE = frozenset({ERROR_STACKTRACE, ERROR_DETAILS})
+_DROPPABLE = frozenset(OPTIONAL_HEADERS) - {VALUE_OMITTED}
 
 
 def omitted_value_header(value: bytes | None) -> Header:
@@ -569,7 +571,7 @@ def fit_dead_letter(
     key: bytes | None, value: bytes | None, headers: Sequence[Header], max_bytes: int
 ) -> FittedDeadLetter:
     """The contract's "Oversize records" rule: the dead letter as built when it fits
-    `max_bytes`; else without the optional details and stack trace; else with a null value and
+    `max_bytes`; else without its optional headers (`drop_optional`); else with a null value and
     `dlq.value.omitted` (key and original headers stay). The result may still exceed
     `max_bytes` when the key and headers alone do; the broker then refuses it, and the caller
     must treat that refusal as a property of the record, never as an outage."""

@@ -563,13 +563,26 @@ def test_lineage_reads_valid_values_only() -> None:
     assert (read.origin, read.origin_timestamp_ms, read.replay_count) == ("t/1/2", -1, None)
 
 
-def test_drop_optional_removes_details_and_stacktrace_only() -> None:
-    headers = built()
+def test_drop_optional_removes_every_optional_header_the_page_lists() -> None:
+    headers = [*built(), omitted_value_header(b"x")]
     dropped = drop_optional(headers)
-    assert names(dropped) == [
-        n for n in names(headers) if n not in (ERROR_DETAILS, ERROR_STACKTRACE)
-    ]
+    optional = {n for n in names(headers) if n in OPTIONAL_HEADERS} - {VALUE_OMITTED}
+    assert optional == {ERROR_DETAILS, ERROR_STACKTRACE, WORKER, SCHEMA, POLICY_RULE}
+    assert names(dropped) == [n for n in names(headers) if n not in optional]
+    assert VALUE_OMITTED in names(dropped)  # it describes a value already left out
     assert ERROR_DETAILS in names(headers)  # a new list
+
+
+def test_a_dead_letter_keeps_its_value_when_dropping_every_optional_header_makes_it_fit() -> None:
+    """The page: a value is omitted only when the record does not fit "even after the optional
+    headers are dropped" (worker, schema and policy rule included, not details and stack
+    trace alone)."""
+    headers = built()
+    without_texts = [(n, v) for n, v in headers if n not in (ERROR_DETAILS, ERROR_STACKTRACE)]
+    limit = record_size(RECORD.key, RECORD.value, drop_optional(headers))
+    assert record_size(RECORD.key, RECORD.value, without_texts) > limit
+    fitted = fit_dead_letter(RECORD.key, RECORD.value, headers, limit)
+    assert (fitted.value, fitted.omitted) == (RECORD.value, False)
 
 
 def test_record_size() -> None:
@@ -1218,7 +1231,7 @@ def test_fit_dead_letter_omits_an_oversize_value_and_says_what_it_was() -> None:
     assert only(fitted.headers, VALUE_OMITTED) == expected
     dlq = [name for name in names(fitted.headers) if name.startswith(PREFIX)]
     table = [name for row, _, _ in header_table() for name in row]
-    assert dlq == [n for n in table if n not in (ERROR_DETAILS, ERROR_STACKTRACE)]
+    assert dlq == [n for n in table if n not in OPTIONAL_HEADERS or n == VALUE_OMITTED]
     assert [h for h in fitted.headers if not h[0].startswith(PREFIX)] == list(RECORD.headers)
     meta = parse_dead_letter(fitted.headers)
     assert meta is not None and meta.problems == ()
