@@ -241,11 +241,17 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
+    import argparse
     import json
-    import sys
 
     from bench.workloads import REPO
 
-    path = sys.argv[1] if len(sys.argv) > 1 else str(REPO / "bench/results/latest.json")
-    with open(path, encoding="utf-8") as fh:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.report",
+        description="A bench_peers results file as the README's markdown table.",
+    )
+    parser.add_argument(
+        "path", nargs="?", default=str(REPO / "bench/results/latest.json"), help="results JSON"
+    )
+    with open(parser.parse_args().path, encoding="utf-8") as fh:
         print(markdown(json.load(fh)))

@@ -6,13 +6,15 @@ An `Application` (at-least-once, `commit_interval=1.0` like every contender), a 
 over the source with bytes in and out, `.apply(check)` doing the same work as `ceiling`, the good
 values sent on with `.to_topic(output)`. A record whose `apply` raises goes to the application's
 `on_processing_error` callback, which produces it to the DLQ (raw value, key, two headers) with a
-producer from `app.get_producer()` and returns True so processing goes on.
+producer from `app.get_producer()` and returns True so processing goes on. Its state folder (Quix
+makes one per consumer group, `./state` by default) is a temporary one, removed after the run.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import tempfile
 from typing import Any
 
 from quixstreams import Application
@@ -34,29 +36,30 @@ def main() -> int:
         )
         return True
 
-    app = Application(
-        broker_address=job.bootstrap,
-        consumer_group=job.group,
-        auto_offset_reset="earliest",
-        commit_interval=COMMIT_EVERY_S,
-        processing_guarantee="at-least-once",
-        on_processing_error=dead_letter,
-        auto_create_topics=False,
-        loglevel="WARNING",
-    )
-    source = app.topic(job.source, key_deserializer="bytes", value_deserializer="bytes")
-    output = app.topic(job.output, key_serializer="bytes", value_serializer="bytes")
-    sdf = app.dataframe(source)
-
     def validated(value: bytes) -> bytes:
         check(value)
         return value
 
-    sdf = sdf.apply(validated)
-    sdf.to_topic(output)
-    with app.get_producer() as producer:
-        producer_box.append(producer)
-        app.run()
+    with tempfile.TemporaryDirectory(prefix="lazarus-bench-quix-") as state_dir:
+        app = Application(
+            broker_address=job.bootstrap,
+            consumer_group=job.group,
+            auto_offset_reset="earliest",
+            commit_interval=COMMIT_EVERY_S,
+            processing_guarantee="at-least-once",
+            on_processing_error=dead_letter,
+            auto_create_topics=False,
+            loglevel="WARNING",
+            state_dir=state_dir,
+        )
+        source = app.topic(job.source, key_deserializer="bytes", value_deserializer="bytes")
+        output = app.topic(job.output, key_serializer="bytes", value_serializer="bytes")
+        sdf = app.dataframe(source)
+        sdf = sdf.apply(validated)
+        sdf.to_topic(output)
+        with app.get_producer() as producer:
+            producer_box.append(producer)
+            app.run()
     return 0
 
 
