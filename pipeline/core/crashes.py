@@ -47,6 +47,7 @@ class Suspect:
     offset: int  # where the last process died, as far as its marks say
     attempts: int  # how many processes died there
     careful_left: int  # records still to process one at a time
+    seen: bool = False  # a record of the partition was read since it was assigned
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +99,12 @@ class CrashGuard:
     def before(self, tp: TP, offset: int) -> Verdict:
         """The next record of a suspect partition is at `offset`."""
         suspect = self.suspects[tp]
+        if not suspect.seen:
+            # The first record read from the committed offset is the one the last process died
+            # on, wherever it is: offsets are not dense (a transactional input's commit markers,
+            # aborted records), and the committed offset may be a marker's.
+            suspect.seen = True
+            suspect.offset = max(suspect.offset, offset)
         attempts = suspect.attempts if offset == suspect.offset else 0
         if attempts >= self.limit:
             return Verdict(True, attempts, "")

@@ -33,6 +33,9 @@ class FakeCluster:
     partitions: int = 1
     topics: dict[str, dict[int, list[SourceRecord]]] = field(default_factory=dict)
     committed: dict[TP, Committed] = field(default_factory=dict)
+    control: dict[TP, set[int]] = field(default_factory=dict)
+    """Offsets that hold no record a read_committed consumer returns (transaction markers,
+    aborted records): offsets are not dense."""
 
     def append(
         self,
@@ -49,8 +52,21 @@ class FakeCluster:
         log.append(rec)
         return rec
 
+    def skip(self, topic: str, n: int = 1, *, partition: int = 0) -> None:
+        """Take `n` offsets that no consumer returns (a transaction's commit marker, say)."""
+        log = self.topics.setdefault(topic, {}).setdefault(partition, [])
+        hidden = self.control.setdefault((topic, partition), set())
+        for _ in range(n):
+            hidden.add(len(log))
+            log.append(SourceRecord(topic, partition, len(log), 0, None, None, ()))
+
     def records(self, topic: str) -> list[SourceRecord]:
-        return [r for part in self.topics.get(topic, {}).values() for r in part]
+        return [
+            r
+            for p, part in self.topics.get(topic, {}).items()
+            for r in part
+            if r.offset not in self.control.get((topic, p), ())
+        ]
 
 
 class FakeSource:
@@ -117,8 +133,11 @@ class FakeSource:
                 continue
             log = self.cluster.topics.get(tp[0], {}).get(tp[1], [])
             taken = log[position : position + max_records - len(out)]
-            out.extend(taken)
             self.positions[tp] = position + len(taken)
+            hidden = self.cluster.control.get(tp)
+            if hidden:
+                taken = [r for r in taken if r.offset not in hidden]
+            out.extend(taken)
             if len(out) >= max_records:
                 break
         return out

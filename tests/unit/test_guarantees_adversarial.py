@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from pipeline.core.crashes import mark
 from pipeline.core.policy import BreakerState, FloodGuard
 from pipeline.kafka.fake import FakeCluster
 from pipeline.kafka.seam import Committed, SinkError
-from tests.unit.test_worker import BAD, DLQ, OUTPUT, SOURCE, Rig, good, rig
+from tests.unit.test_worker import BAD, DLQ, OUTPUT, SOURCE, Crash, Rig, good, rig
 
 P0, P1 = (SOURCE, 0), (SOURCE, 1)
 
@@ -249,3 +250,145 @@ def test_a_failed_commit_at_revoke_leaves_no_rewind_for_a_later_pause() -> None:
     r.clock.advance(61.0)
     r.steps(3)
     once_each(r, 3, exactly=True)
+
+
+# -- a stop (SIGTERM) at each interruption point, then a new process ---------------------------
+def finish(cluster: FakeCluster, exactly_once: bool, n: int, crash_limit: int = 0) -> Rig:
+    """A new worker on the same cluster reads to the end and stops cleanly."""
+    again = rig(exactly_once=exactly_once, cluster=cluster, crash_limit=crash_limit)
+    again.steps(8)
+    again.worker.stop()
+    again.worker.run()
+    assert cluster.committed[P0].offset == n
+    return again
+
+
+def stopped_during(where: str, exactly_once: bool) -> tuple[FakeCluster, int, set[int]]:
+    """Run a worker over good and bad records until `where`, then stop it (as SIGTERM does)
+    and let it drain and commit. Returns the cluster, the number of inputs, the bad offsets."""
+    cluster = FakeCluster()
+    n, bad = 8, {5}
+    if where == "careful mode":
+        cluster.committed[P0] = Committed(0, mark(0, 1, "0123456789abcdef"))
+    flood = None
+    if where == "flood pause":
+        flood = FloodGuard(ratio=0.5, window=10, min_records=2, pause_s=30.0)
+        bad = {3, 4, 5, 6, 7}
+    for i in range(n):
+        cluster.append(SOURCE, BAD if i in bad else good(i))
+
+    def processor(event: Any, ctx: Any) -> object:
+        if where in ("retry wait", "careful mode") and ctx.offset == 2 and ctx.attempt == 1:
+            r.worker.stop()
+            raise TimeoutError("backend slow")
+        if where == "mid batch" and ctx.offset == 4:
+            r.worker.stop()  # the rest of the batch is set aside
+        return event
+
+    r = rig(
+        exactly_once=exactly_once,
+        processor=processor,
+        cluster=cluster,
+        flood=flood,
+        crash_limit=3 if where == "careful mode" else 0,
+    )
+    if where == "breaker pause":
+        r.sink.refuse[OUTPUT] = SinkError("broker away", OUTPUT, retriable=True)
+    r.steps(3)
+    if where == "breaker pause":
+        assert r.worker.breaker.state is BreakerState.OPEN
+    if where == "flood pause":
+        assert flood is not None and flood.tripped_count == 1
+    if where == "careful mode":
+        assert r.worker.crashes is not None and r.worker.crashes.suspects
+    r.worker.stop()
+    r.worker.run()
+    r.sink.refuse.clear()
+    assert cluster.committed.get(P0, Committed(0)).offset < n  # it did stop short
+    return cluster, n, bad
+
+
+@pytest.mark.parametrize("exactly_once", [False, True])
+@pytest.mark.parametrize(
+    "where", ["retry wait", "breaker pause", "flood pause", "careful mode", "mid batch"]
+)
+def test_a_stop_anywhere_loses_nothing_and_exactly_once_duplicates_nothing(
+    where: str, exactly_once: bool
+) -> None:
+    cluster, n, bad = stopped_during(where, exactly_once)
+    again = finish(cluster, exactly_once, n, crash_limit=3 if where == "careful mode" else 0)
+    once_each_route(again, n, bad, exactly=exactly_once)
+
+
+def once_each_route(r: Rig, n: int, bad: set[int], *, exactly: bool) -> None:
+    """Offsets 0..n-1 of partition 0: the bad ones dead-lettered, the others forwarded."""
+    seen, dead = ids(r), dead_offsets(r)
+    assert set(seen) == {f"p-{i}" for i in range(n) if i not in bad}
+    assert set(dead) == {(0, i) for i in bad}
+    if exactly:
+        assert set(seen.values()) == {1} and set(dead.values()) == {1}, (seen, dead)
+
+
+# -- offsets that are not dense (a transactional input: a commit marker after each record) ------
+def transactional_input(cluster: FakeCluster, first: int, last: int) -> None:
+    for i in range(first, last):
+        cluster.append(SOURCE, good(i), key=f"k{i}".encode())
+        cluster.skip(SOURCE)
+
+
+@pytest.mark.parametrize("exactly_once", [False, True])
+def test_a_rewind_over_offsets_that_are_not_dense_loses_and_duplicates_nothing(
+    exactly_once: bool,
+) -> None:
+    r = rig(exactly_once=exactly_once)
+    transactional_input(r.cluster, 0, 6)
+    r.sink.refuse[OUTPUT] = SinkError("broker away", OUTPUT, retriable=True)
+    r.steps(2)
+    assert r.worker.breaker.state is BreakerState.OPEN
+    r.sink.refuse.clear()
+    r.clock.advance(2.0)
+    r.steps(4)
+    once_each(r, 6, exactly=exactly_once)
+    assert r.cluster.committed[P0].offset == 11  # after the last record: its marker
+
+
+def survivor(
+    cluster: FakeCluster, exactly_once: bool, processor: Callable[[Any, Any], object]
+) -> tuple[Rig, int]:
+    """New processes on `cluster` until one is not killed by `processor` (`Crash`): that one,
+    and how many died before it."""
+    for deaths in range(8):
+        r = rig(exactly_once=exactly_once, processor=processor, cluster=cluster, crash_limit=3)
+        try:
+            r.steps(10)
+            return r, deaths
+        except Crash:
+            pass
+    raise AssertionError("every process died")
+
+
+@pytest.mark.parametrize("exactly_once", [False, True])
+def test_a_poison_pill_right_after_a_commit_marker_kills_no_more_than_the_limit(
+    exactly_once: bool,
+) -> None:
+    """The committed offset of a transactional input points at a commit marker, and the record
+    after it kills every process. The marks say a process died at the marker's offset: the first
+    record read from there is the one it died on, so `crash_limit` deaths dead-letter it."""
+
+    def deadly(event: Any, ctx: Any) -> object:
+        if event.payment_id == "p-4":
+            raise Crash()
+        return event
+
+    cluster = FakeCluster()
+    transactional_input(cluster, 0, 4)
+    first = rig(exactly_once=exactly_once, cluster=cluster)
+    first.steps(2)
+    first.worker.stop()
+    first.worker.run()
+    assert cluster.committed[P0].offset == 7 and 7 in cluster.control[P0]  # a marker
+    transactional_input(cluster, 4, 8)
+    r, deaths = survivor(cluster, exactly_once, deadly)
+    assert deaths == 3
+    assert dead_offsets(r) == Counter({(0, 8): 1})
+    assert set(ids(r)) == {f"p-{i}" for i in range(8) if i != 4}
