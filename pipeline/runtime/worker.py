@@ -209,8 +209,9 @@ class Worker:
         if tp in guard.suspects:
             self._one_at_a_time(rec)
             return
-        if tp in guard.unmarked:
-            self._commit_mark(tp, rec.offset, guard.first_seen(tp, rec.offset))
+        if tp in guard.unmarked and not self._commit_mark(rec, guard.first_seen(tp, rec.offset)):
+            guard.unmarked.add(tp)  # marked when it is read again
+            return
         self._route(rec)
 
     def _one_at_a_time(self, rec: SourceRecord) -> None:
@@ -231,9 +232,10 @@ class Worker:
                 verdict.attempts,
             )
             self._send(rec, routed)
-        else:
-            self._commit_mark(tp, rec.offset, verdict.metadata)
+        elif self._commit_mark(rec, verdict.metadata):
             self._route(rec)
+        else:
+            return
         if self._interrupted or (self._revoked and tp in self._gone):
             return
         self._checkpoint()
@@ -247,12 +249,20 @@ class Worker:
             return
         self.crashes.after(tp)
 
-    def _commit_mark(self, tp: TP, offset: int, metadata: str) -> None:
+    def _commit_mark(self, rec: SourceRecord, metadata: str) -> bool:
+        """Mark `rec`'s offset before it runs. A mark the group coordinator refuses is an
+        outage: a death while running the record would go unrecorded (or be credited to the
+        record marked before), so the batch stops at `rec` (False) and the breaker opens."""
+        tp, offset = (rec.topic, rec.partition), rec.offset
         try:
             self.delivery.commit_marks({tp: Committed(offset, metadata)})
-            self._marks[tp] = offset
         except SinkFailure as exc:
-            log.warning("could not mark %s/%d at %d: %s", tp[0], tp[1], offset, exc.error.reason)
+            reason = f"could not mark {tp[0]}/{tp[1]} at {offset}: {exc.error.reason}"
+            self._delivery_failed(reason)
+            self._interrupt(rec, reason)
+            return False
+        self._marks[tp] = offset
+        return True
 
     def _mark_assigned(self, tps: list[TP]) -> None:
         """Read the committed positions of new partitions: a mark left there means a process

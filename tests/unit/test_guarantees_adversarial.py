@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from pipeline.core import contract
-from pipeline.core.crashes import mark
+from pipeline.core.crashes import mark, parse_mark
 from pipeline.core.policy import BreakerState, FloodGuard
 from pipeline.kafka.fake import FakeCluster
 from pipeline.kafka.seam import Committed, SinkError
@@ -392,3 +392,63 @@ def test_a_poison_pill_right_after_a_commit_marker_kills_no_more_than_the_limit(
     assert deaths == 3
     assert dead_offsets(r) == Counter({(0, 8): 1})
     assert set(ids(r)) == {f"p-{i}" for i in range(8) if i != 4}
+
+
+@pytest.mark.parametrize("exactly_once", [False, True])
+def test_no_record_of_a_suspect_partition_runs_before_its_mark_is_committed(
+    exactly_once: bool,
+) -> None:
+    """Careful mode's promise: the next death pins the exact offset. While the group
+    coordinator refuses commits, a record run without its mark would die unrecorded (and its
+    death be credited to the record before): an outage, so the worker pauses instead."""
+    cluster = FakeCluster()
+    for i in range(4):
+        cluster.append(SOURCE, good(i))
+    cluster.committed[P0] = Committed(0, mark(0, 1, "0123456789abcdef"))
+    unmarked: list[int] = []
+
+    def check(event: Any, ctx: Any) -> object:
+        found = parse_mark(cluster.committed[P0].metadata)
+        if found is None or found[0] != ctx.offset:
+            unmarked.append(ctx.offset)
+        return event
+
+    r = rig(exactly_once=exactly_once, processor=check, cluster=cluster, crash_limit=3)
+    r.steps(1)  # assigned, its start checked; offset 0 marked and run
+    refusal = SinkError("coordinator not available", retriable=True, abortable=True)
+    r.source.failing_commits = True
+    r.sink.fail_commit = refusal
+    cluster.append(SOURCE, good(4))
+    r.steps(3)
+    r.source.failing_commits = False
+    r.sink.fail_commit = None
+    r.clock.advance(10.0)
+    r.steps(6)
+    assert unmarked == []
+    once_each(r, 5, exactly=exactly_once)
+    assert cluster.committed[P0].offset == 5
+
+
+def test_the_first_record_of_a_partition_never_committed_runs_only_once_marked() -> None:
+    """A partition with no committed offset is marked at its first record: while the
+    coordinator refuses that mark, the record waits (a death there would go unrecorded)."""
+    cluster = FakeCluster()
+    for i in range(3):
+        cluster.append(SOURCE, good(i))
+    marks_seen: list[str] = []
+
+    def check(event: Any, ctx: Any) -> object:
+        if ctx.offset == 0:
+            marks_seen.append(cluster.committed.get(P0, Committed(-1)).metadata)
+        return event
+
+    r = rig(processor=check, cluster=cluster, crash_limit=3)
+    r.source.failing_commits = True
+    r.steps(3)
+    assert marks_seen == [] and r.worker.breaker.state is BreakerState.OPEN
+    r.source.failing_commits = False
+    r.clock.advance(10.0)
+    r.steps(4)
+    assert r.worker.crashes is not None
+    assert marks_seen == [mark(0, 1, r.worker.crashes.process)]
+    once_each(r, 3, exactly=True)
