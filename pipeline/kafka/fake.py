@@ -201,6 +201,9 @@ class FakeSink:
         self.fail_commit: SinkError | None = None
         self.fail_abort: SinkError | None = None
         self.fail_reset: SinkError | None = None
+        self.doomed: SinkError | None = None
+        """An abortable error ended the open transaction: only an abort (or a new producer)
+        clears it, as in librdkafka, whose later commits fail with the same error."""
         self.transactions = 0
         self.aborts = 0
         self.resets = 0
@@ -268,8 +271,13 @@ class FakeSink:
 
     def commit_transaction(self, timeout_s: float) -> None:
         acks = self.poll(timeout_s)
+        if self.doomed is not None:
+            raise SinkFailure(self.doomed)
         if self.fail_commit is not None or any(a.failed for a in acks):
-            raise SinkFailure(self.fail_commit or SinkError("delivery failed", abortable=True))
+            error = self.fail_commit or SinkError("delivery failed", abortable=True)
+            if error.abortable:
+                self.doomed = error
+            raise SinkFailure(error)
         for out in self.txn_records:
             self._append(out)
         self.cluster.committed.update(self.txn_offsets)
@@ -285,5 +293,6 @@ class FakeSink:
 
     def _end(self) -> None:
         self.in_transaction = False
+        self.doomed = None
         self.txn_records = []
         self.txn_offsets = {}

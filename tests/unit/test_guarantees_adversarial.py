@@ -452,3 +452,65 @@ def test_the_first_record_of_a_partition_never_committed_runs_only_once_marked()
     assert r.worker.crashes is not None
     assert marks_seen == [mark(0, 1, r.worker.crashes.process)]
     once_each(r, 3, exactly=True)
+
+
+# -- exactly-once: an abort, then a rebalance before the rewind --------------------------------
+@pytest.mark.parametrize("abort_confirmed", [True, False])
+@pytest.mark.parametrize("rebalance", ["revoked", "lost"])
+def test_an_abort_then_a_rebalance_before_the_rewind_writes_everything_once(
+    abort_confirmed: bool, rebalance: str
+) -> None:
+    r = rig(exactly_once=True, partitions=2)
+    for i in range(4):
+        r.cluster.append(SOURCE, good(i), partition=i % 2)
+    r.sink.fail_commit = SinkError("coordinator moved", abortable=True)
+    if not abort_confirmed:
+        r.sink.fail_abort = SinkError("timed out", retriable=True)
+    r.steps(1)
+    assert r.worker.breaker.state is BreakerState.OPEN
+    r.sink.fail_commit = None
+    if rebalance == "revoked":
+        r.source.revoke_on_next_consume([P0, P1])
+    else:
+        r.source.lose_on_next_consume([P0, P1])
+    r.source.pending_assign = [P1]  # the other member takes partition 0
+    r.steps(1)
+    r.sink.fail_abort = None
+    r.clock.advance(10.0)
+    r.steps(4)
+    assert set(ids(r)) == {"p-1", "p-3"} and set(ids(r).values()) == {1}
+    assert r.cluster.committed[P1].offset == 2 and P0 not in r.cluster.committed
+
+
+# -- a seek refused, then a rebalance ----------------------------------------------------------
+@pytest.mark.parametrize("exactly_once", [False, True])
+@pytest.mark.parametrize("back", [True, False])
+def test_a_refused_seek_then_a_revoke_neither_skips_nor_repeats(
+    exactly_once: bool, back: bool
+) -> None:
+    """A rewind whose seek librdkafka refuses (the partition not started yet) keeps the gate
+    closed; a rebalance then moves the partition away (and maybe back): the pending seek is
+    dropped, the partition read from its committed offset, by this member or the next."""
+    r = rig(exactly_once=exactly_once)
+    for i in range(4):
+        r.cluster.append(SOURCE, good(i))
+    r.sink.refuse[OUTPUT] = SinkError("broker away", OUTPUT, retriable=True)
+    r.steps(1)
+    r.sink.refuse.clear()
+    r.source.refused_seeks[P0] = 100
+    r.clock.advance(2.0)
+    r.steps(2)
+    assert r.worker.gate.paused and P0 in r.worker.gate.resume_at
+    r.source.revoke_on_next_consume([P0])
+    if back:
+        r.source.pending_assign = [P0]
+    r.steps(1)
+    assert P0 not in r.worker.gate.resume_at
+    r.source.refused_seeks.clear()
+    r.clock.advance(10.0)
+    r.steps(4)
+    if not back:  # the next owner
+        assert not r.cluster.records(OUTPUT)  # all refused, none routed since
+        finish(r.cluster, exactly_once, 4)
+    once_each(r, 4, exactly=exactly_once)
+    assert r.cluster.committed[P0].offset == 4
