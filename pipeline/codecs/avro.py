@@ -29,7 +29,9 @@ from pydantic import BaseModel
 
 from pipeline.codecs.avro_walk import (
     MAX_EMPTY_ITEMS,
+    MAX_NESTING,
     MAX_VARINT_BYTES,
+    NestedTooDeep,
     TooManyEmptyItems,
     Walk,
     Walks,
@@ -139,11 +141,10 @@ def read_record(
     """
     if guard is not None:
         field, kind = guard(body)
-        if kind is TooManyEmptyItems:
-            where = f" reading field '{field}'" if field else ""
+        if kind in _REFUSED:
             raise DeserializationError(
-                f"malformed Avro record (more than {MAX_EMPTY_ITEMS:,} array items that take "
-                f"no bytes{where}; writer schema {writer.ref})"
+                f"malformed Avro record ({_REFUSED[kind]}{_where(field)}; "
+                f"writer schema {writer.ref})"
             )
     fo = io.BytesIO(body)
     resolved = None if reader is None or reader.schema is writer.schema else reader.schema
@@ -167,6 +168,30 @@ def read_record(
             f"{trailing} trailing bytes after the Avro record (writer schema {writer.ref})"
         )
     return event
+
+
+_REFUSED: dict[type[BaseException] | None, str] = {
+    TooManyEmptyItems: f"more than {MAX_EMPTY_ITEMS:,} array items that take no bytes",
+    NestedTooDeep: f"values nested more than {MAX_NESTING:,} levels deep",
+    RecursionError: "values nested too deep to be checked",
+}
+"""What the guard stops before fastavro's compiled reader sees the body: it would loop for good
+over the items, or overflow the C stack (a segfault) on the nesting. A RecursionError is the
+guard's own, when it is called from a stack too deep for `MAX_NESTING` levels."""
+_PATH_SHOWN = 8
+"""Fields of a longer path (a recursive schema's) that a message shows: its first and last."""
+
+
+def _where(field: str | None) -> str:
+    """` reading field '…'`; a long path by its ends, which stay within the message's limit."""
+    if not field:
+        return ""
+    parts = field.split(".")
+    if len(parts) > _PATH_SHOWN:
+        half = _PATH_SHOWN // 2
+        shown = ".".join([*parts[:half], "…", *parts[-half:]])
+        return f" reading field '{shown}' ({len(parts)} fields deep)"
+    return f" reading field '{field}'"
 
 
 def _undecodable(exc: Exception, body: bytes, writer: ParsedSchema) -> DeserializationError:

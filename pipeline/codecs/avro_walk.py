@@ -18,11 +18,20 @@ cases (a one-byte varint, a short string) inline. A closure call per field cost 
 much, and the walk runs for every undecodable record. `Walks.source` holds the generated text,
 and tracebacks through it show its lines (it is registered with `linecache`).
 
+The same code, as `Walks.guard`, runs before fastavro's compiled reader for schemas where a
+short body could stop it: arrays of items that take no bytes (ten bytes claiming 2**62 nulls
+keep it looping, `MAX_EMPTY_ITEMS`), and recursive named types (a body nesting thousands of
+levels overflows its C stack, a segfault, `MAX_NESTING`). A recursive type's function calls
+itself by name, the item budget is the body's across all levels, and every function of a
+recursive schema takes the nesting `depth` of its value.
+
 Two things are left to the pure-Python re-read, where the walk would not be exact (no `walk`
 from `compile_walks`, or the caller checks `needs_bounded_read`):
 
-* schemas the walk does not take: recursive named types, unknown types, nesting past
-  `MAX_DEPTH`;
+* schemas the walk does not take: unknown types; and, with a guard but no walk, recursive named
+  types (the pure-Python reader's RecursionError comes at a depth its caller's stack decides, so
+  no walk answers as it does for every body; for the bodies it reads the guard agrees with it)
+  and nesting past `MAX_DEPTH`;
 * bodies holding 11 or more consecutive bytes with the high bit set: only there can the codec's
   bound on varint length (more than 10 continuation bytes read one at a time) cut a read short.
 """
@@ -43,7 +52,8 @@ from fastavro.schema import extract_logical_type, extract_record_type, parse_sch
 from fastavro.types import Schema
 
 MAX_DEPTH = 64
-"""Nesting the walk takes; deeper schemas go to the pure-Python reader (its recursion limit)."""
+"""Nesting the walk takes; deeper schemas go to the pure-Python reader (its recursion limit),
+and keep the guard."""
 _SSIZE_MAX = sys.maxsize
 """`BytesIO.read` refuses a size outside a C ssize_t with OverflowError."""
 MAX_VARINT_BYTES = 10
@@ -54,6 +64,17 @@ _LONG_RUN = b"\x01" * (MAX_VARINT_BYTES + 1)
 """More high bits in a row than a 64-bit varint has continuation bytes."""
 
 Walk = Callable[[bytes], tuple[str | None, type[BaseException] | None]]
+
+MAX_NESTING = 1000
+"""Levels a body of a recursive schema may nest its values (a record's fields, a union's branch,
+an array's or map's items, a named type's definition: each one level deeper, as `MAX_DEPTH`
+counts a schema's height). fastavro's compiled reader recurses in C for each: a linked list
+(`Node {next: [null, Node]}`, 3 levels an item) 4,656 items deep, a 4.7 KB body, overflowed the
+8 MB stack of a main thread (SIGSEGV; a tree of `array<Node>` at 4,972), so past this bound the
+guard answers `NestedTooDeep` before fastavro reads it, 14 times below that. The walk takes one
+Python frame for at least two levels (a recursive reference is a field, item or branch and a
+named type): at most 502 frames, within Python's recursion limit (1,000) for a caller less
+than about 490 frames deep; a deeper caller sees RecursionError from the guard instead."""
 
 MAX_EMPTY_ITEMS = 1_000_000
 """Array items that take no bytes (null, a record of nulls, a zero-size fixed) one body may
@@ -66,8 +87,16 @@ class TooManyEmptyItems(ValueError):
     """A body's arrays claim more than `MAX_EMPTY_ITEMS` items that take no bytes."""
 
 
+class NestedTooDeep(ValueError):
+    """A body of a recursive schema nests its values more than `MAX_NESTING` levels deep."""
+
+
 class _Unsupported(Exception):
     """The walk would not be exact for this schema."""
+
+
+class _Recursive(Exception):
+    """The schema has a recursive named type: generate again, with a depth bound."""
 
 
 def needs_bounded_read(body: bytes) -> bool:
@@ -83,25 +112,41 @@ class Walks(NamedTuple):
     walk: Walk | None
     """The walk, or None when it would not be exact."""
     guard: Walk | None
-    """The walk again when the schema has arrays of items that take no bytes, else None (every
-    other item takes a byte, so the body's length bounds the reader's loops). Run before
-    fastavro's reader, it finds a body claiming too many such items, and names its field."""
+    """The walk again when the schema has arrays of items that take no bytes or recursive named
+    types, else None (every other item takes a byte, so the body's length bounds the reader's
+    loops, and the schema bounds its nesting). Run before fastavro's reader, it finds a body
+    claiming too many such items (`TooManyEmptyItems`) or nesting too deep (`NestedTooDeep`),
+    and names its field. Where the walk is not exact it is still the guard (its answers other
+    than those two are then left unused)."""
     source: str = ""
-    """The walk's generated Python source (empty without a walk), for reading and debugging."""
+    """The guard's generated Python source (empty without one), for reading and debugging."""
 
 
 def compile_walks(schema: Schema) -> Walks:
     """The walk of bodies written with `schema` (parsed), and its guard. The walk reads as the
     pure-Python reader does, except that it stops with `TooManyEmptyItems` where that reader
-    would loop over more than `MAX_EMPTY_ITEMS` empty items."""
+    would loop over more than `MAX_EMPTY_ITEMS` empty items.
+
+    A schema with recursive named types, or nesting past `MAX_DEPTH`, gets a guard and no walk:
+    the pure-Python reader's own limit (RecursionError) depends on the stack it is called from,
+    so no walk answers as it does for every body. The recursive guard also stops a body whose
+    values nest more than `MAX_NESTING` levels (`NestedTooDeep`)."""
     named: dict[str, Any] = {}
     try:
         parsed = parse_schema(schema, named)  # as `_read_py.schemaless_reader` does
-        generator = _Generator(named, parsed)
-        source, walk = generator.module(parsed)
+        try:
+            generator = _Generator(named, parsed)
+            source, walk, height = generator.module(parsed)
+        except _Recursive:
+            generator = _Generator(named, parsed, recursive=True)
+            source, walk, height = generator.module(parsed)
+            return Walks(None, walk, source)
     except (_Unsupported, KeyError, TypeError, ValueError, RecursionError, SyntaxError):
         return Walks(None, None)
-    return Walks(walk, walk if generator.empty_arrays else None, source)
+    guard = walk if generator.empty_arrays else None
+    if height > MAX_DEPTH:
+        return Walks(None, guard, source if guard else "")
+    return Walks(walk, guard, source)
 
 
 def _long(buf: bytes, pos: int) -> tuple[int, int]:
@@ -198,10 +243,17 @@ class _Generator:
     `path` the names of the record fields being read (a record pushes its fields' names, and
     pops them after its last field; on an error they stay, naming where it happened), `b` a
     byte, `v` a value just read, `end` where a string ends, `count<k>` the items left in the
-    block of the `k`-th nested array or map."""
+    block of the `k`-th nested array or map.
 
-    def __init__(self, named: Mapping[str, Any], schema: Any) -> None:
+    `recursive`: the schema has recursive named types. A reference to a record type being
+    generated then calls its function by name (Python resolves it when it runs), and every
+    function takes `depth` too, the nesting level of the value it reads, and raises
+    `NestedTooDeep` past `MAX_NESTING`. Without it, such a reference raises `_Recursive`, so the
+    source of other schemas stays as it was."""
+
+    def __init__(self, named: Mapping[str, Any], schema: Any, *, recursive: bool = False) -> None:
         self.named = named
+        self.recursive = recursive
         self.empty_arrays = False
         self.budget = [MAX_EMPTY_ITEMS]
         """Empty items the body being walked may still claim (one walk at a time)."""
@@ -212,6 +264,8 @@ class _Generator:
             "_fixed": _fixed,
             "TooManyEmptyItems": TooManyEmptyItems,
             "MAX_EMPTY_ITEMS": MAX_EMPTY_ITEMS,
+            "NestedTooDeep": NestedTooDeep,
+            "MAX_NESTING": MAX_NESTING,
             "HIGH_BITS": _HIGH_BITS,
             "budget": self.budget,
         }
@@ -221,28 +275,33 @@ class _Generator:
         """The function reading a referenced record type, and its nesting height, by name."""
         self._open: set[str] = set()
         """Record types being generated (a reference to one is a recursive type)."""
+        self._widths: dict[str, int] = {}
+        """`_width` of each record type measured, by name."""
+        self._nest = 0
+        """The nesting level, in the function being generated, of the value being read."""
         self._ids = itertools.count()
+        self._args = "buf, pos, n, path, ascii_end" + (", depth" if recursive else "")
 
-    def module(self, schema: Any) -> tuple[str, Walk]:
-        """The generated source and its `walk`."""
+    def module(self, schema: Any) -> tuple[str, Walk, int]:
+        """The generated source, its `walk`, and the schema's height."""
         lines = _Lines()
         with lines.block("def walk(buf):"):
             lines.add("n = len(buf)", "pos = 0", "path = []", "budget[0] = MAX_EMPTY_ITEMS")
             lines.add("ascii_end = buf.translate(HIGH_BITS).find(1) % (n + 1)  # -1: n")
+            if self.recursive:
+                lines.add("depth = 0")
             with lines.block("try:"):
                 height = self.value(schema, lines, 0)
             with lines.block("except Exception as exc:"):
                 lines.add("return '.'.join(path) or None, type(exc)")
             lines.add("return None, None")
-        if height > MAX_DEPTH:
-            raise _Unsupported("too deep")
         source = "\n\n".join("\n".join(f) for f in [*self._functions, lines.lines]) + "\n"
         # named by its text: the same schema compiled again shares its `linecache` entry
         filename = f"<avro walk {hashlib.sha256(source.encode()).hexdigest()[:16]}>"
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         exec(compile(source, filename, "exec"), self.namespace)  # our own source, from the schema
         walk: Walk = self.namespace["walk"]  # type: ignore[assignment]
-        return source, walk
+        return source, walk, height
 
     def value(self, schema: Any, out: _Lines, loop: int) -> int:
         """Add to `out` the lines reading one value of `schema`; `loop` is the number of array
@@ -278,17 +337,32 @@ class _Generator:
                 out.add("raise IndexError")
             return 0
         if kind not in _RECORDS and kind not in _CONTAINERS:  # a named type, by its name
-            if kind in self._open or kind not in self.named:
-                raise _Unsupported("recursive or unknown named type")
-            return 1 + self.value(self.named[kind], out, loop)
+            if kind not in self.named:
+                raise _Unsupported("unknown named type")
+            if kind in self._open:  # a record type being generated: recursive
+                if not self.recursive:
+                    raise _Recursive(kind)
+                self._nest += 1
+                self._call(self._records[kind][0], out)
+                self._nest -= 1
+                return 1
+            self._nest += 1
+            height = self.value(self.named[kind], out, loop)
+            self._nest -= 1
+            return 1 + height
         if kind in _RECORDS and schema["name"] in self._referenced:
             function, height = self._record_function(schema)
         elif loop >= _MAX_LOOPS or out.level >= _MAX_LEVEL:
             function, height = self._function(schema)
         else:
             return self._compound(kind, schema, out, loop)
-        out.add(f"pos = {function}(buf, pos, n, path, ascii_end)")
+        self._call(function, out)
         return height
+
+    def _call(self, function: str, out: _Lines) -> None:
+        """Read the value with `function`, at the depth of the value being read."""
+        depth = f", depth + {self._nest}" if self.recursive else ""
+        out.add(f"pos = {function}(buf, pos, n, path, ascii_end{depth})")
 
     def _compound(self, kind: str, schema: Any, out: _Lines, loop: int) -> int:
         """A union, array, map or record, inline."""
@@ -303,25 +377,38 @@ class _Generator:
             return 1 + self._blocks(schema["values"], out, loop, keyed=True, empty=False)
         return self._record(schema, out, loop)
 
-    def _function(self, schema: Any) -> tuple[str, int]:
-        """A function reading one value of `schema` (a union, array, map or record)."""
+    def _function(self, schema: Any, function: str | None = None) -> tuple[str, int]:
+        """A function reading one value of `schema` (a union, array, map or record), named
+        `function` (a new name by default)."""
         kind = extract_record_type(schema)
-        label = schema["name"] if kind in _RECORDS else kind
-        function = f"read{next(self._ids)}_{_IDENTIFIER.sub('_', label)}"
+        function = function or self._function_name(schema)
         lines = _Lines()
-        with lines.block(f"def {function}(buf, pos, n, path, ascii_end):"):
+        with lines.block(f"def {function}({self._args}):"):
+            if self.recursive:
+                with lines.block("if depth > MAX_NESTING:"):
+                    lines.add("raise NestedTooDeep")
+            nest, self._nest = self._nest, 0
             height = self._compound(kind, schema, lines, 0)
+            self._nest = nest
             lines.add("return pos")
         self._functions.append(lines.lines)
         return function, height
 
+    def _function_name(self, schema: Any) -> str:
+        kind = extract_record_type(schema)
+        label = schema["name"] if kind in _RECORDS else kind
+        return f"read{next(self._ids)}_{_IDENTIFIER.sub('_', label)}"
+
     def _record_function(self, schema: Any) -> tuple[str, int]:
-        """The function reading a record type referenced by name, generated on first use."""
+        """The function reading a record type referenced by name, generated on first use (and
+        named first, so that a recursive reference inside calls it)."""
         name = schema["name"]
         known = self._records.get(name)
         if known is None:
+            function = self._function_name(schema)
+            self._records[name] = (function, 0)
             self._open.add(name)
-            known = self._records[name] = self._function(schema)
+            known = self._records[name] = self._function(schema, function)
             self._open.discard(name)
         return known
 
@@ -348,9 +435,11 @@ class _Generator:
         with out.block("if v < 0:"):
             out.add(f"v += {len(branches)}")
         heights = []
+        self._nest += 1
         for index, branch in enumerate(branches):
             with out.block(f"{'el' if index else ''}if v == {index}:"):
                 heights.append(self.value(branch, out, loop))
+        self._nest -= 1
         with out.block("else:"):
             out.add("raise IndexError")
         return 1 + max(heights)
@@ -373,7 +462,9 @@ class _Generator:
             with out.block(f"for _ in range({count}):"):
                 if keyed:
                     _skip_sized(out, decode=True)
+                self._nest += 1
                 height = self.value(item, out, loop + 1)
+                self._nest -= 1
             _read_long(out, count)
         return height
 
@@ -383,25 +474,37 @@ class _Generator:
         if not all(isinstance(name, str) for name, _ in fields):
             raise _Unsupported("field without a name")
         height = 0
+        self._nest += 1
         for index, (name, field_type) in enumerate(fields):
             out.add(f"path.append({name!r})" if index == 0 else f"path[-1] = {name!r}")
             height = max(height, self.value(field_type, out, loop))
+        self._nest -= 1
         if fields:
             out.add("path.pop()")
         return 1 + height if fields else 0
 
     def _width(self, schema: Any, seen: frozenset[str]) -> int:
-        """Whether a value of `schema` can take no bytes at all (0) or takes some (1)."""
+        """Whether a value of `schema` can take no bytes at all (0) or takes some (1). A record
+        type's width is kept (a schema referring to each type twice made this exponential:
+        2**18 calls for 18 levels). A reference back to a record being measured (`seen`) counts
+        as taking bytes: such a cycle runs through required record fields only, the type has no
+        finite value, and reading it stops at `MAX_NESTING`."""
         kind = extract_record_type(schema)
         if kind == "null":
             return 0
         if kind == "fixed":
             return 1 if int(schema["size"]) > 0 else 0
         if kind in _RECORDS:
-            widths = [self._width(f["type"], seen) for f in schema["fields"]]
-            return 1 if any(widths) else 0
+            name = schema["name"]
+            known = self._widths.get(name)
+            if known is None:
+                inner = seen | {name}
+                fields = schema["fields"]
+                known = 1 if any(self._width(f["type"], inner) for f in fields) else 0
+                self._widths[name] = known
+            return known
         if isinstance(kind, str) and kind in self.named and kind not in seen:
-            return self._width(self.named[kind], seen | {kind})
+            return self._width(self.named[kind], seen)
         return 1
 
 
