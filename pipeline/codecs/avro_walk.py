@@ -112,14 +112,15 @@ class Walks(NamedTuple):
     walk: Walk | None
     """The walk, or None when it would not be exact."""
     guard: Walk | None
-    """The walk again when the schema has arrays of items that take no bytes or recursive named
-    types, else None (every other item takes a byte, so the body's length bounds the reader's
-    loops, and the schema bounds its nesting). Run before fastavro's reader, it finds a body
-    claiming too many such items (`TooManyEmptyItems`) or nesting too deep (`NestedTooDeep`),
-    and names its field. Where the walk is not exact it is still the guard (its answers other
-    than those two are then left unused)."""
+    """The walk's code when the schema has arrays of items that take no bytes or recursive named
+    types (then with a depth bound), else None (every other item takes a byte, so the body's
+    length bounds the reader's loops, and the schema bounds its nesting). Run before fastavro's
+    reader, it finds a body claiming too many such items (`TooManyEmptyItems`) or nesting too
+    deep (`NestedTooDeep`), and names its field. It is the walk itself where that is exact;
+    where not, its other answers are left unused."""
     source: str = ""
-    """The guard's generated Python source (empty without one), for reading and debugging."""
+    """The generated Python source of the walk, or of the guard without a walk (empty without
+    either), for reading and debugging."""
 
 
 def compile_walks(schema: Schema) -> Walks:
@@ -127,10 +128,11 @@ def compile_walks(schema: Schema) -> Walks:
     pure-Python reader does, except that it stops with `TooManyEmptyItems` where that reader
     would loop over more than `MAX_EMPTY_ITEMS` empty items.
 
-    A schema with recursive named types, or nesting past `MAX_DEPTH`, gets a guard and no walk:
-    the pure-Python reader's own limit (RecursionError) depends on the stack it is called from,
-    so no walk answers as it does for every body. The recursive guard also stops a body whose
-    values nest more than `MAX_NESTING` levels (`NestedTooDeep`)."""
+    A schema with recursive named types gets a guard and no walk, and so does one nesting past
+    `MAX_DEPTH` when it needs a guard: the pure-Python reader's own limit (RecursionError)
+    depends on the stack it is called from, so no walk answers as it does for every body. The
+    recursive guard also stops a body whose values nest more than `MAX_NESTING` levels
+    (`NestedTooDeep`)."""
     named: dict[str, Any] = {}
     try:
         parsed = parse_schema(schema, named)  # as `_read_py.schemaless_reader` does
