@@ -194,6 +194,9 @@ class FakeSink:
         self.queue: list[_Produced] = []
         self.refuse: dict[str, SinkError] = {}
         self.refuse_at_once: dict[str, SinkError] = {}
+        self.max_bytes: dict[str, int] = {}
+        """A topic's `max.message.bytes`: a larger value is refused by the broker, so in its
+        delivery report (too large), not at once as librdkafka's own size check does."""
         self.stalled = False
         self.in_transaction = False
         self.txn_records: list[Output] = []
@@ -202,6 +205,7 @@ class FakeSink:
         self.fail_abort: SinkError | None = None
         self.fail_reset: SinkError | None = None
         self.doomed: SinkError | None = None
+        self._late: list[Ack] = []  # refusals served by a commit's flush, for the next poll
         """An abortable error ended the open transaction: only an abort (or a new producer)
         clears it, as in librdkafka, whose later commits fail with the same error."""
         self.transactions = 0
@@ -219,11 +223,16 @@ class FakeSink:
     def poll(self, timeout_s: float) -> list[Ack]:
         if self.stalled:
             return []
+        if self._late:
+            late, self._late = self._late, []
+            return late + self.poll(timeout_s)
         counts: dict[int, list[int]] = {}
         errors: dict[int, SinkError] = {}
         for item in self.queue:
             tally = counts.setdefault(item.batch, [0, 0])
             refusal = self.refuse.get(item.out.topic)
+            if refusal is None and self.max_bytes:
+                refusal = self._too_large(item.out)
             if refusal is None:
                 tally[0] += 1
                 self._deliver(item.out)
@@ -234,6 +243,12 @@ class FakeSink:
         if self.transactional:  # refusals only, as a transactional `KafkaSink` reports them
             return [Ack(b, 0, f, errors[b]) for b, (_, f) in counts.items() if f]
         return [Ack(b, a, f, errors.get(b)) for b, (a, f) in counts.items()]
+
+    def _too_large(self, out: Output) -> SinkError | None:
+        limit = self.max_bytes.get(out.topic)
+        if limit is None or len(out.value or b"") <= limit:
+            return None
+        return SinkError("Broker: Message size too large", out.topic, too_large=True)
 
     def _deliver(self, out: Output) -> None:
         if self.transactional:
@@ -271,6 +286,7 @@ class FakeSink:
 
     def commit_transaction(self, timeout_s: float) -> None:
         acks = self.poll(timeout_s)
+        self._late.extend(a for a in acks if a.failed)
         if self.doomed is not None:
             raise SinkFailure(self.doomed)
         if self.fail_commit is not None or any(a.failed for a in acks):

@@ -43,6 +43,9 @@ class Polled:
 
     failure: str | None = None
     progress: bool = False
+    too_large: bool = False
+    """Every refusal in the failure was the broker's "too large": a property of a record (which
+    one the per-batch counts do not say), not an outage."""
 
 
 IDLE = Polled()
@@ -99,8 +102,9 @@ class Delivery(ABC):
         """Commit positions with metadata (crash marks) now, durably; `SinkFailure` if not."""
 
     @abstractmethod
-    def settle(self, deadline: float) -> None:
-        """Make what was routed so far durable now: acknowledged and committed."""
+    def settle(self, deadline: float) -> Polled:
+        """Make what was routed so far durable now: acknowledged and committed; what the
+        acknowledgements it waited for said."""
 
     @abstractmethod
     def poll(self, now: float) -> Polled: ...
@@ -173,9 +177,10 @@ class AtLeastOnce(Delivery):
             self._finished(self.tracker.close(batch), now)
         return self.poll(now)
 
-    def settle(self, deadline: float) -> None:
-        self._fold(self.sink.flush(max(0.0, deadline - self.clock())), self.clock())
+    def settle(self, deadline: float) -> Polled:
+        state = self._fold(self.sink.flush(max(0.0, deadline - self.clock())), self.clock())
         self.commit(self.clock(), wait=True)
+        return state
 
     def commit_marks(self, marks: dict[TP, Committed]) -> None:
         self.source.commit(marks, wait=True)
@@ -190,14 +195,16 @@ class AtLeastOnce(Delivery):
     def _fold(self, acks: list[Ack], now: float) -> Polled:
         failure: str | None = None
         progress = False
+        too_large = True
         for ack in acks:
             if ack.failed:
                 self._count_failures(ack)
                 if failure is None:
                     failure = ack.error.reason if ack.error else "delivery failed"
+                too_large = too_large and ack.error is not None and ack.error.too_large
             progress = progress or ack.acked > 0
             self._finished(self.tracker.apply(ack.batch, ack.acked, ack.failed), now)
-        return Polled(failure, progress and failure is None)
+        return Polled(failure, progress and failure is None, failure is not None and too_large)
 
     def _finished(self, batches: list[Batch], now: float) -> None:
         pending = self.metrics.pending
@@ -342,7 +349,9 @@ class Transactions(Delivery):
                 )
             self.sink.commit_transaction(self.timeout_s)
         except SinkFailure as exc:
-            return self._failed(exc.error)
+            # the refusals that failed it were served by the commit's flush: what were they?
+            late = self._delivery_failure(self.sink.poll(0))
+            return self._failed(late if late is not None and late.too_large else exc.error)
         self._open = False
         self.positions.clear()
         self.last_committed.update(offsets)
@@ -352,8 +361,8 @@ class Transactions(Delivery):
         self._committed_now()
         return Polled(None, progress=True)
 
-    def settle(self, deadline: float) -> None:
-        return None  # `end` committed the transaction, offsets included
+    def settle(self, deadline: float) -> Polled:
+        return IDLE  # `end` committed the transaction, offsets included
 
     def commit_marks(self, marks: dict[TP, Committed]) -> None:
         """In a transaction of their own (never a plain commit beside open transactional
@@ -376,12 +385,14 @@ class Transactions(Delivery):
 
     def _delivery_failure(self, acks: list[Ack]) -> SinkError | None:
         failure = None
+        too_large = True
         for ack in acks:
             if ack.failed:
                 self._count_failures(ack)
                 failure = failure or ack.error or SinkError("delivery failed")
+                too_large = too_large and ack.error is not None and ack.error.too_large
         if failure is not None and not failure.fatal:  # a failed send dooms the transaction
-            return SinkError(failure.reason, failure.topic, abortable=True)
+            return SinkError(failure.reason, failure.topic, abortable=True, too_large=too_large)
         return failure
 
     def _failed(self, error: SinkError) -> Polled:
@@ -395,7 +406,7 @@ class Transactions(Delivery):
         self._rewind_all = True
         self._tally = Tally()  # nothing of the aborted transaction counts
         self._try_abort()
-        return Polled(f"transaction failed, aborting: {error.reason}")
+        return Polled(f"transaction failed, aborting: {error.reason}", too_large=error.too_large)
 
     def _renew(self, error: SinkError) -> Polled:
         """A fatal producer error, typically fenced after a transaction outlived

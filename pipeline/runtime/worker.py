@@ -110,6 +110,14 @@ class Worker:
         self._last_step = clock()
         self._joined = False
         self._marks: dict[TP, int] = {}  # crash marks this member wrote, by partition
+        self._sizing: dict[TP, int] = {}
+        """Partitions read again one record at a time (how many records left) because the
+        broker refused one of their records as too large: per-batch counts do not say which."""
+        self._sizing_owed = False  # a too-large refusal came: the next rewind starts sizing
+        self._oversize: dict[TP, int] = {}
+        """The offset, per partition, of the record found refused as too large: dead-lettered
+        (or its dead letter sent without its value) when it is read again."""
+        self._refused_large = False
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> None:
@@ -159,18 +167,23 @@ class Worker:
         self._interrupted = False
         self.delivery.begin(started)
         guard = self.crashes
-        # The partitions the crash guard watches, taken once per batch (a redrive partition that
-        # never gets a record stays unmarked all run): within a batch the guard only forgets
-        # partitions, and `_guarded` then routes plainly; an assignment during a retry wait
-        # (`_fresh` until the next step) sends the rest of the batch through `_guarded`.
+        # The partitions the crash guard watches (and those being sized after a too-large
+        # refusal), taken once per batch (a redrive partition that never gets a record stays
+        # unmarked all run): within a batch the guard only forgets partitions, and `_guarded`
+        # then routes plainly; an assignment during a retry wait (`_fresh` until the next step)
+        # sends the rest of the batch through `_special`.
         watched = {*guard.suspects, *guard.unmarked} if guard is not None else set()
+        slow = guard is not None
+        if self._sizing:
+            watched.update(self._sizing)
+            slow = True
         for rec in records:
             if self._revoked and (rec.topic, rec.partition) in self._gone:
                 continue
             if self._interrupted or self._stopping:
                 self.gate.remember((rec.topic, rec.partition), rec.offset)
-            elif guard is not None and (self._fresh or (rec.topic, rec.partition) in watched):
-                self._guarded(rec, guard)
+            elif slow and (self._fresh or (rec.topic, rec.partition) in watched):
+                self._special(rec)
             else:
                 self._route(rec)
         ended = self.clock()
@@ -202,6 +215,93 @@ class Worker:
             self.flood.record(dead)
         self._send(rec, outcome)
 
+    def _special(self, rec: SourceRecord) -> None:
+        """A record of a partition in careful mode (a crash suspect, or not yet marked) or
+        being sized (a too-large refusal to pin down)."""
+        guard = self.crashes
+        if guard is not None and (rec.topic, rec.partition) in guard.suspects:
+            self._one_at_a_time(rec)
+        elif (rec.topic, rec.partition) in self._sizing:
+            self._sized(rec)
+        elif guard is not None:
+            self._guarded(rec, guard)
+        else:
+            self._route(rec)
+
+    # -- a record the broker refuses as too large, in its delivery report ---------------------
+    def _sized(self, rec: SourceRecord) -> None:
+        """Route `rec` alone and make it durable before the next record: a too-large refusal
+        then names it, and it is dead-lettered when read again (README, "Too large")."""
+        tp = (rec.topic, rec.partition)
+        if not (self._settle_now() and self._alone(rec)):
+            return
+        left = self._sizing.get(tp, 0) - 1
+        if left > 0:
+            self._sizing[tp] = left
+        else:
+            self._sizing.pop(tp, None)
+
+    def _alone(self, rec: SourceRecord) -> bool:
+        """Route `rec` (everything before it durable already) and make it durable now. False
+        when the batch stops here; a too-large refusal is then `rec`'s own and remembered."""
+        tp = (rec.topic, rec.partition)
+        shrunk = self._oversize.get(tp) == rec.offset
+        if shrunk:
+            self._shrink(rec)
+        else:
+            self._route(rec)
+        if self._interrupted or (self._revoked and tp in self._gone):
+            return False
+        self._refused_large = False
+        if self._settle_now():
+            if shrunk:
+                del self._oversize[tp]
+            return True
+        if self._refused_large:
+            if shrunk:  # refused again without its value: an outage after all
+                self._delivery_failed(f"{tp[0]}/{tp[1]}/{rec.offset} refused as too large twice")
+            else:  # found: read again (the rewind), it is dead-lettered; no new sizing owed
+                self._oversize[tp] = rec.offset
+                self._sizing_owed = False
+        return False
+
+    def _shrink(self, rec: SourceRecord) -> None:
+        """The record the broker refused as too large, read again: its route made smaller (a
+        dead letter without its value, an output dead-lettered instead) and sent."""
+        now = self.wall()
+        outcome = self.handler.handle(rec, 1, now, now)
+        if not isinstance(outcome, Routed):  # a retry: routed as usual (and sized again)
+            self._route(rec)
+            return
+        reason = "refused by the broker as too large"
+        self._send(rec, self.handler.too_large(rec, outcome, now, reason), shrink=False)
+
+    def _settle_now(self) -> bool:
+        """End the batch so far and make it durable now (acknowledged, committed). False when
+        that failed (the batch stops: an outage, or a too-large refusal to size)."""
+        self._checkpoint()
+        if not self._interrupted:
+            state = self.delivery.settle(self.clock() + self.options.shutdown_deadline_s)
+            self._react(state, self.clock())
+        if self._interrupted:
+            return False
+        if self.delivery.in_flight():
+            # Not acknowledged within the deadline: a crash mark after it would commit past it.
+            self._delivery_failed("a record was not acknowledged in time")
+            return False
+        return True
+
+    def _size_owed(self, reason: str) -> None:
+        self._refused_large = True
+        self._sizing_owed = True
+        self._interrupted = True
+        self._pause_all()
+        log.warning(
+            "the broker refused a record as too large (%s): reading it again one record at a "
+            "time to dead-letter it",
+            reason,
+        )
+
     # -- the crash-loop poison pill (core/crashes.py) -------------------------------------------
     def _guarded(self, rec: SourceRecord, guard: CrashGuard) -> None:
         """Route `rec` while some partition is suspect or not yet marked."""
@@ -221,6 +321,10 @@ class Worker:
         `fetch.wait.max.ms`), which held a suspect partition to about 2 records/s."""
         assert self.crashes is not None
         tp = (rec.topic, rec.partition)
+        # What came before is durable first: its refusal is not this record's, and the mark
+        # below is never overwritten by a commit of the positions before it.
+        if not self._settle_now():
+            return
         verdict = self.crashes.before(tp, rec.offset)
         if verdict.crashed:
             routed = self.handler.crashed(rec, verdict.attempts, self.wall())
@@ -232,22 +336,11 @@ class Worker:
                 verdict.attempts,
             )
             self._send(rec, routed)
-        elif self._commit_mark(rec, verdict.metadata):
-            self._route(rec)
+            done = not self._interrupted and self._settle_now()
         else:
-            return
-        if self._interrupted or (self._revoked and tp in self._gone):
-            return
-        self._checkpoint()
-        self.delivery.settle(self.clock() + self.options.shutdown_deadline_s)
-        if self._interrupted:  # its delivery failed (the breaker is open): it is read again
-            return
-        if self.delivery.in_flight():
-            # Not acknowledged within the deadline: the next record's mark would commit past
-            # it. An outage: the batch stops here and resumes once everything is acknowledged.
-            self._delivery_failed(f"{tp[0]}/{tp[1]}/{rec.offset} not acknowledged in time")
-            return
-        self.crashes.after(tp)
+            done = self._commit_mark(rec, verdict.metadata) and self._alone(rec)
+        if done:
+            self.crashes.after(tp)
 
     def _commit_mark(self, rec: SourceRecord, metadata: str) -> bool:
         """Mark `rec`'s offset before it runs. A mark the group coordinator refuses is an
@@ -360,10 +453,14 @@ class Worker:
         self.dead_log.record(rec, routed, self.clock())
 
     def _react(self, state: Polled, now: float) -> None:
-        """Act on one fold of acknowledgements: a failure opens the breaker, progress closes a
-        half-open one."""
+        """Act on one fold of acknowledgements: a failure opens the breaker (a too-large
+        refusal only stops the batch: it is a record's, found by reading it again), progress
+        closes a half-open one."""
         if state.failure is not None:
-            self._delivery_failed(state.failure)
+            if state.too_large:
+                self._size_owed(state.failure)
+            else:
+                self._delivery_failed(state.failure)
         elif state.progress:
             self.breaker.record_success(now)
 
@@ -468,7 +565,11 @@ class Worker:
     def _rewind(self) -> None:
         """Add the delivery mode's rewind points (failed deliveries, an aborted transaction) to
         the gate's; `_resume_all` seeks to each."""
-        for tp, offset in self.delivery.take_rewind().items():
+        points = self.delivery.take_rewind()
+        if self._sizing_owed:  # the partitions read again go one record at a time
+            self._sizing_owed = False
+            self._sizing.update(dict.fromkeys(points, self.options.batch_size))
+        for tp, offset in points.items():
             self.gate.remember(tp, offset)
 
     def _idle(self) -> None:
@@ -550,6 +651,8 @@ class Worker:
         for tp in tps:
             self.assigned.discard(tp)
             self.gate.resume_at.pop(tp, None)
+            self._sizing.pop(tp, None)
+            self._oversize.pop(tp, None)
         self.metrics.assigned.labels(self.options.pipeline).set(len(self.assigned))
 
     def _shutdown(self) -> None:

@@ -155,20 +155,30 @@ def test_a_later_output_refused_as_too_large_neither_stops_commits_nor_loses_the
 
 
 # -- careful mode (a suspect partition) and a slow broker --------------------------------------
-def test_a_suspect_partition_never_marks_past_an_unacknowledged_record() -> None:
+@pytest.mark.parametrize("trouble", ["unacknowledged", "refused in the flush"])
+def test_a_suspect_partition_never_marks_past_an_unfinished_record(trouble: str) -> None:
     """One record at a time on a suspect partition: each is marked (its offset committed) before
-    it runs. When the broker does not acknowledge the record before within the flush's time,
-    the next record's mark must not commit past it: a death then would lose it."""
+    it runs. A record the broker did not acknowledge within the flush's time, or refused in that
+    flush (not in the poll before it), stops the batch: the next record's mark would commit past
+    it (a death then loses it), and a failed batch would hold every later commit back."""
     cluster = FakeCluster()
     for i in range(4):
         cluster.append(SOURCE, good(i))
     cluster.committed[P0] = Committed(0, mark(0, 1, "0123456789abcdef"))
     r = rig(cluster=cluster, crash_limit=3)
-    r.sink.stalled = True  # nothing acknowledged
+    if trouble == "unacknowledged":
+        r.sink.stalled = True
+    else:
+        polls = r.sink.poll
+        r.sink.poll = lambda timeout_s: [] if timeout_s == 0 else polls(timeout_s)  # type: ignore[method-assign]
+        r.sink.flush = polls  # type: ignore[method-assign]
+        r.sink.refuse[OUTPUT] = SinkError("broker away", OUTPUT, retriable=True)
     r.steps(1)
-    assert cluster.committed[P0].offset == 0  # no mark past offset 0, which is unacknowledged
+    assert cluster.committed[P0].offset == 0  # no mark past offset 0
+    assert r.worker.breaker.state is BreakerState.OPEN
     assert not r.cluster.records(OUTPUT)
     r.sink.stalled = False
+    r.sink.refuse.clear()
     r.clock.advance(10.0)
     r.steps(6)
     once_each(r, 4, exactly=False)
@@ -514,3 +524,49 @@ def test_a_refused_seek_then_a_revoke_neither_skips_nor_repeats(
         finish(r.cluster, exactly_once, 4)
     once_each(r, 4, exactly=exactly_once)
     assert r.cluster.committed[P0].offset == 4
+
+
+# -- a record the broker refuses as too large in its delivery report ---------------------------
+@pytest.mark.parametrize("exactly_once", [False, True])
+def test_an_output_the_broker_refuses_as_too_large_is_dead_lettered_not_an_outage(
+    exactly_once: bool,
+) -> None:
+    """The output topic's `max.message.bytes` is below the producer's `message.max.bytes`: the
+    broker refuses the record in its delivery report, after the batch was routed. A property of
+    the record (README, "Too large"): it is dead-lettered and the partition goes on; it used to
+    open the breaker, rewind and produce it again, for good."""
+    r = rig(exactly_once=exactly_once, partitions=2)
+    r.sink.max_bytes[OUTPUT] = 2000
+    for i in range(6):
+        value = good(i) + (b" " * 5000 if i == 2 else b"")
+        r.cluster.append(SOURCE, value, partition=i % 2)
+    r.steps(4)
+    r.clock.advance(10.0)
+    r.steps(6)
+    assert set(ids(r)) == {f"p-{i}" for i in range(6) if i != 2}
+    assert dead_offsets(r) == Counter({(0, 1): 1})
+    if exactly_once:
+        assert set(ids(r).values()) == {1}
+    assert r.cluster.committed[P0].offset == 3 and r.cluster.committed[P1].offset == 3
+    r.flush_metrics()
+    assert r.sample("lazarus_breaker_opens_total") == 0
+
+
+@pytest.mark.parametrize("exactly_once", [False, True])
+def test_a_too_large_refusal_on_a_suspect_partition_is_dead_lettered_once_found(
+    exactly_once: bool,
+) -> None:
+    """Careful mode already routes one record at a time: the refused record is found at once,
+    dead-lettered when read again, and the partition's marks and commits go on."""
+    cluster = FakeCluster()
+    for i in range(4):
+        cluster.append(SOURCE, good(i) + (b" " * 5000 if i == 1 else b""))
+    cluster.committed[P0] = Committed(0, mark(0, 1, "0123456789abcdef"))
+    r = rig(exactly_once=exactly_once, cluster=cluster, crash_limit=3)
+    r.sink.max_bytes[OUTPUT] = 2000
+    r.steps(8)
+    assert set(ids(r)) == {"p-0", "p-2", "p-3"} and set(ids(r).values()) == {1}
+    assert dead_offsets(r) == Counter({(0, 1): 1})
+    assert cluster.committed[P0].offset == 4
+    r.flush_metrics()
+    assert r.sample("lazarus_breaker_opens_total") == 0
