@@ -570,3 +570,28 @@ def test_a_too_large_refusal_on_a_suspect_partition_is_dead_lettered_once_found(
     assert cluster.committed[P0].offset == 4
     r.flush_metrics()
     assert r.sample("lazarus_breaker_opens_total") == 0
+
+
+# -- commit failures (at-least-once) ------------------------------------------------------------
+@pytest.mark.parametrize("then", ["recovers", "revoked while failing"])
+def test_failed_offset_commits_are_retried_and_never_pass_a_record(then: str) -> None:
+    """Asynchronous commits that fail are committed again once the coordinator is back; a
+    revoke while they fail leaves the offset behind (the next owner reads again: duplicates at
+    least once allows, never a loss)."""
+    r = rig(partitions=1)
+    for i in range(6):
+        r.cluster.append(SOURCE, good(i))
+    r.source.failing_commits = True
+    r.steps(3)
+    assert P0 not in r.cluster.committed and len(ids(r)) == 6
+    if then == "revoked while failing":
+        r.source.revoke_on_next_consume([P0])
+        r.steps(1)
+        r.source.failing_commits = False
+        assert P0 not in r.cluster.committed
+        finish(r.cluster, False, 6)
+    else:
+        r.source.failing_commits = False
+        r.steps(2)
+    once_each(r, 6, exactly=then == "recovers")
+    assert r.cluster.committed[P0].offset == 6
