@@ -18,6 +18,7 @@ from pipeline.core.crashes import mark, parse_mark
 from pipeline.core.policy import BreakerState, FloodGuard
 from pipeline.kafka.fake import FakeCluster
 from pipeline.kafka.seam import Committed, SinkError
+from tests.kit import good_payment
 from tests.unit.test_worker import BAD, DLQ, OUTPUT, SOURCE, Crash, Rig, good, rig
 
 P0, P1 = (SOURCE, 0), (SOURCE, 1)
@@ -285,9 +286,14 @@ def stopped_during(where: str, exactly_once: bool) -> tuple[FakeCluster, int, se
         flood = FloodGuard(ratio=0.5, window=10, min_records=2, pause_s=30.0)
         bad = {3, 4, 5, 6, 7}
     for i in range(n):
-        cluster.append(SOURCE, BAD if i in bad else good(i))
+        value = good(i)
+        if where == "sizing" and i == 3:  # too large for the output, even encoded again
+            value = json.dumps({**good_payment(i), "order_id": "o" * 5000}).encode()
+        cluster.append(SOURCE, BAD if i in bad else value)
 
     def processor(event: Any, ctx: Any) -> object:
+        if where == "sizing" and r.worker._sizing:
+            r.worker.stop()  # while the refused batch is read again one record at a time
         if where in ("retry wait", "careful mode") and ctx.offset == 2 and ctx.attempt == 1:
             r.worker.stop()
             raise TimeoutError("backend slow")
@@ -302,15 +308,24 @@ def stopped_during(where: str, exactly_once: bool) -> tuple[FakeCluster, int, se
         flood=flood,
         crash_limit=3 if where == "careful mode" else 0,
     )
-    if where == "breaker pause":
+    if where == "breaker pause" or (where == "abort pending" and not exactly_once):
         r.sink.refuse[OUTPUT] = SinkError("broker away", OUTPUT, retriable=True)
+    elif where == "abort pending":
+        r.sink.fail_commit = SinkError("coordinator moved", abortable=True)
+        r.sink.fail_abort = SinkError("timed out", retriable=True)
+    elif where == "sizing":
+        r.sink.max_bytes[OUTPUT] = 2000  # the new process's producer takes it
     r.steps(3)
+    if where == "abort pending":
+        assert r.worker.delivery.in_flight() == int(exactly_once)
     if where == "breaker pause":
         assert r.worker.breaker.state is BreakerState.OPEN
     if where == "flood pause":
         assert flood is not None and flood.tripped_count == 1
     if where == "careful mode":
         assert r.worker.crashes is not None and r.worker.crashes.suspects
+    if where == "sizing":
+        assert r.worker._sizing and (0, 3) not in dead_offsets(r)  # stopped before finding it
     r.worker.stop()
     r.worker.run()
     r.sink.refuse.clear()
@@ -320,7 +335,16 @@ def stopped_during(where: str, exactly_once: bool) -> tuple[FakeCluster, int, se
 
 @pytest.mark.parametrize("exactly_once", [False, True])
 @pytest.mark.parametrize(
-    "where", ["retry wait", "breaker pause", "flood pause", "careful mode", "mid batch"]
+    "where",
+    [
+        "retry wait",
+        "breaker pause",
+        "flood pause",
+        "careful mode",
+        "mid batch",
+        "abort pending",
+        "sizing",
+    ],
 )
 def test_a_stop_anywhere_loses_nothing_and_exactly_once_duplicates_nothing(
     where: str, exactly_once: bool
