@@ -360,7 +360,7 @@ def once_each_route(r: Rig, n: int, bad: set[int], *, exactly: bool) -> None:
     assert set(seen) == {f"p-{i}" for i in range(n) if i not in bad}
     assert set(dead) == {(0, i) for i in bad}
     if exactly:
-        assert set(seen.values()) == {1} and set(dead.values()) == {1}, (seen, dead)
+        assert set(seen.values()) <= {1} and set(dead.values()) <= {1}, (seen, dead)
 
 
 # -- offsets that are not dense (a transactional input: a commit marker after each record) ------
@@ -619,3 +619,35 @@ def test_failed_offset_commits_are_retried_and_never_pass_a_record(then: str) ->
         r.steps(2)
     once_each(r, 6, exactly=then == "recovers")
     assert r.cluster.committed[P0].offset == 6
+
+
+# -- a rebalance during a pause ------------------------------------------------------------------
+@pytest.mark.parametrize("exactly_once", [False, True])
+@pytest.mark.parametrize("pause", ["breaker", "flood guard"])
+@pytest.mark.parametrize("back", [True, False])
+def test_a_rebalance_during_a_pause_neither_skips_nor_repeats(
+    exactly_once: bool, pause: str, back: bool
+) -> None:
+    """Paused with records set aside (their resume points kept by the gate), the partition is
+    revoked and given back (or not) before the pause ends: it is read from its committed offset,
+    by this member or the next; the set-aside points die with the assignment."""
+    flood = FloodGuard(ratio=0.5, window=10, min_records=2, pause_s=5.0)
+    r = rig(exactly_once=exactly_once, flood=flood if pause == "flood guard" else None)
+    bad = {2, 3, 4} if pause == "flood guard" else set()
+    for i in range(8):
+        r.cluster.append(SOURCE, BAD if i in bad else good(i))
+    if pause == "breaker":
+        r.sink.refuse[OUTPUT] = SinkError("broker away", OUTPUT, retriable=True)
+    r.steps(2)
+    assert r.worker.gate.paused
+    r.source.revoke_on_next_consume([P0])
+    if back:
+        r.source.pending_assign = [P0]
+    r.steps(1)
+    r.sink.refuse.clear()
+    flood.paused_until = None
+    flood.window = flood.min_records = 10  # no second pause: the rest goes through
+    r.clock.advance(10.0)
+    r.steps(4)
+    finish(r.cluster, exactly_once, 8)
+    once_each_route(r, 8, bad, exactly=exactly_once)
