@@ -325,16 +325,19 @@ def replay(
     stored first (its id is printed) and replayed as it is read back, in bounded memory; a
     dead letter that changed since its plan was made is refused. Exit 3 when some selected
     dead letters are refused (listed)."""
-    from reprocessor import render, replay_run
+    from reprocessor import plans, render, replay_run
 
-    if resume and plan_id:
+    if resume is not None and plan_id is not None:
         raise click.UsageError("--resume and --plan contradict each other: give one")
+    run_id = resume if resume is not None else plan_id
+    if run_id is None:
+        window(opts)  # a bad selection fails before any I/O (the ledger check reads Kafka)
+    else:
+        plans.check_run_id(run_id)  # "" too: an empty id is refused, not taken for no plan
     topic = env.topic()
-    if resume or plan_id:
+    if run_id is not None:
         folder = replay_run.runs_dir(env, state_dir)
-        stored = replay_run.stored_plan(
-            env, topic, resume or plan_id or "", folder, opts, resume=bool(resume)
-        )
+        stored = replay_run.stored_plan(env, topic, run_id, folder, opts, resume=resume is not None)
         summary = replay_run.summary_of(stored)
     else:
         plan = replay_run.new_plan(env, topic, opts)  # bad options fail before any I/O
@@ -399,6 +402,7 @@ def discard(env: Env, /, reason: str, dry_run: bool, yes: bool, **opts: Any) -> 
 
     if not reason.strip():
         raise click.UsageError("--reason must say why")
+    window(opts)  # a bad selection fails before any I/O (the ledger check reads Kafka)
     topic = env.topic()
     with replay_run.discard_selection(env, topic, opts) as stored:
         count, run = stored.plan.selected, stored.plan.run

@@ -351,7 +351,7 @@ def load_fix_function(spec: str, *, search_paths: Sequence[Path] = ()) -> FixFun
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         raise ConfigError(f"--with {spec!r}: no module named {exc.name or module_name!r}") from exc
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a module that calls sys.exit() while imported
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
         raise ConfigError(f"--with {spec!r}: importing {module_name!r} failed: {reason}") from exc
     try:
@@ -370,7 +370,7 @@ def apply_function(function: FixFunction, event: object) -> Event:
     argument = _as_event(event, "the event")
     try:
         result = function(argument)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # sys.exit() in a fix fails that record, not dlq
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
         raise FixError(f"the fix function raised {reason}") from exc
     return argument if result is None else _as_event(result, "the fix function's result")

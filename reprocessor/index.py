@@ -32,7 +32,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from itertools import chain
 from operator import itemgetter
@@ -136,6 +136,20 @@ class CatchUp:
     reset_ledger: str | None
 
 
+def corrupt(exc: sqlite3.Error) -> bool:
+    """Whether SQLite says the file is damaged or no database at all (a truncated copy, a disk
+    error): the index is then removed and rebuilt, never trusted."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
+def remove_files(path: Path, why: str) -> None:
+    """Remove an index file and its WAL and shared-memory files, saying why on the log."""
+    log.warning("the DLQ index %s is rebuilt: %s", path, why)
+    for name in (path.name, f"{path.name}-wal", f"{path.name}-shm"):
+        (path.parent / name).unlink(missing_ok=True)
+
+
 def index_path(folder: Path, cluster_id: str, topic: str) -> Path:
     """Where the index lives; a new SCHEMA_VERSION starts a new file (the old one is a cache)."""
     return folder / "index" / cluster_id / f"{topic}.v{SCHEMA_VERSION}.sqlite3"
@@ -152,21 +166,36 @@ class DlqIndex:
         self.path, self.topic, self.cluster_id = path, topic, cluster_id
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            # one thread at a time: the catch-up's writer thread, then the caller's again
-            self.db = sqlite3.connect(
-                path, timeout=60, isolation_level=None, check_same_thread=False
-            )
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute("PRAGMA cache_size=-16384")  # 16 MiB, whatever the DLQ's size
-            self.db.execute("PRAGMA wal_autocheckpoint=8192")  # 32 MiB: fewer, larger checkpoints
-            if schema:
-                self.db.executescript(_DDL + _CREATE_INDEXES)
-            limit = self.db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+            limit = self._connect(schema)
+        except sqlite3.DatabaseError as exc:
+            if not (schema and corrupt(exc)):
+                raise ConfigError(f"cannot open the DLQ index {path}: {exc}") from exc
+            if hasattr(self, "db"):
+                self.db.close()
+            remove_files(path, f"it is damaged ({exc})")  # a cache: rebuilt from the topic
+            try:
+                limit = self._connect(schema)
+            except sqlite3.Error as again:
+                raise ConfigError(f"cannot open the DLQ index {path}: {again}") from again
         except sqlite3.Error as exc:
             raise ConfigError(f"cannot open the DLQ index {path}: {exc}") from exc
         self._per_insert = max(1, min(ROWS_PER_INSERT, limit // len(COLUMNS)))
         self._insert_rows = _insert_many(self._per_insert)
+
+    def _connect(self, schema: bool) -> int:
+        """Connect to the file (creating it and, with `schema`, its tables); SQLite's limit on
+        the parameters of one statement."""
+        # one thread at a time: the catch-up's writer thread, then the caller's again
+        self.db = sqlite3.connect(
+            self.path, timeout=60, isolation_level=None, check_same_thread=False
+        )
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA cache_size=-16384")  # 16 MiB, whatever the DLQ's size
+        self.db.execute("PRAGMA wal_autocheckpoint=8192")  # 32 MiB: fewer, larger checkpoints
+        if schema:
+            self.db.executescript(_DDL + _CREATE_INDEXES)
+        return self.db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
 
     @classmethod
     def open(cls, cluster: Cluster, topic: str, folder: Path) -> DlqIndex:
@@ -431,10 +460,16 @@ class DlqIndex:
         return {name: _opt_int(meta.get(name)) or 0 for name in _COUNTERS}
 
     def rows(self, sql: str, params: Iterable[object] = ()) -> Iterator[tuple[object, ...]]:
-        """Run a read query and stream its rows (bounded memory)."""
-        with closing(self.db.execute(sql, tuple(params))) as cursor:
+        """Run a read query and stream its rows (bounded memory). A caller that stops early
+        (`--limit`) may leave this generator to be finalized after the index was closed: its
+        cursor then went with the connection, and closing it again is no error."""
+        cursor = self.db.execute(sql, tuple(params))
+        try:
             while chunk := cursor.fetchmany(1000):
                 yield from chunk
+        finally:
+            with suppress(sqlite3.ProgrammingError):  # "Cannot operate on a closed database"
+                cursor.close()
 
 
 class _Writer(Generic[T]):

@@ -295,9 +295,37 @@ class Plan:
         data = json.loads(text)
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
-        data["coordinates"] = tuple(data.get("coordinates", ()))
-        data["fix"] = tuple((str(kind), str(arg)) for kind, arg in data.get("fix", ()))
+        for name, value in data.items():
+            kinds = _PLAN_FIELDS.get(name)
+            if kinds is None:
+                raise ValueError(f"unknown field {name!r}")
+            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+                raise ValueError(f"{name} is a {type(value).__name__}, not what a plan holds")
+        if data.get("target_mode", "") not in _TARGET_MODES:
+            raise ValueError(f"target_mode {data['target_mode']!r} is not one of {_TARGET_MODES}")
+        coordinates = data.get("coordinates", ())
+        fix = data.get("fix", ())
+        if not all(isinstance(c, str) for c in coordinates) or not all(
+            isinstance(op, list) and len(op) == 2 and all(isinstance(x, str) for x in op)
+            for op in fix
+        ):
+            raise ValueError("coordinates must be strings and fix [kind, argument] pairs")
+        data["coordinates"] = tuple(coordinates)
+        data["fix"] = tuple((kind, arg) for kind, arg in fix)
         return cls(**data)
+
+
+_PLAN_FIELDS: dict[str, tuple[type, ...]] = {
+    **dict.fromkeys(("run", "dlq_topic", "operator", "target_mode", "where", "cluster"), (str,)),
+    **dict.fromkeys(("target_topic", "fix_with"), (str, type(None))),
+    **dict.fromkeys(("created_ms", "selected", "refused"), (int,)),
+    **dict.fromkeys(("force", "keep_foreign_headers"), (bool,)),
+    **dict.fromkeys(("coordinates", "fix"), (list,)),
+}
+"""The JSON types of `Plan.to_json`'s fields: a plan.json edited by hand into something else is
+refused when it is read (exit 2), not found out half-way through a replay."""
+_TARGET_MODES = ("", "redrive", "source", "to")
+"""`Plan.target_mode`: a `replay.TargetMode` value, or "" for a saved preview without one."""
 
 
 def new_run_id(now_ms: int | None = None) -> str:

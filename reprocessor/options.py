@@ -332,6 +332,8 @@ def window(opts: dict[str, Any], *, decode: bool = False) -> Window:
     if opts["tail"] is not None and opts["from_beginning"]:
         raise click.UsageError("--tail and --from-beginning contradict each other")
     expr = opts["where"]
+    if expr is not None and not expr.strip():  # `--where "$SELECTION"`, the variable unset
+        raise click.UsageError("--where is empty: leave it out to select every dead letter")
     try:
         chosen = selection.parse(expr)
     except selection.SelectionError as exc:

@@ -251,19 +251,23 @@ class StoredPlan:
 
     def entries(self, partition: int) -> Iterator[Entry]:
         """The planned dead letters of `partition`, in offset order, read line by line."""
-        with (self.folder / f"p{partition}.jsonl").open(encoding="utf-8") as lines:
-            for line in lines:
-                offset, digest, fingerprint, failed_at = _line_fields(line)
+        path = self.folder / f"p{partition}.jsonl"
+        with path.open(encoding="utf-8") as lines:
+            for number, line in enumerate(lines, 1):
+                offset, digest, fingerprint, failed_at = _line_fields(line, path, number)
                 yield Entry(partition, int(offset), digest, fingerprint, int(failed_at))
 
     def blocks(self, partition: int, size: int = BLOCK) -> Iterator[EntryBlock]:
         """`entries(partition)` as columns, `size` lines at a time: one regex pass over a block
         of lines as `PlanWriter.add` writes them, `entries`' reading for any other block."""
-        with (self.folder / f"p{partition}.jsonl").open(encoding="utf-8") as lines:
+        path = self.folder / f"p{partition}.jsonl"
+        with path.open(encoding="utf-8") as lines:
+            read = 0
             while block := list(itertools.islice(lines, size)):
                 found = _PLAN_LINES.findall("".join(block))
                 if len(found) != len(block):
-                    found = [_line_fields(line) for line in block]
+                    found = [_line_fields(line, path, read + n) for n, line in enumerate(block, 1)]
+                read += len(block)
                 offsets, digests, fingerprints, times = zip(*found, strict=True)
                 yield EntryBlock(
                     list(map(int, offsets)), digests, fingerprints, list(map(int, times))
@@ -288,9 +292,15 @@ class StoredPlan:
         if not path.exists():
             return
         with path.open(encoding="utf-8") as lines:
-            for line in lines:
-                data = json.loads(line)
-                yield Refused(str(data["c"]), str(data["r"]))
+            for number, line in enumerate(lines, 1):
+                try:
+                    data = json.loads(line)
+                    yield Refused(str(data["c"]), str(data["r"]))
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise ConfigError(
+                        f"the plan file {path} is damaged at line {number} "
+                        f"({type(exc).__name__}: {exc}): make a new plan"
+                    ) from exc
 
     def save(self, plan: Plan) -> StoredPlan:
         """The same plan with a new header (a target chosen when a saved preview is replayed)."""
@@ -298,14 +308,25 @@ class StoredPlan:
         return StoredPlan(plan, self.folder)
 
 
-def _line_fields(line: str) -> tuple[str | int, str, str, str | int]:
-    """(offset, value sha256, fingerprint, failure time) of one plan line."""
+def _line_fields(line: str, path: Path, number: int) -> tuple[str | int, str, str, str | int]:
+    """(offset, value sha256, fingerprint, failure time) of one plan line (line `number` of
+    `path`); ConfigError (exit 2) naming it when it is not a plan line (a file edited by hand or
+    cut short)."""
     found = _PLAN_LINE.fullmatch(line)
     if found is not None:
         offset, digest, fingerprint, failed_at = found.groups()
         return offset, digest, fingerprint, failed_at
-    data = json.loads(line)
-    return int(data["o"]), str(data["h"]), str(data["f"]), int(data["t"])
+    try:
+        data = json.loads(line)
+        offset, failed_at = data["o"], data["t"]
+        if not isinstance(offset, int) or not isinstance(failed_at, int):
+            raise ValueError("offset and failure time must be integers")
+        return offset, str(data["h"]), str(data["f"]), failed_at
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            f"the plan file {path} is damaged at line {number} ({type(exc).__name__}: {exc}): "
+            "make a new plan"
+        ) from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,11 +340,16 @@ class EntryBlock:
     failed_at: list[int]
 
 
+def check_run_id(run: str) -> None:
+    """ConfigError (exit 2) unless `run` is a plan id (a folder name: no path, never empty)."""
+    if not _RUN_ID.fullmatch(run):
+        raise ConfigError(f"{run!r} is not a plan id")
+
+
 def load(folder: Path, run: str) -> StoredPlan:
     """The stored plan `run` of one cluster's runs folder; ConfigError (exit 2) when there is
     none, or it is unreadable."""
-    if not _RUN_ID.fullmatch(run):
-        raise ConfigError(f"{run!r} is not a plan id")
+    check_run_id(run)
     path = folder / run / "plan.json"
     try:
         plan = Plan.from_json(path.read_text(encoding="utf-8"))

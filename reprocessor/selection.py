@@ -157,6 +157,11 @@ _INTEGER = re.compile(r"-?[0-9]+")
 _NUMBER = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 
 
+MAX_NESTING = 64
+"""Parentheses and `not`s open at once: deeper, `parse` refuses the expression (each level is a
+frame of the recursive-descent parser and of the test it builds)."""
+
+
 class SelectionError(ValueError):
     """A bad `--where` expression; `column` (1-based) points at the problem."""
 
@@ -268,6 +273,7 @@ class _Parser:
         self.now_ms = now_ms
         self.pos = 0
         self.depth = 0
+        self.nesting = 0
         self.terms: list[Term] = []
         self.conjunctive = True
 
@@ -304,7 +310,9 @@ class _Parser:
         if column is not None:
             self.conjunctive = False
             self.must_follow("not", column)
+            self.nest(column)
             inner = self.negation()
+            self.nesting -= 1
             return lambda dl, s, d: not inner(dl, s, d)
         if self.text.startswith("(", self.pos):
             return self.group()
@@ -318,6 +326,7 @@ class _Parser:
         opened = self.pos + 1
         self.pos += 1
         self.depth += 1
+        self.nest(opened)
         self.skip_space()
         if self.text.startswith(")", self.pos):
             raise SelectionError("empty parentheses: an expression must go inside", self.pos + 1)
@@ -329,8 +338,18 @@ class _Parser:
             raise SelectionError("unclosed '(' (no matching ')')", opened)
         self.pos += 1
         self.depth -= 1
+        self.nesting -= 1
         self.check_after_term()
         return test
+
+    def nest(self, column: int) -> None:
+        """One more open parenthesis or `not`: past `MAX_NESTING`, a SelectionError, not the
+        interpreter's RecursionError."""
+        self.nesting += 1
+        if self.nesting > MAX_NESTING:
+            raise SelectionError(
+                f"nested more than {MAX_NESTING} deep (parentheses and 'not')", column
+            )
 
     def check_after_term(self) -> None:
         """After a term or a group comes the end, `)`, `and` or `or`."""

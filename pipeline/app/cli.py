@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from pathlib import Path
@@ -19,6 +20,15 @@ CONFIG_HELP = "Pipeline configuration (TOML); LAZARUS_* environment variables ov
 
 def _settings(config: Path | None) -> Settings:
     return load_settings(config)
+
+
+def quiet_kafka(obj: dict[str, object]) -> None:
+    """librdkafka's own log lines off (unless --debug) for a command that is not the worker:
+    a broker it cannot reach ends it with one error line, not a FAIL line per attempt first."""
+    from pipeline.kafka.clients import KAFKA_LOG
+
+    if not obj.get("debug"):
+        KAFKA_LOG.setLevel(logging.CRITICAL + 1)
 
 
 def config_path(obj: dict[str, object], config: Path | None) -> Path | None:
@@ -125,6 +135,7 @@ def topics(obj: dict[str, object], config: Path | None, mode: str) -> int:
     """Check (or create) the topics a pipeline needs."""
     from pipeline.app.build import check_topics, create_topics
 
+    quiet_kafka(obj)
     settings = _settings(config_path(obj, config))
     if mode == "create":
         for name in create_topics(settings):

@@ -5,17 +5,22 @@
 | 0 | success |
 | 1 | the job failed at run time (broker unreachable past its deadline, fenced, accounting |
 |   | mismatch) |
-| 2 | usage or configuration error (click's `UsageError` convention) |
+| 2 | usage or configuration error (click's `UsageError` convention; a file or folder that |
+|   | cannot be used) |
 | 3 | partial success (e.g. some selected dead letters could not be replayed) |
 | 130 | interrupted (Ctrl-C) |
+| 143 | terminated (SIGTERM), stopped as cleanly as Ctrl-C stops it |
 
 A traceback is printed only with `--debug`.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import NoReturn
 
 import click
@@ -32,11 +37,34 @@ from pipeline.errors import (
 
 EXIT_INTERRUPTED = 130
 """Ctrl-C (SIGINT), as shells report a process that SIGINT ended (128 + 2)."""
+EXIT_TERMINATED = 143
+"""SIGTERM, after the same clean stop as Ctrl-C, as shells report a process SIGTERM ended
+(128 + 15)."""
+
+
+def _kafka_error(exc: BaseException) -> str | None:
+    """The librdkafka error text of a `confluent_kafka.KafkaException` that reached the top (a
+    client call no module turned into a `LazarusError`); None for any other exception. The
+    client is looked up, not imported: `--help` runs without it, and then nothing raised one."""
+    kafka = sys.modules.get("confluent_kafka")
+    if kafka is None or not isinstance(exc, kafka.KafkaException):
+        return None
+    error = exc.args[0] if exc.args else None
+    text = error.str() if isinstance(error, kafka.KafkaError) else str(error or "")
+    return text or type(exc).__name__
+
+
+def _path_error(exc: BaseException) -> str | None:
+    """A file or folder the command could not use (a state directory that is a file or read
+    only, a full disk): `cannot use PATH: reason`; None for any other exception."""
+    if not isinstance(exc, OSError) or not exc.filename:
+        return None
+    return f"cannot use {exc.filename}: {exc.strerror or type(exc).__name__}"
 
 
 def exit_code_for(exc: BaseException) -> int:
     """The exit code of the project's table for an exception that ended a command."""
-    if isinstance(exc, ConfigError | click.UsageError):
+    if isinstance(exc, ConfigError | click.UsageError) or _path_error(exc) is not None:
         return EXIT_USAGE
     if isinstance(exc, PartialSuccess):
         return EXIT_PARTIAL
@@ -51,9 +79,45 @@ def one_line(exc: BaseException) -> str:
         text = exc.format_message()
     elif isinstance(exc, LazarusError):
         text = str(exc)
+    elif (kafka := _kafka_error(exc)) is not None:
+        text = f"Kafka: {kafka}"
+    elif (path := _path_error(exc)) is not None:
+        text = path
     else:
         text = f"unexpected {type(exc).__name__}: {exc} (run with --debug for a traceback)"
     return " ".join(text.split()) or type(exc).__name__
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the command is, like Ctrl-C's KeyboardInterrupt: the same clean
+    stop (a plan being written removed, open transactions aborted, clients closed)."""
+
+
+def _terminate(_signum: int, _frame: object) -> NoReturn:
+    raise Terminated
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises `Terminated` while the command runs (a command that handles it itself,
+    the worker or the exporter, installs its own handler); the previous handler afterwards.
+    Only the main thread may set one: elsewhere SIGTERM keeps its handler."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted(prog: str, exc: BaseException) -> NoReturn:
+    if isinstance(exc, Terminated):
+        click.echo(f"{prog}: terminated", err=True)
+        sys.exit(EXIT_TERMINATED)
+    click.echo(f"{prog}: interrupted", err=True)
+    sys.exit(EXIT_INTERRUPTED)
 
 
 def run(command: click.Command, prog: str, argv: Sequence[str] | None = None) -> NoReturn:
@@ -61,18 +125,17 @@ def run(command: click.Command, prog: str, argv: Sequence[str] | None = None) ->
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:
-        result = command.main(args=args, prog_name=prog, standalone_mode=False)
+        with _sigterm_interrupts():
+            result = command.main(args=args, prog_name=prog, standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort as exc:
         if isinstance(exc.__context__, KeyboardInterrupt):  # click turns Ctrl-C into Abort
-            click.echo(f"{prog}: interrupted", err=True)
-            sys.exit(EXIT_INTERRUPTED)
+            _interrupted(prog, exc.__context__)
         click.echo(f"{prog}: aborted", err=True)
         sys.exit(EXIT_FAILED)
-    except KeyboardInterrupt:
-        click.echo(f"{prog}: interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt as exc:
+        _interrupted(prog, exc)
     except Exception as exc:
         if debug:
             raise

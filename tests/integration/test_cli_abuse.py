@@ -1,0 +1,175 @@
+"""`dlq` abused on the real broker as an operator under stress would: a damaged index file, a
+state folder that is a file, plans edited by hand, SIGTERM at the confirmation, `--limit` on the
+index. Each ends in one line and the documented exit code, and a rerun replays exactly once.
+One DLQ and one target for the module (the cases read the DLQ; the replaying ones each use
+their own state folder and check the target by `dlq.replay.of`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import create_topics
+from tests.dlq_kit import assert_exactly_once, dlq, failure, fill, lazarus_letter, replays_of
+from tests.kit import REPO
+
+COUNT = 30
+RUN_ID = re.compile(r"r-\d{8}-\d{6}-[0-9a-f]{6}")
+
+
+@pytest.fixture(scope="module")
+def topics(bootstrap: str) -> tuple[str, str]:
+    """The module's DLQ of COUNT Lazarus dead letters (only read) and a target."""
+    return own_dlq(bootstrap, "shared")
+
+
+def own_dlq(bootstrap: str, name: str) -> tuple[str, str]:
+    """A DLQ of the test's own (it replays: the shared one stays unresolved) and its target."""
+    stem = f"t-cli-abuse-{name}-{uuid.uuid4().hex[:8]}"
+    dlq_topic, target = f"{stem}-dlq", f"{stem}-out"
+    create_topics(bootstrap, [dlq_topic, target])
+    letters = (
+        lazarus_letter("orders", i, f"k{i}".encode(), b'{"id": %d}' % i, failure())
+        for i in range(COUNT)
+    )
+    fill(bootstrap, dlq_topic, letters)
+    return dlq_topic, target
+
+
+def everything(dlq_topic: str) -> set[str]:
+    return {f"{dlq_topic}/0/{offset}" for offset in range(COUNT)}
+
+
+def one_error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("dlq: error: ") and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
+def process(
+    *args: str, state: Path, stdin: int | None = subprocess.DEVNULL
+) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "reprocessor.cli", *args],
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "LAZARUS_STATE_DIR": str(state)},
+    )
+
+
+def test_limit_on_the_index_leaves_no_traceback_behind(
+    bootstrap: str, topics: tuple[str, str], tmp_path: Path
+) -> None:
+    dlq_topic, _ = topics
+    for command in (("inspect", "-n", "2"), ("fix", "-n", "2", "--set", "id=1", "--summary")):
+        proc = process("-q", "-b", bootstrap, "-t", dlq_topic, *command, state=tmp_path)
+        _out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert "Traceback" not in err and "Exception ignored" not in err, err
+
+
+def timeless(lines: list[dict[str, object]]) -> list[dict[str, object]]:
+    return [{k: v for k, v in line.items() if k != "oldest_unresolved_age_ms"} for line in lines]
+
+
+def test_a_damaged_index_is_rebuilt_not_an_error(
+    bootstrap: str, topics: tuple[str, str], tmp_path: Path
+) -> None:
+    dlq_topic, _ = topics
+    env = {"LAZARUS_STATE_DIR": str(tmp_path)}
+    first = dlq("-q", "-b", bootstrap, "-t", dlq_topic, "stats", "--json", env=env)
+    assert first.code == 0, first.output
+    (path,) = tmp_path.glob(f"index/*/{dlq_topic}.*.sqlite3")
+    for damage in (path.read_bytes()[:4096], b"not a database"):
+        for name in (f"{path.name}-wal", f"{path.name}-shm"):
+            (path.parent / name).unlink(missing_ok=True)
+        path.write_bytes(damage)
+        again = dlq("-q", "-b", bootstrap, "-t", dlq_topic, "stats", "--json", env=env)
+        assert again.code == 0, again.output
+        assert timeless(again.json_lines()) == timeless(first.json_lines())
+        with sqlite3.connect(path) as db:  # rebuilt in place
+            assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_a_state_folder_that_is_a_file_is_one_line_exit_2(
+    bootstrap: str, topics: tuple[str, str], tmp_path: Path
+) -> None:
+    dlq_topic, _ = topics
+    state = tmp_path / "state"
+    state.write_text("a file, not a folder")
+    env = {"LAZARUS_STATE_DIR": str(state)}
+    for command in (("stats",), ("inspect", "--mask", "key")):
+        result = dlq("-q", "-b", bootstrap, "-t", dlq_topic, *command, env=env)
+        assert result.code == 2, result.output
+        assert f"cannot use {state}" in one_error_line(result.stderr)
+
+
+def test_plans_edited_by_hand_are_refused_and_then_replay_once(
+    bootstrap: str, tmp_path: Path
+) -> None:
+    dlq_topic, target = own_dlq(bootstrap, "edited")
+    env = {"LAZARUS_STATE_DIR": str(tmp_path)}
+    replay = ("-q", "-b", bootstrap, "-t", dlq_topic, "replay")
+    stored = dlq(*replay, "--to", target, "--dry-run", env=env)
+    assert stored.code == 0, stored.output
+    (run,) = set(RUN_ID.findall(stored.stderr))
+    (folder,) = tmp_path.glob(f"runs/*/{run}")
+    header, lines = (folder / "plan.json").read_text(), (folder / "p0.jsonl").read_text()
+    damaged = {
+        "plan.json": json.dumps({**json.loads(header), "selected": "thirty"}),
+        "p0.jsonl": lines.replace('"t":', '"t":"x', 1),
+    }
+    for name, text in damaged.items():
+        (folder / name).write_text(text)
+        refused = dlq("--json", *replay, "-y", "--plan", run, env=env)
+        assert refused.code == 2, refused.output
+        assert refused.stdout == ""  # --json: stdout stays JSON lines, the error on stderr
+        error = refused.stderr.strip().splitlines()[-1]  # after the run's note, if it began
+        assert error.startswith("dlq: error: the plan") and "Traceback" not in refused.stderr
+        (folder / "plan.json").write_text(header)
+        (folder / "p0.jsonl").write_text(lines)
+    assert replays_of(bootstrap, target) == {}  # nothing replayed by the refused ones
+    empty = dlq(*replay, "-y", "--plan", "", env=env)
+    assert empty.code == 2, empty.output
+    assert "is not a plan id" in one_error_line(empty.stderr)
+    assert replays_of(bootstrap, target) == {}  # not a new plan of everything either
+    done = dlq(*replay, "-y", "--plan", run, env=env)
+    assert done.code == 0, done.output
+    assert_exactly_once(bootstrap, dlq_topic, target, everything(dlq_topic))
+
+
+def test_sigterm_at_the_confirmation_exits_143_and_the_plan_then_replays_once(
+    bootstrap: str, tmp_path: Path
+) -> None:
+    dlq_topic, target = own_dlq(bootstrap, "sigterm")
+    args = ("-q", "-b", bootstrap, "-t", dlq_topic, "--operator", "h28")
+    proc = process(*args, "replay", "--to", target, state=tmp_path, stdin=subprocess.PIPE)
+    assert proc.stderr is not None
+    prompt = ""
+    while not prompt.endswith("? [y/N]: "):  # click.confirm asks on stderr
+        char = proc.stderr.read(1)
+        assert char, prompt
+        prompt += char
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.stderr.read()
+    assert proc.wait(60) == 143, prompt + rest
+    assert rest.strip() == "dlq: terminated"
+    assert replays_of(bootstrap, target) == {}
+    (run,) = {path.name for path in tmp_path.glob("runs/*/r-*") if (path / "plan.json").exists()}
+    env = {"LAZARUS_STATE_DIR": str(tmp_path)}
+    resumed = dlq(*args, "replay", "-y", "--plan", run, env=env)
+    assert resumed.code == 0, resumed.output
+    assert_exactly_once(bootstrap, dlq_topic, target, everything(dlq_topic))
