@@ -10,9 +10,8 @@ from pathlib import Path
 import click
 
 from pipeline.app import logs
-from pipeline.app.cli import CONFIG_HELP, cli, config_path, quiet_kafka
+from pipeline.app.cli import CONFIG_HELP, cli, config_path, quiet_kafka, settings_for
 from pipeline.app.cli_support import run
-from pipeline.app.settings import load_settings
 from pipeline.errors import EXIT_OK, RuntimeFailure
 
 
@@ -25,7 +24,7 @@ def sample(obj: dict[str, object], config: Path | None) -> int:
     from lazarus.demo import produce_sample  # the demo's modules: only for its two commands
 
     quiet_kafka(obj)
-    for line in produce_sample(load_settings(config_path(obj, config))):
+    for line in produce_sample(settings_for(config_path(obj, config))):
         click.echo(line)
     return EXIT_OK
 

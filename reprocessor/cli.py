@@ -151,6 +151,8 @@ def show(env: Env, /, coordinates: str) -> int:
         topic, partition, offset = parse_coordinates(coordinates)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+    if env.config is None and not env.topic_overrides:
+        env.topic_overrides = (topic,)  # the coordinates name the DLQ: --topic adds nothing
     env.check_ledger(topic)
     conf = env.conf()
     consumed = dlqio.read_one(conf, topic, partition, offset)
@@ -329,6 +331,8 @@ def replay(
 
     if resume is not None and plan_id is not None:
         raise click.UsageError("--resume and --plan contradict each other: give one")
+    if opts["to_topic"] is not None and not opts["to_topic"].strip():
+        raise click.UsageError("--to is empty: name the topic to replay to")
     run_id = resume if resume is not None else plan_id
     if run_id is None:
         window(opts)  # a bad selection fails before any I/O (the ledger check reads Kafka)

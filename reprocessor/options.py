@@ -110,6 +110,8 @@ class Env:
     def conf(self, role: Literal["consumer", "producer"] = "consumer") -> dict[str, KafkaValue]:
         """librdkafka properties: the config's for `role`, then --bootstrap, then -X."""
         conf = dict(self.settings.client_properties(role)) if self.settings else {}
+        if self.bootstrap is not None and not self.bootstrap.strip():
+            raise ConfigError("--bootstrap is empty: give HOST:PORT")
         if self.bootstrap is not None:
             conf["bootstrap.servers"] = self.bootstrap
         conf.update(self.props)
@@ -341,6 +343,10 @@ def window(opts: dict[str, Any], *, decode: bool = False) -> Window:
         raise click.UsageError(f"--where, column {exc.column}: {exc.message} (at {at!r})") from exc
     now = now_ms()
     since, until = _when(opts["since"], "--since", now), _when(opts["until"], "--until", now)
+    if since is not None and until is not None and since > until:
+        raise click.UsageError(
+            f"--since ({opts['since']}) is later than --until ({opts['until']}): nothing between"
+        )
     return Window(chosen, since, until, opts["tail"], decode=decode)
 
 

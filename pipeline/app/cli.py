@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -18,7 +19,14 @@ from pipeline.errors import EXIT_FAILED, EXIT_OK, ConfigError, RuntimeFailure
 CONFIG_HELP = "Pipeline configuration (TOML); LAZARUS_* environment variables override it."
 
 
-def _settings(config: Path | None) -> Settings:
+ENV_PREFIX = "LAZARUS_"
+
+
+def settings_for(config: Path | None) -> Settings:
+    """The configuration of `--config`, else of the LAZARUS_* environment variables; with
+    neither, one line that says so (not a "Field required" line per missing setting)."""
+    if config is None and not any(name.startswith(ENV_PREFIX) for name in os.environ):
+        raise ConfigError("no configuration: give --config FILE (or LAZARUS_* variables)")
     return load_settings(config)
 
 
@@ -80,7 +88,7 @@ def worker(
 ) -> int:
     """Run the pipeline's worker until SIGTERM/SIGINT (SIGHUP reloads hold rules)."""
     config = config_path(obj, config)
-    settings = _settings(config)
+    settings = settings_for(config)
     logs.setup(str(obj["log_format"] or settings.log_format))
     if processes > 1:
         base = instance or settings.instance
@@ -136,7 +144,7 @@ def topics(obj: dict[str, object], config: Path | None, mode: str) -> int:
     from pipeline.app.build import check_topics, create_topics
 
     quiet_kafka(obj)
-    settings = _settings(config_path(obj, config))
+    settings = settings_for(config_path(obj, config))
     if mode == "create":
         for name in create_topics(settings):
             click.echo(f"created {name}")
@@ -168,7 +176,7 @@ def holds(obj: dict[str, object], config: Path | None, rules_file: Path | None, 
     record parks it."""
     from pipeline.core import holds as hold_rules
 
-    path = rules_file or _settings(config_path(obj, config)).policy.holds
+    path = rules_file or settings_for(config_path(obj, config)).policy.holds
     if path is None:
         raise ConfigError("the configuration names no hold-rules file (policy.holds): give --file")
     rules = hold_rules.load_rules(path)

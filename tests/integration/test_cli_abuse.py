@@ -173,3 +173,13 @@ def test_sigterm_at_the_confirmation_exits_143_and_the_plan_then_replays_once(
     resumed = dlq(*args, "replay", "-y", "--plan", run, env=env)
     assert resumed.code == 0, resumed.output
     assert_exactly_once(bootstrap, dlq_topic, target, everything(dlq_topic))
+
+
+def test_show_needs_no_topic_option_its_coordinates_name_the_dlq(
+    bootstrap: str, topics: tuple[str, str]
+) -> None:
+    dlq_topic, _ = topics
+    shown = dlq("--json", "-b", bootstrap, "show", f"{dlq_topic}/0/3")
+    assert shown.code == 0, shown.output
+    (line,) = shown.json_lines()
+    assert (line["topic"], line["offset"]) == (dlq_topic, 3)

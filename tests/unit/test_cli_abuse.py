@@ -339,3 +339,43 @@ def test_lazarus_topics_prints_the_error_not_librdkafka_s_lines(
     assert exited.value.code == 1
     assert "FAIL" not in stderr
     assert one_error_line(stderr, "lazarus").endswith("Failed to get metadata")
+
+
+# -- empty and contradictory values ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("-b", "", "-t", "orders.dlq", "stats"), "--bootstrap is empty"),
+        (("-b", " ", "-t", "orders.dlq", "inspect"), "--bootstrap is empty"),
+        ((*UNREACHABLE, "replay", "-y", "--to", ""), "--to is empty"),
+        ((*UNREACHABLE, "replay", "-y", "--plan", "r-1", "--to", " "), "--to is empty"),
+        ((*UNREACHABLE, "stats", "--since", "2h", "--until", "3h"), "is later than --until"),
+        ((*UNREACHABLE, "discard", "--reason", "x", "--since", "1d", "--until", "2d"), "later"),
+    ],
+)
+def test_empty_or_contradictory_values_are_refused_before_any_io(
+    args: tuple[str, ...], said: str
+) -> None:
+    result = dlq(*args)
+    assert result.code == 2, result.output
+    assert said in one_error_line(result.stderr)
+
+
+def test_lazarus_without_any_configuration_says_so_in_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lazarus.cli import cli
+
+    for name in list(os.environ):
+        if name.startswith("LAZARUS_"):
+            monkeypatch.delenv(name)
+    for command in (["worker"], ["topics"], ["sample"], ["holds"]):
+        runner = CliRunner()
+        with runner.isolation() as (_out, err, _):
+            with pytest.raises(SystemExit) as exited:
+                cli_support.run(cli, "lazarus", command)
+            stderr = err.getvalue().decode()
+        assert exited.value.code == 2, stderr
+        assert "give --config FILE" in one_error_line(stderr, "lazarus")
