@@ -50,14 +50,21 @@ class _Scripted:
     def __post_init__(self) -> None:
         self.polls = iter(self.steps)
 
-    def __call__(self, _conf: dict[str, Any]) -> _Scripted:
+    stable: int | None = None
+    """What a read_committed client is answered for the high watermark (the last stable
+    offset, lagging the end right after a commit); None: the end."""
+    isolation: str = "read_committed"
+
+    def __call__(self, conf: dict[str, Any]) -> _Scripted:
+        self.isolation = conf.get("isolation.level", "read_committed")
         return self
 
     def list_topics(self, topic: str, timeout: float) -> Any:
         return SimpleNamespace(topics={topic: SimpleNamespace(partitions={0: None})})
 
     def get_watermark_offsets(self, _tp: TopicPartition, timeout: float) -> tuple[int, int]:
-        return 0, self.end
+        committed = self.isolation == "read_committed" and self.stable is not None
+        return 0, self.stable if committed and self.stable is not None else self.end
 
     def assign(self, _parts: list[TopicPartition]) -> None:
         pass
@@ -109,3 +116,18 @@ def test_a_read_short_of_its_end_within_the_timeout_says_so(
     monkeypatch.setattr(clients, "Consumer", consumer)
     with pytest.raises(TimeoutError, match="reading t did not reach its end"):
         clients.read_to_end({}, "t", timeout_s=0.3, settle_s=10)
+
+
+def test_the_end_is_the_high_watermark_not_a_lagging_stable_offset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Right after a commit a read_committed client is answered the last stable offset (0
+    here) for the high watermark: the partition looked empty and nothing was read."""
+    consumer = _Scripted(
+        end=3,
+        stable=0,
+        steps=[(_eof(0, 0), 0), (None, 0), (_Msg(0, 0), 1), (_Msg(0, 1), 2), (None, 3)],
+    )
+    monkeypatch.setattr(clients, "Consumer", consumer)
+    msgs = clients.read_to_end({}, "t", timeout_s=5, settle_s=5)
+    assert [m.offset() for m in msgs] == [0, 1]
