@@ -3,7 +3,9 @@ rules (expiry and SIGHUP reload), `--processes`, topic checks and the metrics en
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -195,7 +197,7 @@ def test_two_processes_share_the_work(bootstrap: str, tmp_path: Path) -> None:
 def test_processes_serve_metrics_on_their_own_ports_and_a_dead_member_is_restarted(
     bootstrap: str, tmp_path: Path
 ) -> None:
-    port = free_port()
+    port = free_port(2)
     pipe = Pipeline(bootstrap, tmp_path, partitions=4, top=f"metrics_port = {port}").create()
     worker = WorkerProcess(pipe.config, tmp_path / "w.log", "--processes", "2")
     urls = [f"http://127.0.0.1:{port + i}/readyz" for i in (0, 1)]
@@ -270,10 +272,21 @@ def test_topics_check_and_create(bootstrap: str, tmp_path: Path) -> None:
     assert "retention.ms is 60000, below the configured minimum" in result.stderr
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_port(count: int = 1) -> int:
+    """The first of `count` consecutive ports free now, below the kernel's ephemeral range
+    (32768-60999 here): a port the kernel hands out (`bind(0)`), and the ones after it, are the
+    ones other processes' outgoing connections (the Kafka clients') take meanwhile ("Address
+    already in use" for `port + 1`)."""
+    for base in random.Random().sample(range(20000, 32000, count), 200):
+        with contextlib.ExitStack() as held:
+            try:
+                for port in range(base, base + count):
+                    sock = held.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return base
+    raise AssertionError(f"no {count} consecutive free ports below the ephemeral range")
 
 
 def test_metrics_endpoint_counts_outcomes(bootstrap: str, tmp_path: Path) -> None:
