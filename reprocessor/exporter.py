@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry
 
 from pipeline.app.health_http import HealthServer
 from pipeline.app.settings import Settings
-from pipeline.errors import LazarusError
+from pipeline.errors import ConfigError, LazarusError
 from pipeline.kafka.follow import Cluster
 from reprocessor.exporter_metrics import (
     DlqSnapshot,
@@ -103,7 +103,13 @@ class Exporter:
             Target(s, Cluster(s.client_properties("consumer")), LagTracker(options.stall_window_s))
             for s in settings
         ]
-        self.server = HealthServer(options.host, options.port, self.registry, ready=self.health.get)
+        try:
+            self.server = HealthServer(
+                options.host, options.port, self.registry, ready=self.health.get
+            )
+        except OSError as exc:  # the port taken, an address not of this host, a bad name
+            where = f"{options.host}:{options.port}"
+            raise ConfigError(f"cannot serve on {where}: {exc.strerror or exc}") from exc
 
     @property
     def port(self) -> int:

@@ -16,6 +16,7 @@ A traceback is printed only with `--debug`.
 
 from __future__ import annotations
 
+import errno
 import signal
 import sys
 import threading
@@ -54,12 +55,20 @@ def _kafka_error(exc: BaseException) -> str | None:
     return text or type(exc).__name__
 
 
+_LISTEN_ERRORS = (errno.EADDRINUSE, errno.EADDRNOTAVAIL)
+
+
 def _path_error(exc: BaseException) -> str | None:
     """A file or folder the command could not use (a state directory that is a file or read
-    only, a full disk): `cannot use PATH: reason`; None for any other exception."""
-    if not isinstance(exc, OSError) or not exc.filename:
+    only, a full disk): `cannot use PATH: reason`; an address it could not listen on (the
+    worker's metrics_port taken): `cannot listen: reason`; None for any other exception."""
+    if not isinstance(exc, OSError):
         return None
-    return f"cannot use {exc.filename}: {exc.strerror or type(exc).__name__}"
+    if exc.filename:
+        return f"cannot use {exc.filename}: {exc.strerror or type(exc).__name__}"
+    if exc.errno in _LISTEN_ERRORS:
+        return f"cannot listen: {exc.strerror} (a port or address of the configuration)"
+    return None
 
 
 def exit_code_for(exc: BaseException) -> int:

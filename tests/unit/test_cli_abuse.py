@@ -379,3 +379,36 @@ def test_lazarus_without_any_configuration_says_so_in_one_line(
             stderr = err.getvalue().decode()
         assert exited.value.code == 2, stderr
         assert "give --config FILE" in one_error_line(stderr, "lazarus")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "999.1.1.1"])
+def test_exporter_that_cannot_serve_is_one_line_exit_2(host: str) -> None:
+    import socket
+    import subprocess
+
+    config = Path(__file__).resolve().parents[2] / "examples" / "orders.toml"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1] if host == "127.0.0.1" else 0
+        serving = ("--host", host, "--port", str(port))
+        done = subprocess.run(
+            [sys.executable, "-m", "reprocessor.cli", "exporter", "-c", str(config), *serving],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 2, done.stderr
+    assert f"cannot serve on {host}:{port}: " in one_error_line(done.stderr)
+
+
+def test_an_address_the_worker_cannot_listen_on_is_a_configuration_error() -> None:
+    import errno
+
+    code, stderr = _run(_failing(OSError(errno.EADDRINUSE, "Address already in use")), "lazarus")
+    assert code == 2
+    assert "cannot listen: Address already in use" in one_error_line(stderr, "lazarus")
+    code, stderr = _run(_failing(OSError(errno.ECONNRESET, "Connection reset by peer")))
+    assert code == 1  # any other OSError stays a run-time failure
+    assert "unexpected" in one_error_line(stderr)
