@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.markup import escape
+from rich.markup import escape as markup_escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -43,6 +43,21 @@ from reprocessor.timeparse import format_age
 if TYPE_CHECKING:  # what only the replay and fix commands load (the replay: some 4 ms)
     from reprocessor.fix_tally import FixTally
     from reprocessor.replay import Refusal, Refused, Tally
+
+CONTROLS = {
+    code: f"\\x{code:02x}"
+    for code in (*range(0x20), 0x7F, *range(0x80, 0xA0))
+    if code not in (0x09, 0x0A)
+}
+"""Control characters (C0 but tab and line feed, DEL, C1) and how they are shown: `\\x1b`."""
+
+
+def escape(text: str) -> str:
+    """`text` for rich markup, with every control character shown as `\\xNN`: a terminal never
+    receives an escape sequence (clear screen, colours, a title) from a dead letter's message,
+    headers or payload, whoever wrote them."""
+    return markup_escape(text.translate(CONTROLS))
+
 
 WIDTH = 160
 CELL = 60

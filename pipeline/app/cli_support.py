@@ -71,6 +71,11 @@ def _path_error(exc: BaseException) -> str | None:
     return None
 
 
+_CONTROLS = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+"""Control characters in an error line (a fix function's message, a record's field quoted in a
+ConfigError) are shown as `\\x1b`, never sent to the terminal."""
+
+
 def exit_code_for(exc: BaseException) -> int:
     """The exit code of the project's table for an exception that ended a command."""
     if isinstance(exc, ConfigError | click.UsageError) or _path_error(exc) is not None:
@@ -150,6 +155,6 @@ def run(command: click.Command, prog: str, argv: Sequence[str] | None = None) ->
             raise
         lines = str(exc).splitlines() if isinstance(exc, ConfigError) else [one_line(exc)]
         for line in lines or [type(exc).__name__]:
-            click.secho(f"{prog}: error: {line}", err=True, fg="red")
+            click.secho(f"{prog}: error: {line.translate(_CONTROLS)}", err=True, fg="red")
         sys.exit(exit_code_for(exc))
     sys.exit(result if isinstance(result, int) else EXIT_OK)

@@ -183,3 +183,23 @@ def test_show_needs_no_topic_option_its_coordinates_name_the_dlq(
     assert shown.code == 0, shown.output
     (line,) = shown.json_lines()
     assert (line["topic"], line["offset"]) == (dlq_topic, 3)
+
+
+def test_escape_sequences_in_dead_letters_never_reach_the_terminal(
+    bootstrap: str, tmp_path: Path
+) -> None:
+    evil = "\x1b[2J\x1b[31mEVIL\x1b]0;pwned\x07\r"
+    dlq_topic = f"t-cli-abuse-ansi-{uuid.uuid4().hex[:8]}"
+    create_topics(bootstrap, [dlq_topic])
+    why = failure(message=f"bad {evil}", error_type=f"Error{evil}")
+    fill(bootstrap, dlq_topic, [lazarus_letter("orders", 1, evil.encode(), b"{}", why)])
+    env = {"LAZARUS_STATE_DIR": str(tmp_path)}
+    base = ("-q", "-b", bootstrap, "-t", dlq_topic)
+    for command in (("inspect",), ("inspect", "--scan", "-d"), ("group",), ("stats",)):
+        shown = dlq(*base, *command, env=env)
+        assert shown.code == 0, shown.output
+        assert "\\x1b[2J" in shown.stdout or command == ("group",), shown.stdout
+        assert not {"\x1b", "\x07", "\r"} & set(shown.stdout + shown.stderr), command
+    shown = dlq(*base, "show", f"{dlq_topic}/0/0", env=env)
+    assert shown.code == 0 and "bad \\x1b[2J\\x1b[31mEVIL" in shown.stdout, shown.output
+    assert not {"\x1b", "\x07", "\r"} & set(shown.stdout + shown.stderr)

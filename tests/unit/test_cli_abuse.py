@@ -412,3 +412,26 @@ def test_an_address_the_worker_cannot_listen_on_is_a_configuration_error() -> No
     code, stderr = _run(_failing(OSError(errno.ECONNRESET, "Connection reset by peer")))
     assert code == 1  # any other OSError stays a run-time failure
     assert "unexpected" in one_error_line(stderr)
+
+
+# -- terminal escape sequences from records ------------------------------------------------------
+
+EVIL = "\x1b[2J\x1b[31mred\x1b]0;title\x07\r\x9b1m"
+
+
+def test_render_escape_shows_control_characters_never_sends_them() -> None:
+    from reprocessor.render import escape
+
+    shown = escape(f"bad {EVIL} [bold]x[/bold]\tand\nmore")
+    assert not any(ord(c) < 0x20 and c not in "\t\n" for c in shown), repr(shown)
+    assert "\x7f" not in shown and "\x9b" not in shown
+    assert "\\x1b[2J" in shown and "\\[bold]" in shown  # still rich markup escaped
+    assert "\tand\nmore" in shown
+
+
+def test_an_error_line_never_carries_a_control_character() -> None:
+    code, stderr = _run(_failing(RuntimeFailure(f"the fix function raised ValueError: {EVIL}")))
+    assert code == 1
+    line = one_error_line(stderr)
+    assert not {"\x1b", "\x07", "\r", "\x9b"} & set(stderr)
+    assert "\\x1b[2J" in line and "\\x9b1m" in line
