@@ -4,6 +4,7 @@ global options (`Env`), the selection window, fix operations in command-line ord
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -302,12 +303,30 @@ def _options(*options: Callable[[F], F]) -> Callable[[F], F]:
     return apply
 
 
+def _at_most_maxsize(_ctx: click.Context, _param: click.Parameter, value: int | None) -> int | None:
+    """A count past `sys.maxsize` (2**63 - 1) counts nothing more: it is taken as that, which
+    `itertools.islice` and SQLite's LIMIT accept (a larger one failed as an unexpected
+    ValueError or OverflowError)."""
+    return None if value is None else min(value, sys.maxsize)
+
+
 selection_options = _options(
     click.option("--where", "-w", help=WHERE_HELP),
     click.option("--since", help="Failed at or after: 2h (ago), an ISO time or epoch ms."),
     click.option("--until", help="Failed at or before: 2h (ago), an ISO time or epoch ms."),
-    click.option("--limit", "-n", type=click.IntRange(min=1), help="At most N dead letters."),
-    click.option("--tail", type=click.IntRange(min=1), help="Only the last N of each partition."),
+    click.option(
+        "--limit",
+        "-n",
+        type=click.IntRange(min=1),
+        callback=_at_most_maxsize,
+        help="At most N dead letters.",
+    ),
+    click.option(
+        "--tail",
+        type=click.IntRange(min=1),
+        callback=_at_most_maxsize,
+        help="Only the last N of each partition.",
+    ),
     click.option("--from-beginning", is_flag=True, help="Read from the start (the default)."),
 )
 fix_options = _options(

@@ -203,3 +203,23 @@ def test_escape_sequences_in_dead_letters_never_reach_the_terminal(
     shown = dlq(*base, "show", f"{dlq_topic}/0/0", env=env)
     assert shown.code == 0 and "bad \\x1b[2J\\x1b[31mEVIL" in shown.stdout, shown.output
     assert not {"\x1b", "\x07", "\r"} & set(shown.stdout + shown.stderr)
+
+
+def test_a_limit_past_2_to_the_63_means_no_limit(
+    bootstrap: str, topics: tuple[str, str], tmp_path: Path
+) -> None:
+    dlq_topic, target = topics
+    env = {"LAZARUS_STATE_DIR": str(tmp_path)}
+    huge = str(2**70)
+    base = ("--json", "-q", "-b", bootstrap, "-t", dlq_topic)
+    for command in (
+        ("inspect", "-n", huge),
+        ("inspect", "--scan", "-n", huge, "--tail", huge),
+        ("fix", "--set", "id=1", "-n", huge),
+        ("replay", "--dry-run", "--to", target, "-n", huge),
+        ("discard", "--dry-run", "--reason", "x", "-n", huge),
+    ):
+        result = dlq(*base, *command, env=env)
+        assert result.code == 0, (command, result.output)
+        if command[0] in ("inspect", "fix"):
+            assert len(result.json_lines()) == COUNT, command
