@@ -442,6 +442,14 @@ def parse_rate(_ctx: click.Context, _param: click.Parameter, value: str | None) 
         rate = float(value.strip().removesuffix("/s"))
     except ValueError:
         raise click.BadParameter(f"expected N/s, e.g. 50/s, got {value!r}") from None
-    if not 0 < rate < float("inf"):
-        raise click.BadParameter("must be a positive number of records per second")
+    if not MIN_RATE <= rate < float("inf"):
+        raise click.BadParameter(
+            f"must be a number of records per second, at least {MIN_RATE} (one every "
+            f"{1 / MIN_RATE:.0f} s)"
+        )
     return rate
+
+
+MIN_RATE = 0.001
+"""The slowest --rate: slower ones are a mistake (a pause computed from 1e-300/s overflowed
+time.sleep: 'unexpected OverflowError')."""

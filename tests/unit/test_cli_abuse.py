@@ -435,3 +435,10 @@ def test_an_error_line_never_carries_a_control_character() -> None:
     line = one_error_line(stderr)
     assert not {"\x1b", "\x07", "\r", "\x9b"} & set(stderr)
     assert "\\x1b[2J" in line and "\\x9b1m" in line
+
+
+@pytest.mark.parametrize("rate", ["1e-300/s", "0.0005", "0", "-5/s", "nan", "inf", "fast"])
+def test_a_rate_no_replay_could_keep_is_refused_before_any_io(rate: str) -> None:
+    result = dlq(*UNREACHABLE, "replay", "-y", "--to", "out", "--rate", rate)
+    assert result.code == 2, result.output
+    assert "--rate" in one_error_line(result.stderr)
