@@ -16,7 +16,8 @@ HEADER = """# CLI reference
 
 Generated from the click commands by `scripts/cli_reference.py`; `tests/unit/test_docs.py` fails
 when this file and the commands disagree. Exit codes (both CLIs): 0 success, 1 the job failed at
-run time, 2 usage or configuration error, 3 partial success.
+run time, 2 usage or configuration error, 3 partial success, 130 interrupted (Ctrl-C), 143
+terminated (SIGTERM, stopped as cleanly as Ctrl-C).
 """
 
 
@@ -25,8 +26,9 @@ def sections(
 ) -> list[str]:
     """Help of `command` and its subcommands, rendered in contexts made the way click makes them
     at run time (so inherited settings such as `-h` apply, whatever ran before)."""
+    # a subcommand's name only: click puts the parents' names before it in the usage line
     ctx = command.make_context(
-        " ".join(path), [], parent=parent, resilient_parsing=True, max_content_width=100
+        path[-1], [], parent=parent, resilient_parsing=True, max_content_width=100
     )
     ctx.terminal_width = 100
     out = [f"\n## `{' '.join(path)}`\n\n```text\n{command.get_help(ctx)}\n```\n"]

@@ -20,6 +20,7 @@ import errno
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import NoReturn
@@ -151,8 +152,8 @@ def run(command: click.Command, prog: str, argv: Sequence[str] | None = None) ->
     except KeyboardInterrupt as exc:
         _interrupted(prog, exc)
     except Exception as exc:
-        if debug:
-            raise
+        if debug:  # the traceback, then the same line and exit code as without --debug
+            traceback.print_exc()
         lines = str(exc).splitlines() if isinstance(exc, ConfigError) else [one_line(exc)]
         for line in lines or [type(exc).__name__]:
             click.secho(f"{prog}: error: {line.translate(_CONTROLS)}", err=True, fg="red")

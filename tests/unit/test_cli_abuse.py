@@ -442,3 +442,23 @@ def test_a_rate_no_replay_could_keep_is_refused_before_any_io(rate: str) -> None
     result = dlq(*UNREACHABLE, "replay", "-y", "--to", "out", "--rate", rate)
     assert result.code == 2, result.output
     assert "--rate" in one_error_line(result.stderr)
+
+
+# -- --debug ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--debug", *UNREACHABLE, "stats", "--bogus"),
+        (*UNREACHABLE, "stats", "--bogus", "--debug"),
+        ("--debug", *UNREACHABLE, "stats", "--where", ""),
+    ],
+)
+def test_debug_adds_the_traceback_and_keeps_the_exit_code(args: tuple[str, ...]) -> None:
+    """`--debug` adds the traceback to the error line; it used to re-raise, so a usage error
+    exited 1 (Python's code for an uncaught exception) with no `dlq: error:` line."""
+    result = dlq(*args)
+    assert result.code == 2, result.output
+    assert "Traceback (most recent call last)" in result.stderr
+    assert result.stderr.rstrip().splitlines()[-1].startswith("dlq: error: ")
