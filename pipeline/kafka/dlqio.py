@@ -58,6 +58,8 @@ _DENIED_CODES = frozenset(
 )
 _WHY_ELSEWHERE = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT, KafkaError._STATE})
 """Delivery failures whose cause is the transaction's own error (e.g. a refused partition)."""
+_WHY_LATER = frozenset({KafkaError._STATE, KafkaError._FATAL})
+"""Errors of a call that only say the transaction or the producer failed earlier."""
 _FENCED_CODES = frozenset(
     {
         KafkaError._FENCED,
@@ -562,7 +564,9 @@ class TxnProducer:
                 raise RuntimeFailure(f"transaction {what} timed out")
 
     def _fail(self, err: KafkaError, what: str, exc: KafkaException) -> NoReturn:
-        reason = self._cause(err) if err.code() == KafkaError._STATE else err.str()
+        if err.code() in _WHY_LATER:  # the transaction's or the producer's own error says why
+            err = self._cause_error(err)
+        reason = str(err.str())
         if err.code() in _DENIED_CODES or "authoriz" in reason.lower():
             self.abort()
             raise RuntimeFailure(self._denied_message(reason)) from exc
@@ -579,15 +583,20 @@ class TxnProducer:
         raise RuntimeFailure(f"transaction {what} failed: {err.str()}") from exc
 
     def _cause(self, err: KafkaError) -> str:
-        """librdkafka answers "Erroneous state" once the transaction failed; the transaction's
-        own error (e.g. a topic authorization failure adding a partition) says why."""
+        return str(self._cause_error(err).str())
+
+    def _cause_error(self, err: KafkaError) -> KafkaError:
+        """librdkafka answers "Erroneous state" once the transaction failed, and "Local: Fatal
+        error" to a produce once the producer is fatal (e.g. fenced by a second run of the same
+        plan); a transactional call then raises the transaction's or the producer's own error
+        (a topic authorization failure adding a partition, PRODUCER_FENCED), which says why."""
         try:
             self._producer.commit_transaction(1)
         except KafkaException as exc:
             cause = exc.args[0] if exc.args else None
-            if isinstance(cause, KafkaError):
-                return str(cause.str())
-        return str(err.str())
+            if isinstance(cause, KafkaError) and cause.code() not in _WHY_LATER:
+                return cause
+        return err
 
     def _denied_message(self, reason: str) -> str:
         topics = ", ".join(sorted(self._topics)) or "the target"
