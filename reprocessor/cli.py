@@ -279,7 +279,9 @@ def fix(env: Env, /, per_record: bool | None, save: bool, **opts: Any) -> int:
             f"plan {stored.plan.run} stored ({stored.plan.selected} unresolved dead letters): "
             f"`dlq replay --plan {stored.plan.run}` replays exactly this preview"
         )
-    if not env.as_json and not per_record:
+    if not env.as_json and not tally.records:
+        render.say("nothing to fix: no dead letter selected")
+    elif not env.as_json and not per_record:
         if per_record is None and tally.records <= FIRST:
             render.fix_diffs(tally.first)
         else:

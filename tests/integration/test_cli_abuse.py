@@ -223,3 +223,14 @@ def test_a_limit_past_2_to_the_63_means_no_limit(
         assert result.code == 0, (command, result.output)
         if command[0] in ("inspect", "fix"):
             assert len(result.json_lines()) == COUNT, command
+
+
+def test_a_fix_that_selects_nothing_says_so(
+    bootstrap: str, topics: tuple[str, str], tmp_path: Path
+) -> None:
+    """It printed nothing at all (exit 0), as if the command had not run."""
+    where = ("-b", bootstrap, "-t", topics[0])
+    env = {"LAZARUS_STATE_DIR": str(tmp_path)}
+    result = dlq(*where, "fix", "--set", "id=1", "--where", "offset>999999", env=env)
+    assert result.code == 0, result.output
+    assert "nothing to fix: no dead letter selected" in result.stdout
