@@ -255,7 +255,12 @@ class Pacer:
         return max(1, min(CHUNK, int(self.rate / 4)))
 
     def after(self, count: int) -> None:
+        """`count` more were sent; the next `before` waits for them."""
         self.sent += count
+
+    def before(self) -> None:
+        """Wait until the ones sent so far fit the rate: before the next chunk, never after the
+        last (`--rate 0.01/s` with one dead letter waited 100 s once it was done)."""
         if self.rate is not None:
             delay = self.started + self.sent / self.rate - time.monotonic()
             if delay > 0:

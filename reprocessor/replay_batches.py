@@ -423,6 +423,7 @@ class Transactions:
         """Wait for the open transaction's commit, then begin the chunk's, produce its copies
         and finish it in the background."""
         self.finish()
+        self.pacer.before()
         self.hooks.check_targets(set(chunk.topics))
         sink = self.run.sink
         sink.begin()
