@@ -204,6 +204,9 @@ class FakeSink:
         self.fail_commit: SinkError | None = None
         self.fail_abort: SinkError | None = None
         self.fail_reset: SinkError | None = None
+        self.fatal: SinkError | None = None
+        """A producer that failed fatally (fenced): every later poll raises it, as
+        confluent-kafka's does, until a new producer (`reset`)."""
         self.doomed: SinkError | None = None
         self._late: list[Ack] = []  # refusals served by a commit's flush, for the next poll
         """An abortable error ended the open transaction: only an abort (or a new producer)
@@ -221,6 +224,8 @@ class FakeSink:
         self.queue.append(_Produced(out, batch))
 
     def poll(self, timeout_s: float) -> list[Ack]:
+        if self.fatal is not None:
+            raise SinkFailure(self.fatal)
         if self.stalled:
             return []
         if self._late:
@@ -282,6 +287,7 @@ class FakeSink:
         self.queue.clear()
         self._end()
         self.fail_commit = None
+        self.fatal = None
         self.resets += 1
 
     def commit_transaction(self, timeout_s: float) -> None:

@@ -350,7 +350,11 @@ class Transactions(Delivery):
             self.sink.commit_transaction(self.timeout_s)
         except SinkFailure as exc:
             # the refusals that failed it were served by the commit's flush: what were they?
-            late = self._delivery_failure(self.sink.poll(0))
+            # (a producer that failed fatally, fenced say, raises its error again instead)
+            try:
+                late = self._delivery_failure(self.sink.poll(0))
+            except SinkFailure:
+                late = None
             return self._failed(late if late is not None and late.too_large else exc.error)
         self._open = False
         self.positions.clear()

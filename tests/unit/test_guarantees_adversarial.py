@@ -17,7 +17,7 @@ from pipeline.core import contract
 from pipeline.core.crashes import mark, parse_mark
 from pipeline.core.policy import BreakerState, FloodGuard
 from pipeline.kafka.fake import FakeCluster
-from pipeline.kafka.seam import Committed, SinkError
+from pipeline.kafka.seam import Committed, SinkError, SinkFailure
 from tests.kit import good_payment
 from tests.unit.test_worker import BAD, DLQ, OUTPUT, SOURCE, Crash, Rig, good, rig
 
@@ -651,3 +651,31 @@ def test_a_rebalance_during_a_pause_neither_skips_nor_repeats(
     r.steps(4)
     finish(r.cluster, exactly_once, 8)
     once_each_route(r, 8, bad, exactly=exactly_once)
+
+
+# -- a producer fenced at the commit ----------------------------------------------------------
+@pytest.mark.parametrize("at", ["send_offsets", "commit_transaction"])
+def test_a_producer_fenced_at_the_commit_is_renewed_not_a_crash(at: str) -> None:
+    """After a broker restart the coordinator may have aborted a transaction that outlived
+    `transaction.timeout.ms` and bumped the epoch: the producer fails fatally (fenced) at the
+    commit, and every later poll of it raises that error again. The worker starts a new
+    producer and rewinds; it ended with exit 1 (the soak run of the fault suite) when the
+    poll that reads the commit's late refusals raised out of `end`."""
+    r = rig(exactly_once=True)
+    for i in range(4):
+        r.cluster.append(SOURCE, good(i))
+    fenced = SinkError("Failed to add offsets to transaction: fenced", fatal=True)
+    real = getattr(r.sink, at)
+
+    def fenced_once(*args: Any, **kwargs: Any) -> None:
+        setattr(r.sink, at, real)  # the new producer commits
+        r.sink.fatal = fenced
+        raise SinkFailure(fenced)
+
+    setattr(r.sink, at, fenced_once)
+    r.steps(2)
+    assert r.sink.resets == 1  # a new producer, and the breaker open: an outage
+    r.clock.advance(10.0)  # the breaker's probe
+    r.steps(6)
+    once_each(r, 4, exactly=True)
+    assert r.cluster.committed[P0].offset == 4
