@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from pipeline.app import logs
-from pipeline.app.cli_support import run
+from pipeline.app.cli_support import confirm, run
 from pipeline.core.contract import parse_coordinates
 from pipeline.core.ledger_codec import encode_ledger_entry
 from pipeline.errors import EXIT_OK, ConfigError, PartialSuccess
@@ -361,7 +361,7 @@ def replay(
         return replay_run.finish(summary.refused_count, selected)
     if not opts["yes"]:
         text = render.plan_text("Replay", summary.replayable, topic, summary.planned)
-        click.confirm(text + "?", abort=True, err=True)
+        confirm(text + "?")
     render.note(f"run {plan.run}: plan in {stored.folder} (--resume {plan.run} continues it)")
     tally, late = replay_run.execute(env, stored, replay_run.recipe_of(env, plan), opts["rate"])
     env.remember_ledger(topic)  # a ledger this run created is known from now on
@@ -417,7 +417,7 @@ def discard(env: Env, /, reason: str, dry_run: bool, yes: bool, **opts: Any) -> 
             render.discard_report(env.as_json, topic, text, None, None, dry_run=dry_run)
             return EXIT_OK
         if not yes:
-            click.confirm(text + "?", abort=True, err=True)
+            confirm(text + "?")
         job = replay_run._job(env, topic, run)
         ledger = job.start(lambda: read_ledger(env.conf(), topic))
         with render.progress(count, f"discard {run}") as advance:

@@ -17,6 +17,7 @@ A traceback is printed only with `--debug`.
 from __future__ import annotations
 
 import errno
+import select
 import signal
 import sys
 import threading
@@ -133,6 +134,33 @@ def _interrupted(prog: str, exc: BaseException) -> NoReturn:
         sys.exit(EXIT_TERMINATED)
     click.echo(f"{prog}: interrupted", err=True)
     sys.exit(EXIT_INTERRUPTED)
+
+
+def confirm(question: str) -> None:
+    """Ask `question [y/N]:` on stderr; `click.Abort` unless the answer is yes.
+
+    `click.confirm`, except that the answer is awaited in short `select`s: a blocking read
+    wakes only for a signal that interrupts it, so a SIGTERM delivered as the prompt appeared,
+    before the read began, went unhandled and the command waited for an answer for good (seen
+    in CI). Input that is not a file (click's test runner) is read by `click.confirm`."""
+    try:
+        stdin = sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):
+        click.confirm(question, abort=True, err=True)
+        return
+    while True:
+        click.echo(f"{question} [y/N]: ", nl=False, err=True)
+        while not select.select([stdin], [], [], 0.2)[0]:
+            pass  # between two waits, a signal's handler runs (Ctrl-C, SIGTERM)
+        line = sys.stdin.readline()
+        if not line:  # end of input
+            raise click.Abort
+        answer = line.strip().lower()
+        if answer in ("y", "yes"):
+            return
+        if answer in ("", "n", "no"):
+            raise click.Abort
+        click.echo("Error: invalid input", err=True)
 
 
 def run(command: click.Command, prog: str, argv: Sequence[str] | None = None) -> NoReturn:

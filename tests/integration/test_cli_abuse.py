@@ -164,8 +164,12 @@ def test_sigterm_at_the_confirmation_exits_143_and_the_plan_then_replays_once(
         assert char, prompt
         prompt += char
     proc.send_signal(signal.SIGTERM)
+    try:
+        code = proc.wait(60)  # never hang the suite: a SIGTERM lost at the prompt fails here
+    finally:
+        proc.kill()
     rest = proc.stderr.read()
-    assert proc.wait(60) == 143, prompt + rest
+    assert code == 143, prompt + rest
     assert rest.strip() == "dlq: terminated"
     assert replays_of(bootstrap, target) == {}
     (run,) = {path.name for path in tmp_path.glob("runs/*/r-*") if (path / "plan.json").exists()}

@@ -462,3 +462,40 @@ def test_debug_adds_the_traceback_and_keeps_the_exit_code(args: tuple[str, ...])
     assert result.code == 2, result.output
     assert "Traceback (most recent call last)" in result.stderr
     assert result.stderr.rstrip().splitlines()[-1].startswith("dlq: error: ")
+
+
+# -- the confirmation prompt -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("typed", "agreed"),
+    [(b"y\n", True), (b"YES\n", True), (b"n\n", False), (b"\n", False), (b"", False)],
+)
+def test_the_confirmation_reads_a_real_file_descriptor(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], typed: bytes, agreed: bool
+) -> None:
+    """`cli_support.confirm` waits in short selects on a real descriptor (so a SIGTERM that
+    arrives as the prompt appears is acted on); yes goes on, anything else aborts."""
+    read, write = os.pipe()
+    os.write(write, typed)
+    os.close(write)
+    with os.fdopen(read) as stdin:
+        monkeypatch.setattr(sys, "stdin", stdin)
+        if agreed:
+            cli_support.confirm("Replay 3 dead letters?")
+        else:
+            with pytest.raises(click.Abort):
+                cli_support.confirm("Replay 3 dead letters?")
+    assert capsys.readouterr().err.startswith("Replay 3 dead letters? [y/N]: ")
+
+
+def test_the_confirmation_asks_again_after_an_answer_it_does_not_understand(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    read, write = os.pipe()
+    os.write(write, b"maybe\ny\n")
+    os.close(write)
+    with os.fdopen(read) as stdin:
+        monkeypatch.setattr(sys, "stdin", stdin)
+        cli_support.confirm("Go?")
+    assert capsys.readouterr().err.count("Go? [y/N]: ") == 2
