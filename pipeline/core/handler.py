@@ -136,11 +136,15 @@ class Handler:
             return _tuple(Routed, ((out,), "forwarded", None, None))
         return self._process(rec, decoded, attempt, first_at, now)
 
-    def too_large(self, rec: SourceRecord, routed: Routed, now: float, reason: str) -> Routed:
+    def too_large(
+        self, rec: SourceRecord, routed: Routed, now: float, reason: str, *, atomic: bool = True
+    ) -> Routed:
         """The route of `routed` after the broker refused one of its records as too large: a
         property of the record, never an outage (the contract's "Oversize records"). A dead
         letter goes again without its value (and its optional headers); a refused output turns
-        into a dead letter of category `processing` saying so."""
+        into a dead letter of category `processing` saying so. `atomic=False` (at-least-once):
+        the record's other outputs may have been written already, and the message says so (a
+        replay writes them again)."""
         if routed.outcome == "dead_lettered" and routed.outputs:
             out = routed.outputs[0]
             headers = contract.drop_optional(out.headers)
@@ -148,11 +152,13 @@ class Handler:
                 headers.append(contract.omitted_value_header(out.value))
             smaller = Output(out.topic, out.key, None, tuple(headers))
             return Routed((smaller,), routed.outcome, routed.failure, routed.fingerprint)
-        failure = Classified(
-            Category.PROCESSING,
-            "lazarus.RecordTooLarge",
-            f"an output record was refused as too large for its topic ({reason})",
-        )
+        message = f"an output record was refused as too large for its topic ({reason})"
+        if not atomic and len(routed.outputs) > 1:
+            message += (
+                f"; it was one of {len(routed.outputs)} outputs of this record, and the others"
+                " may have been written (at-least-once)"
+            )
+        failure = Classified(Category.PROCESSING, "lazarus.RecordTooLarge", message)
         return self._dead_letter(rec, failure, int(now * 1000))
 
     def crashed(self, rec: SourceRecord, attempts: int, now: float) -> Routed:

@@ -54,6 +54,9 @@ IDLE = Polled()
 class Delivery(ABC):
     """What the worker loop needs from a delivery mode."""
 
+    atomic = False
+    """A record's route is written whole or not at all (exactly-once's transactions)."""
+
     def __init__(
         self,
         sink: Sink,
@@ -277,6 +280,8 @@ class Transactions(Delivery):
     the rate by latency, not work. Anything else that ends a batch (a retry wait, a crash mark,
     a rebalance, shutdown) commits at once; an idle loop commits once the time is up."""
 
+    atomic = True
+
     def __init__(
         self,
         sink: Sink,
@@ -322,9 +327,23 @@ class Transactions(Delivery):
                 raise
             self._open = True
             self._opened_at = self.clock()
-        for out in routed.outputs:
-            self.sink.produce(out, self._batch)
+        try:
+            for out in routed.outputs:
+                self.sink.produce(out, self._batch)
+        except SinkFailure as exc:
+            if exc.error.too_large and len(routed.outputs) > 1:
+                raise self._torn(exc.error) from exc
+            raise
         self.positions[(rec.topic, rec.partition)] = rec.offset + 1
+
+    def _torn(self, error: SinkError) -> SinkFailure:
+        """One output of a record with several refused at once as too large, the outputs before
+        it in the transaction already: the record's route is all its outputs or its dead letter,
+        never both, so the transaction is aborted. The error says so (`abortable`): the worker
+        rewinds to the committed offsets and dead-letters the record when it reads it again."""
+        torn = SinkError(error.reason, error.topic, abortable=True, too_large=True)
+        self._failed(torn)
+        return SinkFailure(torn)
 
     def end(self, now: float, tally: Tally, *, final: bool = True) -> Polled:
         self._tally.add(tally)

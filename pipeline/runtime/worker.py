@@ -29,7 +29,7 @@ from pipeline.core.crashes import CrashGuard
 from pipeline.core.handler import Handler, RetryAfter, Routed
 from pipeline.core.policy import BreakerState, CircuitBreaker, FloodGuard
 from pipeline.errors import Category
-from pipeline.kafka.seam import TP, Committed, SinkFailure, Source
+from pipeline.kafka.seam import TP, Committed, SinkError, SinkFailure, Source
 from pipeline.runtime.deadletter_log import DeadLetterLog
 from pipeline.runtime.delivery import Delivery, Polled
 from pipeline.runtime.metrics import Tally, WorkerMetrics
@@ -174,8 +174,8 @@ class Worker:
         # sends the rest of the batch through `_special`.
         watched = {*guard.suspects, *guard.unmarked} if guard is not None else set()
         slow = guard is not None
-        if self._sizing:
-            watched.update(self._sizing)
+        if self._sizing or self._oversize:
+            watched.update(self._sizing, self._oversize)
             slow = True
         for rec in records:
             if self._revoked and (rec.topic, rec.partition) in self._gone:
@@ -216,8 +216,8 @@ class Worker:
         self._send(rec, outcome)
 
     def _special(self, rec: SourceRecord) -> None:
-        """A record of a partition in careful mode (a crash suspect, or not yet marked) or
-        being sized (a too-large refusal to pin down)."""
+        """A record of a partition in careful mode (a crash suspect, or not yet marked), being
+        sized (a too-large refusal to pin down) or holding a record found too large."""
         guard = self.crashes
         if guard is not None and (rec.topic, rec.partition) in guard.suspects:
             self._one_at_a_time(rec)
@@ -226,7 +226,23 @@ class Worker:
         elif guard is not None:
             self._guarded(rec, guard)
         else:
+            self._plain(rec)
+
+    def _plain(self, rec: SourceRecord) -> None:
+        """Route `rec`, made smaller when it is the record found too large (exactly-once: one
+        of its several outputs was refused at once, and the transaction holding the others was
+        aborted, so it is read again)."""
+        tp = (rec.topic, rec.partition)
+        found = self._oversize.get(tp)
+        if found is None or rec.offset < found:
             self._route(rec)
+        elif rec.offset > found:  # passed (a rebalance moved the partition on): forgotten
+            del self._oversize[tp]
+            self._route(rec)
+        else:
+            self._shrink(rec)
+            if not self._interrupted:
+                del self._oversize[tp]
 
     # -- a record the broker refuses as too large, in its delivery report ---------------------
     def _sized(self, rec: SourceRecord) -> None:
@@ -274,7 +290,13 @@ class Worker:
             self._route(rec)
             return
         reason = "refused by the broker as too large"
-        self._send(rec, self.handler.too_large(rec, outcome, now, reason), shrink=False)
+        smaller = self.handler.too_large(rec, outcome, now, reason, atomic=self.delivery.atomic)
+        if self.flood is not None:  # a dead letter is a dead letter: the flood guard counts it
+            if self.flood.would_flood(self.clock()):
+                self._flood_pause(rec)  # the record stays undecided, found again after the pause
+                return
+            self.flood.record(True)
+        self._send(rec, smaller, shrink=False)
 
     def _settle_now(self) -> bool:
         """End the batch so far and make it durable now (acknowledged, committed). False when
@@ -312,7 +334,7 @@ class Worker:
         if tp in guard.unmarked and not self._commit_mark(rec, guard.first_seen(tp, rec.offset)):
             guard.unmarked.add(tp)  # marked when it is read again
             return
-        self._route(rec)
+        self._plain(rec)
 
     def _one_at_a_time(self, rec: SourceRecord) -> None:
         """A record of a suspect partition: mark it, route it and make it durable (or
@@ -425,21 +447,32 @@ class Worker:
         try:
             self.delivery.send(rec, routed)
         except SinkFailure as exc:
-            if not (exc.error.too_large and shrink):
-                self._delivery_failed(exc.error.reason)
-                self._interrupt(rec, exc.error.reason)
-                return
-            log.warning(
-                "%s/%d/%d refused as too large: %s",
-                rec.topic,
-                rec.partition,
-                rec.offset,
-                exc.error.reason,
-            )
-            smaller = self.handler.too_large(rec, routed, self.wall(), exc.error.reason)
-            self._send(rec, smaller, shrink=False)
+            self._refused(rec, routed, exc.error, shrink)
             return
         self._account(rec, routed)
+
+    def _refused(self, rec: SourceRecord, routed: Routed, error: SinkError, shrink: bool) -> None:
+        """`rec`'s route refused at once by `Delivery.send` (`_send`)."""
+        if not (error.too_large and shrink):
+            self._delivery_failed(error.reason)
+            self._interrupt(rec, error.reason)
+            return
+        where = f"{rec.topic}/{rec.partition}/{rec.offset}"
+        log.warning("%s refused as too large: %s", where, error.reason)
+        if error.abortable:
+            # exactly-once: the transaction held some of its outputs, and was aborted (never
+            # its outputs and its dead letter both): nothing since it began counts, every
+            # partition rewinds, and the record is dead-lettered when read again. No outage.
+            self._oversize[(rec.topic, rec.partition)] = rec.offset
+            self._tally = Tally()
+            self._interrupt(rec, "reading the record again to dead-letter it alone")
+            return
+        smaller = self.handler.too_large(
+            rec, routed, self.wall(), error.reason, atomic=self.delivery.atomic
+        )
+        if self.flood is not None and routed.failure is None:
+            self.flood.record(True)  # an output turned dead letter (counted as an output before)
+        self._send(rec, smaller, shrink=False)
 
     def _account(self, rec: SourceRecord, routed: Routed) -> None:
         failure = routed.failure
