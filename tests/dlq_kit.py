@@ -164,7 +164,7 @@ def fill(bootstrap: str, topic: str, letters: Iterable[Letter]) -> int:
     for letter in letters:
         while True:
             try:
-                producer.produce(topic, letter.value, letter.key, headers=letter.headers)
+                producer.produce(topic, letter.value, letter.key, headers=list(letter.headers))
                 break
             except BufferError:
                 producer.poll(0.1)

@@ -3,10 +3,13 @@ and the accounting that always re-reads the topics (never the worker's counters)
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import random
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -17,15 +20,40 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from fastavro import parse_schema, schemaless_writer
 
+from pipeline.core.contract import Headers
 from pipeline.kafka.clients import is_retriable, read_to_end
 from tests.conftest import create_topics
 
 REPO = Path(__file__).resolve().parent.parent
 ORDER_V1 = parse_schema(json.loads((REPO / "schemas/avro/orders-value/1.avsc").read_text()))
 SEQ = "test.seq"
+EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def free_port(count: int = 1) -> int:
+    """The first of `count` consecutive loopback ports free now, below the kernel's ephemeral
+    range (`/proc/sys/net/ipv4/ip_local_port_range`, 32768-60999 by default): a port the kernel
+    hands out (`bind(0)`), and the ones after it, are the ones other processes' outgoing
+    connections (the Kafka clients') take meanwhile ("Address already in use" for `port + 1`)."""
+    try:
+        ephemeral = int(EPHEMERAL_PORTS.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768
+    low = 20000 if ephemeral > 21000 else 1024
+    bases = range(low, min(ephemeral, 32000) - count + 1, count)
+    for base in random.Random().sample(bases, min(200, len(bases))):
+        with contextlib.ExitStack() as held:
+            try:
+                for port in range(base, base + count):
+                    sock = held.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return base
+    raise AssertionError(f"no {count} consecutive free ports below the ephemeral range")
 
 
 def good_order(i: int) -> dict[str, Any]:
@@ -163,7 +191,7 @@ class Rec:
     offset: int
     key: bytes | None
     value: bytes | None
-    headers: list[tuple[str, bytes | None]]
+    headers: Headers
     timestamp_ms: int = 0  # CreateTime: when the producer took the record in hand
 
     def header(self, name: str) -> bytes | None:
@@ -186,19 +214,26 @@ def read_all(bootstrap: str, topic: str, isolation: str = "read_committed") -> l
         raise AssertionError(exc.args[0]) from None
     except TimeoutError as exc:
         raise AssertionError(str(exc)) from None
-    out = [
-        Rec(
-            topic,
-            msg.partition(),
-            msg.offset(),
-            msg.key(),
-            msg.value(),
-            list(msg.headers() or []),
-            msg.timestamp()[1],
-        )
-        for msg in msgs
-    ]
+    out = [as_rec(topic, msg) for msg in msgs]
     return sorted(out, key=lambda r: (r.partition, r.offset))
+
+
+def as_rec(topic: str, msg: Message) -> Rec:
+    """A consumed message as a `Rec`. A consumed record always has its partition and offset,
+    and its headers are (str, bytes | None) pairs: the stubs' types are the producer side's
+    too (None before delivery; a dict or str values)."""
+    partition, offset, headers = msg.partition(), msg.offset(), msg.headers() or []
+    assert partition is not None and offset is not None, "a consumed record has a position"
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    return Rec(
+        topic,
+        partition,
+        offset,
+        msg.key(),
+        msg.value(),
+        [(name, v.encode() if isinstance(v, str) else v) for name, v in pairs],
+        msg.timestamp()[1],
+    )
 
 
 @dataclass

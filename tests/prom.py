@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -21,6 +20,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+
+from tests.kit import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 RULES = REPO / "deploy/prometheus/rules"
@@ -37,12 +38,6 @@ GRAFANA_VARIABLES = {
 
 class PromQLError(AssertionError):
     """Prometheus refused a query (it does not parse, or cannot be evaluated)."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def scrape_job(job: str, *targets: str) -> dict[str, Any]:

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import uuid
@@ -19,7 +18,7 @@ from scripts.kafka_broker import DEFAULT_STATE
 from tests.conftest import create_topics
 from tests.dlq_kit import failure, fill, lazarus_letter
 from tests.integration.test_exporter import ExporterProcess, http_get, value
-from tests.kit import Pipeline, wait_until
+from tests.kit import Pipeline, free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text(encoding="utf-8")
@@ -30,13 +29,6 @@ def broker_script(name: str, command: str, *options: str) -> tuple[int, str]:
     argv = [sys.executable, "scripts/kafka_broker.py", "--name", name, command, *options]
     done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=180)
     return done.returncode, done.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def topics(bootstrap: str) -> set[str]:

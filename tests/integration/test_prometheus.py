@@ -26,6 +26,7 @@ from tests.kit import (
     WorkerProcess,
     avro_framed,
     committed_offsets,
+    free_port,
     good_order,
     good_payment,
     produce,
@@ -35,7 +36,6 @@ from tests.prom import (
     Prometheus,
     PromQLError,
     as_promql,
-    free_port,
     metric_names,
     panel_queries,
     scrape_job,
@@ -64,7 +64,8 @@ def stop_exporter(exporter: DlqProcess) -> None:
 def observe(bootstrap: str, tmp_path: Path, exporter: bool = False) -> Iterator[Stack]:
     """Start the pieces; stop every one that started, last first, whatever happens. The
     pipeline has an objective and its DLQ a retention.bytes, so every series can appear."""
-    worker_port, exporter_port = free_port(), free_port()
+    worker_port = free_port(2)  # two consecutive free ports: never the same one twice
+    exporter_port = worker_port + 1
     top = f"metrics_port = {worker_port}\nslo_objective = 0.999"
     retention = {"retention.bytes": str(1 << 30)}
     pipe = Pipeline(bootstrap, tmp_path, top=top).create(dlq_config=retention)
