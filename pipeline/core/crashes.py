@@ -70,7 +70,8 @@ class CrashGuard:
     """Who this process is in its marks: a member never takes its own mark for a death."""
     suspects: dict[TP, Suspect] = field(default_factory=dict)
     unmarked: set[TP] = field(default_factory=set)
-    """Partitions without a committed offset: marked at their first record (`first_seen`)."""
+    """Partitions without a committed offset, or whose start mark the coordinator refused:
+    marked at their first record (`first_seen`), which waits while that is refused."""
 
     def assigned(self, tp: TP, committed_offset: int, metadata: str) -> str | None:
         """A partition arrived with this committed position. Returns the mark to commit on it
@@ -118,6 +119,17 @@ class CrashGuard:
         suspect.careful_left -= 1
         if suspect.careful_left <= 0:
             del self.suspects[tp]
+
+    def left_behind(self, tp: TP, offset: int) -> str:
+        """The metadata a clean stop (or a revoke) commits at `offset`, where this member's mark
+        stands with nothing committed past it: none, unless that is the suspect record's mark
+        and the record was not handled. Its deaths stay then, in a mark no process owns (every
+        reader counts them all, this process's own attempt not among them): else a record that
+        kills every other run would never reach `limit`."""
+        suspect = self.suspects.get(tp)
+        if suspect is None or suspect.offset != offset or suspect.attempts == 0:
+            return ""
+        return mark(offset, suspect.attempts)
 
     def revoked(self, tp: TP) -> None:
         self.suspects.pop(tp, None)

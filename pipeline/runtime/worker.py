@@ -410,16 +410,25 @@ class Worker:
                 self.delivery.commit_marks(marks)
                 self._marks.update({tp: c.offset for tp, c in marks.items()})
             except SinkFailure as exc:
-                log.warning("could not mark the start positions: %s", exc.error.reason)
+                # No record may run unmarked (a death there would be credited to none): each
+                # partition is marked at its first record, which waits while that is refused.
+                self.crashes.unmarked.update(marks)
+                log.warning(
+                    "could not mark the start positions (marking each at its first record "
+                    "instead): %s",
+                    exc.error.reason,
+                )
 
     def _clear_marks(self, tps: list[TP]) -> None:
         """A clean stop: no mark may stay behind to make the next member suspicious. A progress
         commit past a mark replaced it already; a mark with no progress since is committed
-        again without its metadata (no read from the broker: the member knows both)."""
-        if self.crashes is None:
+        again without its metadata (no read from the broker: the member knows both), except
+        the deaths counted on a suspect record not handled yet (`CrashGuard.left_behind`)."""
+        guard = self.crashes
+        if guard is None:
             return
         unmoved = {
-            tp: Committed(offset)
+            tp: Committed(offset, guard.left_behind(tp, offset))
             for tp, offset in self._marks.items()
             if tp in tps and self.delivery.last_committed.get(tp, -1) <= offset
         }
@@ -471,7 +480,13 @@ class Worker:
             rec, routed, self.wall(), error.reason, atomic=self.delivery.atomic
         )
         if self.flood is not None and routed.failure is None:
-            self.flood.record(True)  # an output turned dead letter (counted as an output before)
+            # An output turned dead letter (`_route` counted an output): a dead letter for the
+            # flood guard too. It may pause only while nothing of the record is out (its only
+            # output refused): at-least-once cannot take back outputs produced before.
+            if len(routed.outputs) == 1 and self.flood.would_flood(self.clock()):
+                self._flood_pause(rec)
+                return
+            self.flood.record(True)
         self._send(rec, smaller, shrink=False)
 
     def _account(self, rec: SourceRecord, routed: Routed) -> None:

@@ -12,10 +12,12 @@ from typing import Any
 import pytest
 
 from pipeline.core import contract
-from pipeline.core.policy import BreakerState
-from pipeline.kafka.seam import SinkError, SinkFailure
-from tests.unit.test_guarantees_adversarial import P0, dead_offsets, ids
-from tests.unit.test_worker import OUTPUT, SOURCE, Rig, good, rig
+from pipeline.core.crashes import mark, parse_mark
+from pipeline.core.policy import BreakerState, FloodGuard
+from pipeline.kafka.fake import FakeCluster
+from pipeline.kafka.seam import Committed, SinkError, SinkFailure
+from tests.unit.test_guarantees_adversarial import P0, dead_offsets, ids, survivor
+from tests.unit.test_worker import OUTPUT, SOURCE, Crash, Rig, good, rig
 
 HUGE = "o" * 5000
 
@@ -104,3 +106,141 @@ def test_at_least_once_keeps_a_record_s_earlier_outputs_and_its_dead_letter_says
     meta = contract.parse_dead_letter(dead.headers)
     assert meta is not None and meta.error_type == "lazarus.RecordTooLarge"
     assert "one of 3 outputs" in (meta.message or ""), meta.message
+
+
+# -- 2. a crash mark refused at assignment -------------------------------------------------------
+def died(r: Rig, steps: int) -> bool:
+    """Run `steps` steps; True when the process "died" (`Crash`) in one."""
+    try:
+        r.steps(steps)
+    except Crash:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("exactly_once", [False, True])
+def test_a_start_mark_the_coordinator_refuses_at_assignment_is_an_outage(
+    exactly_once: bool,
+) -> None:
+    """The mark of the start position is refused (the coordinator away) when the partition is
+    assigned. No record may run before a mark is committed: a death there is credited to no
+    record, and the next process starts unsuspecting (it used to: the refusal was only logged).
+    The first record waits, the breaker open; once the coordinator is back it is marked, and a
+    death then makes the next process suspect the partition."""
+
+    def deadly(event: Any, ctx: Any) -> object:
+        if event.payment_id == "p-1":
+            raise Crash()
+        return event
+
+    cluster = FakeCluster()
+    for i in range(4):
+        cluster.append(SOURCE, good(i))
+    cluster.committed[P0] = Committed(0)  # a clean stop's position: no mark
+    r = rig(exactly_once=exactly_once, processor=deadly, cluster=cluster, crash_limit=3)
+    r.source.failing_commits = True
+    r.sink.fail_commit = SinkError("coordinator not available", retriable=True, abortable=True)
+    assert not died(r, 3), "a record ran without its crash mark"
+    assert r.worker.breaker.state is BreakerState.OPEN
+    r.source.failing_commits = False
+    r.sink.fail_commit = None
+    r.clock.advance(10.0)
+    assert died(r, 6)
+    assert parse_mark(cluster.committed[P0].metadata) is not None
+    again = rig(exactly_once=exactly_once, cluster=cluster, crash_limit=3)
+    again.steps(1)
+    assert again.worker.crashes is not None and P0 in again.worker.crashes.suspects
+
+
+# -- 3. a clean stop while a suspect record is unhandled ------------------------------------------
+def stopped_at(payment_id: str, exactly_once: bool) -> FakeCluster:
+    """Two processes died on offset 1 (another process's mark says so). A new one works through
+    the suspect partition and is stopped cleanly (SIGTERM in a retry wait) at `payment_id`."""
+    cluster = FakeCluster()
+    for i in range(4):
+        cluster.append(SOURCE, good(i))
+    cluster.committed[P0] = Committed(1, mark(1, 2, "0123456789abcdef"))
+
+    def stopped(event: Any, ctx: Any) -> object:
+        if event.payment_id == payment_id:
+            r.worker.stop()
+            raise TimeoutError("backend slow")
+        return event
+
+    r = rig(exactly_once=exactly_once, processor=stopped, cluster=cluster, crash_limit=3)
+    r.steps(2)
+    assert r.worker.crashes is not None and P0 in r.worker.crashes.suspects
+    r.worker.run()  # stopping: drains, commits, clears its marks
+    return cluster
+
+
+@pytest.mark.parametrize("exactly_once", [False, True])
+def test_a_clean_stop_before_the_suspect_record_is_handled_keeps_its_deaths(
+    exactly_once: bool,
+) -> None:
+    """The stopped process had marked offset 1 (its third attempt) and not handled it yet.
+    Clearing that mark erased both deaths: a record that kills every other run never reached
+    `crash_limit`. The stop leaves the two deaths behind, owned by no process: one more death
+    dead-letters it."""
+    cluster = stopped_at("p-1", exactly_once)
+    assert cluster.committed[P0].offset == 1
+
+    def deadly(event: Any, ctx: Any) -> object:
+        if event.payment_id == "p-1":
+            raise Crash()
+        return event
+
+    last, deaths = survivor(cluster, exactly_once, deadly)
+    assert deaths == 1
+    assert dead_offsets(last) == Counter({(0, 1): 1})
+    assert set(ids(last)) == {"p-2", "p-3"}
+
+
+@pytest.mark.parametrize("exactly_once", [False, True])
+def test_a_clean_stop_after_the_suspect_record_was_handled_leaves_no_mark(
+    exactly_once: bool,
+) -> None:
+    """The other side: once the suspect record is handled, a clean stop leaves no mark (the
+    next process is not suspicious)."""
+    cluster = stopped_at("p-2", exactly_once)
+    assert cluster.committed[P0] == Committed(2)
+    again = rig(exactly_once=exactly_once, cluster=cluster, crash_limit=3)
+    again.steps(1)
+    assert again.worker.crashes is not None and not again.worker.crashes.suspects
+
+
+# -- 4. the flood guard and a record found too large --------------------------------------------
+@pytest.mark.parametrize("exactly_once", [False, True])
+@pytest.mark.parametrize("how", ["at once", "in the delivery report"])
+def test_records_dead_lettered_as_too_large_count_toward_the_flood_guard(
+    how: str, exactly_once: bool
+) -> None:
+    """Every record too large for the output (its topic's `max.message.bytes`, or the
+    producer's, set too low: a bad deploy): each one's dead letter is a dead letter like any
+    other, and the flood guard pauses instead of draining the topic into the DLQ (it counted
+    only the outputs it was routed to first)."""
+    flood = FloodGuard(ratio=0.5, window=10, min_records=3, pause_s=60.0)
+    r = rig(exactly_once=exactly_once, flood=flood)
+    if how == "at once":
+        r.sink.refuse_at_once[OUTPUT] = SinkError("too large", OUTPUT, too_large=True)
+    else:
+        r.sink.max_bytes[OUTPUT] = 10
+    for i in range(12):
+        r.cluster.append(SOURCE, good(i))
+    for _ in range(8):
+        r.steps(4)
+        r.clock.advance(2.0)
+    assert flood.tripped_count >= 1
+    assert len(dead_offsets(r)) < 12
+    r.worker.flood = None  # the deploy fixed, or the guard switched off: the rest goes
+    r.clock.advance(61.0)
+    for _ in range(8):
+        r.steps(4)
+        r.clock.advance(2.0)
+    dead = dead_offsets(r)
+    assert set(dead) == {(0, i) for i in range(12)} and not ids(r)
+    if exactly_once:
+        assert set(dead.values()) == {1}
+    assert r.cluster.committed[P0].offset == 12
+    r.flush_metrics()
+    assert r.sample("lazarus_breaker_opens_total") == 0
