@@ -51,6 +51,13 @@ class Polled:
 IDLE = Polled()
 
 
+class TornRoute(SinkFailure):
+    """Exactly-once: one of a record's several outputs was refused at once as too large after
+    those before it joined the transaction, and the transaction was aborted (all its outputs or
+    its dead letter, never both). The worker rewinds and dead-letters the record when it reads
+    it again."""
+
+
 class Delivery(ABC):
     """What the worker loop needs from a delivery mode."""
 
@@ -336,14 +343,12 @@ class Transactions(Delivery):
             raise
         self.positions[(rec.topic, rec.partition)] = rec.offset + 1
 
-    def _torn(self, error: SinkError) -> SinkFailure:
+    def _torn(self, error: SinkError) -> TornRoute:
         """One output of a record with several refused at once as too large, the outputs before
-        it in the transaction already: the record's route is all its outputs or its dead letter,
-        never both, so the transaction is aborted. The error says so (`abortable`): the worker
-        rewinds to the committed offsets and dead-letters the record when it reads it again."""
+        it in the transaction already: the transaction is aborted (`TornRoute`)."""
         torn = SinkError(error.reason, error.topic, abortable=True, too_large=True)
         self._failed(torn)
-        return SinkFailure(torn)
+        return TornRoute(torn)
 
     def end(self, now: float, tally: Tally, *, final: bool = True) -> Polled:
         self._tally.add(tally)

@@ -29,9 +29,9 @@ from pipeline.core.crashes import CrashGuard
 from pipeline.core.handler import Handler, RetryAfter, Routed
 from pipeline.core.policy import BreakerState, CircuitBreaker, FloodGuard
 from pipeline.errors import Category
-from pipeline.kafka.seam import TP, Committed, SinkError, SinkFailure, Source
+from pipeline.kafka.seam import TP, Committed, SinkFailure, Source
 from pipeline.runtime.deadletter_log import DeadLetterLog
-from pipeline.runtime.delivery import Delivery, Polled
+from pipeline.runtime.delivery import Delivery, Polled, TornRoute
 from pipeline.runtime.metrics import Tally, WorkerMetrics
 
 log = logging.getLogger("lazarus.worker")
@@ -456,25 +456,27 @@ class Worker:
         try:
             self.delivery.send(rec, routed)
         except SinkFailure as exc:
-            self._refused(rec, routed, exc.error, shrink)
+            self._refused(rec, routed, exc, shrink)
             return
         self._account(rec, routed)
 
-    def _refused(self, rec: SourceRecord, routed: Routed, error: SinkError, shrink: bool) -> None:
+    def _refused(self, rec: SourceRecord, routed: Routed, exc: SinkFailure, shrink: bool) -> None:
         """`rec`'s route refused at once by `Delivery.send` (`_send`)."""
+        error = exc.error
         if not (error.too_large and shrink):
             self._delivery_failed(error.reason)
             self._interrupt(rec, error.reason)
             return
         where = f"{rec.topic}/{rec.partition}/{rec.offset}"
         log.warning("%s refused as too large: %s", where, error.reason)
-        if error.abortable:
-            # exactly-once: the transaction held some of its outputs, and was aborted (never
-            # its outputs and its dead letter both): nothing since it began counts, every
-            # partition rewinds, and the record is dead-lettered when read again. No outage.
+        if isinstance(exc, TornRoute):
+            # The transaction held some of its outputs and was aborted: no record routed since
+            # it began counts, every partition rewinds (not an outage: the breaker stays
+            # closed), and the record is dead-lettered alone when read again (`_plain`).
             self._oversize[(rec.topic, rec.partition)] = rec.offset
-            self._tally = Tally()
-            self._interrupt(rec, "reading the record again to dead-letter it alone")
+            self._tally.outcomes.clear()
+            self._tally.dead_letters.clear()
+            self._interrupt(rec, "reading it again to dead-letter it alone")
             return
         smaller = self.handler.too_large(
             rec, routed, self.wall(), error.reason, atomic=self.delivery.atomic
