@@ -86,6 +86,8 @@ class FakeSource:
         self.pending_assign: list[TP] = []
         self.commits: list[dict[TP, Committed]] = []
         self.failing_commits = False
+        self.failing_committed = False
+        """`committed` raises (the group coordinator away), as confluent-kafka's does."""
         self.refused_seeks: dict[TP, int] = {}
         """How many more seeks of a partition to refuse, as librdkafka does before it starts one."""
         self.closed = False
@@ -169,6 +171,8 @@ class FakeSource:
         return failed
 
     def committed(self, tps: Sequence[TP], timeout_s: float) -> dict[TP, Committed]:
+        if self.failing_committed:
+            raise SinkFailure(SinkError("coordinator not available", retriable=True))
         return {tp: self.cluster.committed.get(tp, Committed(OFFSET_BEGINNING)) for tp in tps}
 
     def group_metadata(self) -> object:

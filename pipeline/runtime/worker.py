@@ -110,6 +110,9 @@ class Worker:
         self._last_step = clock()
         self._joined = False
         self._marks: dict[TP, int] = {}  # crash marks this member wrote, by partition
+        self._unchecked: set[TP] = set()
+        """Partitions whose committed position (a dead process's mark?) could not be read at
+        assignment: read at their first record, which waits while that fails."""
         self._sizing: dict[TP, int] = {}
         """Partitions read again one record at a time (how many records left) because the
         broker refused one of their records as too large: per-batch counts do not say which."""
@@ -328,6 +331,8 @@ class Worker:
     def _guarded(self, rec: SourceRecord, guard: CrashGuard) -> None:
         """Route `rec` while some partition is suspect or not yet marked."""
         tp = (rec.topic, rec.partition)
+        if tp in self._unchecked and not self._check_late(rec, guard):
+            return
         if tp in guard.suspects:
             self._one_at_a_time(rec)
             return
@@ -335,6 +340,24 @@ class Worker:
             guard.unmarked.add(tp)  # marked when it is read again
             return
         self._plain(rec)
+
+    def _check_late(self, rec: SourceRecord, guard: CrashGuard) -> bool:
+        """The check `_mark_assigned` could not make, at the partition's first record: suspect
+        (a dead process's mark), or marked at this record. A read that fails again is an
+        outage: the batch stops at `rec` (False) and the breaker opens."""
+        tp = (rec.topic, rec.partition)
+        try:
+            position = self.source.committed([tp], self.options.shutdown_deadline_s)[tp]
+        except SinkFailure as exc:
+            reason = f"could not read the committed offset of {tp[0]}/{tp[1]}: {exc.error.reason}"
+            self._delivery_failed(reason)
+            self._interrupt(rec, reason)
+            return False
+        self._unchecked.discard(tp)
+        guard.assigned(tp, position.offset, position.metadata)
+        if not guard.is_suspect(tp):
+            guard.unmarked.add(tp)  # marked at this record, its first
+        return True
 
     def _one_at_a_time(self, rec: SourceRecord) -> None:
         """A record of a suspect partition: mark it, route it and make it durable (or
@@ -387,7 +410,13 @@ class Worker:
         try:
             committed = self.source.committed(tps, self.options.shutdown_deadline_s)
         except SinkFailure as exc:
-            log.warning("could not read committed offsets to check for crashes: %s", exc)
+            log.warning(
+                "could not read committed offsets to check for crashes (checking at each "
+                "partition's first record instead): %s",
+                exc.error.reason,
+            )
+            self._unchecked.update(tps)
+            self.crashes.unmarked.update(tps)  # so their records go through `_guarded`
             return
         marks: dict[TP, Committed] = {}
         for tp, position in committed.items():
@@ -447,6 +476,7 @@ class Worker:
             return
         for tp in tps:
             self._marks.pop(tp, None)
+            self._unchecked.discard(tp)
             self.crashes.revoked(tp)
 
     def _send(self, rec: SourceRecord, routed: Routed, *, shrink: bool = True) -> None:

@@ -128,11 +128,6 @@ def test_a_start_mark_the_coordinator_refuses_at_assignment_is_an_outage(
     The first record waits, the breaker open; once the coordinator is back it is marked, and a
     death then makes the next process suspect the partition."""
 
-    def deadly(event: Any, ctx: Any) -> object:
-        if event.payment_id == "p-1":
-            raise Crash()
-        return event
-
     cluster = FakeCluster()
     for i in range(4):
         cluster.append(SOURCE, good(i))
@@ -150,6 +145,41 @@ def test_a_start_mark_the_coordinator_refuses_at_assignment_is_an_outage(
     again = rig(exactly_once=exactly_once, cluster=cluster, crash_limit=3)
     again.steps(1)
     assert again.worker.crashes is not None and P0 in again.worker.crashes.suspects
+
+
+def deadly(event: Any, ctx: Any) -> object:
+    """Kills the process on p-1."""
+    if event.payment_id == "p-1":
+        raise Crash()
+    return event
+
+
+@pytest.mark.parametrize("exactly_once", [False, True])
+def test_a_committed_position_unreadable_at_assignment_is_checked_before_the_first_record(
+    exactly_once: bool,
+) -> None:
+    """Two processes died on offset 1, and the coordinator does not answer when the partition
+    is assigned: the check for their mark cannot be made. The partition's records used to run
+    unchecked and unmarked (a third death left the count at two); now the first record waits
+    for the check, and that death dead-letters the record at the next process."""
+    cluster = FakeCluster()
+    for i in range(4):
+        cluster.append(SOURCE, good(i))
+    cluster.committed[P0] = Committed(1, mark(1, 2, "0123456789abcdef"))
+    r = rig(exactly_once=exactly_once, processor=deadly, cluster=cluster, crash_limit=3)
+    r.source.failing_committed = True
+    r.source.failing_commits = True
+    assert not died(r, 1), "a record ran before its partition was checked"
+    r.source.failing_committed = False
+    assert not died(r, 2), "a record ran unmarked"
+    assert r.worker.breaker.state is BreakerState.OPEN
+    r.source.failing_commits = False
+    r.clock.advance(10.0)
+    assert died(r, 6)
+    last, deaths = survivor(cluster, exactly_once, deadly)
+    assert deaths == 0
+    assert dead_offsets(last) == Counter({(0, 1): 1})
+    assert set(ids(last)) == {"p-2", "p-3"}  # p-0 was before the committed offset
 
 
 # -- 3. a clean stop while a suspect record is unhandled ------------------------------------------
@@ -184,12 +214,6 @@ def test_a_clean_stop_before_the_suspect_record_is_handled_keeps_its_deaths(
     dead-letters it."""
     cluster = stopped_at("p-1", exactly_once)
     assert cluster.committed[P0].offset == 1
-
-    def deadly(event: Any, ctx: Any) -> object:
-        if event.payment_id == "p-1":
-            raise Crash()
-        return event
-
     last, deaths = survivor(cluster, exactly_once, deadly)
     assert deaths == 1
     assert dead_offsets(last) == Counter({(0, 1): 1})
