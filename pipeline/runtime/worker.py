@@ -118,8 +118,10 @@ class Worker:
         broker refused one of their records as too large: per-batch counts do not say which."""
         self._sizing_owed = False  # a too-large refusal came: the next rewind starts sizing
         self._oversize: dict[TP, int] = {}
-        """The offset, per partition, of the record found refused as too large: dead-lettered
-        (or its dead letter sent without its value) when it is read again."""
+        """The offset, per partition, of the record found refused as too large (sizing), or one
+        of whose several outputs was refused at once under exactly-once (the transaction holding
+        the others aborted): dead-lettered (or its dead letter sent without its value) when it
+        is read again."""
         self._refused_large = False
 
     # -- the loop ---------------------------------------------------------------------------
@@ -239,7 +241,7 @@ class Worker:
         found = self._oversize.get(tp)
         if found is None or rec.offset < found:
             self._route(rec)
-        elif rec.offset > found:  # passed (a rebalance moved the partition on): forgotten
+        elif rec.offset > found:  # passed (a seek past it): not to be met again
             del self._oversize[tp]
             self._route(rec)
         else:
