@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -34,7 +35,7 @@ from reprocessor.exporter_metrics import (
     PipelineSnapshot,
     Snapshots,
 )
-from reprocessor.index import DlqIndex
+from reprocessor.index import DlqIndex, corrupt, remove_files
 from reprocessor.index_query import depth
 from reprocessor.lag import LagTracker
 from reprocessor.ledger import state_dir
@@ -141,6 +142,7 @@ class Exporter:
                 target.reached = True
             except Exception as exc:  # a long-running exporter reports, then tries again
                 target.reached = False
+                self._drop_damaged(target, exc)
                 problems.append(f"{target.settings.pipeline}: {exc}")
                 expected = isinstance(exc, LazarusError)
                 log.warning("pipeline %s: %s", target.settings.pipeline, exc, exc_info=not expected)
@@ -187,6 +189,14 @@ class Exporter:
         self.snapshots.put_pipeline(
             PipelineSnapshot(label, settings.pipeline, lag, settings.slo_objective)
         )
+
+    def _drop_damaged(self, target: Target, exc: Exception) -> None:
+        """An index SQLite found damaged past its open is removed: the next round rebuilds it
+        from the topic (a cache), instead of failing every round."""
+        if target.index is not None and isinstance(exc, sqlite3.DatabaseError) and corrupt(exc):
+            target.index.close()
+            remove_files(target.index.path, f"it is damaged ({exc})")
+            target.index, target.caught_up = None, False
 
     def _label(self, target: Target) -> str:
         return target.label or self.options.cluster_label or UNREACHED

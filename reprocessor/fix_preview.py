@@ -12,6 +12,7 @@ selectable field `fast_row` does not read."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from itertools import chain, islice
 from typing import Any
 
@@ -36,7 +37,10 @@ def items(env: Env, opts: dict[str, Any]) -> Iterator[Item]:
     fetched by offset when it can answer the selection, else each topic scanned (`scan`)."""
     conf, win = env.conf(), window(opts)
     if env.use_index and index_query.answerable(win):
-        found = (fetch_selected(conf, topic, win, quiet=env.quiet) for topic in env.topics())
+        found = (
+            indexed.rows_once_more(partial(fetch_selected, conf, topic, win, quiet=env.quiet))
+            for topic in env.topics()
+        )
     else:
         found = (_scanned(env, topic, win) for topic in env.topics())
     return islice(chain.from_iterable(found), opts["limit"])

@@ -4,7 +4,8 @@ Deleting `<dlq>.ledger` deletes every decision: each replayed or discarded dead 
 unresolved again, a replay would copy them a second time, and loop protection (which counts
 replays in the copies' headers, not in the ledger) would not stop it. A producer to a missing
 topic on a broker with `auto.create.topics.enable`, or `dlq replay` creating the ledger of a DLQ
-that never had one, would hide that. So every command checks, before it reads a DLQ:
+that never had one, would hide that. So every command checks, before it reads a DLQ (and
+before it writes anything to the state folder, refusing a DLQ topic that does not exist):
 
 - the ledger topic exists and has the topic id last seen on this cluster: fine (the id is kept in
   the state folder, `ledgers/<cluster id>.json`);
@@ -51,7 +52,15 @@ def check_ledger(
     memory = folder / "ledgers" / f"{_safe(cluster.cluster_id())}.json"
     known = _read(memory)
     seen = known.get(name)
-    topic_id = _topic_id(cluster, name, confirm=seen is not None or expected)
+    metas = cluster.topics([dlq_topic, name])  # one look-up for both, when both exist
+    if dlq_topic not in metas and _topic_id(cluster, dlq_topic, confirm=True) is None:
+        raise no_such_topic(cluster, dlq_topic)  # before anything is written: no file left
+    found = metas.get(name)
+    topic_id = (
+        found.topic_id
+        if found is not None
+        else _topic_id(cluster, name, confirm=seen is not None or expected)
+    )
     if topic_id is not None and (seen is None or seen == topic_id or recreate):
         if seen != topic_id:
             _write(memory, {**known, name: topic_id})
@@ -69,6 +78,11 @@ def check_ledger(
         "discarded dead letter would look unresolved and could be replayed again. Restore it, "
         "or pass --recreate-ledger to go on with an empty ledger"
     )
+
+
+def no_such_topic(cluster: Cluster, topic: str) -> ConfigError:
+    """The one line of a DLQ topic that does not exist (exit 2): a mistyped --topic."""
+    return ConfigError(f"topic {topic} does not exist on {cluster.conf.get('bootstrap.servers')}")
 
 
 def _topic_id(cluster: Cluster, name: str, *, confirm: bool) -> str | None:

@@ -50,6 +50,9 @@ _PLAN_LINES = re.compile(
 )
 """`_PLAN_LINE` over a block of lines at once (one match per line, or the block is read line
 by line)."""
+MAX_OFFSET = 2**63 - 1
+_DIGEST = re.compile(r"[0-9a-f]{64}|null|")
+"""A plan line's value hash: sha256 hex, `null` (a tombstone), or empty (not read)."""
 BLOCK = 2048
 """Plan lines read at once by `StoredPlan.blocks`."""
 
@@ -273,6 +276,26 @@ class StoredPlan:
                     list(map(int, offsets)), digests, fingerprints, list(map(int, times))
                 )
 
+    def check(self) -> None:
+        """Read every line of the plan once, before anything is replayed: ConfigError (exit 2)
+        naming the first damaged line (its file and number) and what is wrong with it. A
+        replay reads its plan as it goes, so a line edited by hand or cut short was otherwise
+        found half-way through, after the lines before it had been replayed."""
+        for partition in self.partitions():
+            path = self.folder / f"p{partition}.jsonl"
+            read = 0
+            for block in self.blocks(partition):  # each line parsed: or ConfigError
+                offsets, digests = block.offsets, block.digests
+                if min(offsets) < 0 or max(offsets) > MAX_OFFSET:
+                    n, bad = next((n, o) for n, o in enumerate(offsets) if not 0 <= o <= MAX_OFFSET)
+                    raise damaged(path, read + n + 1, f"offset {bad} is no Kafka offset")
+                if not all(map(_DIGEST.fullmatch, digests)):
+                    n, odd = next((n, d) for n, d in enumerate(digests) if not _DIGEST.fullmatch(d))
+                    raise damaged(path, read + n + 1, f"{odd!r} is no value sha256")
+                read += len(offsets)
+        for _ in self.refused():
+            pass
+
     def offsets(self, partition: int) -> array[int]:
         """The planned offsets of `partition`, in order, 8 bytes each."""
         found = array("q")
@@ -297,10 +320,7 @@ class StoredPlan:
                     data = json.loads(line)
                     yield Refused(str(data["c"]), str(data["r"]))
                 except (ValueError, KeyError, TypeError) as exc:
-                    raise ConfigError(
-                        f"the plan file {path} is damaged at line {number} "
-                        f"({type(exc).__name__}: {exc}): make a new plan"
-                    ) from exc
+                    raise damaged(path, number, f"{type(exc).__name__}: {exc}") from exc
 
     def save(self, plan: Plan) -> StoredPlan:
         """The same plan with a new header (a target chosen when a saved preview is replayed)."""
@@ -323,10 +343,14 @@ def _line_fields(line: str, path: Path, number: int) -> tuple[str | int, str, st
             raise ValueError("offset and failure time must be integers")
         return offset, str(data["h"]), str(data["f"]), failed_at
     except (ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(
-            f"the plan file {path} is damaged at line {number} ({type(exc).__name__}: {exc}): "
-            "make a new plan"
-        ) from exc
+        raise damaged(path, number, f"{type(exc).__name__}: {exc}") from exc
+
+
+def damaged(path: Path, number: int, what: str) -> ConfigError:
+    """The one line (exit 2) of a plan file whose line `number` is not a plan line."""
+    return ConfigError(
+        f"the plan file {path} is damaged at line {number} ({what}): make a new plan"
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Generator, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +154,7 @@ def stored_plan(
         )
     stored = plans.load(folder, run)
     plan = stored.plan
+    stored.check()  # a damaged line is refused now, not found after the lines before it replayed
     if plan.dlq_topic != topic:
         raise click.UsageError(f"plan {run} replays {plan.dlq_topic}, not {topic}")
     if given and plan.target_mode:
@@ -189,7 +191,8 @@ def write_plan(
                 wanted = TARGET_READS[recipe.target.mode]
                 _plan_rows(writer, index_query.unresolved(index, win, limit, wanted), recipe)
         elif recipe.fix is None and index_query.answerable(win):
-            for view in itertools.islice(_indexed(env, topic, win), limit):
+            views = indexed.rows_once_more(partial(_indexed, env, topic, win))
+            for view in itertools.islice(views, limit):
                 _plan_row(writer, view, recipe)
         else:
             for letter in itertools.islice(_scanned(env, topic, win), limit):
