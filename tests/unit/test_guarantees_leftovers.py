@@ -85,6 +85,23 @@ def test_exactly_once_writes_all_outputs_of_a_record_or_its_dead_letter_never_bo
     assert "may have been written" not in (meta.message or "")
 
 
+def test_a_torn_route_on_a_suspect_partition_is_dead_lettered_alone() -> None:
+    """The same in careful mode (another process's mark: one record at a time, each marked in
+    a transaction of its own before it runs): the aborted transaction held only the record's
+    first output; read again, it is marked again and dead-lettered alone."""
+    cluster = FakeCluster()
+    for i in range(4):
+        cluster.append(SOURCE, good(i))
+    cluster.committed[P0] = Committed(0, mark(0, 1, "0123456789abcdef"))
+    r = rig(exactly_once=True, processor=split, cluster=cluster, crash_limit=3)
+    refuse_huge_at_once(r)
+    r.steps(6)
+    assert ids(r) == Counter({"p-0": 1, "p-2": 1, "p-3": 1})
+    assert dead_offsets(r) == Counter({(0, 1): 1})
+    assert cluster.committed[P0].offset == 4
+    assert r.worker.breaker.state is BreakerState.CLOSED
+
+
 @pytest.mark.parametrize("how", ["at once", "in the delivery report"])
 def test_at_least_once_keeps_a_record_s_earlier_outputs_and_its_dead_letter_says_so(
     how: str,
