@@ -9,7 +9,9 @@ re-reads every topic to prove that nothing was lost or duplicated. Exit 0 only i
 
 from __future__ import annotations
 
+import os
 import shlex
+import shutil
 import tempfile
 import threading
 import time
@@ -32,6 +34,7 @@ from pipeline.app.settings import Settings, load_settings
 from pipeline.core import contract
 from pipeline.core.holds import HoldRules, load_rules
 from pipeline.errors import ConfigError, RuntimeFailure
+from reprocessor.ledger import STATE_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMAS = REPO / "schemas"
@@ -211,12 +214,12 @@ def run_demo(
     bootstrap: str | None, console: Console | None = None, *, keep_topics: bool = False
 ) -> int:
     """The story; returns the exit code (0 only if the final accounting holds). On a real
-    broker the topics it created are deleted at the end, unless `keep_topics`."""
+    broker the topics it created are deleted at the end, unless `keep_topics`. Its folder in
+    the temporary directory goes too, however the demo ends, unless the topics stay (`_scratch`)."""
     console = console or Console()
     started = time.monotonic()
-    with _cluster(bootstrap) as (address, mock):
+    with _cluster(bootstrap) as (address, mock), _scratch(keep=keep_topics and not mock) as folder:
         names = Names(f"demo-{uuid.uuid4().hex[:6]}")
-        folder = Path(tempfile.mkdtemp(prefix="lazarus-demo-"))
         config = write_config(folder, names, address, mock)
         settings = load_settings(config)
         story = Story(console, config)
@@ -287,6 +290,26 @@ def _operator(story: Story) -> None:
     story.say("Replay them through the pipeline's redrive topic, exactly once.")
     story.command("replay", "--where", where, "--default", "currency=EUR", "--yes")
     story.command("stats")
+
+
+@contextmanager
+def _scratch(*, keep: bool) -> Iterator[Path]:
+    """The demo's folder (`/tmp/lazarus-demo-*`: its config, hold rules and, as the `dlq`
+    state folder, the plans and index of its `dlq` steps), removed when the demo ends, however
+    it ends (an error, Ctrl-C, SIGTERM: `cli_support` raises both where the demo is), unless
+    `keep`: the topics left on a real broker (--keep-topics), which its config names."""
+    folder = Path(tempfile.mkdtemp(prefix="lazarus-demo-"))
+    previous = os.environ.get(STATE_ENV)
+    os.environ[STATE_ENV] = str(folder / "state")
+    try:
+        yield folder
+    finally:
+        if previous is None:
+            os.environ.pop(STATE_ENV, None)
+        else:
+            os.environ[STATE_ENV] = previous
+        if not keep:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextmanager

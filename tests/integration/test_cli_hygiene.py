@@ -2,19 +2,22 @@
 file left in the state folder, whatever the reading command; an index damaged in the middle of
 its file (its header intact) is rebuilt, saying so in one line, whether its check at open or a
 query finds it; a damaged line of a stored plan is refused before the first dead letter is
-replayed."""
+replayed. And `lazarus demo` leaves no folder behind, however it ends."""
 
 from __future__ import annotations
 
 import os
 import re
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
 import uuid
 from contextlib import closing
 from pathlib import Path
+
+import pytest
 
 from reprocessor import plans
 from tests.conftest import create_topics
@@ -181,3 +184,84 @@ def test_a_damaged_plan_line_is_refused_before_anything_is_replayed(
     done = dlq(*base, "replay", "-y", "--plan", run, "--to", target, env=env)
     assert done.code == 0, done.output
     assert_exactly_once(bootstrap, dlq_topic, target, {f"{dlq_topic}/0/{o}" for o in range(count)})
+
+
+def demo_env(tmp_path: Path) -> dict[str, str]:
+    """The demo's environment: a temporary directory and a home of the test's own, so that
+    what it leaves behind is seen (and nothing of another run's)."""
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "home").mkdir()
+    return {
+        "PATH": "/usr/bin:/bin",
+        "COLUMNS": "120",
+        "PYTHONUNBUFFERED": "1",
+        "TMPDIR": str(tmp_path / "tmp"),
+        "HOME": str(tmp_path / "home"),
+    }
+
+
+def demo_leftovers(tmp_path: Path) -> list[Path]:
+    """The demo's folders in the temporary directory, and any `dlq` state in the home."""
+    return sorted((tmp_path / "tmp").glob("lazarus-demo-*")) + files_under(tmp_path / "home")
+
+
+def test_the_demo_leaves_no_folder_behind_when_it_succeeds_or_fails(tmp_path: Path) -> None:
+    """Each run left /tmp/lazarus-demo-<random>/ (its config and hold rules), and the plans
+    of its replay under ~/.local/state/lazarus/runs/<the mock cluster's id>/."""
+    env = demo_env(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "lazarus.cli", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=REPO,
+        env=env,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "/lazarus-demo-" in done.stdout  # its steps named the config in its folder
+    assert demo_leftovers(tmp_path) == []
+    nowhere = "127.0.0.1:9"  # nothing listens there: the demo fails (exit 1)
+    failed = subprocess.run(
+        [sys.executable, "-m", "lazarus.cli", "demo", "--bootstrap", nowhere],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=REPO,
+        env=env,
+    )
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "/lazarus-demo-" not in failed.stderr
+    assert demo_leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_the_demo_stopped_by_a_signal_leaves_no_folder_behind(
+    tmp_path: Path, signum: int, code: int
+) -> None:
+    env = demo_env(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lazarus.cli", "demo"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env=env,
+    )
+    assert proc.stdout is not None
+    seen = ""
+    try:
+        while "Produced" not in seen:  # its worker runs: the folder is in use
+            line = proc.stdout.readline()
+            assert line, seen
+            seen += line
+        assert list((tmp_path / "tmp").glob("lazarus-demo-*"))
+        proc.send_signal(signum)
+        exited = proc.wait(60)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert exited == code, seen
+    assert demo_leftovers(tmp_path) == []
