@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from fastavro import parse_schema, schemaless_writer
+from fastavro.types import Schema
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -120,22 +121,22 @@ ORDER = {
 }
 
 
-def encoded(schema: object, value: object) -> bytes:
+def encoded(schema: Schema, value: object) -> bytes:
     buf = io.BytesIO()
-    schemaless_writer(buf, schema, value)  # type: ignore[arg-type]
+    schemaless_writer(buf, schema, value)
     return buf.getvalue()
 
 
 @pytest.mark.parametrize(("schema", "value"), [(RICH, RICH_VALUE), (ORDERS, ORDER)])
 def test_every_truncation_reads_as_the_pure_python_reader_says(
-    schema: object, value: object
+    schema: Schema, value: object
 ) -> None:
     body = encoded(schema, value)
-    walk = compile_walks(schema).walk  # type: ignore[arg-type]
+    walk = compile_walks(schema).walk
     assert walk is not None
     answers = set()
     for cut in range(len(body) + 1):
-        assert walk(body[:cut]) == reread_pure(body[:cut], schema)  # type: ignore[arg-type]
+        assert walk(body[:cut]) == reread_pure(body[:cut], schema)
         answers.add(walk(body[:cut]))
     assert (None, None) in answers and len(answers) > 5
 
@@ -147,7 +148,7 @@ def test_every_truncation_reads_as_the_pure_python_reader_says(
     cut=st.integers(0, 400),
 )
 def test_broken_bodies_read_as_the_pure_python_reader_says(
-    schema: object, edits: list[tuple[int, bytes]], cut: int
+    schema: Schema, edits: list[tuple[int, bytes]], cut: int
 ) -> None:
     """Overwritten, inserted and cut bytes: wrong lengths, counts, union and enum indexes, bad
     UTF-8, out-of-range dates and uuids, over-long varints."""
@@ -156,7 +157,7 @@ def test_broken_bodies_read_as_the_pure_python_reader_says(
         at %= len(body) + 1
         body[at : at + len(data) // 2] = data
     broken = bytes(body[: max(cut, len(body) // 3)])
-    assert reread(broken, schema) == reread_pure(broken, schema)  # type: ignore[arg-type]
+    assert reread(broken, schema) == reread_pure(broken, schema)
 
 
 @settings(max_examples=300, deadline=None)
@@ -258,12 +259,12 @@ def record(name: str, **fields: object) -> dict[str, object]:
     }
 
 
-def _every_cut_matches(schema: object, value: object) -> None:
+def _every_cut_matches(schema: Schema, value: object) -> None:
     body = encoded(schema, value)
-    walk = compile_walks(schema).walk  # type: ignore[arg-type]
+    walk = compile_walks(schema).walk
     assert walk is not None
     for cut in range(len(body) + 1):
-        assert walk(body[:cut]) == reread_pure(body[:cut], schema)  # type: ignore[arg-type]
+        assert walk(body[:cut]) == reread_pure(body[:cut], schema)
 
 
 @pytest.mark.parametrize(
@@ -278,9 +279,9 @@ def _every_cut_matches(schema: object, value: object) -> None:
     ],
 )
 def test_schemas_that_are_not_records_are_walked_as_the_reader_reads_them(
-    schema: object, value: object
+    schema: Schema, value: object
 ) -> None:
-    _every_cut_matches(parse_schema(schema), value)  # type: ignore[arg-type]
+    _every_cut_matches(parse_schema(schema), value)
 
 
 def nested_arrays(depth: int) -> dict[str, object]:
@@ -346,10 +347,12 @@ def test_bad_utf8_is_found_before_and_after_the_first_byte_past_ascii() -> None:
     """Strings wholly before the body's first byte >= 0x80 are ASCII and not decoded again;
     the others are."""
     schema = parse_schema(record("S", a="string", n="long", b="string"))
+    walk = compile_walks(schema).walk
+    assert walk is not None
     first_bad = varint(1) + b"\xff" + varint(1) + varint(0)
-    assert compile_walks(schema).walk(first_bad) == ("a", UnicodeDecodeError)  # type: ignore[misc]
+    assert walk(first_bad) == ("a", UnicodeDecodeError)
     later_bad = varint(1) + b"a" + varint(2**40) + varint(2) + b"\xc3("
-    assert compile_walks(schema).walk(later_bad) == ("b", UnicodeDecodeError)  # type: ignore[misc]
+    assert walk(later_bad) == ("b", UnicodeDecodeError)
     for body in (first_bad, later_bad):
         assert reread(body, schema) == reread_pure(body, schema)
 

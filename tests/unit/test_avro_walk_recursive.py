@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from fastavro import parse_schema, schemaless_reader
@@ -35,7 +36,7 @@ from tests.unit.test_avro_walk import encoded, record, varint
 
 REPO = Path(__file__).resolve().parents[2]
 
-TREE_JSON = {
+TREE_JSON: dict[str, object] = {
     "type": "record",
     "name": "Node",
     "namespace": "t",
@@ -46,7 +47,7 @@ TREE_JSON = {
     ],
 }
 TREE = parse_schema(TREE_JSON)
-LIST_JSON = {
+LIST_JSON: dict[str, object] = {
     "type": "record",
     "name": "Link",
     "fields": [{"name": "next", "type": ["null", "Link"]}],
@@ -63,6 +64,7 @@ LABELLED = parse_schema(  # recursive, every item takes a byte
         ],
     }
 )
+T = TypeVar("T")
 ENDLESS = 2**62 - 1
 """A count no reader gets through: fastavro's compiled reader loops over it for good."""
 
@@ -197,7 +199,7 @@ def test_a_body_nesting_past_max_nesting_is_refused() -> None:
 def test_a_record_that_contains_itself_is_refused_for_any_body() -> None:
     """`R {n: null, r: R}` has no finite value: fastavro's compiled reader recurses without
     reading a byte until the C stack overflows, on any body, the empty one included."""
-    schema = {
+    schema: dict[str, object] = {
         "type": "record",
         "name": "R",
         "fields": [{"name": "n", "type": "null"}, {"name": "r", "type": "R"}],
@@ -208,7 +210,7 @@ def test_a_record_that_contains_itself_is_refused_for_any_body() -> None:
         codec(schema, "r.avsc").decode(b"")
 
 
-def at_depth(frames: int, call: Callable[[], object]) -> object:
+def at_depth(frames: int, call: Callable[[], T]) -> T:
     """`call()` from `frames` more Python frames down the stack."""
     return at_depth(frames - 1, call) if frames else call()
 

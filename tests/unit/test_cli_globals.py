@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 import reprocessor.cli as dlq_cli
-from lazarus.cli import cli as lazarus_cli
+from lazarus import cli as _lazarus_commands  # noqa: F401 - adds its commands to the group
+from pipeline.app.cli import cli as lazarus_cli
 from pipeline.kafka.clients import KAFKA_LOG
 from reprocessor.options import Env
 

@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 import struct
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -112,14 +113,14 @@ FAILURE = Failure(
 )
 
 
-def only(headers: Headers, name: str) -> bytes | None:
+def only(headers: Sequence[Header], name: str) -> bytes | None:
     """The value of `name`, asserting it occurs exactly once."""
     values = [value for header, value in headers if header == name]
     assert len(values) == 1, f"{name} occurs {len(values)} times in {headers}"
     return values[0]
 
 
-def names(headers: Headers) -> list[str]:
+def names(headers: Sequence[Header]) -> list[str]:
     return [name for name, _ in headers]
 
 

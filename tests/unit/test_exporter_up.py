@@ -42,6 +42,7 @@ def make_exporter(tmp_path: Path) -> Iterator[Callable[[str | None], Exporter]]:
         exporter = Exporter([settings], options)
         made.append(exporter)
         for target in exporter.targets:
+            # a stand-in that answers nothing, not a Cluster (which would try the network)
             target.cluster = Unreachable()  # type: ignore[assignment]
         return exporter
 

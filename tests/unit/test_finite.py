@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from pipeline.codecs.finite import compile_model_check
+from pipeline.codecs.finite import Check, compile_model_check
 from pipeline.codecs.json import holds_non_finite, validate_python
 from pipeline.errors import ValidationFailed
 
@@ -43,7 +43,7 @@ class Loose(BaseModel):
     id: str
 
 
-def check(model: type[BaseModel]) -> Any:
+def check(model: type[BaseModel]) -> Check:
     return compile_model_check(model, holds_non_finite)
 
 
@@ -128,13 +128,14 @@ def test_floats_pydantic_keeps_finite_are_not_visited() -> None:
     assert not check(Priced)(Priced.model_construct(amount=nan, refund=nan, fees=[nan]))
     assert not check(FiniteConfig)(FiniteConfig.model_construct(price=nan, tags={"t": nan}))
     # ...and validation still refuses every one of them
-    for model, data in [
+    cases: list[tuple[type[BaseModel], dict[str, object]]] = [
         (Priced, {"amount": nan}),
         (Priced, {"amount": 1, "refund": math.inf}),
         (Priced, {"amount": 1, "fees": [1.0, -math.inf]}),
         (FiniteConfig, {"price": "nan"}),
         (FiniteConfig, {"price": 1, "tags": {"t": math.inf}}),
-    ]:
+    ]
+    for model, data in cases:
         with pytest.raises(ValidationFailed, match="finite"):
             validate_python(model, data, may_be_non_finite=check(model))
 

@@ -239,7 +239,9 @@ def test_inexact_casts_are_refused(value: object, to_type: str) -> None:
 def test_set_values_are_not_shared_between_records() -> None:
     ops = parse_ordered([("set", 'tags=["a"]')])
     first, second = apply(ops, {}), apply(ops, {})
-    first["tags"].append("b")  # type: ignore[attr-defined]
+    tags = first["tags"]
+    assert isinstance(tags, list)
+    tags.append("b")
     assert second["tags"] == ["a"] and ops[0].value == ["a"]
 
 

@@ -13,10 +13,12 @@ import pytest
 
 from pipeline.core.contract import Failure, SourceRecord, build_dead_letter
 from pipeline.errors import Category
+from pipeline.kafka.follow import Fetched
 from reprocessor import index_query, plans
 from reprocessor.deadletters import from_record
 from reprocessor.index import DlqIndex
 from reprocessor.index_rows import RowView, dead_letter_row, fast_row
+from reprocessor.ledger import Plan
 from reprocessor.replay import Copy, Recipe, Target, TargetMode, prepare
 from reprocessor.replay_run import TARGET_READS, _plan_row, _plan_rows
 from reprocessor.stats import Window
@@ -60,11 +62,16 @@ def records() -> list[tuple[int, int, int, bytes, bytes, Headers]]:
     return [(0, offset, 6_000 + offset, b"k", b"{}", h) for offset, h in enumerate(RECORDS)]
 
 
+def fetched(rows: list[tuple[int, int, int, bytes, bytes, Headers]]) -> list[Fetched]:
+    """`rows` as the index stores them (its key, value and headers may be None)."""
+    return list(rows)
+
+
 class Recorder:
     """What a `plans.PlanWriter` is told, by coordinates."""
 
     def __init__(self) -> None:
-        self.plan = plans.Plan("r-1", TOPIC, 1, "ops", "", None, ())
+        self.plan = Plan("r-1", TOPIC, 1, "ops", "", None, ())
         self.decided: Decided = {}
 
     def add(self, dl: plans.Subject, value: bytes | None, target: str | None, **_: bool) -> None:
@@ -101,7 +108,7 @@ def by_rows(recipe: Recipe) -> Decided:
 
 def by_columns(recipe: Recipe, tmp_path: Path) -> Decided:
     index = DlqIndex(tmp_path / "i.sqlite3", TOPIC, "c1")
-    index.store_letters(records())
+    index.store_letters(fetched(records()))
     recorder = Recorder()
     wanted = TARGET_READS[recipe.target.mode]
     rows = index_query.unresolved(index, Window(), None, wanted)

@@ -53,6 +53,7 @@ def producer(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Producer]:
 
 def _sink(producer: _Producer) -> KafkaSink:
     sink = KafkaSink({"bootstrap.servers": "127.0.0.1:1"})
+    # a stand-in whose calls can be held: confluent-kafka's C Producer cannot be made to hang
     sink._producer = producer  # type: ignore[assignment]
     return sink
 

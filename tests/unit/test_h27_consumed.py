@@ -27,7 +27,7 @@ def message(offset: int, kind: int = TIMESTAMP_CREATE_TIME, ts: int = 1_760_000_
         offset=offset,
         key=b"k",
         value=b"v",
-        headers=HEADERS,
+        headers=list(HEADERS),
         timestamp=(kind, ts),
     )
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from pipeline.core import contract
 from pipeline.core.contract import Failure, SourceRecord, build_dead_letter
-from pipeline.core.ledger_codec import LedgerEntry, encode_ledger_entry, ledger_key
+from pipeline.core.ledger_codec import LedgerAction, LedgerEntry, encode_ledger_entry, ledger_key
 from pipeline.errors import Category
 from reprocessor.deadletters import ReplayState, from_record
 from reprocessor.index import DlqIndex
@@ -25,6 +25,7 @@ from reprocessor.index_query import depth, group_rows, letters, topic_stats
 from reprocessor.index_rows import (
     COLUMNS,
     Observed,
+    Row,
     RowView,
     Seen,
     Verdict,
@@ -65,12 +66,12 @@ def lazarus_headers(
     return build_dead_letter(record, failure)
 
 
-def slow_row(headers: Headers | None, value: bytes | None = b"payload") -> tuple[object, ...]:
+def slow_row(headers: Headers | None, value: bytes | None = b"payload") -> Row:
     dl = from_record("orders.dlq", 2, 40, 1_760_000_001_000, b"k", value, headers)
     return row_of(dl, len(value or b""))
 
 
-def fast_row(headers: Headers | None, value: bytes | None = b"payload") -> tuple[object, ...]:
+def fast_row(headers: Headers | None, value: bytes | None = b"payload") -> Row:
     return dead_letter_row("orders.dlq", 2, 40, 1_760_000_001_000, value, headers)
 
 
@@ -214,10 +215,12 @@ def test_a_row_view_selects_as_its_dead_letter_does_and_makes_the_same_one() -> 
                 assert chosen.matches(view, state) == chosen.matches(letter, state), expr
 
 
-def entry(action: str = "replayed", failed_at: int = 1, fingerprint: str = "f" * 16) -> bytes:
+def entry(
+    action: LedgerAction = "replayed", failed_at: int = 1, fingerprint: str = "f" * 16
+) -> bytes:
     target = "orders.redrive/0/1" if action == "replayed" else None
     reason = "bad" if action == "discarded" else None
-    found = LedgerEntry(action, 9, "me", "r-1", failed_at, fingerprint, reason, (), target)  # type: ignore[arg-type]
+    found = LedgerEntry(action, 9, "me", "r-1", failed_at, fingerprint, reason, (), target)
     return encode_ledger_entry(found)
 
 
@@ -356,7 +359,7 @@ FIELDS = st.sampled_from(
     )
 )
 def test_the_batch_ledger_parser_holds_on_any_entry(
-    cases: list[tuple[bytes | None, dict[str, Any], str, int]],
+    cases: list[tuple[bytes | None, dict[str, Any], LedgerAction, int]],
 ) -> None:
     records: list[tuple[bytes | None, bytes | None]] = []
     for key, changes, action, how in cases:

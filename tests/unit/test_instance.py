@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.app import instance
-from pipeline.app.settings import Settings
+from pipeline.app.settings import DlqSpec, OutputSpec, SchemaSpec, Settings
 
 
 @pytest.fixture(autouse=True)
@@ -83,12 +83,15 @@ def test_no_writable_slot_folder_falls_back_to_the_pid(
 
 
 def test_the_setting_is_validated() -> None:
-    base = {
-        "pipeline": "p",
-        "sources": {"s": {"format": "bytes"}},
-        "output": {"topic": "o"},
-        "dlq": {"topic": "d"},
-    }
-    assert Settings(**base, instance="pod-3").instance == "pod-3"
+    def settings(instance: str) -> Settings:
+        return Settings(
+            pipeline="p",
+            sources={"s": SchemaSpec(format="bytes")},
+            output=OutputSpec(topic="o"),
+            dlq=DlqSpec(topic="d"),
+            instance=instance,
+        )
+
+    assert settings("pod-3").instance == "pod-3"
     with pytest.raises(ValueError, match="instance"):
-        Settings(**base, instance="has space")
+        settings("has space")

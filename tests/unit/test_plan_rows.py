@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 
 from pipeline.core.contract import Failure, SourceRecord, build_dead_letter
-from pipeline.core.ledger_codec import LedgerEntry, encode_ledger_entry
+from pipeline.core.ledger_codec import LedgerEntry, encode_ledger_entry, ledger_key
 from pipeline.errors import Category
+from pipeline.kafka.follow import Fetched
 from reprocessor import index_query, plans
 from reprocessor.deadletters import DeadLetter, ReplayState, from_record
 from reprocessor.index import DlqIndex
 from reprocessor.index_rows import RowView, dead_letter_row
-from reprocessor.ledger import Plan, ledger_key
+from reprocessor.ledger import Plan
 from reprocessor.replay import Recipe, Target, TargetMode, refusal_of
 from reprocessor.replay_run import TARGET_READS, _plan_row, _plan_rows
 from reprocessor.selection import parse
@@ -34,9 +35,9 @@ def rows() -> list[RowView]:
     ]
 
 
-def records() -> list[tuple[int, int, int, bytes, bytes, list[tuple[str, bytes | None]]]]:
+def records() -> list[Fetched]:
     """The DLQ records of `rows`: (partition, offset, timestamp, key, value, headers)."""
-    out = []
+    out: list[Fetched] = []
     for offset in range(40):
         record = SourceRecord("orders", offset % 3, offset, 1_000, b"k", b"{}", ())
         why = Failure(
@@ -113,13 +114,13 @@ def test_a_plan_from_the_unresolved_columns_is_the_plan_from_selected_rows(
     left out, the window's time bounds and the limit applied, refusals and homeless the same."""
     index = DlqIndex(tmp_path / "i.sqlite3", TOPIC, "c1")
     index.store_letters(records())
-    decided = []
+    decided: list[Fetched] = []
     for view in rows()[3:12]:  # decided by entries that are not stale
-        found = LedgerEntry(
+        entry = LedgerEntry(
             "replayed", 9, "me", "r-0", view.seen_ms, view.fingerprint, target="out/0/1"
         )
         key = ledger_key(TOPIC, view.partition, view.offset)
-        decided.append((0, len(decided), 0, key, encode_ledger_entry(found), None))
+        decided.append((0, len(decided), 0, key, encode_ledger_entry(entry), None))
     index.store_decisions(decided)
     recipe = Recipe(run="r-1", target=target, max_replays=3)
     plan = Plan("r-1", TOPIC, 1, "ops", target.mode.value, target.topic, ())

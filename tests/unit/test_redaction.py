@@ -295,9 +295,15 @@ def test_the_dead_letter_log_line_has_no_payload_value(caplog: pytest.LogCapture
     failed = classify(raised(CardDeclined(SECRET)), None)
     rec = SourceRecord("t", 0, 1, 0, b"k", b"v", ())
     full = contract.Failure(
-        failed.category, failed.error_type, failed.message, failed.details, failed.stacktrace,
-        1, 0, "p",
-    )  # fmt: skip
+        failed.category,
+        failed.error_type,
+        failed.message,
+        failed_at_ms=0,
+        pipeline="p",
+        details=failed.details,
+        stacktrace=failed.stacktrace,
+        attempts=1,
+    )
     dead_log = DeadLetterLog("p")
     with caplog.at_level(logging.DEBUG, logger="lazarus.worker"):
         dead_log.record(rec, Routed((), "dead_lettered", full, "f" * 16), 0.0)

@@ -292,7 +292,7 @@ def test_the_batch_replay_writes_what_the_per_record_replay_wrote(
     after = replay_batches(after_run, batches(), ledger, Sevens(None), ignore, after_hooks)
 
     def order(sink: Sink) -> list[list[str]]:
-        return [[h[-2][1].decode() for *_, h in t if h] for t in sink.transactions]
+        return [[(h[-2][1] or b"").decode() for *_, h in t if h] for t in sink.transactions]
 
     assert order(after_sink) == order(before_sink)
     assert after_sink.transactions == before_sink.transactions

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from pipeline.core import contract
 from pipeline.core.contract import Failure, Header, Headers, SourceRecord, build_dead_letter
+from pipeline.errors import Category
 from reprocessor import plans
 from reprocessor.deadletters import from_record
 from reprocessor.ledger import Plan
@@ -111,7 +112,7 @@ def worker_dead_letter(
             (contract.ORIGIN_TIMESTAMP, str(origin_ms).encode()),
         ]
     record = SourceRecord("orders", 2, 77, 1_000, b"k", b"v", (*originals, *lineage))
-    failure = Failure(contract.Category.VALIDATION, "E", message, 5_000, "orders-app")
+    failure = Failure(Category.VALIDATION, "E", message, 5_000, "orders-app")
     return contract.build_dead_letter(record, failure)
 
 
@@ -163,7 +164,7 @@ def test_a_plan_line_reads_back_as_json_reads_it(
     folder = tmp_path_factory.mktemp("plan")
     plan = Plan("r-1", "orders.dlq", 1, "ops", "to", "out", ())
     record = SourceRecord("orders", 0, 1, 1_000, b"k", value, ())
-    why = Failure(contract.Category.VALIDATION, "E", "bad", 5_000, "orders-app")
+    why = Failure(Category.VALIDATION, "E", "bad", 5_000, "orders-app")
     dl = from_record("orders.dlq", 3, offset, 6_000, b"k", value, build_dead_letter(record, why))
     dl = replace(dl, fingerprint=fingerprint, failed_at_ms=failed_at)
     with plans.PlanWriter(folder, plan) as writer:

@@ -52,7 +52,7 @@ def batches(draw: st.DrawFn) -> list[list[Header]]:
     out = []
     for i in range(size):
         origin = f"orders/{i}/{draw(st.integers(0, 10**6))}" if has_origin else None
-        values = [(name, b"v%d" % i) for name in originals]
+        values: list[Header] = [(name, b"v%d" % i) for name in originals]
         replays = draw(st.integers(0, 5))
         out.append(worker_headers(values, replays, origin, draw(ORIGIN_MS), rule))
     how = draw(st.sampled_from(["as written", "spoil a value", "move one last", "repeat one"]))

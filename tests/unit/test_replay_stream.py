@@ -5,13 +5,12 @@ entries are the codec's."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
-from typing import Any
 
 import pytest
 
-from pipeline.core.contract import Failure, SourceRecord, build_dead_letter
+from pipeline.core.contract import Failure, Header, SourceRecord, build_dead_letter
 from pipeline.core.ledger_codec import decode_ledger_entry
 from pipeline.errors import Category
 from pipeline.kafka.dlqio import TransactionAborted
@@ -19,9 +18,21 @@ from reprocessor.deadletters import DeadLetter, from_record
 from reprocessor.index_rows import fast_row, letter_of
 from reprocessor.ledger import Ledger
 from reprocessor.payloads import Fixed
-from reprocessor.replay import CHUNK, Copy, Pacer, Recipe, Run, Target, TargetMode, prepare
+from reprocessor.replay import (
+    CHUNK,
+    Copy,
+    Pacer,
+    Recipe,
+    Refused,
+    Run,
+    Target,
+    TargetMode,
+    prepare,
+)
 from reprocessor.replay_batches import Copies, replay_batches
 from reprocessor.replay_run import _letter, slim
+
+Sent = tuple[str, bytes | None, bytes | None]  # topic, key, value
 
 
 class RecordingSink:
@@ -29,7 +40,7 @@ class RecordingSink:
 
     def __init__(self, pulled: list[int]) -> None:
         self.pulled = pulled
-        self.events: list[tuple[str, object]] = []
+        self.events: list[tuple[str, Sent | int | None]] = []  # kind, what
         self.open: list[str] = []
 
     def init(self) -> None:
@@ -38,12 +49,20 @@ class RecordingSink:
     def begin(self) -> None:
         self.open = []
 
-    def send(self, topic: str, key: bytes | None, value: bytes | None, headers: list) -> int:
+    def send(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: list[Header]
+    ) -> int:
         self.events.append(("send", (topic, key, value)))
         self.open.append(topic)
         return len(self.open) - 1
 
-    def send_chunk(self, topics: Any, keys: Any, values: Any, headers: Any) -> None:
+    def send_chunk(
+        self,
+        topics: Sequence[str],
+        keys: Sequence[bytes | None],
+        values: Sequence[bytes | None],
+        headers: Sequence[list[Header]],
+    ) -> None:
         for row in zip(topics, keys, values, headers, strict=True):
             self.send(*row)
 
@@ -76,7 +95,11 @@ def ignore(count: int) -> None:
 
 
 def commits(sink: RecordingSink) -> list[int]:
-    return [int(str(pulled)) for kind, pulled in sink.events if kind == "commit"]
+    return [pulled for kind, pulled in sink.events if kind == "commit" and isinstance(pulled, int)]
+
+
+def sent_by(sink: RecordingSink) -> list[Sent]:
+    return [sent for kind, sent in sink.events if kind == "send" and isinstance(sent, tuple)]
 
 
 def test_a_discard_pulls_at_most_one_chunk_ahead_of_its_transactions() -> None:
@@ -96,7 +119,9 @@ class Hooks:
         assert topics == {"out"}
 
 
-def one_by_one(count: int, pulled: list[int], recipe: Recipe) -> Iterator[tuple[Copies, list]]:
+def one_by_one(
+    count: int, pulled: list[int], recipe: Recipe
+) -> Iterator[tuple[Copies, list[Refused]]]:
     """Batches of one copy each, counted as they are pulled."""
     for dl in counted(count, pulled):
         result = prepare(dl, recipe)
@@ -125,12 +150,12 @@ def test_a_replay_writes_a_chunk_then_its_ledger_entries_one_chunk_behind_the_re
     done = commits(sink)
     assert len(done) == 4
     assert all(sent[i] <= pulled_at <= sent[i + 1] for i, pulled_at in enumerate(done)), done
-    sends = [e for kind, e in sink.events if kind == "send"]
+    sends = sent_by(sink)
     assert [topic for topic, _, _ in sends[: 2 * CHUNK]] == ["out"] * CHUNK + [
         "orders.dlq.ledger"
     ] * CHUNK
     key, value = sends[CHUNK][1], sends[CHUNK][2]
-    assert key == b"orders.dlq/0/0"
+    assert key == b"orders.dlq/0/0" and value is not None
     decoded = decode_ledger_entry(value)
     assert (decoded.action, decoded.target, decoded.fix, decoded.at) == (
         "replayed",
@@ -150,7 +175,7 @@ def test_a_failed_read_commits_the_open_transaction_then_fails(error: BaseExcept
     run = Run(sink, "orders.dlq.ledger", "r-1", "ops", clock=lambda: 7)
     recipe = Recipe(run="r-1", target=Target(TargetMode.TO, "out"))
 
-    def failing() -> Iterator[tuple[Copies, list]]:
+    def failing() -> Iterator[tuple[Copies, list[Refused]]]:
         yield from one_by_one(CHUNK + 5, pulled, recipe)
         raise error
 
@@ -158,7 +183,7 @@ def test_a_failed_read_commits_the_open_transaction_then_fails(error: BaseExcept
         replay_batches(run, failing(), Ledger("orders.dlq"), Pacer(None), ignore, Hooks())
     [committed] = commits(sink)  # the chunk sent at CHUNK, committed before the error left
     assert CHUNK <= committed <= CHUNK + 5
-    sends = [e for kind, e in sink.events if kind == "send"]
+    sends = sent_by(sink)
     assert len(sends) == 2 * CHUNK  # the first chunk's copies and ledger entries, no more
 
 

@@ -32,25 +32,29 @@ def test_to_names_its_target_explicitly_and_no_config_means_no_limit() -> None:
 
 
 def test_the_oauthbearer_config_is_a_secret() -> None:
-    from pipeline.app.settings import Settings, is_secret_property
+    from pipeline.app.settings import DlqSpec, OutputSpec, SchemaSpec, Settings, is_secret_property
 
     assert is_secret_property("sasl.oauthbearer.config")
     settings = Settings(
         pipeline="p",
-        sources={"s": {"format": "bytes"}},
-        output={"topic": "o"},
-        dlq={"topic": "d"},
+        sources={"s": SchemaSpec(format="bytes")},
+        output=OutputSpec(topic="o"),
+        dlq=DlqSpec(topic="d"),
         kafka={"sasl.oauthbearer.config": "clientId=x clientSecret=hunter2"},
     )
     assert "hunter2" not in repr(settings) + str(settings)
-    assert settings.client_properties("consumer")["sasl.oauthbearer.config"].endswith("hunter2")
+    secret = settings.client_properties("consumer")["sasl.oauthbearer.config"]
+    assert isinstance(secret, str) and secret.endswith("hunter2")
 
 
 def test_the_metrics_endpoint_binds_to_loopback_by_default() -> None:
-    from pipeline.app.settings import Settings
+    from pipeline.app.settings import DlqSpec, OutputSpec, SchemaSpec, Settings
 
     settings = Settings(
-        pipeline="p", sources={"s": {"format": "bytes"}}, output={"topic": "o"}, dlq={"topic": "d"}
+        pipeline="p",
+        sources={"s": SchemaSpec(format="bytes")},
+        output=OutputSpec(topic="o"),
+        dlq=DlqSpec(topic="d"),
     )
     assert settings.metrics_host == "127.0.0.1"
 

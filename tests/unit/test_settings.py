@@ -488,6 +488,7 @@ def test_output_schema_paths_are_resolved_against_the_config_file(tmp_path: Path
 
 
 def test_settings_can_be_built_directly() -> None:
+    # plain dicts, which pydantic validates into the specs: not the specs' types, the point here
     settings = Settings(
         pipeline="p",
         sources={"t": {"format": "bytes"}},  # type: ignore[dict-item]

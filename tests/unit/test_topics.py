@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.app.settings import Settings
+from pipeline.app.settings import DlqSpec, OutputSpec, SchemaSpec, Settings
 from pipeline.app.topics import (
     BROKER_DEFAULT_MAX_BYTES,
     DEFAULT_RETENTION_MS,
@@ -40,13 +40,9 @@ def settings(
 ) -> Settings:
     return Settings(
         pipeline="orders",
-        sources={s: {"format": "bytes"} for s in sources},  # type: ignore[misc]
-        output={"topic": "orders.valid"},  # type: ignore[arg-type]
-        dlq={  # type: ignore[arg-type]
-            "topic": "orders.dlq",
-            "min_retention_ms": min_retention_ms,
-            "header_room_bytes": room,
-        },
+        sources={s: SchemaSpec(format="bytes") for s in sources},
+        output=OutputSpec(topic="orders.valid"),
+        dlq=DlqSpec(topic="orders.dlq", min_retention_ms=min_retention_ms, header_room_bytes=room),
     )
 
 

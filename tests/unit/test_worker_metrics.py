@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.test_worker import BAD, SOURCE, good, rig
+from tests.unit.test_worker import BAD, SOURCE, Clock, good, rig
 
 MODES = pytest.mark.parametrize(
     "exactly_once", [False, True], ids=["at-least-once", "exactly-once"]
@@ -51,7 +51,7 @@ def test_ack_latency_counts_from_the_end_of_routing_in_both_modes(exactly_once: 
     """Routing that takes 2 s a record (a slow processor) is batch duration, not ack latency:
     the fake acknowledges at once, so the latency stays 0 in both modes (exactly-once counted
     from the transaction's start, routing included)."""
-    clocks = []
+    clocks: list[Clock] = []
 
     def slow(event: object, ctx: object) -> object:
         clocks[0].advance(2.0)
