@@ -84,9 +84,9 @@ class Watcher:
     def produced(self, topics: list[str]) -> int:
         """The sum of the end offsets of `topics`, in one ListOffsets request (transaction
         markers included)."""
-        asked = {
-            TopicPartition(t, p): OffsetSpec.latest() for t in topics for p in range(PARTITIONS)
-        }
+        # confluent-kafka's OffsetSpec.latest() has no annotations (untyped library code)
+        latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+        asked = {TopicPartition(t, p): latest for t in topics for p in range(PARTITIONS)}
         futures = self.admin.list_offsets(asked, request_timeout=10)
         return sum(f.result().offset for f in futures.values())
 
@@ -140,8 +140,9 @@ class LatencyReader(threading.Thread):
         while not self.done.is_set():
             for msg in self.consumer.consume(1000, 0.05):
                 now = time.time_ns()
-                if msg.error() is not None:
-                    if msg.error().code() != KafkaError._PARTITION_EOF:
+                error = msg.error()
+                if error is not None:
+                    if error.code() != KafkaError._PARTITION_EOF:
                         continue
                     continue
                 key = msg.key()

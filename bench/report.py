@@ -72,7 +72,10 @@ def targets(summary: dict[str, dict[str, Row]], rss: Sequence[Row] = ()) -> list
 
     alos = BASELINE
     for w in summary:
-        g = lambda name, key, w=w: _get(summary, w, name, key)  # noqa: E731
+
+        def g(name: str, key: str, w: str = w) -> float | None:
+            return _get(summary, w, name, key)
+
         add("ALO rate ÷ quix rate ≥ 2", w, _quotient(g(alos, "rate"), g("quix", "rate")), 2.0)
         add("quix CPU ÷ ALO CPU ≥ 2", w, _quotient(g("quix", "cpu_us"), g(alos, "cpu_us")), 2.0)
         add(

@@ -9,7 +9,8 @@ import sys
 
 import click
 
-from lazarus.cli import cli as lazarus
+from lazarus import cli as _lazarus_commands  # noqa: F401 - adds its commands to the group
+from pipeline.app.cli import cli as lazarus
 from reprocessor.cli import cli as dlq
 
 HEADER = """# CLI reference

@@ -102,7 +102,7 @@ NOTES = {
 def _default(info: FieldInfo) -> str:
     if info.default is PydanticUndefined and info.default_factory is None:
         return "required"
-    value: Any = info.default_factory() if info.default_factory else info.default  # type: ignore[call-arg]
+    value: Any = info.get_default(call_default_factory=True)
     if isinstance(value, BaseModel):
         return "(table)"
     if value in ({}, (), None):

@@ -12,7 +12,7 @@ import contextlib
 import sys
 from pathlib import Path
 
-import atheris
+import atheris  # type: ignore[import-untyped]  # atheris ships neither annotations nor stubs
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
