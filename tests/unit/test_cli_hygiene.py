@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.app.settings import load_settings
 from pipeline.errors import ConfigError
 from reprocessor import indexed, plans
+from reprocessor.exporter import Exporter, Options
 from reprocessor.index import SEAL, DlqIndex, sealed
 from reprocessor.index_query import depth
 from reprocessor.ledger import Plan
@@ -24,6 +26,7 @@ from tests.unit.test_index import fetched, lazarus_headers
 from tests.unit.test_plans import letter
 
 ROWS = 3000
+REPO = Path(__file__).resolve().parent.parent.parent
 
 
 class NoTopics:
@@ -177,3 +180,21 @@ def test_a_damaged_refusal_line_is_named_too(tmp_path: Path) -> None:
     path.write_text(path.read_text() + '{"c": 1\n')
     with pytest.raises(ConfigError, match=r"refused\.jsonl is damaged at line 2 "):
         stored.check()
+
+
+def test_the_exporter_on_a_dlq_that_does_not_exist_says_so_and_makes_no_file(
+    tmp_path: Path,
+) -> None:
+    settings = load_settings(REPO / "examples/orders.toml", bootstrap="broker:9092")
+    state = tmp_path / "state"
+    exporter = Exporter([settings], Options(port=0, state=state))
+    try:
+        (target,) = exporter.targets
+        target.cluster = NoTopics()  # type: ignore[assignment]
+        exporter.round()
+        assert exporter.health.get() == (
+            f"{settings.pipeline}: topic {settings.dlq.topic} does not exist on broker:9092"
+        )
+        assert not state.exists()
+    finally:
+        exporter.server.server.server_close()
