@@ -261,11 +261,13 @@ class DlqIndex:
     @classmethod
     def open(cls, cluster: Cluster, topic: str, folder: Path) -> DlqIndex:
         """The index of `topic`, created when new; ConfigError, and no file or folder left
-        behind, when the topic does not exist (a mistyped --topic)."""
-        if cluster.topics([topic]).get(topic) is None:
-            raise no_such_topic(cluster, topic)
+        behind, when a topic with no index yet does not exist (a mistyped --topic). An index
+        that exists is opened without asking: `catch_up` checks the topic anyway."""
         cluster_id = cluster.cluster_id()
-        return cls(index_path(folder, cluster_id, topic), topic, cluster_id)
+        path = index_path(folder, cluster_id, topic)
+        if not path.exists() and cluster.topics([topic]).get(topic) is None:
+            raise no_such_topic(cluster, topic)
+        return cls(path, topic, cluster_id)
 
     def close(self) -> None:
         """Close the connection; the last one to close leaves no WAL, and the file is sealed
