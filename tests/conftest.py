@@ -13,6 +13,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -92,8 +93,16 @@ def create_topics(
         future.result(timeout=60)
 
 
+class TopicFactory(Protocol):
+    """The `topic_factory` fixture: creates a uniquely named topic, returns its name."""
+
+    def __call__(
+        self, partitions: int = 1, config: dict[str, str] | None = None, suffix: str = ""
+    ) -> str: ...
+
+
 @pytest.fixture
-def topic_factory(bootstrap: str, request: pytest.FixtureRequest) -> Callable[..., str]:
+def topic_factory(bootstrap: str, request: pytest.FixtureRequest) -> TopicFactory:
     """Create a uniquely named topic (so tests never see each other's data) and return its name."""
     stem = re.sub(r"[^a-zA-Z0-9]+", "-", request.node.name)[:60].strip("-")
 

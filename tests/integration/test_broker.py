@@ -14,6 +14,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from scripts.kafka_broker import Broker, BrokerError
+from tests.conftest import TopicFactory
 
 BINARY_HEADERS = [
     ("trace", b"\x00\x01\xfe\xff"),
@@ -43,10 +44,11 @@ def consume_all(bootstrap: str, topic: str, count: int, **conf: str) -> list[Mes
                 if len(got) >= count:
                     break
                 continue
-            if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
+            error = msg.error()
+            if error:
+                if error.code() == KafkaError._PARTITION_EOF:
                     continue
-                raise AssertionError(msg.error())
+                raise AssertionError(error)
             got.append(msg)
     finally:
         consumer.close()
@@ -54,12 +56,12 @@ def consume_all(bootstrap: str, topic: str, count: int, **conf: str) -> list[Mes
 
 
 def test_binary_headers_and_null_key_round_trip(
-    bootstrap: str, topic_factory: Callable[..., str]
+    bootstrap: str, topic_factory: TopicFactory
 ) -> None:
     topic = topic_factory()
     producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random"})
     value = bytes(range(256))
-    producer.produce(topic, key=None, value=value, headers=BINARY_HEADERS)
+    producer.produce(topic, key=None, value=value, headers=list(BINARY_HEADERS))
     assert producer.flush(30) == 0
 
     (msg,) = consume_all(bootstrap, topic, 1)
@@ -69,7 +71,7 @@ def test_binary_headers_and_null_key_round_trip(
 
 
 def test_transactional_produce_with_consumed_offsets(
-    bootstrap: str, topic_factory: Callable[..., str]
+    bootstrap: str, topic_factory: TopicFactory
 ) -> None:
     source, sink = topic_factory(), topic_factory()
     seed = Producer({"bootstrap.servers": bootstrap})
@@ -103,7 +105,9 @@ def test_transactional_produce_with_consumed_offsets(
             continue
         if seen == 0:
             producer.begin_transaction()
-        producer.produce(sink, key=msg.key(), value=msg.value().upper())
+        value = msg.value()
+        assert value is not None
+        producer.produce(sink, key=msg.key(), value=value.upper())
         seen += 1
     producer.send_offsets_to_transaction(
         consumer.position(consumer.assignment()), consumer.consumer_group_metadata(), 30
@@ -121,7 +125,7 @@ def test_transactional_produce_with_consumed_offsets(
     assert committed[0].offset == 5
 
     got = consume_all(bootstrap, sink, 5, **{"isolation.level": "read_committed"})
-    assert sorted(m.value() for m in got) == [f"V{i}".encode() for i in range(5)]
+    assert sorted(m.value() or b"" for m in got) == [f"V{i}".encode() for i in range(5)]
     raw = consume_all(bootstrap, sink, 6, **{"isolation.level": "read_uncommitted"})
     assert b"never" in [m.value() for m in raw]
 

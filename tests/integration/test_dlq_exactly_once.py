@@ -10,6 +10,7 @@ from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from pipeline.core import contract
+from tests.conftest import TopicFactory
 from tests.dlq_kit import (
     DlqProcess,
     Letter,
@@ -57,7 +58,7 @@ def assert_per_key_order(bootstrap: str, target: str) -> None:
 
 
 def test_replay_killed_with_sigkill_then_rerun_replays_each_once(
-    bootstrap: str, topic_factory, tmp_path: Path
+    bootstrap: str, topic_factory: TopicFactory, tmp_path: Path
 ) -> None:
     dlq_topic = topic_factory(partitions=3, suffix="dlq-")
     target = topic_factory(partitions=2, suffix="to-")
@@ -83,7 +84,7 @@ def test_replay_killed_with_sigkill_then_rerun_replays_each_once(
 
 
 def test_two_concurrent_replays_publish_each_dead_letter_once(
-    bootstrap: str, topic_factory, tmp_path: Path
+    bootstrap: str, topic_factory: TopicFactory, tmp_path: Path
 ) -> None:
     dlq_topic = topic_factory(partitions=2, suffix="dlq-")
     target = topic_factory(partitions=2, suffix="to-")
@@ -109,7 +110,7 @@ def test_two_concurrent_replays_publish_each_dead_letter_once(
 
 
 def test_resume_continues_exactly_the_frozen_plan(
-    bootstrap: str, topic_factory, tmp_path: Path
+    bootstrap: str, topic_factory: TopicFactory, tmp_path: Path
 ) -> None:
     dlq_topic = topic_factory(partitions=2, suffix="dlq-")
     target = topic_factory(suffix="to-")
@@ -161,7 +162,7 @@ def _by_coordinates(bootstrap: str, topic: str) -> dict[str, bytes]:
 
 
 def test_a_plan_over_several_partitions_replays_each_in_order_and_refuses_what_is_gone(
-    bootstrap: str, topic_factory, tmp_path: Path
+    bootstrap: str, topic_factory: TopicFactory, tmp_path: Path
 ) -> None:
     """The stored plan is read back with one reader over all its partitions: each partition
     still replays in its DLQ order, a planned record deleted since (by delete_records, as

@@ -7,20 +7,19 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from pipeline.core.contract import ledger_topic
+from pipeline.core.contract import Failure, ledger_topic
 from pipeline.errors import Category
 from pipeline.kafka.follow import Cluster, Follower
 from reprocessor import index as index_module
 from reprocessor.index import DlqIndex
 from reprocessor.index_query import depth
-from tests.conftest import create_topics
+from tests.conftest import TopicFactory, create_topics
 from tests.dlq_kit import Letter, dlq, failure, fill, lazarus_letter
 
 SCHEMA = failure(
@@ -28,9 +27,9 @@ SCHEMA = failure(
 )
 
 
-def letters(count: int, start: int = 0, why: object = None) -> list[Letter]:
+def letters(count: int, start: int = 0, why: Failure | None = None) -> list[Letter]:
     return [
-        lazarus_letter("orders", start + i, f"k{start + i}".encode(), b"v", why or failure())  # type: ignore[arg-type]
+        lazarus_letter("orders", start + i, f"k{start + i}".encode(), b"v", why or failure())
         for i in range(count)
     ]
 
@@ -40,7 +39,7 @@ def fill_in_transaction(bootstrap: str, topic: str, batch: list[Letter], commit:
     producer.init_transactions(30)
     producer.begin_transaction()
     for letter in batch:
-        producer.produce(topic, letter.value, letter.key, headers=letter.headers)
+        producer.produce(topic, letter.value, letter.key, headers=list(letter.headers))
     if commit:
         producer.commit_transaction(30)
     else:
@@ -48,7 +47,7 @@ def fill_in_transaction(bootstrap: str, topic: str, batch: list[Letter], commit:
 
 
 @pytest.fixture
-def dlq_topic(bootstrap: str, topic_factory: Callable[..., str]) -> str:
+def dlq_topic(bootstrap: str, topic_factory: TopicFactory) -> str:
     topic = topic_factory(partitions=2, suffix="dlq-")
     create_topics(bootstrap, [ledger_topic(topic)], 1, {"cleanup.policy": "compact"})
     return topic
@@ -231,16 +230,17 @@ def _comparable(rows: list[dict[str, object]]) -> list[dict[str, object]]:
     out = []
     for row in rows:
         kept = {k: v for k, v in row.items() if k not in _ORDER_OR_TIME}
-        if isinstance(kept.get("by_cause"), list):
-            kept["by_cause"] = _comparable(kept["by_cause"])  # type: ignore[arg-type]
-        if isinstance(kept.get("by_category"), dict):
-            kept["by_category"] = dict(sorted(kept["by_category"].items()))  # type: ignore[union-attr]
+        by_cause, by_category = kept.get("by_cause"), kept.get("by_category")
+        if isinstance(by_cause, list):
+            kept["by_cause"] = _comparable(by_cause)
+        if isinstance(by_category, dict):
+            kept["by_category"] = dict(sorted(by_category.items()))
         out.append(kept)
     return sorted(out, key=repr)
 
 
 def test_a_follower_ending_at_a_marker_finishes_while_the_topic_keeps_growing(
-    bootstrap: str, topic_factory: Callable[..., str]
+    bootstrap: str, topic_factory: TopicFactory
 ) -> None:
     """The last record before the end is a commit marker and new records keep arriving behind
     it (a replay writing its ledger): the follower stops at the end while the writes go on. It

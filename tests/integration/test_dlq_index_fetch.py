@@ -5,13 +5,13 @@ the index and fetches only what it selected, and previews what a scan previews."
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from pipeline.core.contract import ledger_topic
+from pipeline.core.contract import Failure, ledger_topic
 from pipeline.errors import Category
 from pipeline.kafka.follow import Fetcher, fetch_scattered
 from reprocessor import fix_preview
@@ -19,15 +19,15 @@ from reprocessor.ledger import STATE_ENV
 from reprocessor.payloads import Payloads
 from reprocessor.selection import parse
 from reprocessor.stats import Item, Window, read_ledger
-from tests.conftest import create_topics
+from tests.conftest import TopicFactory, create_topics
 from tests.dlq_kit import Letter, dlq, failure, fill, lazarus_letter
 from tests.integration.test_dlq_index import SCHEMA, fill_in_transaction, letters
 
 
-def json_letters(count: int, start: int = 0, why: object = None) -> list[Letter]:
+def json_letters(count: int, start: int = 0, why: Failure | None = None) -> list[Letter]:
     return [
         lazarus_letter("orders", start + i, f"k{start + i}".encode(),
-                       b'{"id": %d}' % (start + i), why or failure())  # type: ignore[arg-type]
+                       b'{"id": %d}' % (start + i), why or failure())
         for i in range(count)
     ]  # fmt: skip
 
@@ -50,7 +50,7 @@ def committed_records(bootstrap: str, topic: str, partitions: int) -> dict[tuple
 
 
 def test_a_fetcher_reads_exactly_the_records_at_its_coordinates(
-    bootstrap: str, topic_factory: Callable[..., str]
+    bootstrap: str, topic_factory: TopicFactory
 ) -> None:
     topic = topic_factory(partitions=2)
     fill(bootstrap, topic, letters(40))
@@ -78,7 +78,7 @@ def tagged(partition: int, offsets: list[int]) -> Iterator[tuple[int, str]]:
 
 
 def test_a_scattered_fetch_reads_exactly_the_records_at_its_offsets(
-    bootstrap: str, topic_factory: Callable[..., str]
+    bootstrap: str, topic_factory: TopicFactory
 ) -> None:
     """Every partition at once: each record wanted is read once with its tag, holes (aborted
     records, markers, past the end) are skipped, far offsets are reached by a seek."""
@@ -109,7 +109,7 @@ def test_a_scattered_fetch_reads_exactly_the_records_at_its_offsets(
 
 
 @pytest.fixture
-def dlq_topic(bootstrap: str, topic_factory: Callable[..., str]) -> str:
+def dlq_topic(bootstrap: str, topic_factory: TopicFactory) -> str:
     topic = topic_factory(partitions=2, suffix="dlq-")
     create_topics(bootstrap, [ledger_topic(topic)], 1, {"cleanup.policy": "compact"})
     return topic
@@ -146,7 +146,10 @@ def test_fix_selects_from_the_index_and_fetches_only_the_selected_dead_letters(
         ledger = read_ledger(conf, topic)
         scanned = list(fix_preview.scan(conf, topic, win, Payloads(None), ledger, None))
         assert _seen(indexed) == _seen(scanned), where
-        assert all(item.dl.value == b'{"id": %d}' % int(item.dl.key[1:]) for item in indexed)
+        assert all(
+            item.dl.key is not None and item.dl.value == b'{"id": %d}' % int(item.dl.key[1:])
+            for item in indexed
+        )
     preview = dlq(*base, "--json", "fix", "--where", "category=schema", "--set", "x=1", env=env)
     assert preview.code == 0, preview.output
     lines = preview.json_lines()

@@ -4,44 +4,46 @@ every record to the progress bar, and leaves an index that later catch-ups exten
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
-from pipeline.core.contract import ledger_topic
+from pipeline.core.contract import Failure, ledger_topic
 from pipeline.errors import Category
 from pipeline.kafka.follow import Cluster
 from reprocessor import index as index_module
 from reprocessor import index_scan
 from reprocessor.index import DlqIndex
 from reprocessor.index_query import depth
-from tests.conftest import create_topics
+from tests.conftest import TopicFactory, create_topics
 from tests.dlq_kit import Letter, connect_headers, dlq, failure, fill, lazarus_letter
 from tests.integration.test_dlq_index import Recorder
 
 SCHEMA = failure(Category.SCHEMA, "pipeline.errors.SchemaError", "schema id 42 is unknown", ())
 
 
-def letters(count: int, start: int = 0, why: object = None) -> list[Letter]:
+def letters(count: int, start: int = 0, why: Failure | None = None) -> list[Letter]:
     return [
-        lazarus_letter("orders", start + i, f"k{start + i}".encode(), b"v" * i, why or failure())  # type: ignore[arg-type]
+        lazarus_letter("orders", start + i, f"k{start + i}".encode(), b"v" * i, why or failure())
         for i in range(count)
     ]
 
 
-def snapshot(folder: Path, bootstrap: str, topic: str) -> tuple[list[object], ...]:
+def snapshot(
+    folder: Path, bootstrap: str, topic: str
+) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]], list[tuple[object, ...]]]:
     cluster = Cluster({"bootstrap.servers": bootstrap})
     with DlqIndex.open(cluster, topic, folder) as index:
         rows = list(index.rows("SELECT * FROM dl ORDER BY id"))
         positions = list(index.rows("SELECT * FROM positions ORDER BY kind, partition"))
         names = list(index.rows("SELECT name FROM sqlite_master ORDER BY name"))
-    return rows, positions, names  # type: ignore[return-value]
+    return rows, positions, names
 
 
 def test_a_first_scan_shared_with_helpers_stores_what_one_process_stores(
     bootstrap: str,
-    topic_factory: Callable[..., str],
+    topic_factory: TopicFactory,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -55,11 +57,10 @@ def test_a_first_scan_shared_with_helpers_stores_what_one_process_stores(
     assert result.code == 0, result.output
     monkeypatch.setattr(index_module, "BULK_ROWS", 10)
     monkeypatch.setattr(index_scan, "workers", lambda: 3)
-    started: list[dict[str, object]] = []
-    helper = index_scan._Helper
+    started: list[Mapping[str, object]] = []
 
-    class Counted(helper):  # type: ignore[misc,valid-type]
-        def __init__(self, job: dict[str, object]) -> None:
+    class Counted(index_scan._Helper):
+        def __init__(self, job: Mapping[str, object]) -> None:
             started.append(job)
             super().__init__(job)
 
@@ -89,7 +90,7 @@ def test_a_first_scan_shared_with_helpers_stores_what_one_process_stores(
 
 def test_a_helper_whose_catch_up_died_stops_quietly(
     bootstrap: str,
-    topic_factory: Callable[..., str],
+    topic_factory: TopicFactory,
     tmp_path: Path,
     capfd: pytest.CaptureFixture[str],
 ) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pipeline.core import contract
 from reprocessor.deadletters import bytes_from_json
+from tests.conftest import TopicFactory
 from tests.dlq_kit import (
     SPRING_OFFSET_41,
     SPRING_PARTITION_2,
@@ -41,7 +42,7 @@ KCAT_FIELDS = {"topic", "partition", "offset", "tstype", "ts", "headers", "key",
 
 def three_causes(count: int) -> list[tuple[bytes | None, bytes | None]]:
     """`count` invalid orders, each with distinct values, failing for one of three causes."""
-    records = []
+    records: list[tuple[bytes | None, bytes | None]] = []
     for i in range(count):
         order = good_order(i)
         if i % 3 == 0:
@@ -151,7 +152,7 @@ def foreign_letters(source: str) -> list[Letter]:
     ]
 
 
-def test_foreign_dialects_inspect_group_show(bootstrap: str, topic_factory) -> None:
+def test_foreign_dialects_inspect_group_show(bootstrap: str, topic_factory: TopicFactory) -> None:
     source = topic_factory(suffix="src-")
     dlq_topic = topic_factory(suffix="foreign-dlq-")
     fill(bootstrap, dlq_topic, foreign_letters(source))
@@ -199,7 +200,7 @@ def test_foreign_dialects_inspect_group_show(bootstrap: str, topic_factory) -> N
     assert [line["error"]["dialect"] for line in selected.json_lines()] == ["connect"]
 
 
-def test_tail_since_and_limit(bootstrap: str, topic_factory) -> None:
+def test_tail_since_and_limit(bootstrap: str, topic_factory: TopicFactory) -> None:
     dlq_topic = topic_factory()
     old = int(time.time() * 1000) - 3 * 3600 * 1000
     letters = [
@@ -215,7 +216,9 @@ def test_tail_since_and_limit(bootstrap: str, topic_factory) -> None:
     assert len(dlq(*base, "--where", "failed_at<" + str(old + 5)).json_lines()) == 5
 
 
-def test_bad_input_is_a_one_line_error_with_exit_2(bootstrap: str, topic_factory) -> None:
+def test_bad_input_is_a_one_line_error_with_exit_2(
+    bootstrap: str, topic_factory: TopicFactory
+) -> None:
     dlq_topic = topic_factory()
     base = ("--bootstrap", bootstrap, "--topic", dlq_topic)
 
@@ -253,7 +256,7 @@ def test_bad_input_is_a_one_line_error_with_exit_2(bootstrap: str, topic_factory
     assert bad_coordinates.code == 2, bad_coordinates.output
 
 
-def test_json_lines_follow_kcat(bootstrap: str, topic_factory) -> None:
+def test_json_lines_follow_kcat(bootstrap: str, topic_factory: TopicFactory) -> None:
     dlq_topic = topic_factory()
     letter = lazarus_letter(
         "orders", 3, b"\x00\xffkey", b"\x80 not utf-8", failure(), headers=[("bin", b"\xfe")]

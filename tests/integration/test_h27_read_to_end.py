@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 
 import pytest
 from confluent_kafka import Producer
 
 from pipeline.kafka.clients import read_to_end
+from tests.conftest import TopicFactory
 
 
 def _produce(bootstrap: str, topic: str, counts: dict[int, int]) -> None:
@@ -21,7 +21,7 @@ def _produce(bootstrap: str, topic: str, counts: dict[int, int]) -> None:
 
 
 def test_every_partition_to_its_end_and_an_empty_one_skipped(
-    bootstrap: str, topic_factory: Callable[..., str]
+    bootstrap: str, topic_factory: TopicFactory
 ) -> None:
     topic = topic_factory(partitions=3)
     _produce(bootstrap, topic, {0: 5, 1: 3})  # partition 2 stays empty
@@ -33,7 +33,7 @@ def test_every_partition_to_its_end_and_an_empty_one_skipped(
 
 
 def test_read_committed_ends_at_an_open_transaction(
-    bootstrap: str, topic_factory: Callable[..., str]
+    bootstrap: str, topic_factory: TopicFactory
 ) -> None:
     """The high watermark counts the open transaction's records; read_committed stops at the
     last stable offset (partition EOF), read_uncommitted reads them. Neither waits out its
@@ -57,7 +57,7 @@ def test_read_committed_ends_at_an_open_transaction(
 
 
 def test_a_read_that_cannot_reach_the_end_says_so(
-    bootstrap: str, topic_factory: Callable[..., str]
+    bootstrap: str, topic_factory: TopicFactory
 ) -> None:
     topic = topic_factory(partitions=1)
     conf = {"bootstrap.servers": bootstrap}

@@ -9,12 +9,12 @@ import json
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
 
 from confluent_kafka import Producer
 
 from pipeline.core import contract
 from pipeline.errors import Category
+from tests.conftest import TopicFactory
 
 KCAT_FIELDS = ("topic", "partition", "offset", "tstype", "ts", "headers", "key", "payload")
 
@@ -33,7 +33,7 @@ def dead_letter(value: bytes, offset: int) -> tuple[bytes, bytes, contract.Heade
     return b"k", value, contract.build_dead_letter(record, failure)
 
 
-def test_json_lines_match_kcat(bootstrap: str, topic_factory: Callable[..., str]) -> None:
+def test_json_lines_match_kcat(bootstrap: str, topic_factory: TopicFactory) -> None:
     kcat = shutil.which("kcat")
     assert kcat is not None, "kcat is not installed (scripts/test installs it with apt-get)"
     topic = topic_factory()
@@ -42,7 +42,7 @@ def test_json_lines_match_kcat(bootstrap: str, topic_factory: Callable[..., str]
     binary_value = b"\x00\x00\x00\x00\x01\xff\xfe binary avro"
     for offset, value in enumerate((text_value, binary_value)):
         key, val, headers = dead_letter(value, offset)
-        producer.produce(topic, val, key, headers=headers)
+        producer.produce(topic, val, key, headers=list(headers))
     assert producer.flush(30) == 0
 
     raw = subprocess.run(

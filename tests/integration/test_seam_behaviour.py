@@ -17,6 +17,7 @@ from pipeline.core.handler import Output
 from pipeline.kafka.confluent import KafkaSink, KafkaSource
 from pipeline.kafka.fake import FakeCluster, FakeSink, FakeSource
 from pipeline.kafka.seam import TP, Ack, Committed, Sink, SinkError, Source
+from tests.conftest import TopicFactory
 
 
 @dataclass
@@ -157,7 +158,7 @@ def test_pause_seek_and_resume(backend: Backend) -> None:
 
 
 def test_a_partition_whose_fetch_has_not_started_refuses_a_seek(
-    bootstrap: str, topic_factory: Callable[..., str]
+    bootstrap: str, topic_factory: TopicFactory
 ) -> None:
     """Right after an assignment librdkafka is still fetching the committed offset and refuses
     a seek (`_STATE`); the Source says so instead of raising, and the worker seeks again later

@@ -61,18 +61,17 @@ def run_until_committed(pipe: Pipeline, tmp_path: Path, expected: dict[str, int]
     worker = WorkerProcess(pipe.config, tmp_path / "worker.log")
     try:
         for topic, count in expected.items():
-            wait_until(
-                lambda t=topic, c=count: (
-                    worker.check_alive()
-                    and sum(
+
+            def committed(topic: str = topic, count: int = count) -> bool:
+                return worker.check_alive() and (
+                    sum(
                         max(o, 0)
-                        for o in committed_offsets(pipe.bootstrap, pipe.name, t, 2).values()
+                        for o in committed_offsets(pipe.bootstrap, pipe.name, topic, 2).values()
                     )
-                    >= c
-                ),
-                90,
-                f"offsets of {topic} committed",
-            )
+                    >= count
+                )
+
+            wait_until(committed, 90, f"offsets of {topic} committed")
     finally:
         code = worker.stop()
     assert code == 0, worker.text()
