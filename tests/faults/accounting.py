@@ -21,6 +21,7 @@ frozen). An at-least-once duplicate is legitimate only inside one window:
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -67,7 +68,7 @@ class Report:
     records: int
     lost: list[Coordinates]
     unseen: list[Coordinates]
-    duplicated: dict[Coordinates, int]
+    duplicated: dict[tuple[int, ...], int]  # Coordinates; (run, *Coordinates) when merged
     unexpected: int
     outside: list[Coordinates]  # duplicates no fault window explains
     faults: int
@@ -120,7 +121,7 @@ class Checker:
         if self._inputs is None:
             found: dict[bytes, tuple[str, Coordinates]] = {}
             for topic in self.sources:
-                for rec in patiently(lambda t=topic: read_all(self.bootstrap, t)):
+                for rec in patiently(functools.partial(read_all, self.bootstrap, topic)):
                     found[rec.header(SEQ) or b""] = (topic, (rec.partition, rec.offset))
             self._inputs = found
         return self._inputs
@@ -134,10 +135,12 @@ class Checker:
         )
 
     def committed(self) -> dict[tuple[str, int], int]:
-        out = {}
+        out: dict[tuple[str, int], int] = {}
         for topic in self.sources:
             got = patiently(
-                lambda t=topic: committed_offsets(self.bootstrap, self.group, t, self.partitions)
+                functools.partial(
+                    committed_offsets, self.bootstrap, self.group, topic, self.partitions
+                )
             )
             out.update({(topic, p): max(o, 0) for p, o in got.items()})
         return out
@@ -209,11 +212,14 @@ class Checker:
             if seq in inputs:
                 topic, (partition, offset) = inputs[seq]
                 reached[(topic, partition)] = max(reached.get((topic, partition), -1), offset)
-        lost, unseen = [], []
+        lost: list[Coordinates] = []
+        unseen: list[Coordinates] = []
         for seq, (topic, at) in inputs.items():
             if seq not in copies:
                 (lost if at[1] < reached.get((topic, at[0]), -1) else unseen).append(at)
-        duplicated = {inputs[seq][1]: n - 1 for seq, n in copies.items() if n > 1 and seq in inputs}
+        duplicated: dict[tuple[int, ...], int] = {
+            inputs[seq][1]: n - 1 for seq, n in copies.items() if n > 1 and seq in inputs
+        }
         windows = self._final(self.windows) if duplicated else self.windows
         outside = [
             at
