@@ -18,6 +18,11 @@ import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fastavro.types import Schema
+    from pydantic import BaseModel
 
 REPO = Path(__file__).resolve().parent.parent
 AVRO_SCHEMA = REPO / "schemas/avro/orders-value/1.avsc"
@@ -71,7 +76,7 @@ def order(i: int, qty: int) -> dict[str, object]:
     }
 
 
-def avro_value(i: int, pct: int, schema: object) -> bytes:
+def avro_value(i: int, pct: int, schema: Schema) -> bytes:
     import fastavro
 
     bad = is_bad(i, pct)
@@ -105,13 +110,13 @@ def records(workload: Workload, count: int) -> Iterator[tuple[bytes, bytes]]:
         yield f"k-{i}".encode(), pool[i % POOL]
 
 
-def avro_schema() -> object:
+def avro_schema() -> Schema:
     import fastavro
 
     return fastavro.parse_schema(json.loads(AVRO_SCHEMA.read_text(encoding="utf-8")))
 
 
-def load_order_model() -> type:
+def load_order_model() -> type[BaseModel]:
     import sys
 
     if str(REPO) not in sys.path:
@@ -125,11 +130,11 @@ def checker(fmt: str) -> Callable[[bytes], object]:
     """Decode and validate one value; raises on a bad record (any exception type)."""
     model = load_order_model()
     if fmt == "json":
-        return model.model_validate_json  # type: ignore[attr-defined, no-any-return]
+        return model.model_validate_json
     from fastavro import schemaless_reader
 
     schema = avro_schema()
-    validate = model.model_validate  # type: ignore[attr-defined]
+    validate = model.model_validate
 
     def check_avro(value: bytes) -> object:
         if len(value) < 5 or value[0] != 0 or int.from_bytes(value[1:5]) != SCHEMA_ID:

@@ -53,11 +53,11 @@ def main() -> int:
                 send(producer, job.output, msg.key(), value)
             else:
                 try:
-                    check(value)
+                    check(value or b"")  # a null value fails the check: a dead letter
                     send(producer, job.output, msg.key(), value)
                 except Exception as exc:
                     send(producer, job.dlq, msg.key(), value, headers_for(exc))
-            positions[msg.partition()] = msg.offset() + 1
+            positions[msg.partition() or 0] = (msg.offset() or 0) + 1
         producer.poll(0)
         if positions and time.monotonic() - last_commit >= COMMIT_EVERY_S:
             tps = [TopicPartition(job.source, p, o) for p, o in positions.items()]

@@ -19,7 +19,17 @@ from pipeline.core.policy import BreakerState, FloodGuard
 from pipeline.kafka.fake import FakeCluster
 from pipeline.kafka.seam import Committed, SinkError, SinkFailure
 from tests.kit import good_payment
-from tests.unit.test_worker import BAD, DLQ, OUTPUT, SOURCE, Crash, Rig, good, rig
+from tests.unit.test_worker import (
+    BAD,
+    DLQ,
+    OUTPUT,
+    SOURCE,
+    Crash,
+    Rig,
+    breaker_state,
+    good,
+    rig,
+)
 
 P0, P1 = (SOURCE, 0), (SOURCE, 1)
 
@@ -35,6 +45,7 @@ def dead_offsets(r: Rig) -> Counter[tuple[int, int]]:
     for rec in r.cluster.records(DLQ):
         meta = contract.parse_dead_letter(rec.headers)
         assert meta is not None
+        assert meta.source_partition is not None and meta.source_offset is not None
         found[meta.source_partition, meta.source_offset] += 1
     return found
 
@@ -113,7 +124,7 @@ def test_a_revoked_partition_leaves_no_resume_point_behind_for_its_next_assignme
     assert P1 in r.worker.assigned and r.worker.gate.paused
     r.clock.advance(10.0)
     r.steps(6)
-    assert r.worker.breaker.state is BreakerState.CLOSED
+    assert breaker_state(r) is BreakerState.CLOSED
     once_each(r, 6, exactly=True)
     assert r.cluster.committed[P1].offset == 5
 
