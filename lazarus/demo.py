@@ -18,7 +18,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -214,8 +214,9 @@ def run_demo(
     bootstrap: str | None, console: Console | None = None, *, keep_topics: bool = False
 ) -> int:
     """The story; returns the exit code (0 only if the final accounting holds). On a real
-    broker the topics it created are deleted at the end, unless `keep_topics`. Its folder in
-    the temporary directory goes too, however the demo ends, unless the topics stay (`_scratch`)."""
+    broker the topics it created are deleted when it ends, however it ends, unless
+    `keep_topics` (`_tidied`); its folder in the temporary directory goes too, unless the
+    topics stay (`_scratch`)."""
     console = console or Console()
     started = time.monotonic()
     with _cluster(bootstrap) as (address, mock), _scratch(keep=keep_topics and not mock) as folder:
@@ -224,34 +225,48 @@ def run_demo(
         settings = load_settings(config)
         story = Story(console, config)
         _intro(story, address, mock)
-        if mock:
-            demo_cluster.touch_topics(
-                address,
-                [
-                    names.orders,
-                    names.payments,
-                    names.output,
-                    names.dlq,
-                    names.redrive,
-                    settings.ledger_topic,
-                ],
-            )
-        else:
-            demo_cluster.create_sources(address, [names.orders, names.payments])
-            create_topics(settings)
-        records = demo_data.stream(SCHEMAS / "avro/orders-value/1.avsc")
-        demo_cluster.produce(address, {"orders": names.orders, "payments": names.payments}, records)
-        story.say(f"Produced {len(records)} order and payment events, some of them broken.")
-        run_worker_until_done(settings, [names.orders, names.payments], console)
-        console.print(outcome_table(names, address, len(records)))
-        _operator(story)
-        story.say("The worker picks the replays up from its redrive topic.")
-        run_worker_until_done(settings, [names.redrive], console)
-        ok = demo_cluster.final_accounting(console, names, address, records)
-        if not mock:
-            _tidy(story, address, config, names.topics(settings.ledger_topic), keep_topics)
+        topics = names.topics(settings.ledger_topic)
+        with _tidied(story, address, config, topics, real=not mock, keep=keep_topics):
+            if mock:
+                demo_cluster.touch_topics(address, topics)
+            else:
+                demo_cluster.create_sources(address, [names.orders, names.payments])
+                create_topics(settings)
+            ok = _story(story, settings, names, address, console)
     console.print(f"\n[dim]demo finished in {time.monotonic() - started:.1f}s[/]")
     return 0 if ok else 1
+
+
+def _story(story: Story, settings: Settings, names: Names, address: str, console: Console) -> bool:
+    """Produce, run the worker, do what the operator does, run it again, account."""
+    records = demo_data.stream(SCHEMAS / "avro/orders-value/1.avsc")
+    demo_cluster.produce(address, {"orders": names.orders, "payments": names.payments}, records)
+    story.say(f"Produced {len(records)} order and payment events, some of them broken.")
+    run_worker_until_done(settings, [names.orders, names.payments], console)
+    console.print(outcome_table(names, address, len(records)))
+    _operator(story)
+    story.say("The worker picks the replays up from its redrive topic.")
+    run_worker_until_done(settings, [names.redrive], console)
+    return demo_cluster.final_accounting(console, names, address, records)
+
+
+@contextmanager
+def _tidied(
+    story: Story, address: str, config: Path, topics: list[str], *, real: bool, keep: bool
+) -> Iterator[None]:
+    """On a real broker, the demo's topics are deleted when it ends, however it ends (an
+    error, Ctrl-C, SIGTERM: then quietly, and the error is the one said), unless `keep`."""
+    if not real:
+        yield
+        return
+    try:
+        yield
+    except BaseException:
+        if not keep:
+            with suppress(Exception):  # the demo's own failure is what to say
+                demo_cluster.delete_topics(address, topics)
+        raise
+    _tidy(story, address, config, topics, keep)
 
 
 def _tidy(story: Story, address: str, config: Path, topics: list[str], keep: bool) -> None:

@@ -18,6 +18,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from reprocessor import plans
 from tests.conftest import create_topics
@@ -232,13 +233,25 @@ def test_the_demo_leaves_no_folder_behind_when_it_succeeds_or_fails(tmp_path: Pa
     assert demo_leftovers(tmp_path) == []
 
 
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def demo_topics(bootstrap: str) -> set[str]:
+    topics = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=15).topics
+    return {name for name in topics if name.startswith("demo-")}
+
+
+@pytest.mark.parametrize(
+    ("signum", "code", "real"),
+    [(signal.SIGTERM, 143, False), (signal.SIGINT, 130, False), (signal.SIGTERM, 143, True)],
+)
 def test_the_demo_stopped_by_a_signal_leaves_no_folder_behind(
-    tmp_path: Path, signum: int, code: int
+    tmp_path: Path, signum: int, code: int, real: bool, request: pytest.FixtureRequest
 ) -> None:
+    """On a real broker, its topics went only at a successful end: stopped, it left them."""
     env = demo_env(tmp_path)
+    bootstrap = request.getfixturevalue("bootstrap") if real else None
+    before = demo_topics(bootstrap) if bootstrap else set()
+    where = ("--bootstrap", bootstrap) if bootstrap else ()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lazarus.cli", "demo"],
+        [sys.executable, "-m", "lazarus.cli", "demo", *where],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -260,4 +273,6 @@ def test_the_demo_stopped_by_a_signal_leaves_no_folder_behind(
         proc.kill()
         proc.communicate()
     assert exited == code, seen
+    if bootstrap:
+        assert demo_topics(bootstrap) == before
     assert demo_leftovers(tmp_path) == []
