@@ -29,10 +29,12 @@ from pipeline.core.crashes import CrashGuard
 from pipeline.core.handler import Handler, RetryAfter, Routed
 from pipeline.core.policy import BreakerState, CircuitBreaker, FloodGuard
 from pipeline.errors import Category
-from pipeline.kafka.seam import TP, Committed, SinkFailure, Source
+from pipeline.kafka.seam import TP, SinkFailure, Source
+from pipeline.runtime.crash_marks import CrashMarks
 from pipeline.runtime.deadletter_log import DeadLetterLog
-from pipeline.runtime.delivery import Delivery, Polled, TornRoute
+from pipeline.runtime.delivery import Delivery, Polled
 from pipeline.runtime.metrics import Tally, WorkerMetrics
+from pipeline.runtime.too_large import TooLargeRecords
 
 log = logging.getLogger("lazarus.worker")
 
@@ -63,8 +65,11 @@ class Gate:
             self.resume_at[tp] = offset
 
 
-class Worker:
-    """Runs one group member of a pipeline until `stop()` (SIGTERM/SIGINT) is called."""
+class Worker(TooLargeRecords, CrashMarks):
+    """Runs one group member of a pipeline until `stop()` (SIGTERM/SIGINT) is called.
+
+    Two rare paths live in modules of their own, mixed in: records the broker refuses as too
+    large (`too_large.py`) and the crash-loop guard's marks (`crash_marks.py`)."""
 
     def __init__(
         self,
@@ -109,20 +114,8 @@ class Worker:
         self._last_tick = 0.0
         self._last_step = clock()
         self._joined = False
-        self._marks: dict[TP, int] = {}  # crash marks this member wrote, by partition
-        self._unchecked: set[TP] = set()
-        """Partitions whose committed position (a dead process's mark?) could not be read at
-        assignment: read at their first record, which waits while that fails."""
-        self._sizing: dict[TP, int] = {}
-        """Partitions read again one record at a time (how many records left) because the
-        broker refused one of their records as too large: per-batch counts do not say which."""
-        self._sizing_owed = False  # a too-large refusal came: the next rewind starts sizing
-        self._oversize: dict[TP, int] = {}
-        """The offset, per partition, of the record found refused as too large (sizing), or one
-        of whose several outputs was refused at once under exactly-once (the transaction holding
-        the others aborted): dead-lettered (or its dead letter sent without its value) when it
-        is read again."""
-        self._refused_large = False
+        CrashMarks.__init__(self)
+        TooLargeRecords.__init__(self)
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> None:
@@ -233,254 +226,6 @@ class Worker:
         else:
             self._plain(rec)
 
-    def _plain(self, rec: SourceRecord) -> None:
-        """Route `rec`, made smaller when it is the record found too large (exactly-once: one
-        of its several outputs was refused at once, and the transaction holding the others was
-        aborted, so it is read again)."""
-        tp = (rec.topic, rec.partition)
-        found = self._oversize.get(tp)
-        if found is None or rec.offset < found:
-            self._route(rec)
-        elif rec.offset > found:  # passed (a seek past it): not to be met again
-            del self._oversize[tp]
-            self._route(rec)
-        else:
-            self._shrink(rec)
-            if not self._interrupted:
-                del self._oversize[tp]
-
-    # -- a record the broker refuses as too large, in its delivery report ---------------------
-    def _sized(self, rec: SourceRecord) -> None:
-        """Route `rec` alone and make it durable before the next record: a too-large refusal
-        then names it, and it is dead-lettered when read again (README, "Too large")."""
-        tp = (rec.topic, rec.partition)
-        if not (self._settle_now() and self._alone(rec)):
-            return
-        left = self._sizing.get(tp, 0) - 1
-        if left > 0:
-            self._sizing[tp] = left
-        else:
-            self._sizing.pop(tp, None)
-
-    def _alone(self, rec: SourceRecord) -> bool:
-        """Route `rec` (everything before it durable already) and make it durable now. False
-        when the batch stops here; a too-large refusal is then `rec`'s own and remembered."""
-        tp = (rec.topic, rec.partition)
-        shrunk = self._oversize.get(tp) == rec.offset
-        if shrunk:
-            self._shrink(rec)
-        else:
-            self._route(rec)
-        if self._interrupted or (self._revoked and tp in self._gone):
-            return False
-        self._refused_large = False
-        if self._settle_now():
-            if shrunk:
-                del self._oversize[tp]
-            return True
-        if self._refused_large:
-            if shrunk:  # refused again without its value: an outage after all
-                self._delivery_failed(f"{tp[0]}/{tp[1]}/{rec.offset} refused as too large twice")
-            else:  # found: read again (the rewind), it is dead-lettered; no new sizing owed
-                self._oversize[tp] = rec.offset
-                self._sizing_owed = False
-        return False
-
-    def _shrink(self, rec: SourceRecord) -> None:
-        """The record the broker refused as too large, read again: its route made smaller (a
-        dead letter without its value, an output dead-lettered instead) and sent."""
-        now = self.wall()
-        outcome = self.handler.handle(rec, 1, now, now)
-        if not isinstance(outcome, Routed):  # a retry: routed as usual (and sized again)
-            self._route(rec)
-            return
-        reason = "refused by the broker as too large"
-        smaller = self.handler.too_large(rec, outcome, now, reason, atomic=self.delivery.atomic)
-        if self.flood is not None:  # a dead letter is a dead letter: the flood guard counts it
-            if self.flood.would_flood(self.clock()):
-                self._flood_pause(rec)  # the record stays undecided, found again after the pause
-                return
-            self.flood.record(True)
-        self._send(rec, smaller, shrink=False)
-
-    def _settle_now(self) -> bool:
-        """End the batch so far and make it durable now (acknowledged, committed). False when
-        that failed (the batch stops: an outage, or a too-large refusal to size)."""
-        self._checkpoint()
-        if not self._interrupted:
-            state = self.delivery.settle(self.clock() + self.options.shutdown_deadline_s)
-            self._react(state, self.clock())
-        if self._interrupted:
-            return False
-        if self.delivery.in_flight():
-            # Not acknowledged within the deadline: a crash mark after it would commit past it.
-            self._delivery_failed("a record was not acknowledged in time")
-            return False
-        return True
-
-    def _size_owed(self, reason: str) -> None:
-        self._refused_large = True
-        self._sizing_owed = True
-        self._interrupted = True
-        self._pause_all()
-        log.warning(
-            "the broker refused a record as too large (%s): reading it again one record at a "
-            "time to dead-letter it",
-            reason,
-        )
-
-    # -- the crash-loop poison pill (core/crashes.py) -------------------------------------------
-    def _guarded(self, rec: SourceRecord, guard: CrashGuard) -> None:
-        """Route `rec` while some partition is suspect or not yet marked."""
-        tp = (rec.topic, rec.partition)
-        if tp in self._unchecked and not self._check_late(rec, guard):
-            return
-        if tp in guard.suspects:
-            self._one_at_a_time(rec)
-            return
-        if tp in guard.unmarked and not self._commit_mark(rec, guard.first_seen(tp, rec.offset)):
-            guard.unmarked.add(tp)  # marked when it is read again
-            return
-        self._plain(rec)
-
-    def _check_late(self, rec: SourceRecord, guard: CrashGuard) -> bool:
-        """The check `_mark_assigned` could not make, at the partition's first record: suspect
-        (a dead process's mark), or marked at this record. A read that fails again is an
-        outage: the batch stops at `rec` (False) and the breaker opens."""
-        tp = (rec.topic, rec.partition)
-        try:
-            position = self.source.committed([tp], self.options.shutdown_deadline_s)[tp]
-        except SinkFailure as exc:
-            reason = f"could not read the committed offset of {tp[0]}/{tp[1]}: {exc.error.reason}"
-            self._delivery_failed(reason)
-            self._interrupt(rec, reason)
-            return False
-        self._unchecked.discard(tp)
-        guard.assigned(tp, position.offset, position.metadata)
-        if not guard.is_suspect(tp):
-            guard.unmarked.add(tp)  # marked at this record, its first
-        return True
-
-    def _one_at_a_time(self, rec: SourceRecord) -> None:
-        """A record of a suspect partition: mark it, route it and make it durable (or
-        dead-letter it as `crashed`) before the next record of the batch. No seek and no
-        re-read in between: a re-fetch after a seek waits out the fetch in flight (up to
-        `fetch.wait.max.ms`), which held a suspect partition to about 2 records/s."""
-        assert self.crashes is not None
-        tp = (rec.topic, rec.partition)
-        # What came before is durable first: its refusal is not this record's, and the mark
-        # below is never overwritten by a commit of the positions before it.
-        if not self._settle_now():
-            return
-        verdict = self.crashes.before(tp, rec.offset)
-        if verdict.crashed:
-            routed = self.handler.crashed(rec, verdict.attempts, self.wall())
-            log.error(
-                "%s/%d/%d killed the worker %d times in a row: dead-lettered as crashed",
-                rec.topic,
-                rec.partition,
-                rec.offset,
-                verdict.attempts,
-            )
-            self._send(rec, routed)
-            done = not self._interrupted and self._settle_now()
-        else:
-            done = self._commit_mark(rec, verdict.metadata) and self._alone(rec)
-        if done:
-            self.crashes.after(tp)
-
-    def _commit_mark(self, rec: SourceRecord, metadata: str) -> bool:
-        """Mark `rec`'s offset before it runs. A mark the group coordinator refuses is an
-        outage: a death while running the record would go unrecorded (or be credited to the
-        record marked before), so the batch stops at `rec` (False) and the breaker opens."""
-        tp, offset = (rec.topic, rec.partition), rec.offset
-        try:
-            self.delivery.commit_marks({tp: Committed(offset, metadata)})
-        except SinkFailure as exc:
-            reason = f"could not mark {tp[0]}/{tp[1]} at {offset}: {exc.error.reason}"
-            self._delivery_failed(reason)
-            self._interrupt(rec, reason)
-            return False
-        self._marks[tp] = offset
-        return True
-
-    def _mark_assigned(self, tps: list[TP]) -> None:
-        """Read the committed positions of new partitions: a mark left there means a process
-        died before committing past it (the partition is suspect); else mark where we start."""
-        if self.crashes is None or not tps:
-            return
-        try:
-            committed = self.source.committed(tps, self.options.shutdown_deadline_s)
-        except SinkFailure as exc:
-            log.warning(
-                "could not read committed offsets to check for crashes (checking at each "
-                "partition's first record instead): %s",
-                exc.error.reason,
-            )
-            self._unchecked.update(tps)
-            self.crashes.unmarked.update(tps)  # so their records go through `_guarded`
-            return
-        marks: dict[TP, Committed] = {}
-        for tp, position in committed.items():
-            metadata = self.crashes.assigned(tp, position.offset, position.metadata)
-            if metadata is not None:
-                marks[tp] = Committed(position.offset, metadata)
-            elif self.crashes.is_suspect(tp):
-                log.warning(
-                    "%s/%d: another worker died (or lost the partition in an outage) before "
-                    "committing past offset %d (%d time(s) in a row); processing the next %d "
-                    "records one at a time",
-                    tp[0],
-                    tp[1],
-                    position.offset,
-                    self.crashes.suspects[tp].attempts,
-                    self.crashes.careful_records,
-                )
-        if marks:
-            try:
-                self.delivery.commit_marks(marks)
-                self._marks.update({tp: c.offset for tp, c in marks.items()})
-            except SinkFailure as exc:
-                # No record may run unmarked (a death there would be credited to none): each
-                # partition is marked at its first record, which waits while that is refused.
-                self.crashes.unmarked.update(marks)
-                log.warning(
-                    "could not mark the start positions (marking each at its first record "
-                    "instead): %s",
-                    exc.error.reason,
-                )
-
-    def _clear_marks(self, tps: list[TP]) -> None:
-        """A clean stop: no mark may stay behind to make the next member suspicious. A progress
-        commit past a mark replaced it already; a mark with no progress since is committed
-        again without its metadata (no read from the broker: the member knows both), except
-        the deaths counted on a suspect record not handled yet (`CrashGuard.left_behind`)."""
-        guard = self.crashes
-        if guard is None:
-            return
-        unmoved = {
-            tp: Committed(offset, guard.left_behind(tp, offset))
-            for tp, offset in self._marks.items()
-            if tp in tps and self.delivery.last_committed.get(tp, -1) <= offset
-        }
-        if unmoved:
-            try:
-                self.delivery.commit_marks(unmoved)
-            except SinkFailure as exc:
-                log.warning("could not clear the crash marks: %s", exc.error.reason)
-        self._forget_marks(tps)
-
-    def _forget_marks(self, tps: list[TP]) -> None:
-        """Partitions gone (revoked, or lost without a commit: another member owns them and
-        their committed offset now): no mark of ours there is ours to clear any more. A mark
-        left behind is known as this process's if the partition comes back (`CrashGuard`)."""
-        if self.crashes is None:
-            return
-        for tp in tps:
-            self._marks.pop(tp, None)
-            self._unchecked.discard(tp)
-            self.crashes.revoked(tp)
-
     def _send(self, rec: SourceRecord, routed: Routed, *, shrink: bool = True) -> None:
         """Produce the route and count it. A record refused as too large is re-routed once
         without its value or as a dead letter (a property of the record); any other refusal,
@@ -491,37 +236,6 @@ class Worker:
             self._refused(rec, routed, exc, shrink)
             return
         self._account(rec, routed)
-
-    def _refused(self, rec: SourceRecord, routed: Routed, exc: SinkFailure, shrink: bool) -> None:
-        """`rec`'s route refused at once by `Delivery.send` (`_send`)."""
-        error = exc.error
-        if not (error.too_large and shrink):
-            self._delivery_failed(error.reason)
-            self._interrupt(rec, error.reason)
-            return
-        where = f"{rec.topic}/{rec.partition}/{rec.offset}"
-        log.warning("%s refused as too large: %s", where, error.reason)
-        if isinstance(exc, TornRoute):
-            # The transaction held some of its outputs and was aborted: no record routed since
-            # it began counts, every partition rewinds (not an outage: the breaker stays
-            # closed), and the record is dead-lettered alone when read again (`_plain`).
-            self._oversize[(rec.topic, rec.partition)] = rec.offset
-            self._tally.outcomes.clear()
-            self._tally.dead_letters.clear()
-            self._interrupt(rec, "reading it again to dead-letter it alone")
-            return
-        smaller = self.handler.too_large(
-            rec, routed, self.wall(), error.reason, atomic=self.delivery.atomic
-        )
-        if self.flood is not None and routed.failure is None:
-            # An output turned dead letter (`_route` counted an output): a dead letter for the
-            # flood guard too. It may pause only while nothing of the record is out (its only
-            # output refused): at-least-once cannot take back outputs produced before.
-            if len(routed.outputs) == 1 and self.flood.would_flood(self.clock()):
-                self._flood_pause(rec)
-                return
-            self.flood.record(True)
-        self._send(rec, smaller, shrink=False)
 
     def _account(self, rec: SourceRecord, routed: Routed) -> None:
         failure = routed.failure

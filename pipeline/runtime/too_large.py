@@ -1,0 +1,199 @@
+"""Records the broker refuses as too large: found, then routed again smaller.
+
+A route the broker refuses at once (`Delivery.send` raises) is an outage, unless it was refused
+as too large: then it is routed again without its value, or as a dead letter (`_refused`); under
+exactly-once a refusal that tore a transaction's route rewinds, and the record is dead-lettered
+alone when read again. A refusal in a delivery report names only its batch: the batch stops, its
+partitions are read again one record at a time until the refused record is found (`_sized`), and
+that record is dead-lettered when read again (`_plain`, `_shrink`). README, "Too large".
+
+A rare path, kept apart so that `worker.py` holds the loop. `TooLargeRecords` is a mixin of
+`Worker`: its state lives on the worker, and it calls the loop's own steps (declared for mypy at
+the top of the class). The loop calls into it only when a route is refused, and for the records
+of a partition being sized or holding a record found too large (`Worker._special`). Routing one
+record alone and making it durable (`_alone`, `_settle_now`) serves the crash guard's suspect
+partitions too (`crash_marks.py`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from pipeline.core.contract import SourceRecord
+from pipeline.core.handler import Handler, Routed
+from pipeline.kafka.seam import TP, SinkFailure
+from pipeline.runtime.delivery import TornRoute
+
+if TYPE_CHECKING:
+    from pipeline.core.policy import FloodGuard
+    from pipeline.runtime.delivery import Delivery, Polled
+    from pipeline.runtime.metrics import Tally
+    from pipeline.runtime.worker import WorkerOptions
+
+log = logging.getLogger("lazarus.worker")
+
+
+class TooLargeRecords:
+    """The worker's handling of records the broker refuses as too large (a mixin of `Worker`)."""
+
+    if TYPE_CHECKING:  # the loop's, in worker.py
+        options: WorkerOptions
+        delivery: Delivery
+        handler: Handler
+        flood: FloodGuard | None
+        clock: Callable[[], float]
+        wall: Callable[[], float]
+        _tally: Tally
+        _interrupted: bool
+        _revoked: bool
+        _gone: set[TP]
+
+        def _route(self, rec: SourceRecord) -> None: ...
+        def _send(self, rec: SourceRecord, routed: Routed, *, shrink: bool = True) -> None: ...
+        def _checkpoint(self) -> None: ...
+        def _react(self, state: Polled, now: float) -> None: ...
+        def _flood_pause(self, rec: SourceRecord) -> None: ...
+        def _interrupt(self, rec: SourceRecord, reason: str) -> None: ...
+        def _delivery_failed(self, reason: str) -> None: ...
+        def _pause_all(self) -> None: ...
+
+    def __init__(self) -> None:
+        self._sizing: dict[TP, int] = {}
+        """Partitions read again one record at a time (how many records left) because the
+        broker refused one of their records as too large: per-batch counts do not say which."""
+        self._sizing_owed = False  # a too-large refusal came: the next rewind starts sizing
+        self._oversize: dict[TP, int] = {}
+        """The offset, per partition, of the record found refused as too large (sizing), or one
+        of whose several outputs was refused at once under exactly-once (the transaction holding
+        the others aborted): dead-lettered (or its dead letter sent without its value) when it
+        is read again."""
+        self._refused_large = False
+
+    def _refused(self, rec: SourceRecord, routed: Routed, exc: SinkFailure, shrink: bool) -> None:
+        """`rec`'s route refused at once by `Delivery.send` (`_send`)."""
+        error = exc.error
+        if not (error.too_large and shrink):
+            self._delivery_failed(error.reason)
+            self._interrupt(rec, error.reason)
+            return
+        where = f"{rec.topic}/{rec.partition}/{rec.offset}"
+        log.warning("%s refused as too large: %s", where, error.reason)
+        if isinstance(exc, TornRoute):
+            # The transaction held some of its outputs and was aborted: no record routed since
+            # it began counts, every partition rewinds (not an outage: the breaker stays
+            # closed), and the record is dead-lettered alone when read again (`_plain`).
+            self._oversize[(rec.topic, rec.partition)] = rec.offset
+            self._tally.outcomes.clear()
+            self._tally.dead_letters.clear()
+            self._interrupt(rec, "reading it again to dead-letter it alone")
+            return
+        smaller = self.handler.too_large(
+            rec, routed, self.wall(), error.reason, atomic=self.delivery.atomic
+        )
+        if self.flood is not None and routed.failure is None:
+            # An output turned dead letter (`_route` counted an output): a dead letter for the
+            # flood guard too. It may pause only while nothing of the record is out (its only
+            # output refused): at-least-once cannot take back outputs produced before.
+            if len(routed.outputs) == 1 and self.flood.would_flood(self.clock()):
+                self._flood_pause(rec)
+                return
+            self.flood.record(True)
+        self._send(rec, smaller, shrink=False)
+
+    def _plain(self, rec: SourceRecord) -> None:
+        """Route `rec`, made smaller when it is the record found too large (exactly-once: one
+        of its several outputs was refused at once, and the transaction holding the others was
+        aborted, so it is read again)."""
+        tp = (rec.topic, rec.partition)
+        found = self._oversize.get(tp)
+        if found is None or rec.offset < found:
+            self._route(rec)
+        elif rec.offset > found:  # passed (a seek past it): not to be met again
+            del self._oversize[tp]
+            self._route(rec)
+        else:
+            self._shrink(rec)
+            if not self._interrupted:
+                del self._oversize[tp]
+
+    # -- a record the broker refuses as too large, in its delivery report ---------------------
+    def _sized(self, rec: SourceRecord) -> None:
+        """Route `rec` alone and make it durable before the next record: a too-large refusal
+        then names it, and it is dead-lettered when read again (README, "Too large")."""
+        tp = (rec.topic, rec.partition)
+        if not (self._settle_now() and self._alone(rec)):
+            return
+        left = self._sizing.get(tp, 0) - 1
+        if left > 0:
+            self._sizing[tp] = left
+        else:
+            self._sizing.pop(tp, None)
+
+    def _alone(self, rec: SourceRecord) -> bool:
+        """Route `rec` (everything before it durable already) and make it durable now. False
+        when the batch stops here; a too-large refusal is then `rec`'s own and remembered."""
+        tp = (rec.topic, rec.partition)
+        shrunk = self._oversize.get(tp) == rec.offset
+        if shrunk:
+            self._shrink(rec)
+        else:
+            self._route(rec)
+        if self._interrupted or (self._revoked and tp in self._gone):
+            return False
+        self._refused_large = False
+        if self._settle_now():
+            if shrunk:
+                del self._oversize[tp]
+            return True
+        if self._refused_large:
+            if shrunk:  # refused again without its value: an outage after all
+                self._delivery_failed(f"{tp[0]}/{tp[1]}/{rec.offset} refused as too large twice")
+            else:  # found: read again (the rewind), it is dead-lettered; no new sizing owed
+                self._oversize[tp] = rec.offset
+                self._sizing_owed = False
+        return False
+
+    def _shrink(self, rec: SourceRecord) -> None:
+        """The record the broker refused as too large, read again: its route made smaller (a
+        dead letter without its value, an output dead-lettered instead) and sent."""
+        now = self.wall()
+        outcome = self.handler.handle(rec, 1, now, now)
+        if not isinstance(outcome, Routed):  # a retry: routed as usual (and sized again)
+            self._route(rec)
+            return
+        reason = "refused by the broker as too large"
+        smaller = self.handler.too_large(rec, outcome, now, reason, atomic=self.delivery.atomic)
+        if self.flood is not None:  # a dead letter is a dead letter: the flood guard counts it
+            if self.flood.would_flood(self.clock()):
+                self._flood_pause(rec)  # the record stays undecided, found again after the pause
+                return
+            self.flood.record(True)
+        self._send(rec, smaller, shrink=False)
+
+    def _settle_now(self) -> bool:
+        """End the batch so far and make it durable now (acknowledged, committed). False when
+        that failed (the batch stops: an outage, or a too-large refusal to size)."""
+        self._checkpoint()
+        if not self._interrupted:
+            state = self.delivery.settle(self.clock() + self.options.shutdown_deadline_s)
+            self._react(state, self.clock())
+        if self._interrupted:
+            return False
+        if self.delivery.in_flight():
+            # Not acknowledged within the deadline: a crash mark after it would commit past it.
+            self._delivery_failed("a record was not acknowledged in time")
+            return False
+        return True
+
+    def _size_owed(self, reason: str) -> None:
+        self._refused_large = True
+        self._sizing_owed = True
+        self._interrupted = True
+        self._pause_all()
+        log.warning(
+            "the broker refused a record as too large (%s): reading it again one record at a "
+            "time to dead-letter it",
+            reason,
+        )
