@@ -164,6 +164,7 @@ class Exporter:
             target.label = self.options.cluster_label or target.index.cluster_id
         started = time.monotonic()
         done = target.index.catch_up(cluster)
+        target.index.seal()  # as this round left it: a `dlq` opening it meanwhile trusts it
         if done.records or done.ledger_records:
             log.info(
                 "%s: indexed %d dead letters and %d ledger records in %.1fs",

@@ -152,24 +152,29 @@ def remove_files(path: Path, why: str) -> None:
 
 
 SEAL = "-seal"
-"""`<index>-seal`: the size, modification time and inode the index file had when a `dlq` closed
-it last, with no WAL left. An index opened as it was sealed is trusted as it is; any other (a
-file another process, version or tool wrote since, one whose last writer crashed) is checked
-first with `PRAGMA quick_check(1)`: damage in the middle of the file, which SQLite does not see
-at open, would otherwise answer wrong (a count read from an intact secondary index, rows of a
-damaged table page missing) or fail a query half-way. The check reads the whole file once:
-some 40 ms for 100,000 rows (24 MB)."""
+"""`<index>-seal`: the size, modification time and inode of the index file and of its WAL (when
+one is left: another connection still has the file open) as a `dlq` left them last, at its
+close, or the exporter after each round (`DlqIndex.seal`). An index opened as it was sealed is
+trusted as it is; any other (a file another process, version or tool wrote since, one whose
+last writer crashed) is checked first with `PRAGMA quick_check(1)`: damage in the middle of the
+file, which SQLite does not see at open, would otherwise answer wrong (a count read from an
+intact secondary index, rows of a damaged table page missing) or fail a query half-way. The
+check reads the whole file once: some 40 ms for 100,000 rows (24 MB) on a quiet machine."""
 
 
 def _stamp(path: Path) -> str | None:
-    """The file's size, modification time and inode; None when it has a WAL (not closed)."""
+    """The size, modification time and inode of the file and of its WAL ("-" when there is
+    none); None when the file cannot be read."""
     try:
-        if (path.parent / f"{path.name}-wal").exists():
-            return None
         st = path.stat()
     except OSError:
         return None
-    return f"{st.st_size} {st.st_mtime_ns} {st.st_ino}"
+    try:
+        wal = (path.parent / f"{path.name}-wal").stat()
+        wal_stamp = f"{wal.st_size} {wal.st_mtime_ns} {wal.st_ino}"
+    except OSError:
+        wal_stamp = "-"
+    return f"{st.st_size} {st.st_mtime_ns} {st.st_ino} {wal_stamp}"
 
 
 def sealed(path: Path) -> bool:
@@ -183,8 +188,8 @@ def sealed(path: Path) -> bool:
 
 
 def _reseal(path: Path, stamp: str | None) -> None:
-    """Write the seal of the file as it is now, or remove it (`stamp` None: a WAL is left, or
-    the file is being written). A seal that cannot be written only costs the next open a
+    """Write the seal of the file as it is now, or remove it (`stamp` None: the file is being
+    written, or cannot be read). A seal that cannot be written only costs the next open a
     check."""
     seal = path.parent / f"{path.name}{SEAL}"
     with suppress(OSError):
@@ -220,7 +225,7 @@ class DlqIndex:
         self.path, self.topic, self.cluster_id = path, topic, cluster_id
         self.seals = schema  # a helper of a first scan neither checks nor seals (`SEAL`)
         path.parent.mkdir(parents=True, exist_ok=True)
-        trusted = not schema or sealed(path)
+        trusted = not schema or not path.exists() or sealed(path)  # a new file: nothing to check
         try:
             limit = self._connect(schema)
             found = None if trusted else damage(self.db)
@@ -270,11 +275,15 @@ class DlqIndex:
         return cls(path, topic, cluster_id)
 
     def close(self) -> None:
-        """Close the connection; the last one to close leaves no WAL, and the file is sealed
-        (`SEAL`) as it is then."""
+        """Close the connection and seal the file as it is left (`SEAL`)."""
         self.db.close()
         if self.seals:
-            _reseal(self.path, _stamp(self.path))
+            self.seal()
+
+    def seal(self) -> None:
+        """Seal the file as it is now, between two writes of this process (`SEAL`): the next
+        `dlq` that finds it so opens it without a check."""
+        _reseal(self.path, _stamp(self.path))
 
     def __enter__(self) -> DlqIndex:
         return self

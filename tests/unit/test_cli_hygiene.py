@@ -17,6 +17,7 @@ import pytest
 
 from pipeline.app.settings import load_settings
 from pipeline.errors import ConfigError
+from reprocessor import index as index_module
 from reprocessor import indexed, plans
 from reprocessor.exporter import Exporter, Options
 from reprocessor.index import SEAL, DlqIndex, sealed
@@ -198,3 +199,30 @@ def test_the_exporter_on_a_dlq_that_does_not_exist_says_so_and_makes_no_file(
         assert not state.exists()
     finally:
         exporter.server.server.server_close()
+
+
+def test_an_index_the_exporter_holds_open_is_trusted_as_its_last_round_sealed_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The exporter keeps its connection (and so a WAL) open: without its seal after each
+    round, every `dlq` command meanwhile checked the whole file first."""
+    checked: list[Path] = []
+
+    def damage(db: sqlite3.Connection) -> str | None:
+        checked.append(tmp_path)
+        return None
+
+    monkeypatch.setattr(index_module, "damage", damage)
+    path = tmp_path / "orders.dlq.v2.sqlite3"
+    built(path)
+    checked.clear()
+    with DlqIndex(path, "orders.dlq", "c1") as exporter:
+        assert checked == []  # sealed by the build's close
+        exporter.store_letters([fetched(ROWS, lazarus_headers(offset=ROWS))])  # a round
+        exporter.seal()
+        assert (path.parent / f"{path.name}-wal").exists()
+        with DlqIndex(path, "orders.dlq", "c1") as command:
+            assert checked == [] and depth(command).records == ROWS + 1
+        exporter.store_letters([fetched(ROWS + 1, lazarus_headers(offset=ROWS + 1))])
+        with DlqIndex(path, "orders.dlq", "c1") as command:  # written since its seal
+            assert checked == [tmp_path] and depth(command).records == ROWS + 2
