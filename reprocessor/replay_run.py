@@ -154,11 +154,11 @@ def stored_plan(
         )
     stored = plans.load(folder, run)
     plan = stored.plan
-    stored.check()  # a damaged line is refused now, not found after the lines before it replayed
     if plan.dlq_topic != topic:
         raise click.UsageError(f"plan {run} replays {plan.dlq_topic}, not {topic}")
     if given and plan.target_mode:
         raise click.UsageError(f"plan {run} already replays to its target: drop --to/--to-source")
+    stored.check()  # a damaged line is refused now, not found after the lines before it replayed
     if not plan.target_mode:
         if opts["to_topic"] and opts["to_source"]:
             raise click.UsageError("--to and --to-source contradict each other")
