@@ -281,6 +281,32 @@ class FloodGuard:
         if dead_lettered:
             self._dead += 1
 
+    def would_flood_relabeling(self, now: float) -> bool:
+        """`would_flood` for a record counted already as a good outcome that turns out a dead
+        letter (`relabel`): the window's count stays, its dead letters grow by one."""
+        if self.paused(now):
+            return True
+        count = len(self._outcomes)
+        if count == self._dead:  # no good outcome to relabel (a `trip` cleared the window)
+            return self.would_flood(now)
+        return count >= self.min_records and (self._dead + 1) / count >= self.ratio
+
+    def relabel(self) -> None:
+        """A record counted as a good outcome is a dead letter after all (the broker refused
+        its output as too large): the most recent good outcome becomes a dead one (the window
+        is a count; which good one does not matter), or a dead one is recorded when the window
+        holds no good one. O(1) when the last outcome is that record's; a scan from the newest
+        otherwise (a rare path, at most `window`)."""
+        outcomes = self._outcomes
+        if len(outcomes) == self._dead:
+            self.record(True)
+            return
+        i = len(outcomes) - 1
+        while outcomes[i]:
+            i -= 1
+        outcomes[i] = True
+        self._dead += 1
+
     def trip(self, now: float) -> None:
         """Pause until `now + pause_s` and forget the window (see the class docstring)."""
         self.paused_until = now + self.pause_s

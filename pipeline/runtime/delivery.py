@@ -81,6 +81,9 @@ class Delivery(ABC):
         self.dlq_topic = dlq_topic
         self.last_committed: dict[TP, int] = {}
         """The positions this member committed last (progress commits carry no metadata)."""
+        self.reread: dict[TP, int] = {}
+        """Set by `take_rewind`: per partition it rewinds, one past the last record routed
+        before (the records read again up to there were routed once already)."""
 
     def pending(self) -> int:
         """Records produced and not yet acknowledged (for the in-flight gauge)."""
@@ -252,7 +255,13 @@ class AtLeastOnce(Delivery):
         return None
 
     def take_rewind(self) -> dict[TP, int]:
-        return self.tracker.take_rewind()
+        routed: dict[TP, int] = {}  # the batches not finished yet: their records are read again
+        for batch in self.tracker._batches:
+            for tp, (_first, next_offset) in batch.ranges.items():
+                routed[tp] = max(routed.get(tp, next_offset), next_offset)
+        points = self.tracker.take_rewind()
+        self.reread = {tp: routed[tp] for tp in points if tp in routed}
+        return points
 
     def assign(self, tps: list[TP]) -> None:
         return None  # the tracker learns partitions from the batches
@@ -314,6 +323,7 @@ class Transactions(Delivery):
         self._abort_pending = False
         self._abort_since = 0.0
         self._stuck = False  # an abort never confirmed: a new producer is owed
+        self._aborted_through: dict[TP, int] = {}  # `reread`'s, from the aborted transactions
         self._renewals: deque[float] = deque()
         try:
             sink.init_transactions(timeout_s)
@@ -498,6 +508,9 @@ class Transactions(Delivery):
         """The open transaction is gone (aborted, or ended by a new producer)."""
         self._abort_pending = self._stuck = False
         self._open = False
+        through = self._aborted_through
+        for tp, offset in self.positions.items():
+            through[tp] = max(through.get(tp, offset), offset)
         self.positions.clear()
         self.metrics.pending.aborts += 1
 
@@ -531,6 +544,7 @@ class Transactions(Delivery):
         """After an abort, every assigned partition goes back to its committed offset, or past
         the records of the transaction open since (the abort was at a revoke or a loss, and the
         partition came back): those are written when it commits, never read again."""
+        self.reread = {}
         if not self._rewind_all or not self.assigned:
             return {}
         try:
@@ -538,6 +552,7 @@ class Transactions(Delivery):
         except SinkFailure as exc:
             raise RuntimeFailure(exc.error.reason) from exc
         self._rewind_all = False
+        self.reread, self._aborted_through = self._aborted_through, {}
         positions = self.positions if self._open else {}
         return {tp: positions.get(tp, c.offset) for tp, c in committed.items()}
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.core.contract import SourceRecord
 from pipeline.core.handler import Handler, Routed
+from pipeline.errors import Category
 from pipeline.kafka.seam import TP, SinkFailure
 from pipeline.runtime.delivery import TornRoute
 
@@ -70,6 +71,12 @@ class TooLargeRecords:
         the others aborted): dead-lettered (or its dead letter sent without its value) when it
         is read again."""
         self._refused_large = False
+        self._recounted: dict[TP, int] = {}
+        """Partitions read again after a too-large refusal (sizing, a torn route's abort) while
+        a flood guard counts, and one past the last record the guard counted on its first read:
+        the records below it are not counted again, and the one found too large among them is
+        relabeled a dead letter (`_shrink`). Each input record is one outcome for the guard."""
+        self._recount_owed = False  # the next rewind reads again records counted already
 
     def _refused(self, rec: SourceRecord, routed: Routed, exc: SinkFailure, shrink: bool) -> None:
         """`rec`'s route refused at once by `Delivery.send` (`_send`)."""
@@ -83,8 +90,11 @@ class TooLargeRecords:
         if isinstance(exc, TornRoute):
             # The transaction held some of its outputs and was aborted: no record routed since
             # it began counts, every partition rewinds (not an outage: the breaker stays
-            # closed), and the record is dead-lettered alone when read again (`_plain`).
-            self._oversize[(rec.topic, rec.partition)] = rec.offset
+            # closed), and the record is dead-lettered alone when read again (`_plain`). The
+            # flood guard counted it (and the others read again) once already.
+            tp = (rec.topic, rec.partition)
+            self._oversize[tp] = rec.offset
+            self._owe_recount(tp, rec.offset + 1)
             self._tally.outcomes.clear()
             self._tally.dead_letters.clear()
             self._interrupt(rec, "reading it again to dead-letter it alone")
@@ -93,13 +103,13 @@ class TooLargeRecords:
             rec, routed, self.wall(), error.reason, atomic=self.delivery.atomic
         )
         if self.flood is not None and routed.failure is None:
-            # An output turned dead letter (`_route` counted an output): a dead letter for the
-            # flood guard too. It may pause only while nothing of the record is out (its only
-            # output refused): at-least-once cannot take back outputs produced before.
-            if len(routed.outputs) == 1 and self.flood.would_flood(self.clock()):
+            # An output turned dead letter: `_route` counted a good outcome (the guard's last),
+            # relabeled a dead one. It may pause only while nothing of the record is out (its
+            # only output refused): at-least-once cannot take back outputs produced before.
+            if len(routed.outputs) == 1 and self.flood.would_flood_relabeling(self.clock()):
                 self._flood_pause(rec)
                 return
-            self.flood.record(True)
+            self.flood.relabel()
         self._send(rec, smaller, shrink=False)
 
     def _plain(self, rec: SourceRecord) -> None:
@@ -165,11 +175,18 @@ class TooLargeRecords:
             return
         reason = "refused by the broker as too large"
         smaller = self.handler.too_large(rec, outcome, now, reason, atomic=self.delivery.atomic)
-        if self.flood is not None:  # a dead letter is a dead letter: the flood guard counts it
-            if self.flood.would_flood(self.clock()):
+        if self.flood is not None and not _held(smaller):
+            # A dead letter is a dead letter: the flood guard counts it, relabeling the good
+            # outcome counted when it was read first (`_recounted`).
+            counted = rec.offset < self._recounted.get((rec.topic, rec.partition), 0)
+            at = self.clock()
+            if self.flood.would_flood_relabeling(at) if counted else self.flood.would_flood(at):
                 self._flood_pause(rec)  # the record stays undecided, found again after the pause
                 return
-            self.flood.record(True)
+            if counted:
+                self.flood.relabel()
+            else:
+                self.flood.record(True)
         self._send(rec, smaller, shrink=False)
 
     def _settle_now(self) -> bool:
@@ -190,6 +207,7 @@ class TooLargeRecords:
     def _size_owed(self, reason: str) -> None:
         self._refused_large = True
         self._sizing_owed = True
+        self._recount_owed = self.flood is not None
         self._interrupted = True
         self._pause_all()
         log.warning(
@@ -197,3 +215,45 @@ class TooLargeRecords:
             "time to dead-letter it",
             reason,
         )
+
+    # -- the flood guard: each input record counts once, read again or not ---------------------
+    def _owe_recount(self, tp: TP, through: int) -> None:
+        """The next rewind reads again records the flood guard counted (up to `through` in
+        `tp`, and to the delivery mode's `reread` in the partitions it rewinds)."""
+        if self.flood is not None:
+            self._recount_owed = True
+            self._recounted[tp] = max(self._recounted.get(tp, through), through)
+
+    def _recount(self, points: dict[TP, int]) -> None:
+        """At a rewind after a too-large refusal: the partitions read again, up to where the
+        flood guard counted their records already."""
+        if not self._recount_owed:
+            return
+        self._recount_owed = False
+        for tp, through in self.delivery.reread.items():
+            if tp in points:
+                self._recounted[tp] = max(self._recounted.get(tp, through), through)
+
+    def _uncounted(self, rec: SourceRecord, route: Callable[[SourceRecord], None]) -> None:
+        """`route(rec)`, not counted by the flood guard when the guard counted it on its first
+        read (`_recounted`), except the record found too large among them (`_shrink`)."""
+        tp = (rec.topic, rec.partition)
+        through = self._recounted.get(tp)
+        if through is None:
+            route(rec)
+        elif rec.offset >= through:
+            del self._recounted[tp]
+            route(rec)
+        elif self._oversize.get(tp) == rec.offset:
+            route(rec)
+        else:
+            flood, self.flood = self.flood, None
+            try:
+                route(rec)
+            finally:
+                self.flood = flood
+
+
+def _held(routed: Routed) -> bool:
+    """Holds are deliberate: they never count for the flood guard."""
+    return routed.failure is not None and routed.failure.category is Category.HELD

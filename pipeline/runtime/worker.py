@@ -172,8 +172,8 @@ class Worker(TooLargeRecords, CrashMarks):
         # sends the rest of the batch through `_special`.
         watched = {*guard.suspects, *guard.unmarked} if guard is not None else set()
         slow = guard is not None
-        if self._sizing or self._oversize:
-            watched.update(self._sizing, self._oversize)
+        if self._sizing or self._oversize or self._recounted:
+            watched.update(self._sizing, self._oversize, self._recounted)
             slow = True
         for rec in records:
             if self._revoked and (rec.topic, rec.partition) in self._gone:
@@ -215,7 +215,14 @@ class Worker(TooLargeRecords, CrashMarks):
 
     def _special(self, rec: SourceRecord) -> None:
         """A record of a partition in careful mode (a crash suspect, or not yet marked), being
-        sized (a too-large refusal to pin down) or holding a record found too large."""
+        sized (a too-large refusal to pin down), holding a record found too large, or read
+        again after one (its records counted by the flood guard already: `_uncounted`)."""
+        if self._recounted:
+            self._uncounted(rec, self._careful)
+        else:
+            self._careful(rec)
+
+    def _careful(self, rec: SourceRecord) -> None:
         guard = self.crashes
         if guard is not None and (rec.topic, rec.partition) in guard.suspects:
             self._one_at_a_time(rec)
@@ -305,6 +312,7 @@ class Worker(TooLargeRecords, CrashMarks):
     def _flood_pause(self, rec: SourceRecord) -> None:
         assert self.flood is not None
         self.flood.trip(self.clock())
+        self._recounted.clear()  # the guard forgot what it counted: read again, they count
         self.metrics.flood_trips.labels(self.options.pipeline).inc()
         self.metrics.flood_paused.labels(self.options.pipeline).set(1)
         log.error(
@@ -362,6 +370,7 @@ class Worker(TooLargeRecords, CrashMarks):
         """Add the delivery mode's rewind points (failed deliveries, an aborted transaction) to
         the gate's; `_resume_all` seeks to each."""
         points = self.delivery.take_rewind()
+        self._recount(points)
         if self._sizing_owed:  # the partitions read again go one record at a time
             self._sizing_owed = False
             self._sizing.update(dict.fromkeys(points, self.options.batch_size))
@@ -449,6 +458,7 @@ class Worker(TooLargeRecords, CrashMarks):
             self.gate.resume_at.pop(tp, None)
             self._sizing.pop(tp, None)
             self._oversize.pop(tp, None)
+            self._recounted.pop(tp, None)
         self.metrics.assigned.labels(self.options.pipeline).set(len(self.assigned))
 
     def _shutdown(self) -> None:

@@ -7,6 +7,7 @@ letter."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -33,12 +34,13 @@ def split(event: Any, ctx: Any) -> object:
     return event
 
 
-def refuse_huge_at_once(r: Rig) -> None:
-    """librdkafka's own `message.max.bytes` check: the huge output is refused by `produce`."""
+def refuse_huge_at_once(r: Rig, huge: str = HUGE) -> None:
+    """librdkafka's own `message.max.bytes` check: an output holding `huge` is refused by
+    `produce`."""
     original = r.sink.produce
 
     def produce(out: Any, batch: int) -> None:
-        if out.topic == OUTPUT and HUGE.encode() in (out.value or b""):
+        if out.topic == OUTPUT and huge.encode() in (out.value or b""):
             raise SinkFailure(SinkError("produce refused: too large", OUTPUT, too_large=True))
         original(out, batch)
 
@@ -285,3 +287,62 @@ def test_records_dead_lettered_as_too_large_count_toward_the_flood_guard(
     assert r.cluster.committed[P0].offset == 12
     r.flush_metrics()
     assert r.sample("lazarus_breaker_opens_total") == 0
+
+
+# -- 5. each input record is one outcome for the flood guard (helper-36's review) ----------------
+BIG = "x" * 5000
+
+
+def bloated(most: bool) -> Callable[[Any, Any], object]:
+    """A processing function giving the records whose id ends in 3 (one in ten) an output too
+    large for the output topic, or (`most`) every other record."""
+
+    def bloat(event: Any, ctx: Any) -> object:
+        if event.payment_id.endswith("3") != most:
+            return event.model_copy(update={"order_id": BIG})
+        return event
+
+    return bloat
+
+
+def flooding(how: str, exactly_once: bool, most: bool, records: int) -> tuple[Rig, FloodGuard]:
+    """`records` records through the default flood guard, some too large (`bloated`), refused
+    at once or in the delivery report."""
+    flood = FloodGuard(ratio=0.5, window=200, min_records=50, pause_s=30.0)  # the defaults
+    r = rig(exactly_once=exactly_once, processor=bloated(most), flood=flood)
+    if how == "at once":
+        refuse_huge_at_once(r, BIG)
+    else:
+        r.sink.max_bytes[OUTPUT] = 2000
+    for i in range(records):
+        r.cluster.append(SOURCE, good(i))
+    for _ in range(records // 4):
+        r.steps(2)
+        r.clock.advance(0.5)
+    return r, flood
+
+
+@pytest.mark.parametrize("exactly_once", [False, True])
+@pytest.mark.parametrize("how", ["at once", "in the delivery report"])
+def test_a_record_found_too_large_counts_once_for_the_flood_guard(
+    how: str, exactly_once: bool
+) -> None:
+    """90% of the records are too large for the output topic: the default flood guard (ratio
+    0.5) pauses. Each such record counted as a good outcome (routed to the output) AND a dead
+    letter (refused, dead-lettered), and the records read again one at a time to find it
+    counted again as good: at most 50% dead, every record drained into the DLQ (540 of 600)."""
+    r, flood = flooding(how, exactly_once, True, 600)
+    assert flood.tripped_count >= 1, f"{len(dead_offsets(r))} of 600 dead-lettered, no pause"
+
+
+@pytest.mark.parametrize("exactly_once", [False, True])
+@pytest.mark.parametrize("how", ["at once", "in the delivery report"])
+def test_the_flood_guard_counts_each_input_record_once_whatever_is_read_again(
+    how: str, exactly_once: bool
+) -> None:
+    """100 records, 10 too large for the output: the flood guard's window holds exactly 100
+    outcomes, 10 of them dead letters, though records are read again (sizing, one at a time
+    after a refusal in a delivery report) and the refused ones routed twice."""
+    r, flood = flooding(how, exactly_once, False, 100)
+    assert len(dead_offsets(r)) == 10 and len(ids(r)) == 90
+    assert (len(flood.outcomes), flood.dead_count) == (100, 10)

@@ -289,6 +289,26 @@ def test_would_flood_accounts_for_the_evicted_outcome() -> None:
     assert guard.would_flood(0.0)  # the False is evicted: 2 of 4
 
 
+def test_relabel_turns_the_newest_good_outcome_dead_without_counting_one_more() -> None:
+    """A record counted good and found too large is one outcome, dead: the window's size
+    stays, its dead count grows (the newest good one relabeled, or a dead one recorded when
+    there is no good one); `would_flood_relabeling` asks the same of that change."""
+    guard = FloodGuard(ratio=0.5, window=10, min_records=4, pause_s=30.0)
+    for outcome in (False, True, False, True, True):
+        guard.record(outcome)
+    guard.relabel()
+    assert guard.outcomes == (False, True, True, True, True)
+    assert (len(guard.outcomes), guard.dead_count) == (5, 4)
+    guard = FloodGuard(ratio=0.5, window=10, min_records=4, pause_s=30.0)
+    for outcome in (False, False, False, True):
+        guard.record(outcome)
+    assert not guard.would_flood(0.0)  # one more dead: 2 of 5
+    assert guard.would_flood_relabeling(0.0)  # a good one relabeled: 2 of 4
+    guard.trip(0.0)
+    guard.relabel()  # nothing to relabel: a dead one
+    assert guard.outcomes == (True,)
+
+
 def test_trip_pauses_until_the_right_time_and_clears_the_window() -> None:
     guard = FloodGuard(ratio=0.5, window=10, min_records=3, pause_s=30.0)
     for _ in range(5):
