@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pipeline.core.contract import SourceRecord
-from pipeline.core.handler import Handler, Routed
+from pipeline.core.handler import Handler, RetryAfter, Routed
 from pipeline.errors import Category
 from pipeline.kafka.seam import TP, SinkFailure
 from pipeline.runtime.delivery import TornRoute
@@ -54,6 +54,9 @@ class TooLargeRecords:
         def _route(self, rec: SourceRecord) -> None: ...
         def _send(self, rec: SourceRecord, routed: Routed, *, shrink: bool = True) -> None: ...
         def _checkpoint(self) -> None: ...
+        def _retried(
+            self, rec: SourceRecord, retry: RetryAfter, first_at: float
+        ) -> Routed | None: ...
         def _react(self, state: Polled, now: float) -> None: ...
         def _flood_pause(self, rec: SourceRecord) -> None: ...
         def _interrupt(self, rec: SourceRecord, reason: str) -> None: ...
@@ -170,9 +173,14 @@ class TooLargeRecords:
         dead letter without its value, an output dead-lettered instead) and sent."""
         now = self.wall()
         outcome = self.handler.handle(rec, 1, now, now)
-        if not isinstance(outcome, Routed):  # a retry: routed as usual (and sized again)
-            self._route(rec)
-            return
+        if not isinstance(outcome, Routed):
+            # Retried in place, never through `_route`: its full route would be refused again
+            # (exactly-once: torn again, aborted, read again, for good).
+            retried = self._retried(rec, outcome, now)
+            if retried is None:
+                return
+            outcome = retried
+            now = self.wall()
         reason = "refused by the broker as too large"
         smaller = self.handler.too_large(rec, outcome, now, reason, atomic=self.delivery.atomic)
         if self.flood is not None and not _held(smaller):

@@ -193,17 +193,13 @@ class Worker(TooLargeRecords, CrashMarks):
 
     def _route(self, rec: SourceRecord) -> None:
         """Handle one record, retrying in place with the partitions paused; produce its route."""
-        attempt, first_at = 1, self.wall()
-        now = first_at
-        while True:
-            outcome = self.handler.handle(rec, attempt, first_at, now)
-            if isinstance(outcome, Routed):
-                break
-            if not self._retry_wait(rec, outcome):
+        first_at = self.wall()
+        outcome = self.handler.handle(rec, 1, first_at, first_at)
+        if not isinstance(outcome, Routed):
+            retried = self._retried(rec, outcome, first_at)
+            if retried is None:
                 return
-            if self._revoked and (rec.topic, rec.partition) in self._gone:
-                return  # revoked during the wait: the new assignment reads it again
-            attempt, now = attempt + 1, self.wall()
+            outcome = retried
         failure = outcome.failure
         if self.flood is not None:
             dead = failure is not None and failure.category is not Category.HELD
@@ -212,6 +208,22 @@ class Worker(TooLargeRecords, CrashMarks):
                 return
             self.flood.record(dead)
         self._send(rec, outcome)
+
+    def _retried(self, rec: SourceRecord, retry: RetryAfter, first_at: float) -> Routed | None:
+        """`rec`'s route once its processing, asking for `retry`, is retried in place (each
+        delay waited out with the partitions paused). None when the batch stops at `rec`, or
+        its partition was revoked during a wait (the new assignment reads it again)."""
+        attempt = 1
+        while True:
+            if not self._retry_wait(rec, retry):
+                return None
+            if self._revoked and (rec.topic, rec.partition) in self._gone:
+                return None
+            attempt += 1
+            outcome = self.handler.handle(rec, attempt, first_at, self.wall())
+            if isinstance(outcome, Routed):
+                return outcome
+            retry = outcome
 
     def _special(self, rec: SourceRecord) -> None:
         """A record of a partition in careful mode (a crash suspect, or not yet marked), being

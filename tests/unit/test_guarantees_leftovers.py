@@ -346,3 +346,33 @@ def test_the_flood_guard_counts_each_input_record_once_whatever_is_read_again(
     r, flood = flooding(how, exactly_once, False, 100)
     assert len(dead_offsets(r)) == 10 and len(ids(r)) == 90
     assert (len(flood.outcomes), flood.dead_count) == (100, 10)
+
+
+# -- 6. a record found too large whose processing is retried (helper-36's review) --------------
+@pytest.mark.parametrize(
+    ("how", "exactly_once"),
+    [("at once", True), ("in the delivery report", False), ("in the delivery report", True)],
+)
+def test_a_record_found_too_large_whose_first_call_is_retried_is_dead_lettered(
+    how: str, exactly_once: bool
+) -> None:
+    """The processing function fails its first call on p-1 at each read (a cold connection, a
+    token refresh) and succeeds at the second. Read again to be dead-lettered, the record was
+    retried through `_route`, which sent its full route again: exactly-once tore it again,
+    aborted and read it again, for good (200 aborts, offset 1 committed); a refusal in the
+    delivery report was taken for the smaller route's, an outage (the breaker flapping)."""
+    calls = Counter[str]()
+
+    def flaky_first(event: Any, ctx: Any) -> object:
+        calls[event.payment_id] += 1
+        if event.payment_id == "p-1" and calls["p-1"] % 2 == 1:
+            raise TimeoutError("cold")
+        return split(event, ctx)
+
+    r = split_rig(how, exactly_once=exactly_once)
+    r.worker.handler.processor = flaky_first
+    for _ in range(40):
+        r.steps(1)
+        r.clock.advance(2.0)
+    assert dead_offsets(r) == Counter({(0, 1): 1})
+    assert r.cluster.committed[P0].offset == 4
