@@ -212,6 +212,9 @@ class FakeSink:
         """A producer that failed fatally (fenced): every later poll raises it, as
         confluent-kafka's does, until a new producer (`reset`)."""
         self.doomed: SinkError | None = None
+        self.aborting = False
+        """An abort failed (timed out, say): the transaction is being aborted, and librdkafka
+        refuses to commit it or add offsets to it (a state error) until an abort succeeds."""
         self._late: list[Ack] = []  # refusals served by a commit's flush, for the next poll
         """An abortable error ended the open transaction: only an abort (or a new producer)
         clears it, as in librdkafka, whose later commits fail with the same error."""
@@ -283,7 +286,12 @@ class FakeSink:
     def send_offsets(
         self, offsets: Mapping[TP, Committed], group: object, timeout_s: float
     ) -> None:
+        self._not_aborting()
         self.txn_offsets.update(offsets)
+
+    def _not_aborting(self) -> None:
+        if self.aborting:
+            raise SinkFailure(SinkError("Operation not valid in state AbortingTransaction"))
 
     def reset(self, timeout_s: float) -> None:
         if self.fail_reset is not None:
@@ -295,6 +303,7 @@ class FakeSink:
         self.resets += 1
 
     def commit_transaction(self, timeout_s: float) -> None:
+        self._not_aborting()
         acks = self.poll(timeout_s)
         self._late.extend(a for a in acks if a.failed)
         if self.doomed is not None:
@@ -312,6 +321,7 @@ class FakeSink:
 
     def abort_transaction(self, timeout_s: float) -> None:
         if self.fail_abort is not None:
+            self.aborting = True
             raise SinkFailure(self.fail_abort)
         self.queue.clear()
         self._end()
@@ -319,6 +329,7 @@ class FakeSink:
 
     def _end(self) -> None:
         self.in_transaction = False
+        self.aborting = False
         self.doomed = None
         self.txn_records = []
         self.txn_offsets = {}

@@ -362,8 +362,8 @@ class Transactions(Delivery):
 
     def end(self, now: float, tally: Tally, *, final: bool = True) -> Polled:
         self._tally.add(tally)
-        if not self._open:
-            return self.poll(now)
+        if not self._open or self._abort_pending:
+            return self.poll(now)  # an abort unconfirmed: tried again, never committed
         if not final and not self._due():
             return self.poll(now)  # acknowledgements folded: a failed send aborts at once
         routed_at = self.clock()  # ack latency counts from here, as at-least-once's does
@@ -560,7 +560,8 @@ class Transactions(Delivery):
         self.assigned.update(tps)
 
     def revoke(self, tps: list[TP], deadline: float) -> None:
-        """Commit the open transaction while the partitions are still ours."""
+        """Commit the open transaction while the partitions are still ours (one being aborted
+        is not committed: `end` tries the abort again)."""
         if self._open:
             state = self.end(self.clock(), Tally())
             if state.failure:
@@ -581,6 +582,7 @@ class Transactions(Delivery):
             self.positions.pop(tp, None)
 
     def close(self, deadline: float) -> None:
+        """Commit the open transaction, or abort it (an abort unconfirmed: never committed)."""
         if self._open:
             self.end(self.clock(), Tally())
         if self._open or self._abort_pending:

@@ -376,3 +376,33 @@ def test_a_record_found_too_large_whose_first_call_is_retried_is_dead_lettered(
         r.clock.advance(2.0)
     assert dead_offsets(r) == Counter({(0, 1): 1})
     assert r.cluster.committed[P0].offset == 4
+
+
+# -- 7. a transaction being aborted is never committed (helper-36's review) ---------------------
+@pytest.mark.parametrize("how", ["stop", "revoke"])
+def test_a_transaction_whose_abort_is_unconfirmed_is_never_committed(how: str) -> None:
+    """Exactly-once: a torn route's transaction (p-0 and p-1's first output) is aborted, and
+    the abort times out. A clean stop or a revoke then committed that transaction (`end` on
+    the still-open one): p-1-a in the output, and p-1 dead-lettered by the next process: both.
+    (librdkafka refuses that commit, a state error: the worker exited 1 in its shutdown.)"""
+    cluster = FakeCluster()
+    for i in range(4):
+        cluster.append(SOURCE, good(i))
+    r = rig(exactly_once=True, processor=split, cluster=cluster)
+    refuse_huge_at_once(r)
+    r.sink.fail_abort = SinkError("abort timed out", retriable=True)
+    r.steps(1)
+    assert r.worker.delivery.in_flight() == 1  # the abort is not confirmed
+    if how == "stop":
+        r.worker.stop()
+        r.worker.run()  # the shutdown: Transactions.close
+    else:
+        r.source.revoke_on_next_consume([P0])
+        r.steps(1)  # Transactions.revoke
+    again = rig(exactly_once=True, processor=split, cluster=cluster)
+    refuse_huge_at_once(again)
+    for _ in range(8):
+        again.steps(1)
+        again.clock.advance(2.0)
+    assert ids(again) == Counter({"p-0": 1, "p-2": 1, "p-3": 1})
+    assert dead_offsets(again) == Counter({(0, 1): 1})
