@@ -45,6 +45,7 @@ class CrashMarks:
         _interrupted: bool
 
         def _send(self, rec: SourceRecord, routed: Routed, *, shrink: bool = True) -> None: ...
+        def _checkpoint(self) -> None: ...
         def _interrupt(self, rec: SourceRecord, reason: str) -> None: ...
         def _delivery_failed(self, reason: str) -> None: ...
         def _plain(self, rec: SourceRecord) -> None: ...
@@ -65,9 +66,16 @@ class CrashMarks:
         if tp in guard.suspects:
             self._one_at_a_time(rec)
             return
-        if tp in guard.unmarked and not self._commit_mark(rec, guard.first_seen(tp, rec.offset)):
-            guard.unmarked.add(tp)  # marked when it is read again
-            return
+        if tp in guard.unmarked:
+            # What came before ends first, counted: the mark's transaction would commit it
+            # (exactly-once) with none of its counts, which a later abort would then drop.
+            self._checkpoint()
+            if self._interrupted:
+                self._interrupt(rec, "the records before its mark failed")
+                return
+            if not self._commit_mark(rec, guard.first_seen(tp, rec.offset)):
+                guard.unmarked.add(tp)  # marked when it is read again
+                return
         self._plain(rec)
 
     def _check_late(self, rec: SourceRecord, guard: CrashGuard) -> bool:

@@ -406,3 +406,60 @@ def test_a_transaction_whose_abort_is_unconfirmed_is_never_committed(how: str) -
         again.clock.advance(2.0)
     assert ids(again) == Counter({"p-0": 1, "p-2": 1, "p-3": 1})
     assert dead_offsets(again) == Counter({(0, 1): 1})
+
+
+# -- 8. counts of the records committed by a crash mark's transaction (helper-36's review) -------
+def marked_late(cluster: FakeCluster) -> None:
+    """P0 starts clean (a committed offset with no mark); P1 has none: unmarked, its first
+    record is marked in a transaction of its own, which ends the open one first."""
+    for i in (10, 11, 12, 13):
+        cluster.append(SOURCE, good(i), partition=0)
+    cluster.committed[P0] = Committed(0)
+
+
+def test_counts_of_records_committed_before_a_mark_survive_a_later_torn_route() -> None:
+    """Exactly-once: P0's records are routed, then P1's first record is marked: the mark's
+    transaction committed P0's records with an empty tally while the worker's still held their
+    counts, and a torn route later in the batch cleared those: 2 processed counted, not 6."""
+    cluster = FakeCluster(partitions=2)
+    marked_late(cluster)
+    for i in (20, 1, 21):  # p-1: three outputs, one refused at once as too large
+        cluster.append(SOURCE, good(i), partition=1)
+    r = rig(exactly_once=True, processor=split, cluster=cluster, crash_limit=3)
+    refuse_huge_at_once(r)
+    for _ in range(8):
+        r.steps(1)
+        r.clock.advance(2.0)
+    assert ids(r) == Counter({f"p-{i}": 1 for i in (10, 11, 12, 13, 20, 21)})
+    assert dead_offsets(r) == Counter({(1, 1): 1})
+    r.flush_metrics()
+    assert r.sample("lazarus_records_total", outcome="dead_lettered") == 1
+    assert r.sample("lazarus_records_total", outcome="processed") == 6
+
+
+def test_counts_of_records_aborted_with_a_mark_s_commit_are_counted_once() -> None:
+    """Exactly-once: P1's first record's mark ends the open transaction (P0's records), whose
+    commit fails and is aborted. The worker's tally still held P0's counts and handed them to
+    the next transaction; P0's records, read again, were counted again: 10 processed, not 6."""
+    cluster = FakeCluster(partitions=2)
+    marked_late(cluster)
+    for i in (20, 21):
+        cluster.append(SOURCE, good(i), partition=1)
+    r = rig(exactly_once=True, processor=split, cluster=cluster, crash_limit=3)
+    original = r.sink.commit_transaction
+    commits = [0]
+
+    def commit(timeout_s: float) -> None:
+        commits[0] += 1
+        if commits[0] == 2:  # 1: P0's start mark at assignment; 2: P0's records
+            r.sink.abort_transaction(timeout_s)
+            raise SinkFailure(SinkError("coordinator moved", abortable=True))
+        original(timeout_s)
+
+    r.sink.commit_transaction = commit  # type: ignore[method-assign]
+    for _ in range(10):
+        r.steps(1)
+        r.clock.advance(5.0)
+    assert ids(r) == Counter({f"p-{i}": 1 for i in (10, 11, 12, 13, 20, 21)})
+    r.flush_metrics()
+    assert r.sample("lazarus_records_total", outcome="processed") == 6
