@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +22,14 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from scripts.kafka_broker import Broker
 
 _startup: dict[str, float] = {}
+
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    # A test run started as a background job of a script (`bash .ci/run &`, nohup) inherits
+    # SIGINT ignored, and so would every process a test starts: an ignored signal stays ignored
+    # across exec, and Python then installs no KeyboardInterrupt handler. The tests that press
+    # Ctrl-C on a `dlq` or `lazarus` process would see it carry on. A handled signal is reset to
+    # its default on exec, so the children start as from a terminal.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
