@@ -43,12 +43,14 @@ class CrashMarks:
         crashes: CrashGuard | None
         wall: Callable[[], float]
         _interrupted: bool
+        _sizing: dict[TP, int]
 
         def _send(self, rec: SourceRecord, routed: Routed, *, shrink: bool = True) -> None: ...
         def _checkpoint(self) -> None: ...
         def _interrupt(self, rec: SourceRecord, reason: str) -> None: ...
         def _delivery_failed(self, reason: str) -> None: ...
         def _plain(self, rec: SourceRecord) -> None: ...
+        def _sized(self, rec: SourceRecord) -> None: ...
         def _alone(self, rec: SourceRecord) -> bool: ...
         def _settle_now(self) -> bool: ...
 
@@ -59,7 +61,7 @@ class CrashMarks:
         assignment: read at their first record, which waits while that fails."""
 
     def _guarded(self, rec: SourceRecord, guard: CrashGuard) -> None:
-        """Route `rec` while some partition is suspect or not yet marked."""
+        """Route `rec` of a partition not checked or not marked yet (it may be being sized)."""
         tp = (rec.topic, rec.partition)
         if tp in self._unchecked and not self._check_late(rec, guard):
             return
@@ -76,7 +78,10 @@ class CrashMarks:
             if not self._commit_mark(rec, guard.first_seen(tp, rec.offset)):
                 guard.unmarked.add(tp)  # marked when it is read again
                 return
-        self._plain(rec)
+        if tp in self._sizing:
+            self._sized(rec)
+        else:
+            self._plain(rec)
 
     def _check_late(self, rec: SourceRecord, guard: CrashGuard) -> bool:
         """The check `_mark_assigned` could not make, at the partition's first record: suspect

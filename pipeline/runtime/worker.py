@@ -235,13 +235,16 @@ class Worker(TooLargeRecords, CrashMarks):
             self._careful(rec)
 
     def _careful(self, rec: SourceRecord) -> None:
+        """The crash guard's checks and marks come first, sizing after (`_guarded` ends in
+        `_sized`): a partition being sized may not be checked or marked yet."""
         guard = self.crashes
-        if guard is not None and (rec.topic, rec.partition) in guard.suspects:
+        tp = (rec.topic, rec.partition)
+        if guard is not None and tp in guard.suspects:
             self._one_at_a_time(rec)
-        elif (rec.topic, rec.partition) in self._sizing:
-            self._sized(rec)
-        elif guard is not None:
+        elif guard is not None and (tp in self._unchecked or tp in guard.unmarked):
             self._guarded(rec, guard)
+        elif tp in self._sizing:
+            self._sized(rec)
         else:
             self._plain(rec)
 

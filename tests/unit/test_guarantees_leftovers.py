@@ -17,7 +17,7 @@ from pipeline.core.crashes import mark, parse_mark
 from pipeline.core.policy import BreakerState, FloodGuard
 from pipeline.kafka.fake import FakeCluster
 from pipeline.kafka.seam import Committed, SinkError, SinkFailure
-from tests.unit.test_guarantees_adversarial import P0, dead_offsets, ids, survivor
+from tests.unit.test_guarantees_adversarial import P0, P1, dead_offsets, ids, survivor
 from tests.unit.test_worker import OUTPUT, SOURCE, Crash, Rig, good, rig
 
 HUGE = "o" * 5000
@@ -463,3 +463,33 @@ def test_counts_of_records_aborted_with_a_mark_s_commit_are_counted_once() -> No
     assert ids(r) == Counter({f"p-{i}": 1 for i in (10, 11, 12, 13, 20, 21)})
     r.flush_metrics()
     assert r.sample("lazarus_records_total", outcome="processed") == 6
+
+
+# -- 9. a partition being sized is checked and marked first (helper-36's review) -----------------
+def test_a_partition_being_sized_is_checked_and_marked_before_its_first_record() -> None:
+    """Exactly-once: the committed positions cannot be read at assignment (P0, P1 checked at
+    their first record). P0's first output is refused in a delivery report: every assigned
+    partition is read again one record at a time, P1 (not read yet) too. P1's records went
+    through sizing with no check and no mark: two processes died on P1/0 (another process's
+    mark), and a third death there was credited to no one (the mark stayed 0:2)."""
+    cluster = FakeCluster(partitions=2)
+    cluster.append(SOURCE, good(0), partition=0)
+    cluster.committed[P1] = Committed(0, mark(0, 2, "0123456789abcdef"))
+
+    def deadly_50(event: Any, ctx: Any) -> object:
+        if event.payment_id == "p-50":
+            raise Crash()
+        return event
+
+    r = rig(exactly_once=True, processor=deadly_50, cluster=cluster, crash_limit=3)
+    r.sink.max_bytes[OUTPUT] = 10  # p-0's output refused in its delivery report
+    r.source.failing_committed = True
+    r.steps(1)  # assignment: committed() fails
+    r.source.failing_committed = False
+    for _ in range(3):
+        r.steps(1)
+        r.clock.advance(2.0)
+    assert P1 in r.worker._sizing and P1 in r.worker._unchecked
+    cluster.append(SOURCE, good(50), partition=1)  # P1's first record arrives now
+    assert died(r, 12)
+    assert parse_mark(cluster.committed[P1].metadata) == (0, 3), cluster.committed[P1]
