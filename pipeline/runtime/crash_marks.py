@@ -4,8 +4,9 @@
 processes; this module writes and reads the marks around the loop. At assignment it reads the
 committed positions (a mark left there: a process died before committing past it) and marks
 where it starts; it routes a suspect partition's records one at a time, each marked before it
-runs and made durable after; a clean stop clears its marks. README, "A record that kills the
-process".
+runs and made durable after; a clean stop clears its marks, except the deaths counted on a
+suspect record it had not handled yet (they stay behind, in a mark no process owns). README, "A
+record that kills the process".
 
 A rare path, kept apart so that `worker.py` holds the loop. `CrashMarks` is a mixin of `Worker`:
 its state lives on the worker, and it calls the loop's own steps (declared for mypy at the top of
@@ -97,7 +98,9 @@ class CrashMarks:
             return False
         self._unchecked.discard(tp)
         guard.assigned(tp, position.offset, position.metadata)
-        if not guard.is_suspect(tp):
+        if guard.is_suspect(tp):
+            guard.unmarked.discard(tp)  # marked record by record (`_one_at_a_time`)
+        else:
             guard.unmarked.add(tp)  # marked at this record, its first
         return True
 

@@ -348,7 +348,8 @@ class Transactions(Delivery):
             for out in routed.outputs:
                 self.sink.produce(out, self._batch)
         except SinkFailure as exc:
-            if exc.error.too_large and len(routed.outputs) > 1:
+            # torn: a later output refused, the earlier ones in the transaction already
+            if exc.error.too_large and out is not routed.outputs[0]:
                 raise self._torn(exc.error) from exc
             raise
         self.positions[(rec.topic, rec.partition)] = rec.offset + 1

@@ -84,6 +84,8 @@ class Worker(TooLargeRecords, CrashMarks):
         wall: Callable[[], float] = time.time,
         crashes: CrashGuard | None = None,
     ) -> None:
+        CrashMarks.__init__(self)  # the rare paths' state first: nothing below may need it unset
+        TooLargeRecords.__init__(self)
         self.options = options
         self.source = source
         self.delivery = delivery
@@ -114,8 +116,6 @@ class Worker(TooLargeRecords, CrashMarks):
         self._last_tick = 0.0
         self._last_step = clock()
         self._joined = False
-        CrashMarks.__init__(self)
-        TooLargeRecords.__init__(self)
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> None:
@@ -165,11 +165,12 @@ class Worker(TooLargeRecords, CrashMarks):
         self._interrupted = False
         self.delivery.begin(started)
         guard = self.crashes
-        # The partitions the crash guard watches (and those being sized after a too-large
-        # refusal), taken once per batch (a redrive partition that never gets a record stays
-        # unmarked all run): within a batch the guard only forgets partitions, and `_guarded`
-        # then routes plainly; an assignment during a retry wait (`_fresh` until the next step)
-        # sends the rest of the batch through `_special`.
+        # The partitions the crash guard watches (and those of the too-large path: being sized,
+        # holding a record found too large, or read again after one), taken once per batch (a
+        # redrive partition that never gets a record stays unmarked all run): within a batch
+        # the guard only forgets partitions, and `_careful` then routes plainly; an assignment
+        # during a retry wait (`_fresh` until the next step) sends the rest of the batch
+        # through `_special`.
         watched = {*guard.suspects, *guard.unmarked} if guard is not None else set()
         slow = guard is not None
         if self._sizing or self._oversize or self._recounted:

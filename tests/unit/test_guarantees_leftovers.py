@@ -493,3 +493,49 @@ def test_a_partition_being_sized_is_checked_and_marked_before_its_first_record()
     cluster.append(SOURCE, good(50), partition=1)  # P1's first record arrives now
     assert died(r, 12)
     assert parse_mark(cluster.committed[P1].metadata) == (0, 3), cluster.committed[P1]
+
+
+# -- 10. review nits ----------------------------------------------------------------------------
+def huge_first(event: Any, ctx: Any) -> object:
+    """p-1 becomes three outputs, the FIRST one too large for the output topic."""
+    if event.payment_id == "p-1":
+        return [
+            event.model_copy(update={"payment_id": "p-1-huge", "order_id": HUGE}),
+            event.model_copy(update={"payment_id": "p-1-b"}),
+        ]
+    return event
+
+
+def test_a_record_whose_first_output_is_refused_at_once_aborts_nothing() -> None:
+    """Exactly-once: nothing of the record is in the transaction when its first output is
+    refused at once: it is dead-lettered in place, no abort and no rewind (it used to abort
+    the transaction, every partition reading again from its committed offset)."""
+    r = rig(exactly_once=True, processor=huge_first)
+    for i in range(4):
+        r.cluster.append(SOURCE, good(i))
+    refuse_huge_at_once(r)
+    r.steps(3)
+    assert ids(r) == Counter({"p-0": 1, "p-2": 1, "p-3": 1})
+    assert dead_offsets(r) == Counter({(0, 1): 1})
+    assert r.sink.aborts == 0
+    assert r.cluster.committed[P0].offset == 4
+
+
+def test_a_partition_found_suspect_at_its_first_record_is_not_left_unmarked() -> None:
+    """The committed position unreadable at assignment, the late check at the first record
+    finds another process's mark (suspect): the partition is marked record by record, and no
+    longer waits for a start mark (it stayed in `unmarked`: one more mark after the careful
+    records)."""
+    cluster = FakeCluster()
+    for i in range(4):
+        cluster.append(SOURCE, good(i))
+    cluster.committed[P0] = Committed(1, mark(1, 1, "0123456789abcdef"))
+    r = rig(cluster=cluster, crash_limit=3)
+    r.source.failing_committed = True
+    r.steps(1)  # the first record waits for the check: an outage
+    r.source.failing_committed = False
+    r.clock.advance(10.0)
+    r.steps(3)  # the check, then records 1-3 one at a time
+    guard = r.worker.crashes
+    assert guard is not None and P0 in guard.suspects and P0 not in guard.unmarked
+    assert ids(r) == Counter({"p-1": 1, "p-2": 1, "p-3": 1})
