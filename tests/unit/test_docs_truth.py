@@ -164,6 +164,7 @@ CONTENDERS = {
 }
 WORKLOADS = {
     "Avro, 0% bad": "avro-0",
+    "Avro, 5% bad": "avro-5",
     "Avro, 50% bad": "avro-50",
     "JSON, 0% bad": "json-0",
     "JSON, 50% bad": "json-50",
