@@ -54,6 +54,7 @@ class CrashMarks:
         def _sized(self, rec: SourceRecord) -> None: ...
         def _alone(self, rec: SourceRecord) -> bool: ...
         def _settle_now(self) -> bool: ...
+        def _settled_before(self, rec: SourceRecord) -> bool: ...
 
     def __init__(self) -> None:
         self._marks: dict[TP, int] = {}  # crash marks this member wrote, by partition
@@ -113,7 +114,7 @@ class CrashMarks:
         tp = (rec.topic, rec.partition)
         # What came before is durable first: its refusal is not this record's, and the mark
         # below is never overwritten by a commit of the positions before it.
-        if not self._settle_now():
+        if not self._settled_before(rec):
             return
         verdict = self.crashes.before(tp, rec.offset)
         if verdict.crashed:

@@ -136,7 +136,7 @@ class TooLargeRecords:
         """Route `rec` alone and make it durable before the next record: a too-large refusal
         then names it, and it is dead-lettered when read again (README, "Too large")."""
         tp = (rec.topic, rec.partition)
-        if not (self._settle_now() and self._alone(rec)):
+        if not (self._settled_before(rec) and self._alone(rec)):
             return
         left = self._sizing.get(tp, 0) - 1
         if left > 0:
@@ -196,6 +196,14 @@ class TooLargeRecords:
             else:
                 self.flood.record(True)
         self._send(rec, smaller, shrink=False)
+
+    def _settled_before(self, rec: SourceRecord) -> bool:
+        """`_settle_now` before `rec` runs. When that fails, `rec` is read again: the failure
+        may be another partition's, whose rewind (at-least-once) would not cover `rec`."""
+        if self._settle_now():
+            return True
+        self._interrupt(rec, "the records before it failed")
+        return False
 
     def _settle_now(self) -> bool:
         """End the batch so far and make it durable now (acknowledged, committed). False when

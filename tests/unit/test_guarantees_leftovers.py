@@ -18,7 +18,7 @@ from pipeline.core.policy import BreakerState, FloodGuard
 from pipeline.kafka.fake import FakeCluster
 from pipeline.kafka.seam import Committed, SinkError, SinkFailure
 from tests.unit.test_guarantees_adversarial import P0, P1, dead_offsets, ids, survivor
-from tests.unit.test_worker import OUTPUT, SOURCE, Crash, Rig, good, rig
+from tests.unit.test_worker import BAD, DLQ, OUTPUT, SOURCE, Crash, Rig, good, rig
 
 HUGE = "o" * 5000
 
@@ -539,3 +539,30 @@ def test_a_partition_found_suspect_at_its_first_record_is_not_left_unmarked() ->
     guard = r.worker.crashes
     assert guard is not None and P0 in guard.suspects and P0 not in guard.unmarked
     assert ids(r) == Counter({"p-1": 1, "p-2": 1, "p-3": 1})
+
+
+# -- 11. a record of a partition handled one at a time, when what came before fails ------------
+def test_a_suspect_partition_s_record_is_read_again_when_another_partition_s_delivery_fails() -> (
+    None
+):
+    """At-least-once: P0's dead letters are refused (an outage) and the refusal is seen while
+    P1's first record (a suspect partition: one record at a time, what came before made
+    durable first) waits. The batch stopped there without remembering that record, and only
+    P0's batch rewound: P1 resumed after it, committed past it, and p-10 was lost."""
+    cluster = FakeCluster(partitions=2)
+    for _ in range(3):
+        cluster.append(SOURCE, BAD, partition=0)
+    for i in (10, 11, 12):
+        cluster.append(SOURCE, good(i), partition=1)
+    cluster.committed[P0] = Committed(0)
+    cluster.committed[P1] = Committed(0, mark(0, 1, "0123456789abcdef"))
+    r = rig(cluster=cluster, crash_limit=3)
+    r.sink.refuse[DLQ] = SinkError("broker down", DLQ, retriable=True)
+    r.steps(1)
+    r.sink.refuse.clear()
+    for _ in range(10):
+        r.clock.advance(10.0)
+        r.steps(2)
+    assert set(ids(r)) == {"p-10", "p-11", "p-12"}
+    assert set(dead_offsets(r)) == {(0, 0), (0, 1), (0, 2)}
+    assert cluster.committed[P1].offset == 3
