@@ -124,6 +124,15 @@ class BatchTracker:
                 return batch.started_at
         return None
 
+    def routed_through(self) -> dict[TP, int]:
+        """Per partition, the offset after the last record the unfinished batches hold: how far
+        the records read again after a rewind were routed once already."""
+        routed: dict[TP, int] = {}
+        for batch in self._batches:
+            for tp, (_first, next_offset) in batch.ranges.items():
+                routed[tp] = max(routed.get(tp, next_offset), next_offset)
+        return routed
+
     def take_rewind(self) -> dict[TP, int]:
         """Forget the failed batches; per partition of theirs, the first offset to read again.
         Later batches forget those partitions too (they are read again after the seek), so no

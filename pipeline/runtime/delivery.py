@@ -255,10 +255,7 @@ class AtLeastOnce(Delivery):
         return None
 
     def take_rewind(self) -> dict[TP, int]:
-        routed: dict[TP, int] = {}  # the batches not finished yet: their records are read again
-        for batch in self.tracker._batches:
-            for tp, (_first, next_offset) in batch.ranges.items():
-                routed[tp] = max(routed.get(tp, next_offset), next_offset)
+        routed = self.tracker.routed_through()  # the unfinished batches: read again
         points = self.tracker.take_rewind()
         self.reread = {tp: routed[tp] for tp in points if tp in routed}
         return points
