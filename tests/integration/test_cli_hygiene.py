@@ -31,6 +31,7 @@ from tests.dlq_kit import (
     lazarus_letter,
     replays_of,
 )
+from tests.integration.test_demo import run_demo
 from tests.kit import REPO
 
 RUN_ID = re.compile(r"r-\d{8}-\d{6}-[0-9a-f]{6}")
@@ -206,28 +207,16 @@ def demo_leftovers(tmp_path: Path) -> list[Path]:
     return sorted((tmp_path / "tmp").glob("lazarus-demo-*")) + files_under(tmp_path / "home")
 
 
-def run_demo(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "lazarus.cli", "demo", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        cwd=REPO,
-        env=env,
-    )
-
-
 def test_the_demo_leaves_no_folder_behind_when_it_succeeds_or_fails(tmp_path: Path) -> None:
     """Each run left /tmp/lazarus-demo-<random>/ (its config and hold rules), and the plans
     of its replay under ~/.local/state/lazarus/runs/<the mock cluster's id>/."""
     env = demo_env(tmp_path)
-    done = run_demo(env)
+    done = run_demo(env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "/lazarus-demo-" in done.stdout  # its steps named the config in its folder
     assert demo_leftovers(tmp_path) == []
     nowhere = "127.0.0.1:9"  # nothing listens there: the demo fails (exit 1)
-    failed = run_demo(env, "--bootstrap", nowhere)
+    failed = run_demo("--bootstrap", nowhere, env=env)
     assert failed.returncode == 1, failed.stdout + failed.stderr
     assert "/lazarus-demo-" not in failed.stderr
     assert demo_leftovers(tmp_path) == []

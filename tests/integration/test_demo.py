@@ -10,15 +10,19 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
+from tests.kit import REPO
 
-def run_demo(*args: str) -> subprocess.CompletedProcess[str]:
+
+def run_demo(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`lazarus demo ARGS` from the repository, with `env` (a bare one by default)."""
     return subprocess.run(
         [sys.executable, "-m", "lazarus.cli", "demo", *args],
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
-        env={"COLUMNS": "120", "PATH": "/usr/bin:/bin"},
+        cwd=REPO,
+        env=env if env is not None else {"COLUMNS": "120", "PATH": "/usr/bin:/bin"},
     )
 
 
