@@ -180,13 +180,32 @@ def cited(pattern: str) -> dict[str, object]:
     return data
 
 
+def tables(text: str) -> list[list[str]]:
+    """The lines of each Markdown table in `text`, in order (the section has more than one)."""
+    found: list[list[str]] = []
+    inside = False
+    for line in text.splitlines():
+        if line.startswith("| "):
+            if not inside:
+                found.append([])
+            found[-1].append(line)
+        inside = line.startswith("| ")
+    return found
+
+
+def cells(line: str) -> list[str]:
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
 def test_the_performance_table_is_the_cited_runs_summary() -> None:
     summary = cited(r"peers-[^`]+\.json")["summary"]
     assert isinstance(summary, dict)
-    lines = [line for line in PERF.splitlines() if line.startswith("| ")]
-    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
-    columns = [CONTENDERS.get(name, "quix" if name.startswith("Quix") else name) for name in header]
-    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+    lines = tables(PERF)[0]
+    columns = [
+        CONTENDERS.get(name, "quix" if name.startswith("Quix") else name)
+        for name in cells(lines[0])
+    ]
+    rows = [cells(line) for line in lines[2:]]
     assert [row[0] for row in rows] == list(WORKLOADS)
     for row in rows:
         workload = WORKLOADS[row[0]]
@@ -195,6 +214,31 @@ def test_the_performance_table_is_the_cited_runs_summary() -> None:
             assert cell == f"{measured['rate']:,.0f}/s · {measured['cpu_us']:.1f} µs", (
                 f"{row[0]}, {contender}: README {cell!r}"
             )
+
+
+LAYER_ROWS = {
+    "Avro, truncated": "avro truncated",
+    "Avro, invalid (`qty = 0`)": "avro invalid",
+    "JSON, truncated": "json truncated",
+    "JSON, invalid": "json invalid",
+}
+LAYERS = ("check", "handler", "seam", "broker", "process")
+
+
+def test_where_a_dead_letters_time_goes_is_the_cited_runs() -> None:
+    data = cited(r"layers-[^`]+\.json")
+    extra, medians = data["over_good"], data["medians"]
+    assert isinstance(extra, dict) and isinstance(medians, dict)
+    rows = [cells(line) for line in tables(PERF)[1][2:]]
+    assert [row[0] for row in rows] == list(LAYER_ROWS)
+    for row in rows:
+        measured = [f"{extra[f'{LAYER_ROWS[row[0]]} {layer}']:+.1f}" for layer in LAYERS]
+        assert row[1:] == measured, row[0]
+    text = " ".join(PERF.split())
+    for layer in LAYERS:  # a good record's figures, in the prose above the table
+        avro, json_ = (f"{medians[f'{fmt} good {layer}']:.1f}" for fmt in ("avro", "json"))
+        quoted = f"{avro} (Avro) / {json_} (JSON)" if layer == "check" else f"{avro} / {json_}"
+        assert quoted in text, layer
 
 
 def test_the_latency_figures_are_the_cited_runs() -> None:
