@@ -1,8 +1,9 @@
 """Where one record's CPU goes, layer by layer: a good record against a dead letter (issue 9).
 
 `bench_peers` shows the whole process; this splits it. For Avro and JSON orders and each kind
-of record of the bench's own workloads (`bench.workloads`: good, truncated, invalid), CPU µs per
-record of each layer, the same records in every layer:
+of record of the bench's own workloads (`bench.workloads`: good, truncated, invalid, and the 50%
+bad workload's own interleaving of them, `mixed`), CPU µs per record of each layer, the same
+records in every layer:
 
   check     the peers' whole per-record work (`bench.workloads.checker`; for a bad record also
             the two headers `ceiling` writes): fastavro and pydantic, an exception when bad
@@ -17,7 +18,8 @@ record of each layer, the same records in every layer:
 `seam` and `broker` read from the in-memory source in both (the consumer's cost is the same
 for every kind: it is in `bench_peers`, not here). Layers are measured in turn within each of
 `--reps` repetitions; the medians are printed, with the extra cost of a dead letter over a good
-record per layer, and written as JSON. Nothing here asserts a timing.
+record per layer and what interleaving costs (`mixed` against the mean of its parts: half good,
+a quarter of each bad kind), and written as JSON. Nothing here asserts a timing.
 
     python -m bench.bench_layers [--bootstrap HOST:PORT] [--count 20000] [--reps 5]
 """
@@ -63,7 +65,10 @@ from tests.conftest import create_topics
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FORMATS = ("avro", "json")
-KINDS = ("good", "truncated", "invalid")
+KINDS = ("good", "truncated", "invalid", "mixed")
+BAD = ("truncated", "invalid")
+MIXED_SHARES = {"good": 0.5, "truncated": 0.25, "invalid": 0.25}
+"""What `mixed`, the 50%-bad workload's values in their order, is made of."""
 LAYERS = ("check", "handler", "seam", "broker", "process")
 SOURCE = "orders"
 BATCH = 500
@@ -77,10 +82,13 @@ def kind_of(i: int) -> str:
 
 
 def values_by_kind(fmt: str) -> dict[str, list[bytes]]:
-    """The bench's own values of `fmt`, by kind (5,000 to 10,000 distinct values each)."""
+    """The bench's own values of `fmt`, by kind (5,000 to 10,000 distinct values each), and
+    `mixed`: all 20,000 in the workload's order."""
+    pool = value_pool(Workload(fmt, 50))
     found: dict[str, list[bytes]] = {kind: [] for kind in KINDS}
-    for i, value in enumerate(value_pool(Workload(fmt, 50))):
+    for i, value in enumerate(pool):
         found[kind_of(i)].append(value)
+    found["mixed"] = pool
     return found
 
 
@@ -255,13 +263,17 @@ def measure_once(bootstrap: str, topics: tuple[str, str], count: int) -> dict[st
 
 
 def over_good(run: dict[str, float]) -> dict[str, float]:
-    """A repetition's extra cost of each bad kind over a good record, per format and layer."""
-    return {
-        f"{fmt} {kind} {layer}": run[f"{fmt} {kind} {layer}"] - run[f"{fmt} good {layer}"]
-        for fmt in FORMATS
-        for kind in KINDS[1:]
-        for layer in LAYERS
-    }
+    """A repetition's extra cost of each bad kind over a good record, and of `mixed` over the
+    mean of its parts, per format and layer."""
+    extra: dict[str, float] = {}
+    for fmt in FORMATS:
+        for layer in LAYERS:
+            cost = {kind: run[f"{fmt} {kind} {layer}"] for kind in KINDS}
+            for kind in BAD:
+                extra[f"{fmt} {kind} {layer}"] = cost[kind] - cost["good"]
+            parts = sum(share * cost[kind] for kind, share in MIXED_SHARES.items())
+            extra[f"{fmt} mixed {layer}"] = cost["mixed"] - parts
+    return extra
 
 
 def table(medians: dict[str, float], extra: dict[str, float], title: str) -> Table:
@@ -305,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     extra = {key: statistics.median(values) for key, values in extras.items()}
     title = (
         f"CPU µs per record, median of {args.reps} x {args.count:,} records; "
-        "(+n): over a good record, median of each repetition's own difference"
+        "(+n): a dead letter over a good record, mixed over the mean of its parts; "
+        "each repetition's own difference, median"
     )
     Console().print(table(medians, extra, title))
     out = args.out or RESULTS / f"layers-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"

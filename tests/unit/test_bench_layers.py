@@ -26,8 +26,11 @@ def test_each_kind_is_what_its_name_says_for_the_peers_and_for_lazarus(fmt: str)
         "good": 10_000,
         "truncated": 5_000,
         "invalid": 5_000,
+        "mixed": 20_000,
     }
     for kind, values in by_kind.items():
+        if kind == "mixed":
+            continue
         for rec in records(values, 50):
             routed = handler.handle(rec, 1, 0.0, 1.0)
             assert isinstance(routed, Routed)
@@ -49,6 +52,14 @@ class CountingSink(AckingSink):
     def produce(self, out: Output, batch: int) -> None:
         self.topics.append(out.topic)
         super().produce(out, batch)
+
+
+def test_mixed_is_the_50_percent_workload_in_its_order() -> None:
+    by_kind = values_by_kind("avro")
+    mixed = by_kind["mixed"]
+    assert sorted(mixed) == sorted(by_kind["good"] + by_kind["truncated"] + by_kind["invalid"])
+    good = set(by_kind["good"])
+    assert [v in good for v in mixed[:4]] == [True, False, True, False]  # interleaved
 
 
 @pytest.mark.parametrize("kind", ["good", "invalid"])
