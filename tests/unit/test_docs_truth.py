@@ -219,8 +219,10 @@ def test_the_performance_table_is_the_cited_runs_summary() -> None:
 LAYER_ROWS = {
     "Avro, truncated": "avro truncated",
     "Avro, invalid (`qty = 0`)": "avro invalid",
+    "Avro, 50% bad, interleaved": "avro mixed",
     "JSON, truncated": "json truncated",
     "JSON, invalid": "json invalid",
+    "JSON, 50% bad, interleaved": "json mixed",
 }
 LAYERS = ("check", "handler", "seam", "broker", "process")
 
