@@ -31,7 +31,6 @@ import contextlib
 import gc
 import json
 import os
-import random
 import statistics
 import sys
 import time
@@ -101,8 +100,8 @@ def codec_for(fmt: str) -> Codec:
 def records(values: list[bytes], count: int) -> list[SourceRecord]:
     """`count` records cycling through `values`, spread over four partitions."""
     return [
-        SourceRecord(SOURCE, i % 4, i // 4, 1_760_000_000_000 + i, b"k-%d" % i, v, ())
-        for i, v in zip(range(count), _cycle(values, count), strict=True)
+        SourceRecord(SOURCE, i % 4, i // 4, 1_760_000_000_000 + i, b"k-%d" % i, value, ())
+        for i, value in enumerate(_cycle(values, count))
     ]
 
 
@@ -127,30 +126,22 @@ def check_us(fmt: str, values: list[bytes], count: int) -> float:
     """The peers' work per record: check, and for a bad record its two dead-letter headers."""
     check = checker(fmt)
     with settled():
-        return _timed_check(check, values, count)
-
-
-def _timed_check(check: Callable[[bytes], object], values: list[bytes], count: int) -> float:
-    started = time.thread_time()
-    for value in _cycle(values, count):
-        try:
-            check(value)
-        except Exception as exc:
-            headers_for(exc)
-    return (time.thread_time() - started) / count * 1e6
+        started = time.thread_time()
+        for value in _cycle(values, count):
+            try:
+                check(value)
+            except Exception as exc:
+                headers_for(exc)
+        return (time.thread_time() - started) / count * 1e6
 
 
 def handler_us(handler: Handler, recs: list[SourceRecord]) -> float:
-    with settled():
-        return _timed_handler(handler, recs)
-
-
-def _timed_handler(handler: Handler, recs: list[SourceRecord]) -> float:
     handle = handler.handle
-    started = time.thread_time()
-    for rec in recs:
-        handle(rec, 1, 0.0, 1.0)
-    return (time.thread_time() - started) / len(recs) * 1e6
+    with settled():
+        started = time.thread_time()
+        for rec in recs:
+            handle(rec, 1, 0.0, 1.0)
+        return (time.thread_time() - started) / len(recs) * 1e6
 
 
 class AckingSink(FakeSink):
@@ -210,25 +201,14 @@ def loop_us(
     source.subscribe(options.topics, worker)
     worker.step()  # the assignment
     with settled():
-        return _timed_loop(worker, delivery, sink, clock, now, len(recs))
-
-
-def _timed_loop(
-    worker: Worker,
-    delivery: AtLeastOnce,
-    sink: Sink,
-    clock: Callable[[], float],
-    now: list[float],
-    count: int,
-) -> tuple[float, float]:
-    main, process = time.thread_time(), time.process_time()
-    for _ in range(count // BATCH + 2):
-        worker.step()
-        now[0] += 0.01
-    if delivery.settle(clock() + 60).failure is not None or sink.pending():
-        raise SystemExit("bench_layers: not every record was acknowledged")
-    main, process = time.thread_time() - main, time.process_time() - process
-    return main / count * 1e6, process / count * 1e6
+        main, process = time.thread_time(), time.process_time()
+        for _ in range(len(recs) // BATCH + 2):
+            worker.step()
+            now[0] += 0.01
+        if delivery.settle(clock() + 60).failure is not None or sink.pending():
+            raise SystemExit("bench_layers: not every record was acknowledged")
+        main, process = time.thread_time() - main, time.process_time() - process
+    return main / len(recs) * 1e6, process / len(recs) * 1e6
 
 
 def measure_once(bootstrap: str, topics: tuple[str, str], count: int) -> dict[str, float]:
@@ -246,8 +226,8 @@ def measure_once(bootstrap: str, topics: tuple[str, str], count: int) -> dict[st
         for kind in KINDS:  # warm the per-cause caches, as a running worker has them
             for rec in recs[kind][:200]:
                 handler.handle(rec, 1, 0.0, 1.0)
-        # each layer measures the three kinds back to back: a dead letter's extra cost is
-        # taken against a good record measured moments before (the machine's speed drifts)
+        # each layer measures the kinds back to back: a dead letter's extra cost is taken
+        # against a good record measured moments before (the machine's speed drifts)
         for kind in KINDS:
             out[f"{fmt} {kind} check"] = check_us(fmt, values[kind], count)
         for kind in KINDS:
@@ -299,7 +279,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--out", type=Path, help="JSON path (default bench/results/layers-*)")
     args = parser.parse_args(argv)
-    random.seed(0)
     runs: dict[str, list[float]] = {}
     extras: dict[str, list[float]] = {}
     with broker(args.bootstrap) as bootstrap:
